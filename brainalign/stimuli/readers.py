@@ -47,10 +47,10 @@ logger = logging.getLogger(__name__)
 #: Interval labels that mark silence or noise rather than a word (compared after
 #: stripping spaces and case-folding): Praat/HTK ("sp", "sil", "<sil>"), Penn Forced
 #: Aligner and MFA (empty labels), CMU Sphinx ("<s>", "</s>", "{sl}"), Buckeye-style
-#: noise labels ("{lg}", "{ns}"), and "pau", "#", "silence".
+#: noise labels ("{lg}", "{ns}"), "pau", "<p:>" and "#". English words ("silence",
+#: "pause") are deliberately not in the list: a story may say them.
 DEFAULT_SILENCES: frozenset[str] = frozenset(
-    {"", "sp", "sil", "<sil>", "silence", "pau", "<p:>", "#", "<s>", "</s>", "{sl}",
-     "{lg}", "{ns}"})
+    {"", "sp", "sil", "<sil>", "pau", "<p:>", "#", "<s>", "</s>", "{sl}", "{lg}", "{ns}"})
 
 #: Largest overlap between consecutive words (seconds) accepted as rounding error.
 OVERLAP_TOLERANCE_S = 1e-3
@@ -393,7 +393,8 @@ def read_textgrid(path: str | os.PathLike, name: str | None = None, *,
     check_timing(items, path, tolerance_s)
     words = [item for item in items if not _is_silence(item.text, silence_set)]
     return _story(name or path.stem, words, path,
-                  {"format": f"textgrid-{layout}", "tier": chosen.name})
+                  {"format": f"textgrid-{layout}", "tier": chosen.name,
+                   "n_silences_skipped": len(items) - len(words)})
 
 
 # --------------------------------------------------------------------------- Gentle JSON
@@ -526,7 +527,8 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
     (tab, comma or semicolon) is sniffed from the header line. Tab-separated cells are
     taken verbatim (quotes are part of the word); comma- or semicolon-separated cells
     follow the CSV quoting rules. Rows whose word is a
-    silence label are skipped; blank lines are ignored.
+    silence label are skipped (counted in ``metadata["n_silences_skipped"]``); blank
+    lines are ignored.
 
     Parameters
     ----------
@@ -599,7 +601,7 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
         items.append(_Timed(word, onset, offset, f"line {line}", run))
     check_timing(items, path, tolerance_s)
     words = [item for item in items if not _is_silence(item.text, silence_set)]
-    metadata: dict = {"format": "table"}
+    metadata: dict = {"format": "table", "n_silences_skipped": len(items) - len(words)}
     if run_labels:
         metadata["run_labels"] = run_labels
     return _story(name or path.stem, words, path, metadata)
