@@ -170,4 +170,4 @@ def space_from_atlas(atlas: Any, resolution_mm: int = 3) -> TargetSpace:
     image = getattr(atlas, "image", None)
     if image is not None and space.startswith("MNI"):
         return volume_space(image, atlas.labels, resolution_mm=resolution_mm)
-    return roi_space(data.astype(np.int64), atlas.labels, getattr(atlas, "coordinates", None))
+    return roi_space(data.astype(np.int64), atlas.labels, getattr(atlas, "coordinates_mm", None))

@@ -1,0 +1,257 @@
+"""Recovery scoring: how much of a simulation's planted truth a brainalign study gets back.
+
+The scores compare the study's outputs with the :class:`~brainalign.simulate.GroundTruth`:
+
+- atoms: planted vs estimated patterns, paired one-to-one by the Hungarian algorithm
+  (scipy's ``linear_sum_assignment``) on absolute Pearson correlation;
+- assignment accuracy: the share of planted patterns whose matched estimated pattern is
+  mapped to the planted network (``"none"`` for patterns no network answers);
+- ROC AUC (scikit-learn) of each subject's target-wise significance map against the
+  targets that truly carry signal;
+- false-positive share: on a null simulation, the share of patterns declared mapped to
+  some network.
+
+:func:`score_recovery` runs the study on a simulation (patterns -> encoding -> network
+mapping, using :mod:`brainalign.patterns`, :mod:`brainalign.encoding` and
+:mod:`brainalign.networks`) and returns every score in a :class:`RecoveryScores`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+logger = logging.getLogger(__name__)
+
+NONE_NETWORK = "none"
+
+
+@dataclass
+class AtomMatch:
+    """One-to-one pairing of planted and estimated patterns.
+
+    Attributes
+    ----------
+    estimated_index : ndarray of int, shape (n_planted,)
+        Estimated pattern paired with each planted pattern (-1 when there are fewer
+        estimated patterns than planted ones and this one was left unpaired).
+    correlation : ndarray, shape (n_planted,)
+        Absolute Pearson correlation of each pair (0 when unpaired).
+    """
+
+    estimated_index: np.ndarray
+    correlation: np.ndarray
+
+
+def match_atoms(planted: np.ndarray, estimated: np.ndarray) -> AtomMatch:
+    """Pair planted and estimated patterns to maximise the summed absolute correlation.
+
+    Parameters
+    ----------
+    planted : ndarray, shape (n_tr, n_planted)
+    estimated : ndarray, shape (n_tr, n_estimated)
+        Same TR grid. Signs are ignored (decompositions fix no sign).
+
+    Returns
+    -------
+    AtomMatch
+    """
+    planted = np.asarray(planted, dtype=np.float64)
+    estimated = np.asarray(estimated, dtype=np.float64)
+    if planted.ndim != 2 or estimated.ndim != 2 or planted.shape[0] != estimated.shape[0]:
+        raise ValueError(f"planted and estimated atoms must be (n_tr, n_patterns) on the same TR "
+                         f"grid, got {planted.shape} and {estimated.shape}")
+    similarity = np.abs(column_correlation(planted, estimated))
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    estimated_index = np.full(planted.shape[1], -1, dtype=np.int64)
+    correlation = np.zeros(planted.shape[1])
+    estimated_index[rows] = cols
+    correlation[rows] = similarity[rows, cols]
+    return AtomMatch(estimated_index, correlation)
+
+
+def column_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every column of ``a`` with every column of ``b`` (0 if constant)."""
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    norm = np.outer(np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0))
+    return np.divide(a.T @ b, norm, out=np.zeros_like(norm), where=norm > 0)
+
+
+def assignment_accuracy(planted_network: Sequence[str], assigned_network: Sequence[str],
+                        match: AtomMatch) -> float:
+    """Share of planted patterns whose matched estimated pattern maps to the right network.
+
+    Parameters
+    ----------
+    planted_network : sequence of str, length n_planted
+        Network each planted pattern drives (``"none"`` if it drives none).
+    assigned_network : sequence of str, length n_estimated
+        Network the study assigned to each estimated pattern (``"none"`` if none).
+    match : AtomMatch
+        From :func:`match_atoms`; an unpaired planted pattern counts as assigned ``"none"``.
+    """
+    if len(planted_network) != len(match.estimated_index):
+        raise ValueError(f"{len(planted_network)} planted networks for "
+                         f"{len(match.estimated_index)} matched patterns")
+    hits = []
+    for planted, index in zip(planted_network, match.estimated_index):
+        assigned = assigned_network[index] if index >= 0 else NONE_NETWORK
+        hits.append(str(assigned).lower() == str(planted).lower())
+    return float(np.mean(hits))
+
+
+def significance_auc(p_values: np.ndarray | None, r: np.ndarray, responsive: np.ndarray) -> float:
+    """ROC AUC of a target-wise significance map against the planted responsive targets.
+
+    Targets are ranked by p-value (smaller = more significant), ties (e.g. at the
+    permutation floor) broken by ``r``; without p-values by ``r`` alone. NaN entries
+    (invalid targets) rank last.
+
+    Parameters
+    ----------
+    p_values : ndarray, shape (n_targets,), or None
+    r : ndarray, shape (n_targets,)
+        Held-out correlation of each target.
+    responsive : ndarray of bool, shape (n_targets,)
+        True where signal was planted.
+
+    Returns
+    -------
+    float
+        NaN when all or none of the targets are responsive.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    responsive = np.asarray(responsive, dtype=bool)
+    if responsive.all() or not responsive.any():
+        return float("nan")
+    r = np.nan_to_num(np.asarray(r, dtype=np.float64), nan=-np.inf)
+    if p_values is None or np.all(np.isnan(p_values)):
+        keys = (r,)
+    else:
+        keys = (r, -np.nan_to_num(np.asarray(p_values, dtype=np.float64), nan=np.inf))
+    order = np.lexsort(keys)  # last key is primary: significance first, then r
+    rank = np.empty(len(order))
+    rank[order] = np.arange(len(order))
+    return float(roc_auc_score(responsive, rank))
+
+
+def false_positive_share(assigned_network: Sequence[str]) -> float:
+    """Share of patterns declared mapped to some network (anything but ``"none"``)."""
+    if len(assigned_network) == 0:
+        raise ValueError("no patterns to score")
+    return float(np.mean([str(name).lower() != NONE_NETWORK for name in assigned_network]))
+
+
+def delay_summed_maps(coef: np.ndarray, n_features: int) -> np.ndarray:
+    """Pattern maps from delayed encoding coefficients: the sum over FIR delays.
+
+    Parameters
+    ----------
+    coef : ndarray, shape (n_delays * n_features, n_targets)
+        Delay-major columns (delay ``d``, feature ``f`` at row ``d * n_features + f``).
+    n_features : int
+
+    Returns
+    -------
+    maps : ndarray, shape (n_features, n_targets)
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    if coef.shape[0] % n_features:
+        raise ValueError(f"coef has {coef.shape[0]} rows, not a multiple of {n_features} features")
+    return coef.reshape(-1, n_features, coef.shape[1]).sum(axis=0)
+
+
+@dataclass
+class RecoveryScores:
+    """Scores of one study run on one simulation.
+
+    Attributes
+    ----------
+    snr : float
+        The simulation's signal-to-noise variance ratio.
+    atom_correlation : list of float
+        Matched |r| between each planted pattern and its estimated partner.
+    accuracy : float
+        Network assignment accuracy over planted patterns.
+    auc : float
+        Mean over subjects of the significance-map ROC AUC (NaN on null simulations).
+    false_positive_share : float
+        Share of estimated patterns mapped to a network although no network answers them
+        (on a null simulation: all patterns).
+    best_r : float
+        Median over subjects of the 99th percentile of held-out r across targets.
+    max_r : float
+        Median over subjects of the maximum held-out r.
+    planted_network, assigned_network : list of str
+        Per planted pattern: planted network and the network its match was assigned.
+    estimated_assigned : list of str
+        Network assigned to every estimated pattern.
+    """
+
+    snr: float
+    atom_correlation: list[float]
+    accuracy: float
+    auc: float
+    false_positive_share: float
+    best_r: float
+    max_r: float
+    planted_network: list[str]
+    assigned_network: list[str]
+    estimated_assigned: list[str]
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def score_mapping(simulation: Any, estimated_atoms: np.ndarray, estimated_assigned: Sequence[str],
+                  subject_r: Sequence[np.ndarray], subject_p: Sequence[np.ndarray | None]
+                  ) -> RecoveryScores:
+    """Score a study's outputs (given as arrays) against a simulation's ground truth.
+
+    Parameters
+    ----------
+    simulation : Simulation
+    estimated_atoms : ndarray, shape (n_tr, n_estimated)
+    estimated_assigned : sequence of str, length n_estimated
+        Network assigned to each estimated pattern (``"none"`` if none).
+    subject_r : sequence of ndarray, shape (n_targets,)
+        Held-out r of each subject's encoding model.
+    subject_p : sequence of ndarray or None, shape (n_targets,)
+        Permutation p-values of each subject's encoding model.
+    """
+    truth = simulation.truth
+    estimated_assigned = [str(name) for name in estimated_assigned]
+    match = match_atoms(truth.atoms, estimated_atoms)
+    planted_network = truth.pattern_network()
+    assigned = [estimated_assigned[i] if i >= 0 else NONE_NETWORK for i in match.estimated_index]
+    matched = set(match.estimated_index[
+        [name != NONE_NETWORK for name in planted_network]].tolist())
+    if truth.snr > 0:
+        spurious = [estimated_assigned[i] for i in range(len(estimated_assigned))
+                    if i not in matched]
+    else:
+        spurious = estimated_assigned
+    aucs = [significance_auc(p, r, truth.responsive[subject])
+            for subject, (r, p) in enumerate(zip(subject_r, subject_p))]
+    valid_r = [np.asarray(r)[np.isfinite(r)] for r in subject_r]
+    return RecoveryScores(
+        snr=float(truth.snr),
+        atom_correlation=match.correlation.tolist(),
+        accuracy=assignment_accuracy(planted_network, estimated_assigned, match),
+        auc=float(np.nanmean(aucs)) if truth.snr > 0 and not np.all(np.isnan(aucs))
+        else float("nan"),
+        false_positive_share=false_positive_share(spurious) if spurious else 0.0,
+        best_r=float(np.median([np.percentile(r, 99) for r in valid_r])),
+        max_r=float(np.median([r.max() for r in valid_r])),
+        planted_network=list(planted_network), assigned_network=assigned,
+        estimated_assigned=estimated_assigned,
+        details={"subject_auc": [float(a) for a in aucs],
+                 "matched_estimated_index": match.estimated_index.tolist()},
+    )
