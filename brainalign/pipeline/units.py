@@ -1,0 +1,45 @@
+"""Independent units of a study, as module-level functions that Dask workers can import.
+
+Each unit is a small dataclass of inputs and a function of it; :func:`brainalign.pipeline.
+scale.map_units` runs a list of them serially or on a Dask cluster with identical results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from brainalign.encoding import fit_encoding
+from brainalign.encoding.result import EncodingResult
+
+
+@dataclass
+class EncodingUnit:
+    """One subject's (or one space's) encoding fit.
+
+    Attributes
+    ----------
+    name : str
+        Subject / space label carried into the result's provenance.
+    X : ndarray, shape (n_tr, n_features)
+        Regressors on the TR grid (e.g. atom time courses).
+    Y : ndarray, shape (n_tr, n_targets)
+        Brain time courses.
+    runs : ndarray of int, shape (n_tr,)
+    options : dict
+        Keyword arguments of :func:`brainalign.encoding.fit_encoding` (delays, n_perm...).
+    """
+
+    name: str
+    X: np.ndarray
+    Y: np.ndarray
+    runs: np.ndarray
+    options: dict = field(default_factory=dict)
+
+
+def encode_unit(unit: EncodingUnit) -> EncodingResult:
+    """Fit one unit's encoding model (deterministic given ``options['random_state']``)."""
+    options = dict(unit.options)
+    provenance = dict(options.pop("provenance", None) or {}, unit=unit.name)
+    return fit_encoding(unit.X, unit.Y, unit.runs, provenance=provenance, **options)
