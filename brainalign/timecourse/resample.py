@@ -1,0 +1,159 @@
+"""Resampling kernels that carry word-time values onto the fMRI TR grid.
+
+Both methods brainalign offers are linear maps from word values to TR values, so each is
+built once per run as a matrix ``W`` of shape (n_tr, n_words) and applied as ``W @ values``
+(on a torch device for large recordings, see :mod:`brainalign.timecourse.timecourses`).
+
+``"lanczos"``
+    Lanczos-windowed sinc interpolation from irregular word times to regular TR times,
+    the convention of the Huth lab's encoding work (Huth et al. 2016, Nature 532:453):
+    window of 3 lobes, cutoff at the Nyquist frequency of the TR grid, ``1 / (2 tr_s)``.
+    Written by hand here because no maintained library offers resampling from irregular
+    sample times. The kernel value of a word at time ``t_w`` for a TR at time ``t_k`` is
+
+        x = (t_k - t_w) * cutoff_hz
+        L(x) = window * sin(pi x) * sin(pi x / window) / (pi x)**2,   L(0) = 1,
+        L(x) = 0 where |x| > window.
+
+    As in that convention the kernel is not normalised by the sampling density: a
+    feature equal to 1 on every word becomes, on the TR grid, roughly the number of
+    words heard per ``1 / cutoff_hz`` seconds (a word-rate regressor). Per-run
+    z-scoring removes this scale.
+
+``"hrf"``
+    Each word is an impulse at its onset, scaled by its value, convolved with a
+    canonical haemodynamic response function from nilearn
+    (:func:`nilearn.glm.first_level.spm_hrf` or ``glover_hrf``), sampled on a fine grid
+    of ``tr_s / oversampling`` seconds and read at the TR times by linear interpolation.
+    The kernel is nilearn's, with nilearn's scaling (its samples sum to one), so a
+    single word gives the same regressor as :func:`nilearn.glm.first_level.compute_regressor`
+    with a zero-duration event, up to nilearn's rounding of onsets to its fine grid.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+METHODS = ("lanczos", "hrf")
+HRF_MODELS = ("spm", "glover")
+
+
+def tr_times(n_volumes: int, tr_s: float, offset_s: float = 0.0) -> np.ndarray:
+    """Acquisition time of each volume of one run, on the words' clock.
+
+    Parameters
+    ----------
+    n_volumes : int
+        Number of volumes in the run.
+    tr_s : float
+        Repetition time in seconds.
+    offset_s : float
+        Time (s, same clock as the word onsets of the run) stamped on volume 0.
+        Volume ``k`` is stamped ``offset_s + k * tr_s``.
+
+    Returns
+    -------
+    times_s : ndarray, shape (n_volumes,), float64
+    """
+    return offset_s + tr_s * np.arange(int(n_volumes), dtype=np.float64)
+
+
+def lanczos_kernel(x: np.ndarray, window: int = 3) -> np.ndarray:
+    """The Lanczos kernel ``L(x)`` for ``x`` in units of ``1 / cutoff_hz`` (see module doc).
+
+    Parameters
+    ----------
+    x : ndarray, any shape
+        Time differences multiplied by the cutoff frequency (dimensionless).
+    window : int
+        Number of lobes on each side; the kernel is zero beyond ``|x| > window``.
+
+    Returns
+    -------
+    ndarray, same shape as ``x``, float64
+    """
+    x = np.asarray(x, dtype=np.float64)
+    values = np.ones_like(x)
+    nonzero = x != 0
+    xn = x[nonzero]
+    values[nonzero] = window * np.sin(np.pi * xn) * np.sin(np.pi * xn / window) / (np.pi * xn) ** 2
+    values[np.abs(x) > window] = 0.0
+    return values
+
+
+def lanczos_matrix(word_times_s: np.ndarray, tr_times_s: np.ndarray, tr_s: float,
+                   window: int = 3, cutoff_mult: float = 1.0) -> np.ndarray:
+    """Lanczos resampling matrix for one run.
+
+    Parameters
+    ----------
+    word_times_s : ndarray, shape (n_words,)
+        Time of each word (s).
+    tr_times_s : ndarray, shape (n_tr,)
+        Time of each volume (s), same clock.
+    tr_s : float
+        Repetition time (s); the cutoff is ``cutoff_mult / (2 tr_s)`` Hz.
+    window : int
+        Lanczos window (lobes per side), 3 by convention.
+    cutoff_mult : float
+        Multiplier of the Nyquist cutoff (1 by convention).
+
+    Returns
+    -------
+    W : ndarray, shape (n_tr, n_words), float64
+    """
+    cutoff_hz = cutoff_mult / (2.0 * tr_s)
+    lags_s = np.asarray(tr_times_s, np.float64)[:, None] - np.asarray(word_times_s, np.float64)[None, :]
+    return lanczos_kernel(lags_s * cutoff_hz, window)
+
+
+def hrf_samples(tr_s: float, hrf_model: Literal["spm", "glover"] = "spm",
+                oversampling: int = 50, time_length_s: float = 32.0) -> tuple[np.ndarray, float]:
+    """nilearn's canonical HRF on a fine grid.
+
+    Returns
+    -------
+    hrf : ndarray, shape (n_samples,)
+        Kernel values at lags ``0, dt, 2 dt, ...`` (nilearn's scaling: they sum to 1).
+    dt_s : float
+        Grid step in seconds, ``tr_s / oversampling``.
+    """
+    from nilearn.glm.first_level import glover_hrf, spm_hrf
+
+    if hrf_model not in HRF_MODELS:
+        raise ValueError(f"hrf_model must be one of {HRF_MODELS}, got {hrf_model!r}")
+    function = spm_hrf if hrf_model == "spm" else glover_hrf
+    hrf = function(tr_s, oversampling=int(oversampling), time_length=time_length_s)
+    return np.asarray(hrf, dtype=np.float64), tr_s / int(oversampling)
+
+
+def hrf_matrix(onsets_s: np.ndarray, tr_times_s: np.ndarray, tr_s: float,
+               hrf_model: Literal["spm", "glover"] = "spm", oversampling: int = 50,
+               time_length_s: float = 32.0) -> np.ndarray:
+    """HRF convolution matrix for one run: impulses at word onsets, read at TR times.
+
+    Parameters
+    ----------
+    onsets_s : ndarray, shape (n_words,)
+        Word onsets (s).
+    tr_times_s : ndarray, shape (n_tr,)
+        Volume times (s), same clock.
+    tr_s : float
+        Repetition time (s); sets nilearn's fine grid ``tr_s / oversampling``.
+    hrf_model : {"spm", "glover"}
+    oversampling : int
+        Fine-grid points per TR.
+    time_length_s : float
+        Length of the HRF kernel (s).
+
+    Returns
+    -------
+    W : ndarray, shape (n_tr, n_words), float64
+        ``W[k, w]`` is the response at volume ``k`` to a unit impulse at word ``w``.
+    """
+    hrf, dt_s = hrf_samples(tr_s, hrf_model, oversampling, time_length_s)
+    lags_s = np.asarray(tr_times_s, np.float64)[:, None] - np.asarray(onsets_s, np.float64)[None, :]
+    grid_s = dt_s * np.arange(hrf.size)
+    return np.interp(lags_s, grid_s, hrf, left=0.0, right=0.0)

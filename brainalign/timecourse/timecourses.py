@@ -1,0 +1,334 @@
+"""Word-time values to the TR grid of a story's scan: features and whole neuron recordings.
+
+:func:`words_to_tr` resamples any (n_words, n_features) array with the kernels of
+:mod:`brainalign.timecourse.resample`, run by run, so nothing leaks across runs.
+:func:`recording_to_tr` does the same for a recording's (n_words, n_neurons) matrix,
+streaming it in neuron chunks from its memory map through a torch device (GPU when one
+exists) so host memory stays bounded by one chunk, then trims and z-scores per run and
+returns a :class:`NeuronTimecourses`, the contract the patterns and encoding stages read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Protocol, Sequence
+
+import numpy as np
+
+from brainalign.provenance import provenance_block
+from brainalign.record.neurons import NeuronTable
+from brainalign.stimuli.story import Story
+from brainalign.timecourse.resample import METHODS, hrf_matrix, lanczos_matrix, tr_times
+from brainalign.timecourse.runs import check_runs, trim_mask, zscore_runs
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["lanczos", "hrf"]
+
+
+@dataclass
+class NeuronTimecourses:
+    """Neuron activations on the fMRI TR grid.
+
+    Attributes
+    ----------
+    data : ndarray, shape (n_tr, n_neurons), float32
+    times_s : ndarray, shape (n_tr,), float64
+        Time of each TR in seconds, on the clock of its run's words.
+    runs : ndarray of int, shape (n_tr,)
+        Run (or story) label of each TR.
+    neurons : NeuronTable
+        Identity (layer, site, unit) of each column.
+    provenance : dict
+        How the time courses were made (recording provenance, method, TR, trimming, ...).
+    """
+
+    data: np.ndarray
+    times_s: np.ndarray
+    runs: np.ndarray
+    neurons: NeuronTable
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.data.ndim != 2:
+            raise ValueError(f"data must be 2-D (n_tr, n_neurons), got shape {self.data.shape}")
+        n_tr, n_neurons = self.data.shape
+        if len(self.times_s) != n_tr:
+            raise ValueError(f"times_s has {len(self.times_s)} entries for {n_tr} TRs")
+        self.runs = check_runs(self.runs, n_tr)
+        if len(self.neurons) != n_neurons:
+            raise ValueError(f"neurons table has {len(self.neurons)} rows for {n_neurons} columns")
+
+    @property
+    def n_tr(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def n_neurons(self) -> int:
+        return self.data.shape[1]
+
+    def select(self, index: Sequence[int] | np.ndarray) -> "NeuronTimecourses":
+        """The time courses of neurons ``index`` (integer indices or a boolean mask)."""
+        index = np.asarray(index)
+        return NeuronTimecourses(np.asarray(self.data[:, index]), self.times_s, self.runs,
+                                 self.neurons.select(index), dict(self.provenance))
+
+    def save(self, path: str | Path) -> Path:
+        """Write to a directory: ``data.npy``, ``axes.npz`` (times, runs, neuron table), ``provenance.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        np.save(path / "data.npy", np.asarray(self.data, dtype=np.float32))
+        np.savez(path / "axes.npz", times_s=self.times_s, runs=self.runs,
+                 layer=self.neurons.layer, site=self.neurons.site.astype(str), unit=self.neurons.unit)
+        (path / "provenance.json").write_text(json.dumps(self.provenance, indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True) -> "NeuronTimecourses":
+        """Read a directory written by :meth:`save` (``data`` memory-mapped when ``mmap``)."""
+        path = Path(path)
+        data = np.load(path / "data.npy", mmap_mode="r" if mmap else None)
+        with np.load(path / "axes.npz") as axes:
+            neurons = NeuronTable(axes["layer"], axes["site"], axes["unit"])
+            times_s, runs = axes["times_s"], axes["runs"]
+        provenance = json.loads((path / "provenance.json").read_text())
+        return cls(data, times_s, runs, neurons, provenance)
+
+
+class RecordingLike(Protocol):
+    """What :func:`recording_to_tr` needs from a recording (``brainalign.record.Recording``)."""
+
+    story: Story
+    neurons: NeuronTable
+    provenance: dict
+
+    def matrix(self, sites=None, layers=None) -> np.ndarray: ...
+
+
+def _offsets_per_run(offset_s: float | Sequence[float], n_runs: int) -> list[float]:
+    offsets = np.atleast_1d(np.asarray(offset_s, dtype=np.float64))
+    if offsets.size == 1:
+        return [float(offsets[0])] * n_runs
+    if offsets.size != n_runs:
+        raise ValueError(f"offset_s must be one number or one per run ({n_runs}), got {offsets.size}")
+    return offsets.tolist()
+
+
+def _check_scan(story: Story) -> None:
+    if story.tr_s is None or story.n_volumes is None:
+        raise ValueError(
+            f"story {story.name!r} has no scan timing (tr_s={story.tr_s}, "
+            f"n_volumes={story.n_volumes}); attach it with story.with_scan(tr_s, n_volumes)"
+        )
+
+
+def tr_grid(story: Story, offset_s: float | Sequence[float] = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Times and run labels of every volume of a story's scan.
+
+    Parameters
+    ----------
+    story : Story
+        With ``tr_s`` and ``n_volumes`` set.
+    offset_s : float or sequence of float
+        Time (s, on each run's word clock) of volume 0, for all runs or per run.
+
+    Returns
+    -------
+    times_s : ndarray, shape (n_tr_total,)
+    runs : ndarray of int, shape (n_tr_total,)
+    """
+    _check_scan(story)
+    offsets = _offsets_per_run(offset_s, story.n_runs)
+    times = [tr_times(n, story.tr_s, off) for n, off in zip(story.n_volumes, offsets)]
+    runs = [np.full(n, r, dtype=int) for r, n in enumerate(story.n_volumes)]
+    return np.concatenate(times), np.concatenate(runs)
+
+
+def _run_kernels(story: Story, method: Method, offset_s, word_time: str | None, window: int,
+                 cutoff_mult: float, hrf_model: str, oversampling: int
+                 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """For each run: (TR slice in the output, word indices, kernel (n_tr_run, n_words_run))."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_scan(story)
+    word_time = word_time or ("middle" if method == "lanczos" else "onset")
+    if word_time not in ("onset", "middle"):
+        raise ValueError(f"word_time must be 'onset' or 'middle', got {word_time!r}")
+    word_runs = np.array([w.run for w in story.words])
+    onsets = np.array([w.onset_s for w in story.words], dtype=np.float64)
+    offsets_w = np.array([w.offset_s for w in story.words], dtype=np.float64)
+    times_w = onsets if word_time == "onset" else (onsets + offsets_w) / 2.0
+    start = 0
+    for run, (n_volumes, offset) in enumerate(zip(story.n_volumes,
+                                                  _offsets_per_run(offset_s, story.n_runs))):
+        word_index = np.flatnonzero(word_runs == run)
+        times_tr = tr_times(n_volumes, story.tr_s, offset)
+        late = int(np.sum(times_w[word_index] > times_tr[-1] + story.tr_s)) if n_volumes else 0
+        if late:
+            logger.warning("story %r run %d: %d word(s) fall after the last volume and do not "
+                           "reach the TR grid", story.name, run, late)
+        if method == "lanczos":
+            kernel = lanczos_matrix(times_w[word_index], times_tr, story.tr_s, window, cutoff_mult)
+        else:
+            kernel = hrf_matrix(times_w[word_index], times_tr, story.tr_s, hrf_model, oversampling)
+        yield slice(start, start + n_volumes), word_index, kernel
+        start += n_volumes
+
+
+def words_to_tr(values: np.ndarray, story: Story, method: Method = "lanczos", *,
+                offset_s: float | Sequence[float] = 0.0, word_time: str | None = None,
+                window: int = 3, cutoff_mult: float = 1.0, hrf_model: str = "spm",
+                oversampling: int = 50) -> np.ndarray:
+    """Resample word-level values onto the TR grid of the story's scan, run by run.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_words,) or (n_words, n_features)
+        One row per word of ``story`` (in ``story.words`` order).
+    story : Story
+        Must carry ``tr_s`` and ``n_volumes`` (see :meth:`Story.with_scan`).
+    method : {"lanczos", "hrf"}
+        Lanczos interpolation (window ``window``, cutoff ``cutoff_mult / (2 tr_s)``) or
+        impulses convolved with nilearn's ``hrf_model`` HRF; see
+        :mod:`brainalign.timecourse.resample`.
+    offset_s : float or sequence of float
+        Time (s, on each run's word clock) of volume 0; volume ``k`` is at
+        ``offset_s + k tr_s``. One value for all runs or one per run.
+    word_time : {"onset", "middle"}, optional
+        Which time of a word is its sample time. Default: word middle for Lanczos (the
+        Huth-lab convention), onset for HRF impulses.
+    window, cutoff_mult : Lanczos parameters.
+    hrf_model, oversampling : HRF parameters (``"spm"`` or ``"glover"``; fine-grid points per TR).
+
+    Returns
+    -------
+    ndarray, shape (n_tr_total, n_features) (or (n_tr_total,) for 1-D input), float64
+        ``n_tr_total = sum(story.n_volumes)``, runs concatenated in order.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    squeeze = values.ndim == 1
+    values = values[:, None] if squeeze else values
+    if values.ndim != 2 or values.shape[0] != len(story.words):
+        raise ValueError(f"values must have shape ({len(story.words)}, n_features) for the "
+                         f"{len(story.words)} words of story {story.name!r}, got {values.shape}")
+    bad_rows = ~np.isfinite(values).all(axis=1)
+    if bad_rows.any():
+        raise ValueError(f"values hold NaN or inf on {int(bad_rows.sum())} word(s) "
+                         f"(first at word {int(np.argmax(bad_rows))})")
+    _check_scan(story)
+    out = np.zeros((sum(story.n_volumes), values.shape[1]), dtype=np.float64)
+    for tr_slice, word_index, kernel in _run_kernels(story, method, offset_s, word_time, window,
+                                                     cutoff_mult, hrf_model, oversampling):
+        out[tr_slice] = kernel @ values[word_index]
+    return out[:, 0] if squeeze else out
+
+
+def _resolve_device(device):
+    """None -> CUDA when available else numpy (returns None); otherwise a torch.device."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda") if torch.cuda.is_available() else None
+    return torch.device(device)
+
+
+def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
+                    sites: Sequence[str] | None = None, layers: Sequence[int] | None = None,
+                    zscore: bool = True, trim: tuple[int, int] = (0, 0),
+                    offset_s: float | Sequence[float] = 0.0, word_time: str | None = None,
+                    window: int = 3, cutoff_mult: float = 1.0, hrf_model: str = "spm",
+                    oversampling: int = 50, device=None, chunk_neurons: int = 4096,
+                    progress: bool = False) -> NeuronTimecourses:
+    """Neuron time courses on the TR grid from a word-level recording.
+
+    Parameters
+    ----------
+    recording : Recording-like
+        Anything with ``.story`` (Story with scan timing), ``.neurons`` (NeuronTable),
+        ``.matrix(sites=None, layers=None)`` -> (n_words, n_neurons) array (a memory map
+        is streamed, never loaded whole) and ``.provenance`` (dict).
+    method, offset_s, word_time, window, cutoff_mult, hrf_model, oversampling :
+        As in :func:`words_to_tr`.
+    sites, layers : optional
+        Restrict to these sites / layers (passed to ``recording.matrix``).
+    zscore : bool
+        Z-score every neuron within each run (after trimming).
+    trim : (int, int)
+        TRs dropped at the start and end of every run (before z-scoring).
+    device : str or torch.device, optional
+        Where the resampling product runs. Default: CUDA when available, else numpy.
+    chunk_neurons : int
+        Neurons resampled at once; host memory holds one (n_words, chunk_neurons) chunk.
+    progress : bool
+        Show a tqdm bar over chunks.
+
+    Returns
+    -------
+    NeuronTimecourses
+        ``data`` (n_tr_kept, n_neurons) float32.
+    """
+    from tqdm.auto import tqdm
+
+    story = recording.story
+    _check_scan(story)
+    if chunk_neurons < 1:
+        raise ValueError(f"chunk_neurons must be >= 1, got {chunk_neurons}")
+    matrix = recording.matrix(sites=sites, layers=layers)
+    neurons = recording.neurons
+    if sites is not None or layers is not None:
+        neurons = neurons.select(neurons.mask(sites, layers))
+    n_words, n_neurons = matrix.shape
+    if n_words != len(story.words) or n_neurons != len(neurons):
+        raise ValueError(f"recording matrix has shape {matrix.shape}; expected ({len(story.words)} "
+                         f"words, {len(neurons)} neurons)")
+    times_s, runs = tr_grid(story, offset_s)
+    keep = trim_mask(runs, trim)
+    kernels = list(_run_kernels(story, method, offset_s, word_time, window, cutoff_mult,
+                                hrf_model, oversampling))
+    torch_device = _resolve_device(device)
+    if torch_device is not None:
+        import torch
+
+        kernels = [(s, torch.as_tensor(i, device=torch_device),
+                    torch.as_tensor(k, dtype=torch.float32, device=torch_device)) for s, i, k in kernels]
+    logger.info("resampling %d neurons x %d words to %d TRs (%s, %s)", n_neurons, n_words,
+                int(keep.sum()), method, torch_device or "numpy")
+
+    data = np.empty((int(keep.sum()), n_neurons), dtype=np.float32)
+    n_tr_total = len(runs)
+    for start in tqdm(range(0, n_neurons, chunk_neurons), disable=not progress, desc="word->TR"):
+        stop = min(start + chunk_neurons, n_neurons)
+        chunk = np.array(matrix[:, start:stop], dtype=np.float32)  # one chunk read from disk
+        if torch_device is None:
+            chunk = chunk.astype(np.float64)
+            resampled = np.zeros((n_tr_total, stop - start))
+            for tr_slice, word_index, kernel in kernels:
+                resampled[tr_slice] = kernel @ chunk[word_index]
+        else:
+            chunk_t = torch.as_tensor(chunk, dtype=torch.float32, device=torch_device)
+            resampled_t = torch.zeros((n_tr_total, stop - start), dtype=torch.float32, device=torch_device)
+            for tr_slice, word_index, kernel in kernels:
+                resampled_t[tr_slice] = kernel @ chunk_t[word_index]
+            resampled = resampled_t.cpu().numpy()
+        if not np.isfinite(resampled).all():
+            raise ValueError(f"recording holds NaN or inf values among neurons {start}..{stop - 1}")
+        resampled = resampled[keep]
+        if zscore:
+            resampled = zscore_runs(resampled, runs[keep])
+        data[:, start:stop] = resampled
+
+    provenance = provenance_block(
+        stage="timecourse", story=story.name, method=method, tr_s=story.tr_s,
+        n_volumes=list(story.n_volumes), offset_s=np.atleast_1d(offset_s).tolist(),
+        word_time=word_time or ("middle" if method == "lanczos" else "onset"),
+        lanczos={"window": window, "cutoff_mult": cutoff_mult} if method == "lanczos" else None,
+        hrf={"model": hrf_model, "oversampling": oversampling} if method == "hrf" else None,
+        trim=list(trim), zscore=zscore,
+        sites=None if sites is None else list(sites), layers=None if layers is None else list(layers),
+        recording=dict(recording.provenance),
+    )
+    return NeuronTimecourses(data, times_s[keep], runs[keep], neurons, provenance)
+
