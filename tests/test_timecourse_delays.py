@@ -8,6 +8,7 @@ import sklearn
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import check_estimator
 
 from brainalign.timecourse import Delayer, delay_features, delays_in_trs, runs_from_lengths
 
@@ -103,3 +104,11 @@ def test_delayer_with_metadata_routing_in_cross_validation():
     # a delay applied across the concatenated runs (the leak) gives different predictions
     leaky = delay_reference(X, delays, np.zeros(len(runs), dtype=int))
     assert not np.allclose(leaky, delayed)
+
+
+def test_delayer_passes_sklearn_estimator_checks():
+    # row order is time: a delayed copy depends on neighbouring rows by design
+    check_estimator(Delayer(), expected_failed_checks={
+        "check_methods_sample_order_invariance": "rows are TRs; delays depend on their order",
+        "check_methods_subset_invariance": "rows are TRs; delays depend on their neighbours",
+    })

@@ -27,7 +27,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from brainalign.timecourse.runs import check_runs, run_slices
 
@@ -155,10 +155,9 @@ class Delayer(TransformerMixin, BaseEstimator):
         y : ignored
         runs : array of int, shape (n_tr,), optional
         """
-        X = check_array(X, dtype=(np.float64, np.float32))
+        X = validate_data(self, X, dtype=(np.float64, np.float32))
         self._runs_for(X.shape[0], runs)
         self.delays_tr_ = delays_in_trs(self.delays, self.unit, self.tr_s)
-        self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X, runs: np.ndarray | None = None) -> np.ndarray:
@@ -174,10 +173,7 @@ class Delayer(TransformerMixin, BaseEstimator):
         ndarray, shape (n_tr, n_delays * n_features), delay-major columns
         """
         check_is_fitted(self, "delays_tr_")
-        X = check_array(X, dtype=(np.float64, np.float32))
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but Delayer was fitted with "
-                             f"{self.n_features_in_}")
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
         return delay_features(X, self.delays_tr_, self._runs_for(X.shape[0], runs))
 
     def fit_transform(self, X, y=None, runs: np.ndarray | None = None) -> np.ndarray:
