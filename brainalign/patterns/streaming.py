@@ -1,0 +1,131 @@
+"""Moving neuron matrices onto a torch device in chunks, and the chunked reductions on them.
+
+The decompositions in :mod:`brainalign.patterns` work on matrices far larger than the
+intermediate products they need (458,752 neurons x 2,000 TRs is 3.7 GB of float32). This
+module owns the rules that keep that affordable:
+
+- :func:`to_device` copies a numpy array, ``np.memmap`` or ``np.load(mmap_mode="r")``
+  array onto the device one block of rows at a time, so the host never holds a second
+  full copy and the device holds exactly one. A transposed view (for example the
+  ``(n_neurons, n_tr)`` view of a C-ordered ``(n_tr, n_neurons)`` memmap) keeps its
+  memory order on the device, so no transpose is ever materialised.
+- :func:`row_chunks` yields row ranges whose size bounds every ``(chunk, k)``
+  temporary; the estimators loop over them for distances, codes and Gram matrices.
+
+Plain torch; no other library.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+#: Number of float32 values a default row chunk may hold (256 MiB).
+DEFAULT_CHUNK_VALUES = 1 << 26
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device to compute on: CUDA when available and ``device`` is None.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``..., or None for "CUDA if available, else CPU".
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was requested but torch sees no CUDA device")
+    return device
+
+
+def default_chunk_rows(n_columns: int, chunk_size: int | None = None) -> int:
+    """Rows per chunk: ``chunk_size`` if given, else about 256 MiB of float32 rows."""
+    if chunk_size is not None:
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+        return int(chunk_size)
+    return max(1, DEFAULT_CHUNK_VALUES // max(1, int(n_columns)))
+
+
+def row_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:
+    """Consecutive row slices of at most ``chunk_rows`` rows covering ``range(n_rows)``."""
+    for start in range(0, n_rows, chunk_rows):
+        yield slice(start, min(start + chunk_rows, n_rows))
+
+
+def to_device(
+    X: np.ndarray | torch.Tensor,
+    device: torch.device,
+    chunk_size: int | None = None,
+    name: str = "X",
+) -> torch.Tensor:
+    """A float32 2-D tensor on ``device`` with the values of ``X``, copied in row chunks.
+
+    Parameters
+    ----------
+    X : ndarray, memmap or torch.Tensor, shape (n_rows, n_columns)
+        Input matrix. A torch tensor already on ``device`` in float32 is returned as is
+        (no copy, and callers must not modify it). Numpy input is copied block by block:
+        the device then holds the only full copy.
+    device : torch.device
+        Target device.
+    chunk_size : int, optional
+        Rows per transferred block (default about 256 MiB).
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    tensor : torch.Tensor, shape (n_rows, n_columns), float32
+        Possibly a transposed view of a contiguous device tensor (when ``X`` was a
+        Fortran-ordered view, as ``memmap.T`` is).
+    """
+    if isinstance(X, torch.Tensor):
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
+        return X.to(device=device, dtype=torch.float32)
+    if not hasattr(X, "shape") or not hasattr(X, "dtype"):
+        X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise ValueError(f"{name} must hold numbers, got dtype {X.dtype}")
+    transposed = (not X.flags.c_contiguous) and X.flags.f_contiguous
+    source = X.T if transposed else X  # C-ordered view either way
+    out = torch.empty(source.shape, dtype=torch.float32, device=device)
+    n_rows, n_columns = source.shape
+    for rows in row_chunks(n_rows, default_chunk_rows(n_columns, chunk_size)):
+        block = np.ascontiguousarray(source[rows], dtype=np.float32)
+        if not block.flags.writeable:  # read-only memmap block: torch needs its own buffer
+            block = block.copy()
+        out[rows].copy_(torch.from_numpy(block))
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return out.T if transposed else out
+
+
+def column_mean(X: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    """Mean of each column of ``X`` (n_rows, n_columns), accumulated in float64."""
+    total = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+    for rows in row_chunks(X.shape[0], chunk_rows):
+        total += X[rows].sum(0, dtype=torch.float64)
+    return total / X.shape[0]
+
+
+def centered_gram(X: torch.Tensor, mean: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+    """``(X - mean).T @ (X - mean)``, shape (n_columns, n_columns), float64, by row chunks.
+
+    Each chunk is centred in float32 (a chunk-sized temporary); partial products are
+    summed in float64 so that millions of rows do not lose precision.
+    """
+    gram = torch.zeros(X.shape[1], X.shape[1], dtype=torch.float64, device=X.device)
+    mean32 = mean.to(torch.float32)
+    for rows in row_chunks(X.shape[0], chunk_rows):
+        block = X[rows] - mean32
+        gram += (block.T @ block).to(torch.float64)
+    return gram
+
