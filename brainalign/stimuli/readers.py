@@ -259,14 +259,19 @@ class _Tier:
 
 
 def _parse_textgrid(path: Path) -> tuple[list[_Tier], str]:
-    text = _read_text_file(path)
-    if text.lstrip().startswith("ooBinaryFile"):
+    with path.open("rb") as handle:
+        binary = handle.read(len(b"ooBinaryFile")) == b"ooBinaryFile"
+    if binary:
         raise _fail(path, "line 1", "binary TextGrid files are not supported: save it from "
                     "Praat as a text file (long or short format)")
+    text = _read_text_file(path)
     tokens = _TextGridTokens(text, path)
     if not tokens.tokens:
         raise _fail(path, None, "file is empty (no values found)")
     first = tokens.take("string", 'the header File type = "ooTextFile"')
+    if first.value == "ooBinaryFile":
+        raise _fail(path, f"line {first.line}", "binary TextGrid files are not supported: "
+                    "save it from Praat as a text file (long or short format)")
     if first.value != "ooTextFile":
         raise _fail(path, f"line {first.line}", f'not a Praat text file: expected '
                     f'File type = "ooTextFile", found "{first.value}"')
