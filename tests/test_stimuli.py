@@ -161,7 +161,11 @@ def write(tmp_path, name: str, text: str, encoding: str = "utf-8"):
 # ----------------------------------------------------------------------------- TextGrid
 
 
-@pytest.mark.parametrize("text, layout", [(LONG_TEXTGRID, "long"), (SHORT_TEXTGRID, "short")])
+@pytest.mark.parametrize("text, layout", [
+    (LONG_TEXTGRID, "long"), (SHORT_TEXTGRID, "short"),
+    (LONG_TEXTGRID.replace("\n", "\r\n"), "long"),
+    (SHORT_TEXTGRID.replace("ooTextFile", "ooTextFile short", 1), "short"),
+])
 def test_textgrid_long_and_short_formats(tmp_path, text, layout):
     story = load_story(write(tmp_path, "demo.TextGrid", text))
     assert story.words == EXPECTED
@@ -379,14 +383,17 @@ def test_gentle_malformed_json_names_line(tmp_path):
 # ----------------------------------------------------------------------------- TSV / CSV
 
 
-def test_table_tsv_with_run_column(tmp_path):
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_table_tsv_with_run_column(tmp_path, newline):
     text = ("extra\trun\toffset\tword\tonset\n"
             "x\t1\t0.5\t\"Well,\t0.1\n"
             "x\t1\t0.9\tsp\t0.5\n"
             "\n"
             "x\t1\t1.25\tit's\t0.9\n"
-            "x\t2\t0.75\tcafé\t0.25\n")
-    story = load_story(write(tmp_path, "t.tsv", text))
+            "x\t2\t0.75\tcafé\t0.25\n").replace("\n", newline)
+    path = tmp_path / "t.tsv"
+    path.write_bytes(text.encode("utf-8"))
+    story = load_story(path)
     assert story.words == (Word('"Well,', 0.1, 0.5, 0), Word("it's", 0.9, 1.25, 0),
                            Word("café", 0.25, 0.75, 1))
     assert story.metadata["run_labels"] == ["1", "2"]

@@ -272,7 +272,7 @@ def _parse_textgrid(path: Path) -> tuple[list[_Tier], str]:
     if first.value == "ooBinaryFile":
         raise _fail(path, f"line {first.line}", "binary TextGrid files are not supported: "
                     "save it from Praat as a text file (long or short format)")
-    if first.value != "ooTextFile":
+    if first.value not in ("ooTextFile", "ooTextFile short"):
         raise _fail(path, f"line {first.line}", f'not a Praat text file: expected '
                     f'File type = "ooTextFile", found "{first.value}"')
     kind = tokens.take("string", 'the header Object class = "TextGrid"')
@@ -559,7 +559,7 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
     path = Path(path)
     silence_set = _silence_set(silences)
     text = _read_text_file(path)
-    lines = text.splitlines()
+    lines = [line.rstrip("\r") for line in text.split("\n")]
     header_index = next(i for i, line in enumerate(lines) if line.strip())
     header_line = lines[header_index]
     delimiter = max("\t,;", key=header_line.count)
