@@ -80,6 +80,31 @@ class Story:
         """Words of one run, in order."""
         return tuple(w for w in self.words if w.run == run)
 
+    def run_summary(self) -> list[dict]:
+        """Per-run timing figures, one dict per run.
+
+        Keys: ``run``, ``n_words``, ``first_onset_s``, ``last_offset_s``, ``speech_s``
+        (last offset - first onset), ``words_per_s`` (n_words / speech_s; None for a
+        zero-length run), ``n_volumes`` and ``scan_s`` (n_volumes * tr_s; None when the
+        scan timing is unknown).
+        """
+        rows = []
+        for run in range(self.n_runs):
+            words = self.run_words(run)
+            speech_s = words[-1].offset_s - words[0].onset_s if words else 0.0
+            n_volumes = self.n_volumes[run] if self.n_volumes is not None else None
+            rows.append({
+                "run": run,
+                "n_words": len(words),
+                "first_onset_s": words[0].onset_s if words else None,
+                "last_offset_s": words[-1].offset_s if words else None,
+                "speech_s": speech_s,
+                "words_per_s": len(words) / speech_s if speech_s > 0 else None,
+                "n_volumes": n_volumes,
+                "scan_s": n_volumes * self.tr_s if n_volumes is not None and self.tr_s else None,
+            })
+        return rows
+
     def with_scan(self, tr_s: float, n_volumes: Sequence[int]) -> "Story":
         """The same story with the timing of its fMRI acquisition attached."""
         return Story(self.name, self.words, float(tr_s), tuple(int(n) for n in n_volumes),
