@@ -6,6 +6,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from brainalign.stimuli import (Story, StoryFormatError, Word, load_story, write_table,
                                 write_textgrid)
@@ -518,6 +520,7 @@ def test_load_story_several_files_are_runs(tmp_path):
         "So", "keeper", "waved", "again"]
     assert story.metadata["interpolated_words"] == [2, 5, 6, 10]
     assert story.metadata["files"] == [str(grid), str(gentle), str(table)]
+    json.dumps(story.metadata)  # metadata must stay JSON-serialisable (provenance)
     assert load_story([grid, grid], name="twice").name == "twice"
 
 
@@ -565,3 +568,43 @@ def test_write_textgrid_reads_back(tmp_path, short):
     assert read_textgrid(path, silences=[]).words[-1].offset_s == 6.0
     assert read_textgrid(write_textgrid(story, tmp_path / "r.TextGrid", run=1)).words == (
         Word("b", 0.5, 1.0, 0),)
+
+
+WORD_TEXTS = st.sampled_from(['"Hi,', "it's", "café", "well-known", "42", "naïve.", "a;b",
+                              'say "no"', "x,y", "Zoë!", "—"])
+
+
+@st.composite
+def stories(draw):
+    """Random stories with 1-3 runs, gaps or no gaps, float times of any precision."""
+    words = []
+    for run in range(draw(st.integers(1, 3))):
+        clock = draw(st.floats(0, 30))
+        for _ in range(draw(st.integers(1, 8))):
+            clock += draw(st.sampled_from([0.0, draw(st.floats(0.001, 2.0))]))
+            duration = draw(st.floats(0.0, 1.5))
+            words.append(Word(draw(WORD_TEXTS), clock, clock + duration, run))
+            clock += duration
+    return Story("random", tuple(words))
+
+
+@settings(max_examples=40, deadline=None)
+@given(story=stories())
+def test_round_trips_through_every_writer(tmp_path_factory, story):
+    folder = tmp_path_factory.mktemp("rt")
+    assert read_table(write_table(story, folder / "s.tsv")).words == story.words
+    assert read_table(write_table(story, folder / "s.csv", delimiter=",")).words == story.words
+    grids = [write_textgrid(story, folder / f"r{run}.TextGrid", run=run, short=run % 2 == 1)
+             for run in range(story.n_runs)]
+    assert load_story(grids).words == story.words
+
+
+def test_run_summary():
+    story = Story("s", (Word("a", 1.0, 1.5, 0), Word("b", 2.0, 3.0, 0), Word("c", 0.5, 0.5, 1)),
+                  tr_s=2.0, n_volumes=(4, 3))
+    assert story.run_summary() == [
+        {"run": 0, "n_words": 2, "first_onset_s": 1.0, "last_offset_s": 3.0, "speech_s": 2.0,
+         "words_per_s": 1.0, "n_volumes": 4, "scan_s": 8.0},
+        {"run": 1, "n_words": 1, "first_onset_s": 0.5, "last_offset_s": 0.5, "speech_s": 0.0,
+         "words_per_s": None, "n_volumes": 3, "scan_s": 6.0}]
+    assert Story("t", (Word("a", 0, 1),)).run_summary()[0]["scan_s"] is None
