@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from nilearn.glm.first_level import glover_hrf
 
-from brainalign.simulate import (Simulation, fsaverage5_space, roi_space, simulate_fmri,
+from brainalign.simulate import (Simulation, fsaverage_space, roi_space, simulate_fmri,
                                  volume_space)
 from brainalign.simulate.bold import planted_signal
 from brainalign.simulate.noise import ar1_noise, load_brainspace_rest, make_noise
@@ -193,7 +193,7 @@ def test_resting_state_background_is_brainspace_data_in_fsaverage5_order():
     assert rest.shape == (652, 2 * FSAVERAGE5_HEMI_VERTICES)
     labels = np.zeros(2 * FSAVERAGE5_HEMI_VERTICES, dtype=np.int64)
     labels[:100] = 1
-    space = fsaverage5_space(labels, ["A"])
+    space = fsaverage_space(labels, ["A"])
     runs = np.zeros(50, dtype=np.int64)
     noise = make_noise("rest", space, 50, runs, np.random.default_rng(0))
     vertex = int(np.flatnonzero(rest.std(axis=0) > 0)[0])
@@ -217,7 +217,7 @@ def test_bad_inputs_say_what_was_expected():
     with pytest.raises(ValueError, match="tr_s"):
         simulate_fmri(data, roi_table())
     with pytest.raises(ValueError, match="fsaverage5"):
-        fsaverage5_space(np.zeros(100, dtype=int), ["A"])
+        fsaverage_space(np.zeros(100, dtype=int), ["A"])
     with pytest.raises(ValueError, match="resting-state"):
         simulate_fmri(data, roi_table(), tr_s=2.0, noise="rest")
     with pytest.raises(ValueError, match="patterns"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import lfilter
 
-from brainalign.simulate.truth import zscore_within_runs
+from brainalign.timecourse import zscore_runs
 
 
 def hrf_kernel(tr_s: float, delay_s: float = 0.0, time_length_s: float = 32.0,
@@ -78,7 +78,7 @@ def planted_signal(atoms: np.ndarray, runs: np.ndarray, tr_s: float, target_patt
     steps = np.rint(np.asarray(delay_s)[responsive] / delay_step_s).astype(np.int64)
     for step in np.unique(steps):
         kernel = hrf_kernel(tr_s, float(step * delay_step_s))
-        responses = zscore_within_runs(convolve_runs(atoms, kernel, runs), runs)
+        responses = zscore_runs(convolve_runs(atoms, kernel, runs), runs)
         columns = responsive[steps == step]
         signal[:, columns] = responses[:, target_pattern[columns]]
     return signal

@@ -19,7 +19,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.signal import lfilter
 
-from brainalign.simulate.space import FSAVERAGE5_HEMI_VERTICES, TargetSpace
+from brainalign.simulate.space import (FSAVERAGE5_HEMI_VERTICES, FSAVERAGE_HEMI_VERTICES,
+                                       TargetSpace, fsaverage_vertices)
 
 #: Noise kinds understood by :func:`make_noise`.
 NOISE_KINDS = ("white", "ar1", "rest", "smooth_ar")
@@ -134,16 +135,17 @@ def load_brainspace_rest() -> np.ndarray:
 
 def resting_state_noise(space: TargetSpace, n_tr: int, runs: np.ndarray,
                         rng: np.random.Generator) -> np.ndarray:
-    """Real resting-state background on fsaverage5, one random segment per run.
+    """Real resting-state background on an fsaverage mesh, one random segment per run.
 
     Each run takes a contiguous window of the 652-volume recording starting at a random
     volume (wrapping around when the run is longer); the same recording serves every
-    subject, at different offsets. Vertices without signal get white noise.
+    subject, at different offsets. Vertices without signal get white noise. fsaverage4/3
+    use the recording's values at their vertices (the first ones of fsaverage5).
     """
-    if space.name != "fsaverage5" or space.n_targets != 2 * FSAVERAGE5_HEMI_VERTICES:
-        raise ValueError(f"resting-state background exists on fsaverage5 only (20,484 "
-                         f"vertices); space {space.name!r} has {space.n_targets} targets")
-    rest = load_brainspace_rest()
+    if space.name not in FSAVERAGE_HEMI_VERTICES:
+        raise ValueError(f"resting-state background exists on fsaverage5/4/3 meshes only; "
+                         f"space {space.name!r} has {space.n_targets} targets")
+    rest = load_brainspace_rest()[:, fsaverage_vertices(space.name)]
     n_volumes = rest.shape[0]
     noise = np.empty((n_tr, rest.shape[1]), dtype=np.float32)
     for run in np.unique(runs):
@@ -170,7 +172,7 @@ def make_noise(kind: str, space: TargetSpace, n_tr: int, runs: np.ndarray,
     Parameters
     ----------
     kind : {"white", "ar1", "rest", "smooth_ar"}
-        ``rest`` = brainspace resting state (fsaverage5 only); ``smooth_ar`` = spatially
+        ``rest`` = brainspace resting state (fsaverage meshes only); ``smooth_ar`` = spatially
         smooth AR(1) (volume spaces only).
     space : TargetSpace
     n_tr : int

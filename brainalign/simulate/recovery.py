@@ -255,3 +255,85 @@ def score_mapping(simulation: Any, estimated_atoms: np.ndarray, estimated_assign
         details={"subject_auc": [float(a) for a in aucs],
                  "matched_estimated_index": match.estimated_index.tolist()},
     )
+
+
+def simulation_atlas(simulation: Any):
+    """The simulation's group network labels as a ``brainalign.networks.Atlas``."""
+    from brainalign.networks import Atlas
+
+    space = simulation.space
+    return Atlas(name="simulation", space=space.name, labels=list(space.network_names),
+                 data=space.labels, source="brainalign.simulate",
+                 coordinates_mm=space.coordinates if space.kind == "roi" else None)
+
+
+def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = None,
+                   n_atoms: int = 16, atlas: Any = None, delays: Sequence[int] = (1, 2, 3, 4),
+                   n_perm_encoding: int = 200, n_perm_mapping: int = 1000, alpha: float = 0.05,
+                   fit_atoms_kwargs: dict | None = None, encoding_kwargs: dict | None = None,
+                   mapping_kwargs: dict | None = None, random_state: int = 0) -> RecoveryScores:
+    """Run the study (patterns -> encoding -> network mapping) on a simulation and score it.
+
+    Parameters
+    ----------
+    simulation : Simulation
+    patterns : Patterns or ndarray, shape (n_tr, n_estimated), optional
+        Estimated patterns (``Patterns.atoms`` is used). None: fitted here with
+        ``brainalign.patterns.fit_atoms(timecourses, n_atoms=n_atoms)``.
+    timecourses : NeuronTimecourses, optional
+        The neuron time courses the simulation was planted from (when ``patterns`` is None).
+    n_atoms : int
+        Number of patterns to estimate.
+    atlas : Atlas, optional
+        Atlas over the simulation's targets for the mapping (default: the simulation's own
+        group labels; pass ``load_atlas("yeo7", "fsaverage5")`` or a volume atlas with
+        its grid mask to get the spin / volume nulls).
+    delays : sequence of int
+        FIR delays in TRs of the encoding model.
+    n_perm_encoding, n_perm_mapping : int
+        Null draws of the encoding significance and of the network mapping.
+    alpha : float
+        FDR level of the network assignment.
+    fit_atoms_kwargs, encoding_kwargs, mapping_kwargs : dict, optional
+        Extra arguments of ``fit_atoms``, ``fit_encoding`` and ``map_patterns``.
+    random_state : int
+
+    Returns
+    -------
+    RecoveryScores
+        Pattern maps are the subject-mean of delay-summed encoding coefficients; the
+        AUC is computed per subject on its own encoding p-values and planted targets.
+    """
+    from brainalign.encoding import fit_encoding
+    from brainalign.networks.mapping import map_patterns
+
+    if patterns is None:
+        if timecourses is None:
+            raise ValueError("give estimated patterns (patterns=...) or the neuron time "
+                             "courses to estimate them from (timecourses=...)")
+        from brainalign.patterns import fit_atoms
+
+        patterns = fit_atoms(timecourses, n_atoms=n_atoms, random_state=random_state,
+                             **(fit_atoms_kwargs or {}))
+    atoms = np.asarray(getattr(patterns, "atoms", patterns), dtype=np.float64)
+    if atoms.shape[0] != len(simulation.runs):
+        raise ValueError(f"estimated atoms have {atoms.shape[0]} TRs, the simulation "
+                         f"{len(simulation.runs)}")
+    maps, subject_r, subject_p = [], [], []
+    for subject, bold in enumerate(simulation.bold):
+        logger.info("encoding subject %d/%d", subject + 1, simulation.n_subjects)
+        result = fit_encoding(atoms, bold, simulation.runs, delays=list(delays),
+                              n_perm=n_perm_encoding, random_state=random_state,
+                              **(encoding_kwargs or {}))
+        maps.append(delay_summed_maps(result.coef, atoms.shape[1]))
+        subject_r.append(result.r)
+        subject_p.append(result.p_values if n_perm_encoding > 0 else None)
+    mapping = map_patterns(np.mean(maps, axis=0), atlas if atlas is not None
+                           else simulation_atlas(simulation), n_perm=n_perm_mapping,
+                           alpha=alpha, random_state=random_state, **(mapping_kwargs or {}))
+    scores = score_mapping(simulation, atoms, mapping.assigned, subject_r, subject_p)
+    scores.details.update(null=mapping.null, n_perm_mapping=n_perm_mapping,
+                          n_perm_encoding=n_perm_encoding, delays=list(delays), alpha=alpha,
+                          mapping_statistic=mapping.statistic,
+                          confidence=mapping.confidence.tolist())
+    return scores

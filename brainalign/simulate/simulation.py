@@ -22,7 +22,8 @@ from brainalign.simulate.bold import planted_signal
 from brainalign.simulate.noise import NOISE_KINDS, make_noise
 from brainalign.simulate.space import TargetSpace
 from brainalign.simulate.truth import (GroundTruth, assign_networks, choose_subgroups,
-                                       subgroup_atoms, subject_responses, zscore_within_runs)
+                                       subgroup_atoms, subject_responses)
+from brainalign.timecourse import zscore_runs
 
 SIMULATION_JSON = "simulation.json"
 SIMULATION_ARRAYS = "arrays.npz"
@@ -180,7 +181,7 @@ def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
         Signal-to-noise variance ratio of a responsive target of unit amplitude;
         0 gives a null simulation (noise only).
     noise : {"white", "ar1", "rest", "smooth_ar"}
-        Background: ``rest`` is brainspace's real resting state (fsaverage5 only),
+        Background: ``rest`` is brainspace's real resting state (fsaverage meshes),
         ``smooth_ar`` spatially smooth AR(1) (volume spaces only).
     n_subjects : int
     amplitude_jitter : float
@@ -203,7 +204,7 @@ def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
     Simulation
     """
     if space is None:
-        raise ValueError("space is required (fsaverage5_space, volume_space, roi_space or "
+        raise ValueError("space is required (fsaverage_space, volume_space, roi_space or "
                          "space_from_atlas)")
     if noise not in NOISE_KINDS:
         raise ValueError(f"unknown noise kind {noise!r}; expected one of {NOISE_KINDS}")
@@ -226,7 +227,7 @@ def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
         runs = split_runs(np.zeros(len(atoms), np.int64) if runs is None else np.asarray(runs),
                           n_runs)
         subgroup = None
-        planted = zscore_within_runs(atoms, runs)
+        planted = zscore_runs(atoms, runs)
     n_tr = planted.shape[0]
 
     network_pattern = assign_networks(space.n_networks, planted.shape[1], n_silent_networks, rng)

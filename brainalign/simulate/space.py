@@ -18,6 +18,10 @@ import numpy as np
 #: Number of vertices of one fsaverage5 hemisphere.
 FSAVERAGE5_HEMI_VERTICES = 10242
 
+#: Vertices per hemisphere of the icosahedral fsaverage meshes bundled through fsaverage5:
+#: a coarser mesh's vertices are the first vertices of the finer one.
+FSAVERAGE_HEMI_VERTICES = {"fsaverage5": 10242, "fsaverage4": 2562, "fsaverage3": 642}
+
 
 @dataclass
 class TargetSpace:
@@ -26,7 +30,8 @@ class TargetSpace:
     Attributes
     ----------
     name : str
-        ``"fsaverage5"``, ``"MNI152NLin6Asym_2mm"`` / ``"MNI152NLin6Asym_3mm"`` or ``"roi"``.
+        ``"fsaverage5"`` (or ``"fsaverage4"``, ``"fsaverage3"``), ``"MNI152NLin6Asym_3mm"``
+        (or ``_2mm``) or ``"roi"``.
     labels : ndarray of int, shape (n_targets,)
         Network of each target: ``k`` means ``network_names[k - 1]``; 0 means no network.
     network_names : list of str
@@ -83,31 +88,45 @@ class TargetSpace:
         return "roi"
 
 
-def fsaverage5_coordinates() -> np.ndarray:
-    """Pial coordinates of both fsaverage5 hemispheres, left then right, shape (20484, 3) mm."""
+def fsaverage_vertices(mesh: str = "fsaverage5") -> np.ndarray:
+    """Indices of a mesh's vertices among both fsaverage5 hemispheres (left block first)."""
+    if mesh not in FSAVERAGE_HEMI_VERTICES:
+        raise ValueError(f"mesh must be one of {sorted(FSAVERAGE_HEMI_VERTICES)}, got {mesh!r}")
+    n_vertices = FSAVERAGE_HEMI_VERTICES[mesh]
+    return np.concatenate([np.arange(n_vertices), FSAVERAGE5_HEMI_VERTICES + np.arange(n_vertices)])
+
+
+def fsaverage_coordinates(mesh: str = "fsaverage5") -> np.ndarray:
+    """Pial coordinates of both hemispheres of an fsaverage mesh, left then right, in mm.
+
+    Taken from nilearn's bundled fsaverage5 meshes (fsaverage4/3 are their first vertices).
+    """
     from nilearn.datasets import load_fsaverage
 
     pial = load_fsaverage("fsaverage5")["pial"]
-    return np.concatenate([pial.parts["left"].coordinates, pial.parts["right"].coordinates])
+    both = np.concatenate([pial.parts["left"].coordinates, pial.parts["right"].coordinates])
+    return both[fsaverage_vertices(mesh)]
 
 
-def fsaverage5_space(labels: np.ndarray, network_names: Sequence[str]) -> TargetSpace:
-    """Both fsaverage5 hemispheres (20,484 vertices, left first) with the given network labels.
+def fsaverage_space(labels: np.ndarray, network_names: Sequence[str],
+                    mesh: str = "fsaverage5") -> TargetSpace:
+    """Both hemispheres of an fsaverage mesh (left first) with the given network labels.
 
     Parameters
     ----------
-    labels : ndarray of int, shape (20484,)
-        Network label per vertex (0 = none, e.g. the medial wall).
+    labels : ndarray of int, shape (2 * n_hemi_vertices,)
+        Network label per vertex (0 = none, e.g. the medial wall): 20,484 for fsaverage5,
+        5,124 for fsaverage4, 1,284 for fsaverage3.
     network_names : sequence of str
         Names of networks 1..n_networks.
+    mesh : {"fsaverage5", "fsaverage4", "fsaverage3"}
     """
     labels = np.asarray(labels)
-    if labels.shape != (2 * FSAVERAGE5_HEMI_VERTICES,):
-        raise ValueError(
-            f"fsaverage5 labels must cover both hemispheres ({2 * FSAVERAGE5_HEMI_VERTICES} "
-            f"vertices, left first), got shape {labels.shape}"
-        )
-    return TargetSpace("fsaverage5", labels, list(network_names), fsaverage5_coordinates())
+    n_targets = len(fsaverage_vertices(mesh))
+    if labels.shape != (n_targets,):
+        raise ValueError(f"{mesh} labels must cover both hemispheres ({n_targets} vertices, "
+                         f"left first), got shape {labels.shape}")
+    return TargetSpace(mesh, labels, list(network_names), fsaverage_coordinates(mesh))
 
 
 def volume_space(atlas_img: Any, network_names: Sequence[str], resolution_mm: int = 3,
@@ -154,7 +173,7 @@ def roi_space(labels: np.ndarray, network_names: Sequence[str],
 def space_from_atlas(atlas: Any, resolution_mm: int = 3) -> TargetSpace:
     """TargetSpace from a ``brainalign.networks.Atlas`` (deterministic labels).
 
-    Surface atlases on fsaverage5 give the 20,484-vertex space; volume atlases (with an
+    Surface atlases on fsaverage5/4/3 give that mesh's space; volume atlases (with an
     ``image``) are sampled on a brain mask at ``resolution_mm``; anything else is taken
     as an ROI table with one label per target.
     """
@@ -165,8 +184,8 @@ def space_from_atlas(atlas: Any, resolution_mm: int = 3) -> TargetSpace:
             f"has data of shape {data.shape} (probabilistic?). Pass its argmax labels instead."
         )
     space = str(getattr(atlas, "space", ""))
-    if space == "fsaverage5":
-        return fsaverage5_space(data.astype(np.int64), atlas.labels)
+    if space in FSAVERAGE_HEMI_VERTICES:
+        return fsaverage_space(data.astype(np.int64), atlas.labels, mesh=space)
     image = getattr(atlas, "image", None)
     if image is not None and space.startswith("MNI"):
         return volume_space(image, atlas.labels, resolution_mm=resolution_mm)

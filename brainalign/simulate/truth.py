@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from brainalign.simulate.space import TargetSpace
+from brainalign.timecourse import zscore_runs
 
 
 @dataclass
@@ -80,18 +81,6 @@ class GroundTruth:
         return names
 
 
-def zscore_within_runs(data: np.ndarray, runs: np.ndarray) -> np.ndarray:
-    """Z-score every column within each run (constant columns become 0), float64."""
-    data = np.asarray(data, dtype=np.float64)
-    out = np.zeros_like(data)
-    for run in np.unique(runs):
-        block = data[runs == run]
-        std = block.std(axis=0)
-        out[runs == run] = np.divide(block - block.mean(axis=0), std,
-                                     out=np.zeros_like(block), where=std > 0)
-    return out
-
-
 def choose_subgroups(data: np.ndarray, runs: np.ndarray, n_clusters: int, n_patterns: int,
                      rng: np.random.Generator) -> np.ndarray:
     """Neuron subgroups as k-means clusters of z-scored time courses.
@@ -120,7 +109,7 @@ def choose_subgroups(data: np.ndarray, runs: np.ndarray, n_clusters: int, n_patt
             f"need 1 <= n_patterns <= n_clusters <= n_neurons, got n_patterns={n_patterns}, "
             f"n_clusters={n_clusters}, n_neurons={data.shape[1]}"
         )
-    profiles = zscore_within_runs(data, runs).T
+    profiles = zscore_runs(np.asarray(data, dtype=np.float64), runs).T
     keep = profiles.std(axis=1) > 0
     kmeans = KMeans(n_clusters=n_clusters, n_init=4,
                     random_state=int(rng.integers(2**31 - 1))).fit(profiles[keep])
@@ -140,11 +129,11 @@ def subgroup_atoms(data: np.ndarray, runs: np.ndarray, subgroup: np.ndarray) -> 
     -------
     atoms : ndarray, shape (n_tr, n_patterns)
     """
-    profiles = zscore_within_runs(data, runs)
+    profiles = zscore_runs(np.asarray(data, dtype=np.float64), runs)
     n_patterns = int(subgroup.max()) + 1
     means = np.stack([profiles[:, subgroup == pattern].mean(axis=1)
                       for pattern in range(n_patterns)], axis=1)
-    return zscore_within_runs(means, runs)
+    return zscore_runs(means, runs)
 
 
 def jitter_labels(labels: np.ndarray, coordinates: np.ndarray | None, n_neighbors: int,
