@@ -1,0 +1,188 @@
+"""Surface time series in GIfTI files (one per hemisphere), e.g. fsaverage5.
+
+:class:`SurfaceMasker` reads per-hemisphere GIfTI time series with nibabel (one data
+array per time point, or one (n_vertices, n_tr) array), keeps the vertices of an
+optional mask (e.g. without the medial wall), stacks left then right, and maps values
+back to one GIfTI image per hemisphere. No mesh is needed: vertex order is the only
+geometry a time series carries. Cleaning is shared with the other maskers
+(:mod:`brainalign.brain.base`, nilearn.signal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from brainalign.brain.base import CLEANING_PARAMETERS, BrainMasker
+
+HEMISPHERES = ("L", "R")
+_HEMI_ALIASES = {"l": "L", "left": "L", "lh": "L", "r": "R", "right": "R", "rh": "R"}
+
+#: Vertices per hemisphere of the FreeSurfer fsaverage family.
+FSAVERAGE_SPACES = {642: "fsaverage3", 2562: "fsaverage4", 10242: "fsaverage5",
+                    40962: "fsaverage6", 163842: "fsaverage"}
+
+
+def _hemi_key(name: str) -> str:
+    key = _HEMI_ALIASES.get(str(name).lower(), str(name))
+    if key not in HEMISPHERES:
+        raise ValueError(f"hemisphere must be one of L/R (or left/right, lh/rh), got {name!r}")
+    return key
+
+
+def as_hemispheres(run) -> dict[str, Any]:
+    """One run's inputs as ``{"L": ..., "R": ...}`` (a mapping, or a (left, right) pair)."""
+    if isinstance(run, Mapping):
+        return {_hemi_key(k): v for k, v in run.items()}
+    if isinstance(run, (tuple, list)) and len(run) == 2:
+        return {"L": run[0], "R": run[1]}
+    raise ValueError("surface input must be a mapping {'L': ..., 'R': ...} or a (left, right) "
+                     f"pair of GIfTI files/images/arrays; got {type(run).__name__}")
+
+
+def read_gifti_series(source, n_vertices: int | None = None) -> np.ndarray:
+    """Time series of one hemisphere as (n_tr, n_vertices).
+
+    Parameters
+    ----------
+    source : path, nibabel.gifti.GiftiImage, or array (n_tr, n_vertices)
+    n_vertices : int, optional
+        Expected vertex count, used to orient a single 2-D data array.
+    """
+    import nibabel as nib
+
+    if isinstance(source, np.ndarray):
+        return np.atleast_2d(source)
+    img = nib.load(str(source)) if isinstance(source, (str, Path)) else source
+    if not isinstance(img, nib.gifti.GiftiImage):
+        raise ValueError(f"expected a GIfTI image, got {type(img).__name__} from {source!r}")
+    if len(img.darrays) == 1:
+        data = np.asarray(img.darrays[0].data)
+        if data.ndim == 1:
+            return data[None, :]
+        if n_vertices is not None and data.shape[1] == n_vertices and data.shape[0] != n_vertices:
+            return data
+        return data.T
+    return np.stack([np.asarray(d.data) for d in img.darrays], axis=0)
+
+
+class SurfaceMasker(BrainMasker):
+    __doc__ = """Masker for GIfTI surface time series, one file (or image) per hemisphere.
+
+    An input for one run is ``{"L": left, "R": right}`` or a ``(left, right)`` pair, where
+    each entry is a GIfTI path, a :class:`nibabel.gifti.GiftiImage` or an array
+    (n_tr, n_vertices); a list of such inputs holds one per run. A single hemisphere
+    (``{"L": left}``) works too.
+
+    Parameters
+    ----------
+    mask : mapping hemisphere -> bool array (n_vertices,), optional
+        Vertices to keep (e.g. cortex without the medial wall); all when None.
+    space : str, optional
+        Surface space; default inferred from the vertex count (10,242 -> fsaverage5).
+    """ + CLEANING_PARAMETERS + """
+    Attributes
+    ----------
+    hemispheres_ : list of str
+        Hemispheres present, in column order (left first).
+    n_vertices_ : dict hemisphere -> int
+    mask_ : dict hemisphere -> bool array (n_vertices,)
+    hemi_slices_ : dict hemisphere -> slice
+        Columns of each hemisphere in the transformed matrix.
+    n_targets_ : int
+    target_names_ : None
+    space_ : str or None
+    """
+
+    def __init__(self, mask: Mapping[str, np.ndarray] | None = None, space: str | None = None,
+                 detrend: bool = False, standardize: Any = False, high_pass: float | None = None,
+                 low_pass: float | None = None, t_r: float | None = None,
+                 standardize_confounds: bool = True, run_lengths: Sequence[int] | None = None):
+        super().__init__(detrend=detrend, standardize=standardize, high_pass=high_pass,
+                         low_pass=low_pass, t_r=t_r, standardize_confounds=standardize_confounds,
+                         run_lengths=run_lengths)
+        self.mask = mask
+        self.space = space
+
+    def _is_run_list(self, imgs) -> bool:
+        return isinstance(imgs, list) and all(isinstance(x, (Mapping, tuple, list)) for x in imgs)
+
+    def fit(self, imgs=None, y=None) -> "SurfaceMasker":
+        """Learn hemispheres, vertex counts and the kept vertices.
+
+        Parameters
+        ----------
+        imgs : one run's input or a list of them, optional when ``mask`` is given
+        """
+        if imgs is not None:
+            first = as_hemispheres(imgs[0] if self._is_run_list(imgs) else imgs)
+            n_vertices = {h: read_gifti_series(src).shape[1] for h, src in first.items()}
+        elif self.mask is not None:
+            n_vertices = {_hemi_key(h): len(m) for h, m in self.mask.items()}
+        else:
+            raise ValueError("SurfaceMasker.fit needs surface images or a vertex mask")
+        mask = {} if self.mask is None else {_hemi_key(h): np.asarray(m, dtype=bool)
+                                             for h, m in self.mask.items()}
+        self.hemispheres_ = [h for h in HEMISPHERES if h in n_vertices]
+        self.n_vertices_ = {h: int(n_vertices[h]) for h in self.hemispheres_}
+        self.mask_ = {}
+        for hemi in self.hemispheres_:
+            keep = mask.get(hemi, np.ones(self.n_vertices_[hemi], dtype=bool))
+            if keep.shape != (self.n_vertices_[hemi],):
+                raise ValueError(f"mask for hemisphere {hemi} has shape {keep.shape}; the surface "
+                                 f"has {self.n_vertices_[hemi]} vertices")
+            self.mask_[hemi] = keep
+        start, self.hemi_slices_ = 0, {}
+        for hemi in self.hemispheres_:
+            stop = start + int(self.mask_[hemi].sum())
+            self.hemi_slices_[hemi] = slice(start, stop)
+            start = stop
+        self.n_targets_ = start
+        self.target_names_ = None
+        counts = set(self.n_vertices_.values())
+        inferred = FSAVERAGE_SPACES.get(counts.pop()) if len(counts) == 1 else None
+        self.space_ = self.space or inferred
+        return self
+
+    def _read_one(self, img) -> np.ndarray:
+        hemis = as_hemispheres(img)
+        if sorted(hemis) != sorted(self.hemispheres_):
+            raise ValueError(f"input has hemispheres {sorted(hemis)}; fitted on {self.hemispheres_}")
+        blocks = []
+        for hemi in self.hemispheres_:
+            series = read_gifti_series(hemis[hemi], self.n_vertices_[hemi])
+            if series.shape[1] != self.n_vertices_[hemi]:
+                raise ValueError(f"hemisphere {hemi} has {series.shape[1]} vertices; fitted on "
+                                 f"{self.n_vertices_[hemi]}")
+            blocks.append(series[:, self.mask_[hemi]])
+        lengths = {len(b) for b in blocks}
+        if len(lengths) != 1:
+            raise ValueError(f"hemispheres have different numbers of time points: {sorted(lengths)}")
+        return np.hstack(blocks)
+
+    def inverse_transform(self, values, fill_value: float = 0.0) -> dict:
+        """Per-vertex values as one GIfTI image per hemisphere.
+
+        Parameters
+        ----------
+        values : array, shape (n_targets,) or (n_maps, n_targets)
+        fill_value : float
+            Value written at vertices outside the mask.
+
+        Returns
+        -------
+        dict hemisphere -> nibabel.gifti.GiftiImage
+            One float32 data array (n_vertices,) per map.
+        """
+        import nibabel as nib
+
+        values, _ = self._check_values(values)
+        images = {}
+        for hemi in self.hemispheres_:
+            full = np.full((len(values), self.n_vertices_[hemi]), fill_value, dtype=np.float32)
+            full[:, self.mask_[hemi]] = values[:, self.hemi_slices_[hemi]]
+            darrays = [nib.gifti.GiftiDataArray(row, datatype="NIFTI_TYPE_FLOAT32") for row in full]
+            images[hemi] = nib.gifti.GiftiImage(darrays=darrays)
+        return images

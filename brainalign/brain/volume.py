@@ -1,0 +1,100 @@
+"""4D NIfTI time series inside a brain mask, through nilearn's NiftiMasker.
+
+:class:`VolumeMasker` lets nilearn's :class:`~nilearn.maskers.NiftiMasker` do the
+masking (and optional smoothing) and mapping values back to images, and adds the
+per-run cleaning shared by all brainalign maskers (:mod:`brainalign.brain.base`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from brainalign.brain.base import CLEANING_PARAMETERS, BrainMasker
+
+
+class VolumeMasker(BrainMasker):
+    __doc__ = """Masker for 4D NIfTI images (one per run, or one holding all runs).
+
+    Parameters
+    ----------
+    mask_img : Niimg-like or path, optional
+        Binary brain mask; computed from the first image at fit time when None.
+    space : str, optional
+        Template space of the images (e.g. ``"MNI152NLin2009cAsym"``), used in file names.
+    smoothing_fwhm : float, optional
+        Spatial smoothing in mm (nilearn).
+    mask_strategy : str, default "epi"
+        nilearn's strategy when the mask is computed.
+    """ + CLEANING_PARAMETERS + """
+    Attributes
+    ----------
+    nifti_masker_ : nilearn.maskers.NiftiMasker
+        The fitted nilearn masker (no cleaning of its own).
+    mask_img_ : nibabel.Nifti1Image
+    n_targets_ : int
+        Voxels in the mask.
+    target_names_ : None
+    space_ : str or None
+    resolution_mm_ : float or None
+        Voxel edge in mm when voxels are isotropic.
+    """
+
+    def __init__(self, mask_img=None, space: str | None = None,
+                 smoothing_fwhm: float | None = None, mask_strategy: str = "epi",
+                 detrend: bool = False, standardize: Any = False, high_pass: float | None = None,
+                 low_pass: float | None = None, t_r: float | None = None,
+                 standardize_confounds: bool = True, run_lengths: Sequence[int] | None = None):
+        super().__init__(detrend=detrend, standardize=standardize, high_pass=high_pass,
+                         low_pass=low_pass, t_r=t_r, standardize_confounds=standardize_confounds,
+                         run_lengths=run_lengths)
+        self.mask_img = mask_img
+        self.space = space
+        self.smoothing_fwhm = smoothing_fwhm
+        self.mask_strategy = mask_strategy
+
+    def _is_run_list(self, imgs) -> bool:
+        return isinstance(imgs, (list, tuple))
+
+    def _read_one(self, img) -> np.ndarray:
+        return self.nifti_masker_.transform(img)
+
+    def fit(self, imgs=None, y=None) -> "VolumeMasker":
+        """Fit the nilearn masker (computing a mask from ``imgs`` when none was given)."""
+        from nilearn.maskers import NiftiMasker
+
+        if self.mask_img is None and imgs is None:
+            raise ValueError("VolumeMasker.fit needs mask_img or images to compute a mask from")
+        first = imgs[0] if self._is_run_list(imgs) else imgs
+        self.nifti_masker_ = NiftiMasker(mask_img=self.mask_img, smoothing_fwhm=self.smoothing_fwhm,
+                                         mask_strategy=self.mask_strategy, standardize=None,
+                                         detrend=False)
+        self.nifti_masker_.fit(first if self.mask_img is None else None)
+        self.mask_img_ = self.nifti_masker_.mask_img_
+        self.n_targets_ = int(np.asarray(self.mask_img_.dataobj).astype(bool).sum())
+        self.target_names_ = None
+        self.space_ = self.space
+        zooms = np.asarray(self.mask_img_.header.get_zooms()[:3], dtype=float)
+        self.resolution_mm_ = float(zooms[0]) if np.allclose(zooms, zooms[0]) else None
+        return self
+
+    def inverse_transform(self, values):
+        """Per-voxel values as an image.
+
+        Parameters
+        ----------
+        values : array, shape (n_voxels,) or (n_maps, n_voxels)
+
+        Returns
+        -------
+        nibabel.Nifti1Image
+            3D for 1-D input, else 4D with one volume per map; zero outside the mask.
+        """
+        values, single = self._check_values(values)
+        img = self.nifti_masker_.inverse_transform(values.astype(np.float32))
+        if single and img.ndim == 4:
+            from nilearn.image import index_img
+
+            img = index_img(img, 0)
+        return img
