@@ -1,0 +1,145 @@
+"""Random control neuron sets matched to a target set (study B's controls, done properly).
+
+Study B compared its functional networks, which sit mostly in the last layers, with random
+sets spread evenly over layers. A fair control matches what could explain the effect on its
+own, so three matchings are offered, each over several seeds:
+
+* :func:`count_matched`: the same number of neurons, uniform over the universe;
+* :func:`layer_matched`: the same number per (site, layer);
+* :func:`magnitude_matched`: each target neuron replaced by a random neuron of close mean
+  absolute activation (from :func:`brainalign.interventions.neurons.activation_statistics`).
+
+Controls never contain a neuron of the target set (``exclude_target=True``). numpy only.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from brainalign.interventions.neurons import ActivationStatistics, NeuronSet, site_key
+from brainalign.models.sites import resolve_sites
+from brainalign.record.neurons import NeuronTable
+
+
+def universe_table(model, site_names: Iterable[str] = ("mlp.out",),
+                   layers: Iterable[int] | None = None) -> NeuronTable:
+    """Every neuron of the given sites and layers of ``model`` (the controls' sampling frame)."""
+    sites = resolve_sites(model, list(site_names), layers)
+    return NeuronTable.from_sites((s.layer, s.name, s.width) for s in sites)
+
+
+def _membership(neurons: NeuronTable, neuron_set: NeuronSet) -> np.ndarray:
+    """Boolean (n_neurons,): which rows of ``neurons`` belong to ``neuron_set``."""
+    inside = np.zeros(len(neurons), dtype=bool)
+    keys = np.array([site_key(layer, site) for layer, site in zip(neurons.layer, neurons.site)])
+    for key, units in neuron_set.units.items():
+        rows = np.flatnonzero(keys == key)
+        inside[rows[np.isin(neurons.unit[rows], units)]] = True
+    found = int(inside.sum())
+    if found != neuron_set.size:
+        raise ValueError(
+            f"{neuron_set.size - found} of the {neuron_set.size} target neurons are not in the "
+            "universe NeuronTable; build the universe over the same sites and layers"
+        )
+    return inside
+
+
+def count_matched(neuron_set: NeuronSet, universe: NeuronTable, seed: int = 0,
+                  exclude_target: bool = True) -> NeuronSet:
+    """As many neurons as ``neuron_set``, drawn uniformly from ``universe``."""
+    inside = _membership(universe, neuron_set)
+    pool = np.flatnonzero(~inside) if exclude_target else np.arange(len(universe))
+    if pool.size < neuron_set.size:
+        raise ValueError(f"universe has {pool.size} candidate neurons, need {neuron_set.size}")
+    picked = np.random.default_rng(seed).choice(pool, size=neuron_set.size, replace=False)
+    return NeuronSet.from_table(universe, picked, name=f"count-matched-seed{seed}")
+
+
+def layer_matched(neuron_set: NeuronSet, universe: NeuronTable, seed: int = 0,
+                  exclude_target: bool = True) -> NeuronSet:
+    """The same number of neurons per (site, layer) as ``neuron_set``, drawn uniformly there."""
+    inside = _membership(universe, neuron_set)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for (site, layer), count in neuron_set.layer_distribution().items():
+        rows = np.flatnonzero((universe.site == site) & (universe.layer == layer)
+                              & (~inside if exclude_target else True))
+        if rows.size < count:
+            raise ValueError(
+                f"layer {layer} site {site}: {rows.size} candidate neurons outside the target, "
+                f"need {count}; pass exclude_target=False"
+            )
+        picked.append(rng.choice(rows, size=count, replace=False))
+    index = np.concatenate(picked) if picked else np.zeros(0, np.int64)
+    return NeuronSet.from_table(universe, index, name=f"layer-matched-seed{seed}")
+
+
+def magnitude_matched(neuron_set: NeuronSet, statistics: ActivationStatistics, seed: int = 0,
+                      n_candidates: int = 8, exclude_target: bool = True) -> NeuronSet:
+    """Each target neuron swapped for a random one among the ``n_candidates`` non-target
+    neurons closest to it in mean absolute activation (without replacement).
+
+    Parameters
+    ----------
+    statistics : ActivationStatistics
+        Computed over a text (use the text the target set was found on, not held-out text).
+    n_candidates : int
+        Width of the neighbourhood in magnitude rank: larger gives more randomness and a
+        looser match.
+    """
+    universe = statistics.neurons
+    inside = _membership(universe, neuron_set)
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero(~inside) if exclude_target else np.arange(len(universe))
+    if pool.size < neuron_set.size:
+        raise ValueError(f"universe has {pool.size} candidate neurons, need {neuron_set.size}")
+    order = np.argsort(statistics.mean_abs[pool], kind="stable")
+    pool_sorted = pool[order]
+    pool_values = statistics.mean_abs[pool_sorted]
+    taken = np.zeros(pool_sorted.size, dtype=bool)
+    picked = []
+    targets = np.flatnonzero(inside)
+    for target in rng.permutation(targets):
+        position = int(np.searchsorted(pool_values, statistics.mean_abs[target]))
+        lo, hi = position, position
+        candidates: list[int] = []
+        # Widen the window around the target's rank until it holds enough free neurons.
+        while len(candidates) < n_candidates and (lo > 0 or hi < pool_sorted.size):
+            lo, hi = max(lo - n_candidates, 0), min(hi + n_candidates, pool_sorted.size)
+            free = np.flatnonzero(~taken[lo:hi]) + lo
+            distance = np.abs(pool_values[free] - statistics.mean_abs[target])
+            candidates = free[np.argsort(distance, kind="stable")[:n_candidates]].tolist()
+        choice = candidates[int(rng.integers(len(candidates)))]
+        taken[choice] = True
+        picked.append(pool_sorted[choice])
+    return NeuronSet.from_table(universe, np.array(picked, dtype=np.int64),
+                                name=f"magnitude-matched-seed{seed}")
+
+
+def matched_controls(
+    neuron_set: NeuronSet,
+    universe: NeuronTable,
+    statistics: ActivationStatistics | None = None,
+    kinds: Iterable[str] = ("count", "layer", "magnitude"),
+    seeds: Iterable[int] = range(5),
+) -> dict[str, list[NeuronSet]]:
+    """Control sets of each kind over several seeds: ``{"count": [...], "layer": [...], ...}``.
+
+    ``magnitude`` needs ``statistics`` (whose NeuronTable then replaces ``universe``).
+    """
+    makers = {
+        "count": lambda s: count_matched(neuron_set, universe, seed=s),
+        "layer": lambda s: layer_matched(neuron_set, universe, seed=s),
+        "magnitude": lambda s: magnitude_matched(neuron_set, statistics, seed=s),
+    }
+    out = {}
+    seeds = list(seeds)
+    for kind in kinds:
+        if kind not in makers:
+            raise ValueError(f"unknown control kind {kind!r}; expected count, layer or magnitude")
+        if kind == "magnitude" and statistics is None:
+            raise ValueError("magnitude-matched controls need activation statistics")
+        out[kind] = [makers[kind](seed) for seed in seeds]
+    return out

@@ -1,0 +1,335 @@
+"""Neuron sets and the context managers that edit them during a forward pass (studies B, A).
+
+A :class:`NeuronSet` names artificial neurons by site key (``"L27.mlp.out"``) and unit index.
+The context managers :func:`lesion` (set to 0), :func:`keep_only` (set every other neuron
+of the same sites to 0), :func:`scale` (x c) and :func:`add` (+ c) are all built on
+:func:`brainalign.models.sites.site_hooks`, the package's one hook mechanism, so they
+compose with each other (nested contexts apply in the order they were entered) and with
+recording (:func:`brainalign.record.record_story` inside a lesion context records the
+lesioned model) and with evaluation (:mod:`brainalign.interventions.evaluation`). Hooks are
+removed when a context exits, also on exceptions.
+
+:func:`activation_statistics` streams a text through the model and keeps, per neuron, the
+mean activation and mean absolute activation, which the magnitude-matched controls of
+:mod:`brainalign.interventions.controls` need. Leans on torch only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Literal, Mapping
+
+import numpy as np
+import torch
+
+from brainalign.models.sites import SITE_NAMES, Site, resolve_sites, site_hooks
+from brainalign.record.neurons import NeuronTable
+
+_KEY_PATTERN = re.compile(r"^L(\d+)\.(.+)$")
+
+
+def parse_site_key(key: str) -> tuple[int, str]:
+    """``"L03.mlp.out"`` -> ``(3, "mlp.out")``; raises ValueError for anything else."""
+    match = _KEY_PATTERN.match(key)
+    if match is None or match.group(2) not in SITE_NAMES:
+        raise ValueError(
+            f"bad site key {key!r}: expected 'L<layer>.<site>' with site one of {list(SITE_NAMES)}, "
+            "e.g. 'L03.mlp.out'"
+        )
+    return int(match.group(1)), match.group(2)
+
+
+def site_key(layer: int, site_name: str) -> str:
+    """The key of a site, e.g. ``site_key(3, "mlp.out") == "L03.mlp.out"``."""
+    return f"L{int(layer):02d}.{site_name}"
+
+
+@dataclass(frozen=True)
+class NeuronSet:
+    """A set of artificial neurons: unit indices per site.
+
+    Attributes
+    ----------
+    units : dict of str to ndarray of int
+        Site key (``"L27.mlp.out"``) -> sorted unique unit indices at that site. Sites with
+        no unit are dropped.
+    name : str
+        Label used in result tables (``"union"``, ``"random-count-seed0"``...).
+    """
+
+    units: Mapping[str, np.ndarray]
+    name: str = ""
+
+    def __post_init__(self):
+        clean = {}
+        for key, index in self.units.items():
+            parse_site_key(key)
+            index = np.unique(np.asarray(index, dtype=np.int64).ravel())
+            if index.size and index[0] < 0:
+                raise ValueError(f"site {key}: negative unit index {index[0]}")
+            if index.size:
+                clean[key] = index
+        object.__setattr__(self, "units", dict(sorted(clean.items(), key=lambda kv: parse_site_key(kv[0]))))
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_table(cls, neurons: NeuronTable, selection: np.ndarray | Iterable[int],
+                   name: str = "") -> "NeuronSet":
+        """The neurons of ``neurons`` picked by a boolean mask or integer indices.
+
+        Parameters
+        ----------
+        neurons : NeuronTable, length n_neurons
+        selection : ndarray of bool, shape (n_neurons,), or integer indices into it
+        """
+        selection = np.asarray(selection)
+        if selection.dtype == bool:
+            if selection.shape != (len(neurons),):
+                raise ValueError(
+                    f"boolean selection has shape {selection.shape}, expected ({len(neurons)},) "
+                    "to match the NeuronTable"
+                )
+            selection = np.flatnonzero(selection)
+        picked = neurons.select(selection.astype(np.int64))
+        units: dict[str, list[int]] = {}
+        for layer, site, unit in zip(picked.layer, picked.site, picked.unit):
+            units.setdefault(site_key(layer, site), []).append(int(unit))
+        return cls({k: np.array(v) for k, v in units.items()}, name=name)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "NeuronSet":
+        """Inverse of :meth:`to_dict` (JSON-friendly)."""
+        return cls({k: np.asarray(v, dtype=np.int64) for k, v in data["units"].items()},
+                   name=data.get("name", ""))
+
+    def to_dict(self) -> dict:
+        """``{"name": ..., "units": {site key: [unit, ...]}}`` for JSON."""
+        return {"name": self.name, "units": {k: v.tolist() for k, v in self.units.items()}}
+
+    def to_table(self) -> NeuronTable:
+        """The neurons as a :class:`NeuronTable` (site order, then unit order)."""
+        layers, sites, units = [], [], []
+        for key, index in self.units.items():
+            layer, site = parse_site_key(key)
+            layers.append(np.full(index.size, layer, dtype=np.int32))
+            sites.append(np.full(index.size, site, dtype=object))
+            units.append(index.astype(np.int32))
+        if not layers:
+            return NeuronTable(np.zeros(0, np.int32), np.zeros(0, dtype=str), np.zeros(0, np.int32))
+        return NeuronTable(np.concatenate(layers), np.concatenate(sites).astype(str),
+                           np.concatenate(units))
+
+    # -- set algebra and description ----------------------------------------------------
+    def union(self, *others: "NeuronSet", name: str | None = None) -> "NeuronSet":
+        """Neurons in this set or any of ``others``."""
+        merged: dict[str, list[np.ndarray]] = {}
+        for neuron_set in (self, *others):
+            for key, index in neuron_set.units.items():
+                merged.setdefault(key, []).append(index)
+        return NeuronSet({k: np.concatenate(v) for k, v in merged.items()},
+                         name=self.name if name is None else name)
+
+    __or__ = union
+
+    def difference(self, other: "NeuronSet", name: str | None = None) -> "NeuronSet":
+        """Neurons in this set and not in ``other``."""
+        return NeuronSet({k: np.setdiff1d(v, other.units.get(k, np.zeros(0, np.int64)))
+                          for k, v in self.units.items()},
+                         name=self.name if name is None else name)
+
+    @property
+    def size(self) -> int:
+        """Number of neurons."""
+        return int(sum(index.size for index in self.units.values()))
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def site_keys(self) -> list[str]:
+        return list(self.units)
+
+    def layer_distribution(self) -> dict[tuple[str, int], int]:
+        """Number of neurons per (site name, layer)."""
+        out: dict[tuple[str, int], int] = {}
+        for key, index in self.units.items():
+            layer, site = parse_site_key(key)
+            out[(site, layer)] = out.get((site, layer), 0) + int(index.size)
+        return out
+
+    def layer_histogram(self, n_layers: int) -> np.ndarray:
+        """Neurons per layer (all sites together), shape (n_layers,)."""
+        hist = np.zeros(n_layers, dtype=np.int64)
+        for (_, layer), count in self.layer_distribution().items():
+            hist[layer] += count
+        return hist
+
+    def sites(self, model: torch.nn.Module) -> list[Site]:
+        """The model's :class:`Site` objects for this set's keys, checking unit ranges."""
+        return _sites_for_keys(model, self.units, self.units)
+
+
+def _sites_for_keys(model: torch.nn.Module, keys: Iterable[str],
+                    units: Mapping[str, np.ndarray]) -> list[Site]:
+    wanted = [parse_site_key(k) for k in keys]
+    sites = []
+    for site_name in sorted({s for _, s in wanted}):
+        layers = sorted({layer for layer, s in wanted if s == site_name})
+        sites.extend(resolve_sites(model, [site_name], layers))
+    for site in sites:
+        index = units.get(site.key)
+        if index is not None and index.size and index[-1] >= site.width:
+            raise ValueError(
+                f"site {site.key} has {site.width} units but the neuron set names unit {index[-1]}"
+            )
+    return sites
+
+
+EditMode = Literal["zero", "keep_only", "scale", "add"]
+
+
+@contextlib.contextmanager
+def edit_neurons(
+    model: torch.nn.Module,
+    neuron_set: NeuronSet,
+    mode: EditMode,
+    value: float = 0.0,
+    universe: Iterable[str] | None = None,
+) -> Iterator[NeuronSet]:
+    """Edit the neurons of ``neuron_set`` at every token position while the context is open.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    neuron_set : NeuronSet
+    mode : {"zero", "keep_only", "scale", "add"}
+        ``zero``: set them to 0 (lesion). ``keep_only``: set every *other* unit of the
+        ``universe`` sites to 0. ``scale``: multiply by ``value``. ``add``: add ``value``.
+    value : float
+        The factor (scale) or constant (add).
+    universe : iterable of str, optional
+        For ``keep_only``: the site names (``"mlp.out"``) or keys (``"L03.mlp.out"``) whose
+        other units are zeroed. Default: every layer of each site name in the set.
+
+    Yields
+    ------
+    NeuronSet
+        The set being edited.
+    """
+    if mode not in ("zero", "keep_only", "scale", "add"):
+        raise ValueError(f"mode must be 'zero', 'keep_only', 'scale' or 'add', got {mode!r}")
+    if mode == "keep_only":
+        names = sorted({parse_site_key(k)[1] for k in neuron_set.units}) if universe is None else list(universe)
+        keys: list[str] = []
+        for name in names:
+            if name in SITE_NAMES:
+                keys.extend(s.key for s in resolve_sites(model, [name]))
+            else:
+                parse_site_key(name)
+                keys.append(name)
+        sites = _sites_for_keys(model, keys, neuron_set.units)
+    else:
+        sites = neuron_set.sites(model)
+    index_cpu = {key: torch.as_tensor(index) for key, index in neuron_set.units.items()}
+    cache: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def unit_index(site: Site, device: torch.device) -> torch.Tensor:
+        if (site.key, device) not in cache:
+            index = index_cpu.get(site.key, torch.zeros(0, dtype=torch.long))
+            if mode == "keep_only":
+                drop = torch.ones(site.width, dtype=torch.bool)
+                drop[index] = False
+                index = torch.nonzero(drop).ravel()
+            cache[(site.key, device)] = index.to(device)
+        return cache[(site.key, device)]
+
+    def callback(site: Site, tensor: torch.Tensor) -> torch.Tensor:
+        index = unit_index(site, tensor.device)
+        if mode in ("zero", "keep_only"):
+            return tensor.index_fill(-1, index, 0.0)
+        picked = tensor.index_select(-1, index)
+        picked = picked * value if mode == "scale" else picked + value
+        return tensor.index_copy(-1, index, picked)
+
+    with site_hooks(model, sites, callback):
+        yield neuron_set
+
+
+def lesion(model: torch.nn.Module, neuron_set: NeuronSet):
+    """Context manager: the set's neurons read 0 at every position (study B's lesion)."""
+    return edit_neurons(model, neuron_set, "zero")
+
+
+def keep_only(model: torch.nn.Module, neuron_set: NeuronSet, universe: Iterable[str] | None = None):
+    """Context manager: every neuron of the ``universe`` sites outside the set reads 0."""
+    return edit_neurons(model, neuron_set, "keep_only", universe=universe)
+
+
+def scale(model: torch.nn.Module, neuron_set: NeuronSet, factor: float):
+    """Context manager: the set's neurons are multiplied by ``factor``."""
+    return edit_neurons(model, neuron_set, "scale", value=factor)
+
+
+def add(model: torch.nn.Module, neuron_set: NeuronSet, constant: float):
+    """Context manager: ``constant`` is added to the set's neurons (study B's amplification)."""
+    return edit_neurons(model, neuron_set, "add", value=constant)
+
+
+@dataclass
+class ActivationStatistics:
+    """Per-neuron activation statistics over a text.
+
+    Attributes
+    ----------
+    neurons : NeuronTable, length n_neurons
+    mean : ndarray, shape (n_neurons,)
+        Mean activation over the scored tokens.
+    mean_abs : ndarray, shape (n_neurons,)
+        Mean absolute activation (the "magnitude" of magnitude-matched controls).
+    n_tokens : int
+    """
+
+    neurons: NeuronTable
+    mean: np.ndarray
+    mean_abs: np.ndarray
+    n_tokens: int
+
+
+@torch.no_grad()
+def activation_statistics(
+    model: torch.nn.Module,
+    token_ids: torch.Tensor,
+    site_names: Iterable[str] = ("mlp.out",),
+    layers: Iterable[int] | None = None,
+    window: int = 256,
+) -> ActivationStatistics:
+    """Stream ``token_ids`` through the model in non-overlapping windows and keep running
+    per-neuron sums (nothing of size n_tokens x n_neurons is held).
+
+    Parameters
+    ----------
+    token_ids : LongTensor, shape (n_tokens,)
+    window : int
+        Tokens per forward pass.
+    """
+    token_ids = torch.as_tensor(token_ids).ravel()
+    sites = resolve_sites(model, list(site_names), layers)
+    device = next(model.parameters()).device
+    sums = {s.key: torch.zeros(s.width, dtype=torch.float64, device=device) for s in sites}
+    abs_sums = {s.key: torch.zeros(s.width, dtype=torch.float64, device=device) for s in sites}
+
+    def callback(site: Site, tensor: torch.Tensor) -> None:
+        flat = tensor.reshape(-1, tensor.shape[-1]).double()
+        sums[site.key] += flat.sum(0)
+        abs_sums[site.key] += flat.abs().sum(0)
+
+    with site_hooks(model, sites, callback):
+        for start in range(0, token_ids.numel(), window):
+            model(input_ids=token_ids[start:start + window][None].to(device))
+    n = max(token_ids.numel(), 1)
+    table = NeuronTable.from_sites((s.layer, s.name, s.width) for s in sites)
+    mean = np.concatenate([(sums[s.key] / n).cpu().numpy() for s in sites])
+    mean_abs = np.concatenate([(abs_sums[s.key] / n).cpu().numpy() for s in sites])
+    return ActivationStatistics(table, mean, mean_abs, int(token_ids.numel()))
