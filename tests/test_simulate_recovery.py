@@ -106,6 +106,12 @@ def test_score_mapping_perfect_study_outputs_score_perfectly():
     # a shuffled mapping of the driven patterns is scored as wrong
     wrong = list(np.roll(assigned, 1))
     assert score_mapping(sim, estimated, wrong, r, [None, None]).accuracy < 0.5
+    # the undriven pattern mapped to a network is a false positive, accuracy unchanged
+    undriven = planted_network.index("none")
+    spurious = list(assigned)
+    spurious[int(np.flatnonzero(order == undriven)[0])] = "A"
+    scores = score_mapping(sim, estimated, spurious, r, [None, None])
+    assert scores.accuracy == 1.0 and scores.false_positive_share == 1.0
 
 
 def test_score_mapping_null_counts_every_mapped_pattern():
@@ -113,4 +119,4 @@ def test_score_mapping_null_counts_every_mapped_pattern():
     scores = score_mapping(sim, sim.truth.atoms, ["A", "none", "none", "none"],
                            [np.zeros(60)] * 2, [None, None])
     assert scores.false_positive_share == 0.25
-    assert np.isnan(scores.auc)
+    assert np.isnan(scores.auc) and np.isnan(scores.accuracy)

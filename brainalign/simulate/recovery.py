@@ -4,12 +4,12 @@ The scores compare the study's outputs with the :class:`~brainalign.simulate.Gro
 
 - atoms: planted vs estimated patterns, paired one-to-one by the Hungarian algorithm
   (scipy's ``linear_sum_assignment``) on absolute Pearson correlation;
-- assignment accuracy: the share of planted patterns whose matched estimated pattern is
-  mapped to the planted network (``"none"`` for patterns no network answers);
+- assignment accuracy: the share of network-driving planted patterns whose matched
+  estimated pattern is mapped to the planted network;
 - ROC AUC (scikit-learn) of each subject's target-wise significance map against the
   targets that truly carry signal;
-- false-positive share: on a null simulation, the share of patterns declared mapped to
-  some network.
+- false-positive share: the share of estimated patterns that answer no network but are
+  declared mapped to one (on a null simulation: of all patterns).
 
 :func:`score_recovery` runs the study on a simulation (patterns -> encoding -> network
 mapping, using :mod:`brainalign.patterns`, :mod:`brainalign.encoding` and
@@ -178,12 +178,13 @@ class RecoveryScores:
     atom_correlation : list of float
         Matched |r| between each planted pattern and its estimated partner.
     accuracy : float
-        Network assignment accuracy over planted patterns.
+        Network assignment accuracy over the planted patterns that drive a network (NaN on
+        a null simulation).
     auc : float
         Mean over subjects of the significance-map ROC AUC (NaN on null simulations).
     false_positive_share : float
-        Share of estimated patterns mapped to a network although no network answers them
-        (on a null simulation: all patterns).
+        Share of the estimated patterns not matched to a network-driving planted pattern
+        that are mapped to a network anyway (on a null simulation: of all patterns).
     best_r : float
         Median over subjects of the 99th percentile of held-out r across targets.
     max_r : float
@@ -231,12 +232,15 @@ def score_mapping(simulation: Any, estimated_atoms: np.ndarray, estimated_assign
     match = match_atoms(truth.atoms, estimated_atoms)
     planted_network = truth.pattern_network()
     assigned = [estimated_assigned[i] if i >= 0 else NONE_NETWORK for i in match.estimated_index]
-    matched = set(match.estimated_index[
-        [name != NONE_NETWORK for name in planted_network]].tolist())
-    if truth.snr > 0:
-        spurious = [estimated_assigned[i] for i in range(len(estimated_assigned))
-                    if i not in matched]
+    driven = np.array([name != NONE_NETWORK for name in planted_network])
+    if truth.snr > 0 and driven.any():
+        accuracy = assignment_accuracy(np.asarray(planted_network)[driven], estimated_assigned,
+                                       AtomMatch(match.estimated_index[driven],
+                                                 match.correlation[driven]))
+        matched = set(match.estimated_index[driven].tolist())
+        spurious = [name for i, name in enumerate(estimated_assigned) if i not in matched]
     else:
+        accuracy = float("nan")
         spurious = estimated_assigned
     aucs = [significance_auc(p, r, truth.responsive[subject])
             for subject, (r, p) in enumerate(zip(subject_r, subject_p))]
@@ -244,7 +248,7 @@ def score_mapping(simulation: Any, estimated_atoms: np.ndarray, estimated_assign
     return RecoveryScores(
         snr=float(truth.snr),
         atom_correlation=match.correlation.tolist(),
-        accuracy=assignment_accuracy(planted_network, estimated_assigned, match),
+        accuracy=accuracy,
         auc=float(np.nanmean(aucs)) if truth.snr > 0 and not np.all(np.isnan(aucs))
         else float("nan"),
         false_positive_share=false_positive_share(spurious) if spurious else 0.0,
