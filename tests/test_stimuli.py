@@ -608,3 +608,14 @@ def test_run_summary():
         {"run": 1, "n_words": 1, "first_onset_s": 0.5, "last_offset_s": 0.5, "speech_s": 0.0,
          "words_per_s": None, "n_volumes": 3, "scan_s": 6.0}]
     assert Story("t", (Word("a", 0, 1),)).run_summary()[0]["scan_s"] is None
+
+
+def test_textgrid_text_may_hold_brackets_comment_marks_and_numbers(tmp_path):
+    intervals = [(0, 1, "wow! [laugh]"), (1, 2, "3.5"), (2, 3, "xmin = 2"),
+                 (3, 4, 'say ""no""')]
+    story = read_textgrid(write(tmp_path, "t.TextGrid", long_textgrid({"words": intervals})))
+    assert story.texts == ["wow! [laugh]", "3.5", "xmin = 2", 'say "no"']
+    unterminated = long_textgrid({"words": intervals}).replace('"3.5"', '"3.5')
+    with pytest.raises(StoryFormatError, match=r"line 26: expected 'xmin = \.\.\.'.*\(the "
+                       r"text that starts on line 22 runs over several lines"):
+        read_textgrid(write(tmp_path, "u.TextGrid", unterminated))

@@ -174,6 +174,11 @@ _TEXTGRID_TOKEN = re.compile(r"""
 _STRUCTURE_LABELS = {"item", "intervals", "points"}
 
 
+def _label(words: list[str]) -> str:
+    """``['intervals:', 'size', '=']`` -> ``'intervals size'``."""
+    return " ".join(" ".join(words).replace("=", " ").replace(":", " ").split()).casefold()
+
+
 @dataclass(frozen=True)
 class _Token:
     kind: str  # "string", "number" or "flag"
@@ -203,11 +208,10 @@ class _TextGridTokens:
                 continue
             if kind in ("index", "comment"):
                 continue
-            label = " ".join(label_words).replace("=", " ").replace(":", " ")
             value = match.group(kind)
             if kind == "string":
                 value = value.replace('""', '"')
-            self.tokens.append(_Token(kind, value, line, " ".join(label.split()).casefold()))
+            self.tokens.append(_Token(kind, value, line, _label(label_words)))
             label_words = []
         if label_words:
             self._check_dangling(label_words, label_line)
@@ -215,8 +219,7 @@ class _TextGridTokens:
         self.long_format = False
 
     def _check_dangling(self, words: list[str], line: int) -> None:
-        label = " ".join(words).replace("=", " ").replace(":", " ").split()
-        if len(label) != 1 or label[0].casefold() not in _STRUCTURE_LABELS:
+        if _label(words) not in _STRUCTURE_LABELS:
             raise _fail(self.path, f"line {line}", f"malformed line {' '.join(words)!r}: "
                         "expected a number, a quoted text or <exists>")
 
@@ -227,15 +230,25 @@ class _TextGridTokens:
             raise _fail(self.path, f"line {last}", f"file ends early: expected {what}")
         token = self.tokens[self.position]
         self.position += 1
+        shown = f'"{token.value}"' if token.kind == "string" else token.value
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        shown = shown.replace("\n", "\\n")
         if self.long_format and label is not None and token.label != label:
-            raise _fail(self.path, f"line {token.line}", f"expected '{label} = ...' "
-                        f"({what}) but found '{token.label} = {token.value}'")
+            self._raise(token, f"expected '{label} = ...' ({what}) but found "
+                        f"'{token.label} = {shown}'")
         if token.kind != kind:
-            shown = f'"{token.value}"' if token.kind == "string" else token.value
-            raise _fail(self.path, f"line {token.line}",
-                        f"expected {what} ({'a ' + kind if kind != 'flag' else '<exists>'}) "
-                        f"but found {shown}")
+            self._raise(token, f"expected {what} "
+                        f"({'a ' + kind if kind != 'flag' else '<exists>'}) but found {shown}")
         return token
+
+    def _raise(self, token: _Token, why: str) -> None:
+        """Fail at ``token``; point at a text before it that swallowed several lines."""
+        previous = self.tokens[self.position - 2] if self.position >= 2 else None
+        if previous is not None and previous.kind == "string" and "\n" in previous.value:
+            why += (f" (the text that starts on line {previous.line} runs over several "
+                    "lines: is its closing quote missing?)")
+        raise _fail(self.path, f"line {token.line}", why)
 
     def number(self, what: str, label: str | None = None) -> tuple[float, int]:
         token = self.take("number", what, label)
@@ -254,7 +267,6 @@ class _TextGridTokens:
 class _Tier:
     name: str
     tier_class: str
-    line: int
     intervals: tuple[tuple[float, float, str, int], ...]  # xmin, xmax, text, line
 
 
@@ -311,7 +323,7 @@ def _parse_textgrid(path: Path) -> tuple[list[_Tier], str]:
         else:
             raise _fail(path, f"line {tier_class.line}", f"unknown tier class "
                         f"{tier_class.value!r} (expected IntervalTier or TextTier)")
-        tiers.append(_Tier(name, tier_class.value, tier_class.line, tuple(intervals)))
+        tiers.append(_Tier(name, tier_class.value, tuple(intervals)))
     if tokens.position < len(tokens.tokens):
         extra = tokens.tokens[tokens.position]
         raise _fail(path, f"line {extra.line}", f"unexpected value {extra.value!r} after the "
