@@ -21,9 +21,8 @@ back in time, or a word that starts before the previous one ends raise
 overlaps up to :data:`OVERLAP_TOLERANCE_S` (1 ms, rounding in the aligners' output) pass,
 and the times are then kept exactly as written.
 
-Written by hand with the standard library (``re``, ``csv``, ``json``): the Praat
-TextGrid packages on PyPI are small, unevenly maintained and report errors without line
-numbers.
+Written by hand with the standard library (``re``, ``csv``, ``json``): the formats are
+small, and errors that name the line need the parser's own bookkeeping.
 """
 
 from __future__ import annotations
@@ -67,11 +66,6 @@ TABLE_COLUMNS = {
     "run": ("run",),
 }
 
-#: File extensions (lower case) that :func:`load_story` knows.
-EXTENSIONS = {".textgrid": "textgrid", ".json": "gentle", ".tsv": "table", ".csv": "table",
-              ".txt": "text"}
-
-
 class StoryFormatError(ValueError):
     """A word-timing file that cannot be read: says which file, which line and why."""
 
@@ -101,7 +95,7 @@ def _silence_set(silences: Iterable[str] | None) -> frozenset[str]:
         s.strip().casefold() for s in silences)
 
 
-def check_timing(items: Sequence[_Timed], path: Path | str,
+def _check_timing(items: Sequence[_Timed], path: Path | str,
                  tolerance_s: float = OVERLAP_TOLERANCE_S) -> None:
     """Raise :class:`StoryFormatError` at the first item whose timing is impossible.
 
@@ -407,7 +401,7 @@ def read_textgrid(path: str | os.PathLike, name: str | None = None, *,
     chosen = _choose_tier(tiers, tier, silence_set, path)
     items = [_Timed(label, xmin, xmax, f"line {line} (tier {chosen.name!r}, interval {i})")
              for i, (xmin, xmax, label, line) in enumerate(chosen.intervals, start=1)]
-    check_timing(items, path, tolerance_s)
+    _check_timing(items, path, tolerance_s)
     words = [item for item in items if not _is_silence(item.text, silence_set)]
     return _story(name or path.stem, words, path,
                   {"format": f"textgrid-{layout}", "tier": chosen.name,
@@ -485,7 +479,7 @@ def read_gentle(path: str | os.PathLike, name: str | None = None, *,
     if not aligned_rows:
         raise _fail(path, None, f"none of the {len(rows)} words was aligned to the audio "
                     "(no entry with case 'success'): nothing to interpolate from")
-    check_timing(aligned_rows, path, tolerance_s)
+    _check_timing(aligned_rows, path, tolerance_s)
     items, interpolated = _interpolate(rows)
     return _story(name or path.stem, items, path,
                   {"format": "gentle", "interpolated_words": interpolated,
@@ -616,7 +610,7 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
                 run_labels.append(label)
             run = run_labels.index(label)
         items.append(_Timed(word, onset, offset, f"line {line}", run))
-    check_timing(items, path, tolerance_s)
+    _check_timing(items, path, tolerance_s)
     words = [item for item in items if not _is_silence(item.text, silence_set)]
     metadata: dict = {"format": "table", "n_silences_skipped": len(items) - len(words)}
     if run_labels:
@@ -704,15 +698,19 @@ def read_story_dir(path: str | os.PathLike, name: str | None = None, **kwargs) -
     return story
 
 
+#: The reader of each file extension (lower case) that :func:`load_story` knows.
+READERS = {".textgrid": read_textgrid, ".json": read_gentle, ".tsv": read_table,
+           ".csv": read_table, ".txt": read_text}
+
+
 def _reader_for(path: Path):
     if path.is_dir():
         return read_story_dir
-    kind = EXTENSIONS.get(path.suffix.casefold())
-    if kind is None:
+    reader = READERS.get(path.suffix.casefold())
+    if reader is None:
         raise StoryFormatError(f"{path}: unknown story format {path.suffix!r}; expected one "
-                               f"of {', '.join(sorted(EXTENSIONS))} or a story directory")
-    return {"textgrid": read_textgrid, "gentle": read_gentle, "table": read_table,
-            "text": read_text}[kind]
+                               f"of {', '.join(sorted(READERS))} or a story directory")
+    return reader
 
 
 def load_story(path: str | os.PathLike | Sequence[str | os.PathLike],
