@@ -354,6 +354,15 @@ def test_gentle_interpolates_unaligned_words_and_flags_them(tmp_path):
     assert times[8] == pytest.approx((3.1, 3.1 + median))
 
 
+def test_gentle_unaligned_word_between_slightly_overlapping_neighbours(tmp_path):
+    document = {"words": [{"word": "a", "case": "success", "start": 0.0, "end": 1.0},
+                          {"word": "b", "case": "not-found-in-audio"},
+                          {"word": "c", "case": "success", "start": 0.9995, "end": 2.0}]}
+    story = read_gentle(write(tmp_path, "g.json", json.dumps(document)))
+    assert story.words[1] == Word("b", 0.9995, 0.9995)
+    assert story.metadata["interpolated_words"] == [1]
+
+
 @pytest.mark.parametrize("edit, why", [
     (lambda d: d["words"].__setitem__(5, {**d["words"][5], "start": 1.5, "end": 1.7}),
      "entry 6 of 'words': overlapping words"),

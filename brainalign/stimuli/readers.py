@@ -481,6 +481,7 @@ def read_gentle(path: str | os.PathLike, name: str | None = None, *,
                     "(no entry with case 'success'): nothing to interpolate from")
     _check_timing(aligned_rows, path, tolerance_s)
     items, interpolated = _interpolate(rows)
+    _check_timing(items, path, tolerance_s)
     return _story(name or path.stem, items, path,
                   {"format": "gentle", "interpolated_words": interpolated,
                    "skipped_entries": skipped})
@@ -512,6 +513,7 @@ def _interpolate(rows: list[tuple[str, float | None, float | None, str]]
         else:
             start = rows[i - 1][2]
             end = start + k * typical
+        start = min(start, end)  # neighbours overlapping within the tolerance
         step = (end - start) / k
         for n in range(k):
             text, _, _, where = rows[i + n]
