@@ -18,6 +18,7 @@ import numpy as np
 from brainalign.brain.base import CLEANING_PARAMETERS, BrainMasker
 
 HEMISPHERES = ("L", "R")
+_STRUCTURES = {"L": "CortexLeft", "R": "CortexRight"}  # GIfTI AnatomicalStructurePrimary
 _HEMI_ALIASES = {"l": "L", "left": "L", "lh": "L", "r": "R", "right": "R", "rh": "R"}
 
 #: Vertices per hemisphere of the FreeSurfer fsaverage family.
@@ -184,5 +185,6 @@ class SurfaceMasker(BrainMasker):
             full = np.full((len(values), self.n_vertices_[hemi]), fill_value, dtype=np.float32)
             full[:, self.mask_[hemi]] = values[:, self.hemi_slices_[hemi]]
             darrays = [nib.gifti.GiftiDataArray(row, datatype="NIFTI_TYPE_FLOAT32") for row in full]
-            images[hemi] = nib.gifti.GiftiImage(darrays=darrays)
+            meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary": _STRUCTURES[hemi]})
+            images[hemi] = nib.gifti.GiftiImage(darrays=darrays, meta=meta)
         return images

@@ -58,7 +58,7 @@ class VolumeMasker(BrainMasker):
         return isinstance(imgs, (list, tuple))
 
     def _read_one(self, img) -> np.ndarray:
-        return self.nifti_masker_.transform(img)
+        return np.atleast_2d(self.nifti_masker_.transform(img))
 
     def fit(self, imgs=None, y=None) -> "VolumeMasker":
         """Fit the nilearn masker (computing a mask from ``imgs`` when none was given)."""

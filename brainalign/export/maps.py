@@ -1,0 +1,185 @@
+"""Per-target maps (scores, coefficients, p-values) to brain files with JSON sidecars.
+
+:func:`save_map` writes values defined on a masker's targets through that masker's
+``inverse_transform``: NIfTI for volumes (nibabel via nilearn), one GIfTI per hemisphere
+for surfaces, TSV for ROI tables. Every map file gets a JSON sidecar holding what the
+caller describes (model, site, features, delays, CV, alphas, ...) plus a config hash,
+package versions and a timestamp (:mod:`brainalign.provenance`). File names follow the
+BIDS-derivative pattern, e.g.::
+
+    sub-01_space-fsaverage5_hemi-L_desc-atom03_stat-r_map.func.gii
+    sub-01_space-MNI152NLin2009cAsym_res-2_desc-wordrate_stat-r_map.nii.gz
+    sub-01_space-roi_desc-wordrate_stat-r_map.tsv
+
+:func:`load_map` reads a map back onto the masker's targets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from brainalign.brain.base import BrainMasker
+from brainalign.brain.roi_table import RoiTableMasker
+from brainalign.brain.surface import SurfaceMasker
+from brainalign.brain.volume import VolumeMasker
+from brainalign.provenance import config_hash, provenance_block
+
+#: Order of entities in a file name (others follow in the order given).
+ENTITY_ORDER = ("sub", "ses", "task", "acq", "run", "space", "res", "den", "hemi", "desc", "stat")
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+
+def bids_name(entities: Mapping[str, Any], suffix: str = "map", extension: str = "") -> str:
+    """``key-value`` pairs joined by ``_`` in BIDS order, then the suffix and extension.
+
+    Parameters
+    ----------
+    entities : mapping str -> str or int
+        Labels must be alphanumeric (BIDS); None values are left out.
+    suffix : str
+    extension : str
+        With its leading dot (``".nii.gz"``).
+    """
+    present = {k: v for k, v in entities.items() if v is not None}
+    ordered = [k for k in ENTITY_ORDER if k in present] + [k for k in present if k not in ENTITY_ORDER]
+    parts = []
+    for key in ordered:
+        label = str(present[key])
+        if not _LABEL.match(label) or not _LABEL.match(key):
+            raise ValueError(f"BIDS entity {key}-{label}: keys and labels must be alphanumeric "
+                             "(no '_', '-', '.' or spaces)")
+        parts.append(f"{key}-{label}")
+    return "_".join(parts + [suffix]) + extension
+
+
+def _jsonable(obj: Any) -> Any:
+    """Numpy arrays and scalars (also nested in dicts and lists) as JSON types."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _resolve_masker(brain) -> BrainMasker:
+    masker = getattr(brain, "masker", brain)
+    if not isinstance(masker, BrainMasker) or not hasattr(masker, "n_targets_"):
+        raise ValueError("save_map needs a fitted brainalign masker or a BrainData holding one, "
+                         f"got {type(brain).__name__}")
+    return masker
+
+
+def _resolution_label(masker: VolumeMasker) -> str | None:
+    res = masker.resolution_mm_
+    if res is None:
+        return None
+    return str(int(round(res))) if np.isclose(res, round(res)) else None
+
+
+def save_map(values: np.ndarray, brain, out_dir: str | Path,
+             entities: Mapping[str, Any] | None = None,
+             sidecar: Mapping[str, Any] | None = None) -> Path:
+    """Write per-target values as a brain map with a JSON sidecar.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_targets,) or (n_maps, n_targets)
+        E.g. held-out r per voxel, or one row per pattern.
+    brain : BrainData or fitted VolumeMasker / SurfaceMasker / RoiTableMasker
+    out_dir : path
+        Created if needed.
+    entities : mapping, optional
+        File-name entities, e.g. ``{"sub": "01", "desc": "atom03", "stat": "r"}``.
+        ``space`` defaults to the masker's space, ``res`` to the voxel size in mm
+        (volumes), ``hemi`` is set per file for surfaces.
+    sidecar : mapping, optional
+        Description of the map (model, site, features, delays, cv, alphas, ...). A
+        ``config_hash`` of it, package versions and a UTC timestamp are added.
+
+    Returns
+    -------
+    Path
+        The map file: ``.nii.gz`` (volume), ``.tsv`` (ROI table), or the left-hemisphere
+        ``.func.gii`` for surfaces (its right-hemisphere sibling has ``hemi-R``).
+    """
+    import nibabel as nib
+
+    masker = _resolve_masker(brain)
+    values = np.asarray(values, dtype=np.float32)
+    values_2d, single = masker._check_values(values)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entities = dict(entities or {})
+    entities.setdefault("space", masker.space_)
+    description = _jsonable(dict(sidecar or {}))
+    description.setdefault("config_hash", config_hash(description))
+    map_info = {"n_maps": None if single else int(values_2d.shape[0]),
+                "n_targets": int(masker.n_targets_), "masker": type(masker).__name__,
+                "space": masker.space_, "outside_mask_value": 0.0}
+
+    def write_sidecar(map_path: Path, extension: str, extra: dict) -> None:
+        block = provenance_block(**description, map={**map_info, **extra, "file": map_path.name})
+        sidecar_path = map_path.with_name(map_path.name[: -len(extension)] + ".json")
+        sidecar_path.write_text(json.dumps(_jsonable(block), indent=2, default=str))
+
+    if isinstance(masker, SurfaceMasker):
+        images = masker.inverse_transform(values_2d[0] if single else values_2d)
+        paths = {}
+        for hemi, image in images.items():
+            path = out_dir / bids_name({**entities, "hemi": hemi}, "map", ".func.gii")
+            nib.save(image, path)
+            paths[hemi] = path
+        for hemi, path in paths.items():
+            write_sidecar(path, ".func.gii", {"hemi": hemi, "hemisphere_files":
+                                              {h: p.name for h, p in paths.items()}})
+        return paths[masker.hemispheres_[0]]
+    if isinstance(masker, VolumeMasker):
+        entities.setdefault("res", _resolution_label(masker))
+        path = out_dir / bids_name(entities, "map", ".nii.gz")
+        nib.save(masker.inverse_transform(values_2d[0] if single else values_2d), path)
+        write_sidecar(path, ".nii.gz", {"resolution_mm": masker.resolution_mm_})
+        return path
+    if isinstance(masker, RoiTableMasker):
+        path = out_dir / bids_name(entities, "map", ".tsv")
+        masker.inverse_transform(values_2d).to_csv(path, sep="\t", index=False, float_format="%.8g")
+        write_sidecar(path, ".tsv", {"target_names": list(masker.target_names_)})
+        return path
+    raise ValueError(f"no map writer for masker type {type(masker).__name__}")
+
+
+def load_map(path: str | Path, brain) -> np.ndarray:
+    """Read a map written by :func:`save_map` back onto the masker's targets.
+
+    Parameters
+    ----------
+    path : path
+        NIfTI, TSV, or either hemisphere's GIfTI (the other is found by its ``hemi-`` entity).
+    brain : BrainData or the fitted masker the map was written with
+
+    Returns
+    -------
+    ndarray, shape (n_targets,) for a single map, else (n_maps, n_targets), float32
+    """
+    masker = _resolve_masker(brain)
+    path = Path(path)
+    if isinstance(masker, SurfaceMasker):
+        match = re.search(r"hemi-([LR])", path.name)
+        if match is None:
+            raise ValueError(f"surface map name has no hemi-L/hemi-R entity: {path.name}")
+        source = {h: path.with_name(path.name.replace(match.group(0), f"hemi-{h}"))
+                  for h in masker.hemispheres_}
+    else:
+        source = str(path)
+    values = masker.extract_signals(source)[0].astype(np.float32)
+    return values[0] if values.shape[0] == 1 else values
