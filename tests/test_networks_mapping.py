@@ -1,0 +1,183 @@
+"""Pattern -> network mapping: statistics, spatial null calibration, planted networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+from sklearn.metrics import jaccard_score
+from threadpoolctl import threadpool_limits
+
+from brainalign.networks.atlases import Atlas, load_atlas
+from brainalign.networks.mapping import (NetworkMapping, layer_network_composition,
+                                         map_patterns, subgroup_networks)
+from brainalign.networks.nulls import (fsaverage_sphere, phase_randomized_surrogates,
+                                       spin_indices)
+
+
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    # The dev machine's 2 cores are shared: small BLAS calls are far faster single-threaded.
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _smooth_surface_maps(rng, sphere, n_maps, sigma_mm=20.0, n_centres=200):
+    """Random smooth maps on a sphere: random Gaussian bumps (left, right independent)."""
+    parts = []
+    for coords in sphere:
+        centres = coords[rng.choice(len(coords), n_centres, replace=False)]
+        kernel = np.exp(-((coords[:, None] - centres[None]) ** 2).sum(-1) / (2 * sigma_mm ** 2))
+        parts.append(rng.standard_normal((n_maps, n_centres)) @ kernel.T)
+    return np.concatenate(parts, axis=1)
+
+
+def _ellipsoid_grid(shape=(20, 24, 20)):
+    centred = np.indices(shape) - np.array(shape)[:, None, None, None] / 2 + 0.5
+    radii = np.array(shape)[:, None, None, None] / 2 - 1
+    return ((centred / radii) ** 2).sum(axis=0) <= 1
+
+
+def _blob_atlas(rng, mask, n_networks=3, sigma=3.0):
+    field = gaussian_filter(rng.standard_normal(mask.shape), sigma)
+    labels = np.zeros(mask.shape, dtype=int)
+    for k, q in enumerate(np.quantile(field[mask], [0.6, 0.75, 0.9][:n_networks])):
+        labels[(field > q) & mask] = k + 1
+    return Atlas("blobs", "volume", [f"net{k + 1}" for k in range(n_networks)],
+                 labels[mask], grid_mask=mask)
+
+
+def test_spin_indices_keep_hemispheres_and_mirror_the_right_rotation():
+    left, _ = fsaverage_sphere("fsaverage3")
+    right = left * np.array([-1.0, 1.0, 1.0])       # exact mirror image of the left sphere
+    indices = spin_indices(left, right, n_perm=5, random_state=3)
+    n_left = len(left)
+    assert indices.shape == (5, 2 * n_left)
+    assert indices[:, :n_left].max() < n_left and indices[:, n_left:].min() >= n_left
+    # consistent rotation: mirrored vertices move to mirrored places
+    np.testing.assert_array_equal(indices[:, n_left:] - n_left, indices[:, :n_left])
+    # a rotation is nearly a bijection of the mesh, and not the identity
+    assert all(len(np.unique(row)) > 0.8 * len(row) for row in indices)
+    assert np.mean(indices[:, :n_left] == np.arange(n_left)) < 0.05
+
+
+def test_correlation_dice_jaccard_enrichment_match_references():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 500)
+    atlas = Atlas("toy", "roi", ["a", "b", "c"], labels)
+    maps = rng.standard_normal((2, 500))
+    maps[0, 10] = np.nan                                   # a target without data
+    significant = rng.random((2, 500)) < 0.3
+    result = map_patterns(maps, atlas, significant, null="permutation", n_perm=20)
+    valid = np.arange(500) != 10
+    for p in range(2):
+        for n in range(3):
+            inside = labels == n + 1
+            r = np.corrcoef(maps[p, valid], inside[valid])[0, 1]
+            assert result.statistics["correlation"][p, n] == pytest.approx(r, abs=1e-10)
+            s, g = significant[p, valid], inside[valid]
+            dice = 2 * np.sum(s & g) / (s.sum() + g.sum())
+            assert result.statistics["dice"][p, n] == pytest.approx(dice)
+            assert result.statistics["jaccard"][p, n] == pytest.approx(jaccard_score(g, s))
+            enrichment = (np.sum(s & g) / s.sum()) / (g.sum() / valid.sum())
+            assert result.statistics["enrichment"][p, n] == pytest.approx(enrichment)
+
+
+def test_spin_null_is_calibrated_on_random_smooth_maps_and_permutation_is_not():
+    rng = np.random.default_rng(1)
+    atlas = load_atlas("yeo7", "fsaverage4")
+    maps = _smooth_surface_maps(rng, fsaverage_sphere("fsaverage4"), n_maps=80)
+    spin = map_patterns(maps, atlas, null="spin", n_perm=100, random_state=0)
+    share = np.mean(spin.p_values["correlation"] < 0.05)           # 560 p-values
+    assert 0.02 <= share <= 0.10
+    naive = map_patterns(maps, atlas, null="permutation", n_perm=100, random_state=0)
+    assert np.mean(naive.p_values["correlation"] < 0.05) > 0.2      # ignores smoothness
+
+
+def test_volume_null_is_calibrated_on_random_smooth_maps_and_permutation_is_not():
+    rng = np.random.default_rng(2)
+    mask = _ellipsoid_grid()
+    atlas = _blob_atlas(rng, mask)
+    maps = np.stack([gaussian_filter(rng.standard_normal(mask.shape), 2.5)[mask]
+                     for _ in range(60)])
+    volume = map_patterns(maps, atlas, null="auto", n_perm=100, random_state=0)
+    assert volume.null == "volume"
+    share = np.mean(volume.p_values["correlation"] < 0.05)         # 180 p-values
+    assert 0.02 <= share <= 0.10
+    naive = map_patterns(maps, atlas, null="permutation", n_perm=100, random_state=0)
+    assert np.mean(naive.p_values["correlation"] < 0.05) > 0.2
+
+
+def test_phase_randomised_surrogates_keep_values_and_smoothness():
+    rng = np.random.default_rng(4)
+    mask = _ellipsoid_grid()
+    smooth = gaussian_filter(rng.standard_normal(mask.shape), 2.0)[mask]
+    rough = rng.standard_normal(mask.sum())
+    draws = list(phase_randomized_surrogates(np.stack([smooth, rough]), mask, 3, 0))
+
+    def neighbour_r(values):
+        volume = np.full(mask.shape, np.nan)
+        volume[mask] = values
+        a, b = volume[:-1].ravel(), volume[1:].ravel()
+        keep = np.isfinite(a) & np.isfinite(b)
+        return np.corrcoef(a[keep], b[keep])[0, 1]
+
+    for draw in draws:
+        np.testing.assert_allclose(np.sort(draw[0]), np.sort(smooth))   # same values
+        assert not np.allclose(draw[0], smooth)
+        assert abs(neighbour_r(draw[0]) - neighbour_r(smooth)) < 0.1   # same smoothness
+        assert abs(neighbour_r(draw[1])) < 0.1                          # white stays white
+
+
+def test_planted_surface_network_is_assigned_with_small_p():
+    rng = np.random.default_rng(5)
+    atlas = load_atlas("yeo7", "fsaverage5")
+    target = atlas.network_index("DorsalAttention")
+    planted = atlas.indicators()[target] + 0.3 * rng.standard_normal(atlas.n_targets)
+    significant = atlas.data == target + 1
+    # one pattern x 7 networks: the smallest p, 1/201, survives FDR (7/201 < .05)
+    result = map_patterns(planted[None], atlas, significant, n_perm=200,
+                          pattern_names=["planted"], random_state=0)
+    assert result.null == "spin"
+    assert result.assigned == ["DorsalAttention"]
+    assert result.p_values["correlation"][0, target] < 0.01
+    assert result.confidence[0] > 0.95
+    assert result.statistics["dice"][0, target] == pytest.approx(1.0)
+    # enrichment of a perfect overlap = 1 / (the network's share of cortex)
+    cortex = ~atlas.medial_wall
+    share = np.sum(atlas.data == target + 1) / cortex.sum()
+    assert result.statistics["enrichment"][0, target] == pytest.approx(1 / share)
+
+
+def test_planted_volume_network_is_assigned_with_small_p():
+    rng = np.random.default_rng(6)
+    mask = _ellipsoid_grid()
+    atlas = _blob_atlas(rng, mask)
+    planted = atlas.indicators()[1] + 0.5 * rng.standard_normal(atlas.n_targets)
+    result = map_patterns(planted[None], atlas, n_perm=200, random_state=0)
+    assert result.assigned == ["net2"]
+    assert result.p_values["correlation"][0, 1] < 0.01
+
+
+def test_subgroups_inherit_networks_and_tables_round_trip(tmp_path):
+    atlas = Atlas("toy", "roi", ["a", "b"], np.repeat([1, 2, 0], 40))
+    maps = np.stack([atlas.indicators()[0], atlas.indicators()[1],
+                     np.random.default_rng(7).standard_normal(120)])
+    result = map_patterns(maps, atlas, null="permutation", n_perm=200)
+    assert result.assigned == ["a", "b", "none"]
+    neurons = subgroup_networks(result, np.array([0, 0, 1, 2, -1, 1]),
+                                layer=np.array([0, 1, 1, 1, 2, 2]))
+    assert neurons["network"].tolist() == ["a", "a", "b", "none", "none", "b"]
+    composition = layer_network_composition(neurons, result.networks)
+    assert composition.loc[1].tolist() == [1, 1, 1] and composition.loc[2].tolist() == [0, 1, 1]
+    table_path = result.to_tsv(tmp_path / "mapping.tsv")
+    assert (tmp_path / "mapping_assignments.tsv").exists() and (tmp_path / "mapping.json").exists()
+    import pandas as pd
+
+    table = pd.read_csv(table_path, sep="\t")
+    assert len(table) == 3 * 2 and {"dice", "p_fdr_correlation"} - set(table) == {"dice"}
+    loaded = NetworkMapping.load(result.to_json(tmp_path / "mapping_full.json"))
+    assert loaded.assigned == result.assigned
+    np.testing.assert_allclose(loaded.p_fdr["correlation"], result.p_fdr["correlation"])
+    with pytest.raises(ValueError, match="targets"):
+        map_patterns(maps[:, :10], atlas)
