@@ -179,8 +179,10 @@ class FakeRecording:
     path: object
     shape: tuple
     provenance: dict = field(default_factory=lambda: {"model": "fake"})
+    calls: list = field(default_factory=list)
 
     def matrix(self, sites=None, layers=None):
+        self.calls.append((sites, layers))
         full = np.load(self.path, mmap_mode="r")
         keep = self.neurons.mask(sites, layers)
         return full if keep.all() else full[:, keep]
@@ -213,6 +215,8 @@ def test_recording_to_tr_matches_float64_reference(tmp_path, method, device):
     np.testing.assert_allclose(result.times_s, times[trim_mask(runs, trim)])
     assert result.provenance["recording"] == {"model": "fake"}
     assert result.provenance["trim"] == [2, 1] and result.provenance["method"] == method
+    # streamed one (site, layer) block at a time, never the whole matrix
+    assert recording.calls == [(["mlp.out"], [0]), (["mlp.out"], [1])]
 
 
 def test_recording_to_tr_selects_layers_and_skips_zscore(tmp_path):

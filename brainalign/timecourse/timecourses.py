@@ -248,8 +248,10 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
     ----------
     recording : Recording-like
         Anything with ``.story`` (Story with scan timing), ``.neurons`` (NeuronTable),
-        ``.matrix(sites=None, layers=None)`` -> (n_words, n_neurons) array (a memory map
-        is streamed, never loaded whole) and ``.provenance`` (dict).
+        ``.matrix(sites=[site], layers=[layer])`` -> (n_words, n_units) array whose columns
+        follow the table's rows for that site and layer, and ``.provenance`` (dict). Each
+        (site, layer) block is read on its own and streamed in chunks (a memory map is
+        never loaded whole).
     method, offset_s, word_time, window, cutoff_mult, hrf_model, oversampling :
         As in :func:`words_to_tr`.
     sites, layers : optional
@@ -276,14 +278,12 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
     _check_scan(story)
     if chunk_neurons < 1:
         raise ValueError(f"chunk_neurons must be >= 1, got {chunk_neurons}")
-    matrix = recording.matrix(sites=sites, layers=layers)
     neurons = recording.neurons
     if sites is not None or layers is not None:
         neurons = neurons.select(neurons.mask(sites, layers))
-    n_words, n_neurons = matrix.shape
-    if n_words != len(story.words) or n_neurons != len(neurons):
-        raise ValueError(f"recording matrix has shape {matrix.shape}; expected ({len(story.words)} "
-                         f"words, {len(neurons)} neurons)")
+    n_words, n_neurons = len(story.words), len(neurons)
+    if n_neurons == 0:
+        raise ValueError(f"no recorded neurons at sites {sites} and layers {layers}")
     times_s, runs = tr_grid(story, offset_s)
     keep = trim_mask(runs, trim)
     kernels = list(_run_kernels(story, method, offset_s, word_time, window, cutoff_mult,
@@ -297,11 +297,23 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
     logger.info("resampling %d neurons x %d words to %d TRs (%s, %s)", n_neurons, n_words,
                 int(keep.sum()), method, torch_device or "numpy")
 
+    # one (site, layer) block at a time, so a recording's memory maps are never concatenated
+    pairs = list(dict.fromkeys(zip(neurons.site.tolist(), neurons.layer.tolist())))
+    jobs = []
+    for site, layer in pairs:
+        columns = np.flatnonzero((neurons.site == site) & (neurons.layer == layer))
+        jobs += [(site, layer, columns, a) for a in range(0, len(columns), chunk_neurons)]
     data = np.empty((int(keep.sum()), n_neurons), dtype=np.float32)
     n_tr_total = len(runs)
-    for start in tqdm(range(0, n_neurons, chunk_neurons), disable=not progress, desc="word->TR"):
-        stop = min(start + chunk_neurons, n_neurons)
-        chunk = np.array(matrix[:, start:stop], dtype=np.float32)  # one chunk read from disk
+    block_key, block = None, None
+    for site, layer, columns, start in tqdm(jobs, disable=not progress, desc="word->TR"):
+        if block_key != (site, layer):
+            block_key, block = (site, layer), recording.matrix(sites=[site], layers=[layer])
+            if block.shape != (n_words, len(columns)):
+                raise ValueError(f"recording matrix for {site} layer {layer} has shape {block.shape}; "
+                                 f"expected ({n_words} words, {len(columns)} neurons)")
+        stop = min(start + chunk_neurons, len(columns))
+        chunk = np.array(block[:, start:stop], dtype=np.float32)  # one chunk read from disk
         if torch_device is None:
             chunk = chunk.astype(np.float64)
             resampled = np.zeros((n_tr_total, stop - start))
@@ -314,11 +326,12 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
                 resampled_t[tr_slice] = kernel @ chunk_t[word_index]
             resampled = resampled_t.cpu().numpy()
         if not np.isfinite(resampled).all():
-            raise ValueError(f"recording holds NaN or inf values among neurons {start}..{stop - 1}")
+            raise ValueError(f"recording holds NaN or inf values at {site} layer {layer}, "
+                             f"units {start}..{stop - 1}")
         resampled = resampled[keep]
         if zscore:
             resampled = zscore_runs(resampled, runs[keep])
-        data[:, start:stop] = resampled
+        data[:, columns[start:stop]] = resampled
 
     provenance = provenance_block(
         stage="timecourse", story=story.name, method=method, tr_s=story.tr_s,
