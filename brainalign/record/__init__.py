@@ -1,0 +1,19 @@
+"""Recording: neuron values, word by word, while a model reads a story.
+
+- :mod:`~brainalign.record.alignment`: each word's own tokens, from character offsets.
+- :mod:`~brainalign.record.recorder`: :func:`record_story` (context windows, on-device
+  pooling to words, streaming to disk, resumable).
+- :mod:`~brainalign.record.store`: the on-disk format and :class:`Recording`.
+- :mod:`~brainalign.record.neurons`: :class:`NeuronTable` (layer, site, unit of each column).
+"""
+
+from brainalign.record.alignment import AlignmentError, WordAlignment, align_words
+from brainalign.record.neurons import NeuronTable
+from brainalign.record.recorder import (DEFAULT_CONTEXT_TOKENS, POOLINGS, ContextPolicy,
+                                        Window, context_policy, plan_windows, pool_to_words,
+                                        record_story)
+from brainalign.record.store import IncompleteRecordingError, Recording
+
+__all__ = ["record_story", "Recording", "NeuronTable", "align_words", "WordAlignment",
+           "AlignmentError", "ContextPolicy", "Window", "context_policy", "plan_windows",
+           "pool_to_words", "IncompleteRecordingError", "DEFAULT_CONTEXT_TOKENS", "POOLINGS"]

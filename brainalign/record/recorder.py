@@ -1,0 +1,492 @@
+"""Record neuron values word by word while a model reads a story, streaming them to disk.
+
+:func:`record_story` is the recording loop:
+
+1. The story's words are joined into one text and tokenized once; every token is given to
+   its word from the tokenizer's character offsets (:mod:`brainalign.record.alignment`).
+2. The tokens are cut into context windows (:func:`plan_windows`). Each window *keeps* a
+   stretch of whole words and feeds the model ``context_tokens`` tokens of left context
+   before it (causal models), or on both sides (encoders); every token is kept in exactly
+   one window, so it is computed once with enough context. Windows run in batches.
+3. Neuron values are read through :func:`brainalign.models.sites.site_hooks` and pooled
+   to words inside the hook, on the model's device (``index_add_`` segment mean, or the
+   first / last token of each word); the forward pass stops after the deepest requested
+   site (:class:`~brainalign.models.sites.StopForward`).
+4. The pooled rows are copied into pinned host buffers (asynchronously on CUDA; two
+   buffer sets alternate) and a writer thread appends them to one ``.npy`` shard per
+   (site, layer) (:mod:`brainalign.record.store`). Host memory is the model plus two
+   batches of word rows, whatever the story's length.
+
+The recording is written to a private folder and renamed into place when complete; a
+re-run skips a story whose manifest is complete, matches the settings and whose
+checksums verify. Leans on torch hooks, transformers and numpy.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+import torch
+
+from brainalign.models.sites import Site, StopForward, resolve_sites, site_hooks
+from brainalign.provenance import config_hash, provenance_block
+from brainalign.record.alignment import WordAlignment, align_words
+from brainalign.record.store import (FORMAT, FORMAT_VERSION, MANIFEST, STORY_FILE,
+                                     IncompleteRecordingError, ShardWriter, partial_dir,
+                                     publish, read_manifest, remove_stale_partials,
+                                     shard_path, story_to_json, verify_checksums, write_json,
+                                     write_small_array)
+from brainalign.stimuli.story import Story
+
+logger = logging.getLogger(__name__)
+
+Pooling = Literal["mean", "first", "last"]
+POOLINGS = ("mean", "first", "last")
+#: Left context of causal models, in tokens, when none is given.
+DEFAULT_CONTEXT_TOKENS = 512
+#: Order in which a block computes its sites (the last one of the deepest layer stops).
+_SITE_ORDER = {"attn.out": 0, "mlp.inner": 1, "mlp.out": 2, "resid": 3}
+
+
+@dataclass(frozen=True)
+class ContextPolicy:
+    """How much text the model sees around the words it is recorded on.
+
+    Attributes
+    ----------
+    kind : {"causal", "encoder"}
+        Causal models get left context only; encoders get context on both sides.
+    context_tokens : int
+        Tokens of context before (causal) or on each side of (encoder) the kept tokens;
+        fewer only at the story's edges.
+    stride_tokens : int
+        Tokens kept per window (rounded to whole words; a window feeds at most
+        ``context_tokens + stride_tokens`` story tokens, twice the context for encoders).
+    """
+
+    kind: str
+    context_tokens: int
+    stride_tokens: int
+
+    def window_tokens(self, n_special: int) -> int:
+        """Longest window fed to the model, special tokens included."""
+        sides = 2 if self.kind == "encoder" else 1
+        return sides * self.context_tokens + self.stride_tokens + n_special
+
+
+@dataclass(frozen=True)
+class Window:
+    """One context window over the story's tokens (indices into ``input_ids``).
+
+    Tokens ``[start, stop)`` are fed; ``[keep_start, keep_stop)`` (whole words) are kept.
+    """
+
+    start: int
+    keep_start: int
+    keep_stop: int
+    stop: int
+
+
+def _max_positions(model: torch.nn.Module) -> int | None:
+    config = getattr(model.config, "text_config", None) or model.config
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+def context_policy(loaded, n_special: int, context_tokens: int | None = None,
+                   stride_tokens: int | None = None) -> ContextPolicy:
+    """The context policy for a model, checked against its maximum sequence length.
+
+    Defaults: causal models get :data:`DEFAULT_CONTEXT_TOKENS` of left context (at most
+    half the model's length) and keep as many tokens per window; encoders split their
+    length in four: a quarter of context on each side, half kept.
+    """
+    max_len = _max_positions(loaded.model)
+    usable = (max_len - n_special) if max_len else None
+    if loaded.kind == "encoder":
+        if context_tokens is None:
+            context_tokens = (usable // 4) if usable else 128
+        if stride_tokens is None:
+            stride_tokens = (usable - 2 * context_tokens) if usable else 2 * context_tokens
+    else:
+        if context_tokens is None:
+            context_tokens = min(DEFAULT_CONTEXT_TOKENS, usable // 2) if usable else DEFAULT_CONTEXT_TOKENS
+        if stride_tokens is None:
+            stride_tokens = context_tokens if not usable else min(
+                max(context_tokens, 1), usable - context_tokens)
+    if context_tokens < 0 or stride_tokens < 1:
+        raise ValueError(f"context_tokens must be >= 0 and stride_tokens >= 1, got "
+                         f"{context_tokens} and {stride_tokens}")
+    policy = ContextPolicy(loaded.kind, int(context_tokens), int(stride_tokens))
+    if max_len and policy.window_tokens(n_special) > max_len:
+        raise ValueError(
+            f"a window of {policy.window_tokens(n_special)} tokens (context {context_tokens}"
+            f"{' x 2' if loaded.kind == 'encoder' else ''} + stride {stride_tokens} + "
+            f"{n_special} special) exceeds the model's {max_len} positions; lower "
+            "context_tokens or stride_tokens")
+    return policy
+
+
+def plan_windows(alignment: WordAlignment, policy: ContextPolicy) -> list[Window]:
+    """Cut the story's tokens into windows that keep whole words, each token once.
+
+    Each kept stretch ends at the last word start within ``stride_tokens`` of its start
+    (or, for a word longer than the stride, after that word).
+    """
+    n_tokens = alignment.n_tokens
+    word_starts = alignment.word_token_starts
+    windows = []
+    keep_start = 0
+    while keep_start < n_tokens:
+        limit = keep_start + policy.stride_tokens
+        if limit >= n_tokens:
+            keep_stop = n_tokens
+        else:
+            index = np.searchsorted(word_starts, limit, side="right") - 1
+            if word_starts[index] <= keep_start:
+                index += 1  # a single word longer than the stride: keep it whole
+            keep_stop = int(word_starts[index]) if index < len(word_starts) else n_tokens
+        start = max(0, keep_start - policy.context_tokens)
+        stop = keep_stop if policy.kind == "causal" else min(n_tokens,
+                                                            keep_stop + policy.context_tokens)
+        windows.append(Window(start, keep_start, keep_stop, stop))
+        keep_start = keep_stop
+    return windows
+
+
+@dataclass
+class _Batch:
+    """Model inputs for a batch of windows and where its kept tokens' words are."""
+
+    input_ids: torch.Tensor          # (batch, length)
+    attention_mask: torch.Tensor     # (batch, length)
+    kept_positions: torch.Tensor     # (n_kept,) flat index into batch * length
+    kept_word: torch.Tensor          # (n_kept,) word index within the batch
+    first_positions: torch.Tensor    # (n_words,) flat index of each word's first token
+    last_positions: torch.Tensor     # (n_words,)
+    word_counts: torch.Tensor        # (n_words,) float32
+    first_word: int
+    n_words: int
+    n_tokens_fed: int
+
+
+def _make_batch(alignment: WordAlignment, windows: Sequence[Window], pad_id: int,
+                device: torch.device) -> _Batch:
+    prefix, suffix = list(alignment.prefix_ids), list(alignment.suffix_ids)
+    sequences = [prefix + alignment.input_ids[w.start:w.stop].tolist() + suffix for w in windows]
+    length = max(len(s) for s in sequences)
+    input_ids = np.full((len(windows), length), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(windows), length), dtype=np.int64)
+    positions = []
+    for row, (window, sequence) in enumerate(zip(windows, sequences)):
+        input_ids[row, :len(sequence)] = sequence
+        attention_mask[row, :len(sequence)] = 1
+        first = len(prefix) + window.keep_start - window.start
+        positions.append(row * length + first + np.arange(window.keep_stop - window.keep_start))
+    kept_positions = np.concatenate(positions)
+    token_word = alignment.token_word[windows[0].keep_start:windows[-1].keep_stop]
+    first_word = int(token_word[0])
+    kept_word = token_word - first_word
+    n_words = int(kept_word[-1]) + 1
+    boundaries = np.flatnonzero(np.diff(kept_word)) + 1
+    first_index = np.concatenate([[0], boundaries])
+    last_index = np.concatenate([boundaries - 1, [len(kept_word) - 1]])
+
+    def to_device(array, dtype=torch.long):
+        return torch.as_tensor(array, dtype=dtype).to(device, non_blocking=True)
+
+    return _Batch(
+        input_ids=to_device(input_ids), attention_mask=to_device(attention_mask),
+        kept_positions=to_device(kept_positions), kept_word=to_device(kept_word),
+        first_positions=to_device(kept_positions[first_index]),
+        last_positions=to_device(kept_positions[last_index]),
+        word_counts=to_device(np.bincount(kept_word), torch.float32),
+        first_word=first_word, n_words=n_words, n_tokens_fed=int(attention_mask.sum()),
+    )
+
+
+def pool_to_words(hidden: torch.Tensor, batch: _Batch, pooling: Pooling) -> torch.Tensor:
+    """Pool a site's token values to the batch's words, on the tensor's device.
+
+    Parameters
+    ----------
+    hidden : Tensor, shape (batch, length, width)
+
+    Returns
+    -------
+    Tensor, shape (n_words, width), float32
+    """
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    if pooling == "first":
+        return flat.index_select(0, batch.first_positions).float()
+    if pooling == "last":
+        return flat.index_select(0, batch.last_positions).float()
+    kept = flat.index_select(0, batch.kept_positions).float()
+    summed = torch.zeros((batch.n_words, flat.shape[1]), dtype=torch.float32, device=flat.device)
+    summed.index_add_(0, batch.kept_word, kept)
+    return summed.div_(batch.word_counts[:, None])
+
+
+class _ShardPipeline:
+    """Two sets of host buffers and a writer thread appending them to the shards.
+
+    The hook copies a batch's pooled rows into the free buffer set (non-blocking on CUDA,
+    into pinned memory); :meth:`submit` hands the set to the writer thread, which waits
+    for the copies, appends the rows to each (site, layer) shard and frees the set.
+    """
+
+    def __init__(self, writers: dict[str, ShardWriter], widths: dict[str, int],
+                 max_words: int, device: torch.device):
+        pin = device.type == "cuda"
+        self.writers = writers
+        self.buffers = [{key: torch.empty((max_words, width), dtype=torch.float32,
+                                          pin_memory=pin) for key, width in widths.items()}
+                        for _ in range(2)]
+        self.free = [threading.Event(), threading.Event()]
+        for event in self.free:
+            event.set()
+        self.device = device
+        self.current = 0
+        self.queue: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._write_loop, name="brainalign-shards",
+                                       daemon=True)
+        self.thread.start()
+
+    def acquire(self) -> dict[str, torch.Tensor]:
+        """The next free buffer set (waits for the writer if both are busy)."""
+        self._raise_error()
+        self.free[self.current].wait()
+        self._raise_error()
+        self.free[self.current].clear()
+        return self.buffers[self.current]
+
+    def submit(self, n_words: int) -> None:
+        """Hand the current buffer set, holding ``n_words`` rows, to the writer."""
+        done = None
+        if self.device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record()
+        self.queue.put((self.current, n_words, done))
+        self.current = 1 - self.current
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            index, n_words, done = item
+            try:
+                if done is not None:
+                    done.synchronize()
+                if self.error is None:
+                    for key, writer in self.writers.items():
+                        writer.append(self.buffers[index][key][:n_words].numpy())
+            except BaseException as err:  # handed to the main thread
+                self.error = err
+            finally:
+                self.free[index].set()
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise RuntimeError("writing recording shards failed") from self.error
+
+    def close(self) -> None:
+        """Wait for every submitted batch to be written."""
+        self.queue.put(None)
+        self.thread.join()
+        self._raise_error()
+
+
+def _story_words_hash(story: Story) -> str:
+    return config_hash({"words": [[w.text, w.onset_s, w.offset_s, w.run] for w in story.words]})
+
+
+def _existing_recording(final: Path, settings_hash: str, overwrite: bool) -> bool:
+    """Whether ``final`` holds this exact recording, complete and intact."""
+    if not final.exists():
+        return False
+    try:
+        manifest = read_manifest(final)
+    except IncompleteRecordingError:
+        logger.warning("%s is incomplete; recording it again", final)
+        return False
+    if manifest.get("settings_hash") != settings_hash:
+        if overwrite:
+            return False
+        raise FileExistsError(
+            f"{final} holds a recording made with other settings (model, sites, layers, "
+            "context, pooling or story differ); pass overwrite=True (--overwrite) or choose "
+            "another output directory")
+    bad = verify_checksums(final, manifest)
+    if bad:
+        logger.warning("%s: checksum mismatch for %s; recording it again", final, bad)
+        return False
+    return True
+
+
+def record_story(
+    loaded,
+    story: Story,
+    sites: Iterable[str],
+    out_dir: str | Path,
+    layers: Iterable[int] | None = None,
+    context_tokens: int | None = None,
+    pooling: Pooling = "mean",
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    stride_tokens: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Record the values of neuron sites, pooled to words, while ``loaded`` reads ``story``.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        From :func:`brainalign.models.registry.load_model` (model, fast tokenizer, kind,
+        provenance).
+    story : Story
+        The words, in reading order; context flows across run boundaries.
+    sites : iterable of str
+        Site names (``mlp.inner``, ``mlp.out``, ``resid``, ``attn.out``).
+    out_dir : path-like
+        The recording is written to ``out_dir / story.name``.
+    layers : iterable of int, optional
+        Layers to record; default all. The forward pass stops after the deepest one.
+    context_tokens : int, optional
+        Tokens of context before each kept word (causal) or on each side (encoder); see
+        :func:`context_policy` for the defaults.
+    pooling : {"mean", "first", "last"}
+        How a word's tokens are reduced to one value per neuron.
+    batch_size : int
+        Windows per forward pass.
+    device : str or torch.device, optional
+        Where to run; default the model's device (the model is moved if another is given).
+    stride_tokens : int, optional
+        Tokens kept per window (default: see :func:`context_policy`).
+    overwrite : bool
+        Replace an existing complete recording made with other settings.
+    progress : bool
+        Show a tqdm progress bar over tokens.
+
+    Returns
+    -------
+    Path
+        The story's recording directory (open it with :meth:`Recording.open`).
+    """
+    from tqdm.auto import tqdm
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model = loaded.model
+    if device is not None and torch.device(device) != loaded.device:
+        model.to(device)
+    device = loaded.device
+    resolved = resolve_sites(model, list(sites), layers)
+    if not resolved:
+        raise ValueError("no sites to record: give at least one site name")
+    alignment = align_words(loaded.tokenizer, story.texts)
+    policy = context_policy(loaded, len(alignment.prefix_ids) + len(alignment.suffix_ids),
+                            context_tokens, stride_tokens)
+    compute_dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    settings = {
+        "model_id": loaded.provenance.get("model_id", loaded.name),
+        "model_sha256": loaded.provenance.get("file_sha256"),
+        "sites": [s.key for s in resolved], "context": asdict(policy), "pooling": pooling,
+        "compute_dtype": compute_dtype, "story_words": _story_words_hash(story),
+    }
+    settings_hash = config_hash(settings)
+    final = Path(out_dir) / story.name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if _existing_recording(final, settings_hash, overwrite):
+        logger.info("%s is already recorded (manifest complete, checksums verified); skipped",
+                    final)
+        return final
+    remove_stale_partials(final)
+    partial = partial_dir(final)
+    partial.mkdir()
+
+    windows = plan_windows(alignment, policy)
+    batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
+    max_words = max(int(alignment.token_word[b[-1].keep_stop - 1] -
+                        alignment.token_word[b[0].keep_start]) + 1 for b in batches)
+    writers = {s.key: ShardWriter(partial / shard_path(s.name, s.layer),
+                                  (alignment.n_words, s.width)) for s in resolved}
+    pipeline = _ShardPipeline(writers, {s.key: s.width for s in resolved}, max_words, device)
+    deepest = max(resolved, key=lambda s: (s.layer, _SITE_ORDER[s.name]))
+    pad_id = loaded.tokenizer.pad_token_id
+    pad_id = int(pad_id) if pad_id is not None else int(alignment.input_ids[0])
+    use_mask = loaded.kind == "encoder"  # causal: right padding never reaches kept tokens
+    n_tokens_fed = 0
+    started = time.perf_counter()
+    bar = tqdm(total=alignment.n_tokens, unit="tok", desc=f"record {story.name}",
+               disable=not progress)
+    try:
+        for windows_in_batch in batches:
+            batch = _make_batch(alignment, windows_in_batch, pad_id, device)
+            buffers = pipeline.acquire()
+
+            def on_site(site: Site, hidden: torch.Tensor, batch=batch, buffers=buffers):
+                pooled = pool_to_words(hidden, batch, pooling)
+                buffers[site.key][:batch.n_words].copy_(pooled, non_blocking=True)
+                return None
+
+            with torch.inference_mode(), site_hooks(model, resolved, on_site, stop_after=deepest):
+                try:
+                    model(input_ids=batch.input_ids,
+                          attention_mask=batch.attention_mask if use_mask else None,
+                          use_cache=False)
+                except StopForward:
+                    pass
+            pipeline.submit(batch.n_words)
+            n_tokens_fed += batch.n_tokens_fed
+            bar.update(windows_in_batch[-1].keep_stop - windows_in_batch[0].keep_start)
+        pipeline.close()
+    finally:
+        bar.close()
+        if pipeline.thread.is_alive():
+            pipeline.close()
+    seconds = time.perf_counter() - started
+
+    checksums = {shard_path(s.name, s.layer): writers[s.key].close() for s in resolved}
+    checksums["tokens/token_ids.npy"] = write_small_array(partial / "tokens" / "token_ids.npy",
+                                                          alignment.input_ids)
+    checksums["tokens/token_word.npy"] = write_small_array(
+        partial / "tokens" / "token_word.npy", alignment.token_word)
+    checksums[STORY_FILE] = write_json(partial / STORY_FILE, story_to_json(story))
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "complete": True,
+        "story": story.name, "n_words": alignment.n_words, "n_tokens": alignment.n_tokens,
+        "n_neurons": sum(s.width for s in resolved),
+        "arrays": [{"site": s.name, "layer": s.layer, "width": s.width,
+                    "file": shard_path(s.name, s.layer), "shape": [alignment.n_words, s.width],
+                    "dtype": "float32", "module": s.module_path, "capture": s.capture}
+                   for s in resolved],
+        "checksums": checksums,
+        "settings": settings, "settings_hash": settings_hash,
+        "timing": {"seconds": seconds, "tokens_fed": n_tokens_fed,
+                   "story_tokens_per_s": alignment.n_tokens / seconds if seconds else None,
+                   "n_windows": len(windows), "batch_size": batch_size},
+        "provenance": provenance_block(
+            model=loaded.provenance, story_name=story.name, story_source=story.source,
+            sites=sorted({s.name for s in resolved}), layers=sorted({s.layer for s in resolved}),
+            context=asdict(policy), pooling=pooling, compute_dtype=compute_dtype,
+            stored_dtype="float32", device=str(device),
+            tokenizer=type(loaded.tokenizer).__name__, alignment="tokenizer character offsets",
+        ),
+    }
+    write_json(partial / MANIFEST, manifest)
+    publish(partial, final)
+    logger.info("recorded %s: %d words x %d neurons in %.1f s -> %s", story.name,
+                alignment.n_words, manifest["n_neurons"], seconds, final)
+    return final
