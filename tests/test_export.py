@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from brainalign.brain import BrainData, RoiTableMasker, SurfaceMasker, VolumeMasker
-from brainalign.export import bids_name, load_map, save_map
+from brainalign.export import bids_name, load_map, save_encoding_maps, save_map
 from brainalign.provenance import config_hash
 
 SIDECAR = {"model": "smollm2-135m", "site": "mlp.out", "layers": [3, 4], "features": "atoms",
@@ -99,3 +99,31 @@ def test_save_map_checks_shapes_and_masker(tmp_path):
         save_map(np.zeros(5), masker, tmp_path)
     with pytest.raises(ValueError, match="fitted brainalign masker"):
         save_map(np.zeros(5), VolumeMasker(), tmp_path)
+
+
+def test_save_encoding_maps_writes_each_statistic_with_nan_for_invalid_targets(tmp_path):
+    from brainalign.encoding.result import EncodingResult
+
+    rng = np.random.default_rng(3)
+    masker = RoiTableMasker(names=["A", "B", "C", "D"]).fit()
+    valid = np.array([True, True, False, True])
+    result = EncodingResult(
+        r=rng.uniform(-0.1, 0.5, 4), r2=rng.uniform(-0.1, 0.2, 4), alphas=np.array([1.0, 10, 100, 1]),
+        coef=rng.standard_normal((6, 4)), intercept=np.zeros(4), p_values=rng.uniform(0, 1, 4),
+        p_fdr=rng.uniform(0, 1, 4), solver="primal", cv={"outer": "leave-one-run-out"},
+        valid_targets=valid, delays=[1, 2, 3], provenance={"model": "tiny"})
+    paths = save_encoding_maps(result, masker, tmp_path, entities={"sub": "01", "desc": "llm"},
+                               sidecar={"site": "mlp.out"}, coef=True)
+    assert sorted(paths) == ["alpha", "coef", "p", "pfdr", "r", "r2"]
+    assert paths["r"].name == "sub-01_space-roi_desc-llm_stat-r_map.tsv"
+    r = load_map(paths["r"], masker)
+    np.testing.assert_allclose(r[valid], result.r[valid], rtol=1e-6)
+    assert np.isnan(r[2])
+    coef = load_map(paths["coef"], masker)
+    assert coef.shape == (6, 4) and np.isnan(coef[:, 2]).all()
+    np.testing.assert_allclose(coef[:, valid], result.coef[:, valid], rtol=1e-6)
+    sidecar = json.loads(paths["pfdr"].with_suffix(".json").read_text())
+    assert sidecar["solver"] == "primal" and sidecar["delays"] == [1, 2, 3]
+    assert sidecar["statistic"] == "pfdr" and sidecar["site"] == "mlp.out"
+    assert sidecar["encoding_provenance"] == {"model": "tiny"}
+    assert sidecar["config_hash"] == json.loads(paths["r"].with_suffix(".json").read_text())["config_hash"]

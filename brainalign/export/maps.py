@@ -11,7 +11,8 @@ BIDS-derivative pattern, e.g.::
     sub-01_space-MNI152NLin2009cAsym_res-2_desc-wordrate_stat-r_map.nii.gz
     sub-01_space-roi_desc-wordrate_stat-r_map.tsv
 
-:func:`load_map` reads a map back onto the masker's targets.
+:func:`load_map` reads a map back onto the masker's targets; :func:`save_encoding_maps`
+writes every per-target statistic of an encoding result.
 """
 
 from __future__ import annotations
@@ -183,3 +184,51 @@ def load_map(path: str | Path, brain) -> np.ndarray:
         source = str(path)
     values = masker.extract_signals(source)[0].astype(np.float32)
     return values[0] if values.shape[0] == 1 else values
+
+
+#: Per-target arrays of an encoding result written by :func:`save_encoding_maps` (stat label -> attribute).
+ENCODING_STATS = {"r": "r", "r2": "r2", "p": "p_values", "pfdr": "p_fdr", "alpha": "alphas",
+                  "noiseceiling": "noise_ceiling"}
+
+
+def save_encoding_maps(result, brain, out_dir: str | Path, entities: Mapping[str, Any] | None = None,
+                       sidecar: Mapping[str, Any] | None = None, coef: bool = False) -> dict[str, Path]:
+    """Write the per-target maps of an encoding result, one file (set) per statistic.
+
+    Parameters
+    ----------
+    result : EncodingResult
+        From :func:`brainalign.encoding.fit_encoding` (read by attribute: ``r``, ``r2``,
+        ``p_values``, ``p_fdr``, ``alphas``, ``noise_ceiling``, ``coef``, ``valid_targets``,
+        ``solver``, ``cv``, ``delays``, ``provenance``).
+    brain : BrainData or fitted masker
+    out_dir : path
+    entities : mapping, optional
+        Common file-name entities (``stat`` is set per map).
+    sidecar : mapping, optional
+        Extra description (model, site, features, ...); the result's solver, CV scheme,
+        delays and provenance are added.
+    coef : bool
+        Also write the coefficients, one map per (delay, feature) column (``stat-coef``).
+
+    Returns
+    -------
+    dict stat label -> Path
+        Invalid targets hold NaN in every map.
+    """
+    description = {**dict(sidecar or {}), "solver": result.solver, "cv": result.cv,
+                   "delays": result.delays, "encoding_provenance": result.provenance}
+    description = _jsonable(description)
+    description["config_hash"] = config_hash(description)  # shared by every statistic's sidecar
+    invalid = ~np.asarray(result.valid_targets, dtype=bool)
+    stats = {label: getattr(result, name) for label, name in ENCODING_STATS.items()
+             if getattr(result, name, None) is not None}
+    if coef:
+        stats["coef"] = result.coef  # (n_features * n_delays, n_targets): one map per column
+    paths = {}
+    for label, values in stats.items():
+        values = np.array(values, dtype=np.float32)
+        values[..., invalid] = np.nan
+        paths[label] = save_map(values, brain, out_dir, entities={**dict(entities or {}), "stat": label},
+                                sidecar={**description, "statistic": label})
+    return paths
