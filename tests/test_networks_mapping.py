@@ -181,3 +181,21 @@ def test_subgroups_inherit_networks_and_tables_round_trip(tmp_path):
     np.testing.assert_allclose(loaded.p_fdr["correlation"], result.p_fdr["correlation"])
     with pytest.raises(ValueError, match="targets"):
         map_patterns(maps[:, :10], atlas)
+
+
+def test_surface_masker_target_gives_the_same_spin_test_as_the_medial_wall_mask():
+    from brainalign.brain import SurfaceMasker
+
+    full = load_atlas("yeo7", "fsaverage4")
+    cortex = ~full.medial_wall
+    masker = SurfaceMasker(mask={"L": cortex[:2562], "R": cortex[2562:]}).fit()
+    restricted = load_atlas("yeo7", "fsaverage4", target=masker)
+    assert restricted.n_targets == masker.n_targets_ == cortex.sum()
+    np.testing.assert_array_equal(restricted.data, full.data[cortex])
+    maps = _smooth_surface_maps(np.random.default_rng(8), fsaverage_sphere("fsaverage4"), 3)
+    on_full = map_patterns(maps, full, n_perm=40, random_state=1)
+    on_cortex = map_patterns(maps[:, cortex], restricted, n_perm=40, random_state=1)
+    np.testing.assert_allclose(on_cortex.statistics["correlation"],
+                               on_full.statistics["correlation"], atol=1e-10)
+    np.testing.assert_array_equal(on_cortex.p_values["correlation"],
+                                  on_full.p_values["correlation"])

