@@ -218,3 +218,21 @@ def test_real_alice_roi_table():
     np.testing.assert_allclose(brain.data, zscore(raw, ddof=1), atol=1e-5)
     unusable = shared_data("alice_brennan2016", "alice_data_shared", "6mm", "s33-timecourses.txt")
     assert not load_brain(unusable, RoiTableMasker(names=ALICE_ROIS)).valid_targets.any()
+
+
+def test_roi_table_filtering_and_confound_file(tmp_path):
+    rng = np.random.default_rng(10)
+    t = np.arange(100) * 2.0
+    drift = np.outer(t / 200.0, [1.0, -2.0])
+    table = rng.standard_normal((100, 2)) + drift
+    motion = rng.standard_normal((100, 2))
+    pd.DataFrame(motion, columns=["tx", "ty"]).to_csv(tmp_path / "motion.tsv", sep="\t", index=False)
+    masker = RoiTableMasker(high_pass=0.01, t_r=2.0).fit(table)
+    got = masker.transform(table, confounds=tmp_path / "motion.tsv")
+    expected = clean(table, detrend=False, standardize=None, confounds=motion, filter="butterworth",
+                     high_pass=0.01, t_r=2.0)
+    np.testing.assert_allclose(got, expected, atol=1e-10)
+    with pytest.raises(ValueError, match="needs t_r"):
+        RoiTableMasker(high_pass=0.01).fit(table).transform(table)
+    with pytest.raises(ValueError, match="confounds have 50 rows for 100 TRs"):
+        masker.transform(table, confounds=motion[:50])
