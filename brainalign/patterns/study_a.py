@@ -1,0 +1,543 @@
+"""Study A: representative temporal patterns (atoms) of neuron time courses, and subgroups.
+
+Following Sun et al. (2024), the (TR x neuron) matrix of the *training* stories is
+decomposed into K atoms, representative time courses, and a sparse code per neuron::
+
+    data (n_tr, n_neurons)  ~=  atoms (n_tr, K) @ loadings (K, n_neurons)
+
+A neuron's subgroup is the atom with the largest absolute loading, and its support is the
+set of atoms with a non-zero loading. The decomposition is sparse dictionary learning by
+default (:class:`~brainalign.patterns.dictionary.DictionaryLearning`: atoms over time,
+L1-sparse codes per neuron, codes by batched FISTA); k-means (atom = centroid time course,
+loading = cluster membership) and spatial ICA (atom = mixing time course, loading =
+unit-variance neuron map) are offered for comparison.
+
+What this module adds around the estimators:
+
+- a guard: atoms are fitted on the runs named in ``train_runs`` only, and
+  :meth:`Patterns.assert_not_fit_on` refuses held-out runs later;
+- neuron standardisation over the training TRs (zero mean, unit L2 norm by default, so
+  codes are in correlation units and ``alpha`` is comparable across data sets);
+- composition of subgroups by layer and site, stability across seeds and split halves
+  (Hungarian-matched correlations, :mod:`brainalign.patterns.matching`), choice of K by
+  cross-validated encoding score through :func:`brainalign.encoding.fit_encoding`;
+- npz + JSON storage.
+
+Data are streamed onto the device one block of neurons at a time (memory maps welcome),
+and the device holds exactly one standardised copy, shaped (n_neurons, n_train_tr).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from brainalign.patterns.dictionary import DictionaryLearning
+from brainalign.patterns.ica import FastICA
+from brainalign.patterns.kmeans import KMeans
+from brainalign.patterns.matching import match_components
+from brainalign.patterns.streaming import default_chunk_rows, resolve_device, row_chunks
+from brainalign.provenance import config_hash, provenance_block
+from brainalign.record.neurons import NeuronTable
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["dictionary", "kmeans", "ica"]
+METHODS = ("dictionary", "kmeans", "ica")
+
+
+@dataclass
+class Patterns:
+    """K atoms fitted on training runs, and every neuron's loadings and subgroup.
+
+    Attributes
+    ----------
+    atoms : ndarray, shape (n_time, K)
+        Representative time courses on the training TRs (``times_s``).
+    loadings : ndarray, shape (K, n_neurons)
+        Code of each neuron (dictionary: sparse L1 codes; k-means: 1 for the neuron's
+        cluster; ICA: the unit-variance neuron map).
+    subgroup : ndarray of int, shape (n_neurons,)
+        Atom with the largest |loading|; -1 for neurons whose loadings are all zero.
+    neurons : NeuronTable
+    fit_stories : list of str
+        Stories whose TRs were used for fitting (from the time courses' provenance).
+    fit_runs : list of int
+        Run labels of the TRs used for fitting.
+    method : {"dictionary", "kmeans", "ica"}
+    times_s : ndarray, shape (n_time,)
+        Times of the training TRs.
+    neuron_mean, neuron_scale : ndarray, shape (n_neurons,)
+        Standardisation learned on the training TRs (mean 0 and scale 1 when off).
+    stability : dict
+        Filled by :func:`fit_atoms` when asked (``seed`` and/or ``split_half`` entries).
+    params : dict
+        Fitting parameters.
+    provenance : dict
+    """
+
+    atoms: np.ndarray
+    loadings: np.ndarray
+    subgroup: np.ndarray
+    neurons: NeuronTable
+    fit_stories: list
+    fit_runs: list
+    method: str
+    times_s: np.ndarray
+    neuron_mean: np.ndarray
+    neuron_scale: np.ndarray
+    stability: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n_time, k = self.atoms.shape
+        if self.loadings.shape != (k, len(self.neurons)):
+            raise ValueError(f"loadings must have shape (K={k}, n_neurons={len(self.neurons)}), "
+                             f"got {self.loadings.shape}")
+        if self.subgroup.shape != (len(self.neurons),):
+            raise ValueError(f"subgroup must have shape ({len(self.neurons)},), got {self.subgroup.shape}")
+
+    @property
+    def n_atoms(self) -> int:
+        return self.atoms.shape[1]
+
+    @property
+    def support(self) -> np.ndarray:
+        """Boolean (K, n_neurons): the atoms each neuron loads on (non-zero code)."""
+        return self.loadings != 0
+
+    def assert_not_fit_on(self, runs: Sequence[int]) -> None:
+        """Raise ValueError if any of ``runs`` was used to fit the atoms."""
+        overlap = sorted(set(int(r) for r in np.atleast_1d(runs)) & set(self.fit_runs))
+        if overlap:
+            raise ValueError(f"runs {overlap} were used to fit these atoms (fit_runs="
+                             f"{self.fit_runs}); evaluate on held-out runs only")
+
+    def composition(self, by: Literal["layer", "site"] = "layer", normalize: bool = False) -> pd.DataFrame:
+        """Neurons per subgroup (rows, -1 = no atom) and layer or site (columns).
+
+        Parameters
+        ----------
+        by : {"layer", "site"}
+        normalize : bool
+            Divide each row by its total (fraction of the subgroup in each layer/site).
+        """
+        if by not in ("layer", "site"):
+            raise ValueError(f"by must be 'layer' or 'site', got {by!r}")
+        table = pd.crosstab(pd.Series(self.subgroup, name="subgroup"),
+                            pd.Series(getattr(self.neurons, by), name=by))
+        return table.div(table.sum(1), axis=0) if normalize else table
+
+    def transform(self, data, chunk_size: int | None = None) -> np.ndarray:
+        """Atom time courses on new TRs: least squares of standardised ``data`` on the loadings.
+
+        Parameters
+        ----------
+        data : ndarray or memmap, shape (n_tr, n_neurons)
+            Time courses of the same neurons (e.g. held-out runs); read in neuron chunks.
+
+        Returns
+        -------
+        atom_timecourses : ndarray, shape (n_tr, K)
+        """
+        if data.ndim != 2 or data.shape[1] != len(self.neurons):
+            raise ValueError(f"data must be (n_tr, {len(self.neurons)}), got {data.shape}")
+        chunk = default_chunk_rows(data.shape[0], chunk_size)
+        projected = np.zeros((data.shape[0], self.n_atoms))
+        for cols in row_chunks(data.shape[1], chunk):
+            block = (np.asarray(data[:, cols], dtype=np.float64) - self.neuron_mean[cols]) / self.neuron_scale[cols]
+            projected += block @ self.loadings[:, cols].T.astype(np.float64)
+        gram = self.loadings.astype(np.float64) @ self.loadings.T.astype(np.float64)
+        return np.linalg.lstsq(gram, projected.T, rcond=None)[0].T.astype(np.float32)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``patterns.npz`` (arrays) and ``patterns.json`` (everything else) to a directory."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            path / "patterns.npz", atoms=self.atoms, loadings=self.loadings, subgroup=self.subgroup,
+            times_s=self.times_s, neuron_mean=self.neuron_mean, neuron_scale=self.neuron_scale,
+            layer=self.neurons.layer, site=self.neurons.site.astype(str), unit=self.neurons.unit)
+        document = dict(method=self.method, fit_stories=list(self.fit_stories),
+                        fit_runs=[int(r) for r in self.fit_runs], stability=self.stability,
+                        params=self.params, provenance=self.provenance)
+        (path / "patterns.json").write_text(json.dumps(document, indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Patterns":
+        """Read a directory written by :meth:`save`."""
+        path = Path(path)
+        document = json.loads((path / "patterns.json").read_text())
+        with np.load(path / "patterns.npz") as arrays:
+            neurons = NeuronTable(arrays["layer"], arrays["site"], arrays["unit"])
+            return cls(atoms=arrays["atoms"], loadings=arrays["loadings"],
+                       subgroup=arrays["subgroup"], neurons=neurons,
+                       fit_stories=document["fit_stories"], fit_runs=document["fit_runs"],
+                       method=document["method"], times_s=arrays["times_s"],
+                       neuron_mean=arrays["neuron_mean"], neuron_scale=arrays["neuron_scale"],
+                       stability=document["stability"], params=document["params"],
+                       provenance=document["provenance"])
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+@dataclass
+class _Inputs:
+    """The parts of a NeuronTimecourses (or a plain array) that fitting needs."""
+
+    data: np.ndarray
+    times_s: np.ndarray
+    runs: np.ndarray
+    neurons: NeuronTable
+    stories: list
+    provenance: dict
+
+
+def _inputs(timecourses, neurons: NeuronTable | None, runs, times_s) -> _Inputs:
+    if hasattr(timecourses, "data") and hasattr(timecourses, "neurons"):
+        provenance = dict(getattr(timecourses, "provenance", {}) or {})
+        stories = provenance.get("stories") or ([provenance["story"]] if "story" in provenance else [])
+        return _Inputs(timecourses.data, np.asarray(timecourses.times_s),
+                       np.asarray(timecourses.runs), timecourses.neurons, list(stories), provenance)
+    data = timecourses
+    if not hasattr(data, "ndim"):
+        data = np.asarray(data)
+    if data.ndim != 2:
+        raise ValueError(f"time courses must be 2-D (n_tr, n_neurons), got shape {data.shape}")
+    n_tr, n_neurons = data.shape
+    if neurons is None:
+        raise ValueError("a plain array needs neurons=NeuronTable(...) for its columns")
+    if len(neurons) != n_neurons:
+        raise ValueError(f"neurons table has {len(neurons)} rows for {n_neurons} columns")
+    runs = np.zeros(n_tr, dtype=int) if runs is None else np.asarray(runs)
+    times_s = np.arange(n_tr, dtype=np.float64) if times_s is None else np.asarray(times_s)
+    if runs.shape != (n_tr,) or times_s.shape != (n_tr,):
+        raise ValueError(f"runs and times_s must have shape ({n_tr},), got {runs.shape} and {times_s.shape}")
+    return _Inputs(data, times_s, runs, neurons, [], {})
+
+
+def _training_rows(runs: np.ndarray, train_runs, held_out_runs) -> tuple[np.ndarray, list[int]]:
+    available = sorted(int(r) for r in np.unique(runs))
+    if isinstance(train_runs, str):
+        if train_runs != "all":
+            raise ValueError(f"train_runs must be a list of run labels or 'all', got {train_runs!r}")
+        train = available
+    else:
+        train = sorted(set(int(r) for r in np.atleast_1d(train_runs)))
+    held_out = sorted(set(int(r) for r in np.atleast_1d(held_out_runs))) if held_out_runs is not None else []
+    if isinstance(train_runs, str):
+        train = [r for r in train if r not in held_out]
+    overlap = sorted(set(train) & set(held_out))
+    if overlap:
+        raise ValueError(f"train_runs {train} include held-out runs {overlap}: atoms must be "
+                         "fitted on training runs only")
+    missing = sorted(set(train) - set(available))
+    if missing or not train:
+        raise ValueError(f"train_runs {train} must be non-empty run labels of the data "
+                         f"(available runs: {available})")
+    return np.flatnonzero(np.isin(runs, train)), train
+
+
+def _standardized_neurons(data, rows: np.ndarray, device: torch.device, standardize: bool,
+                          chunk_size: int | None):
+    """Training TRs of every neuron on the device, shape (n_neurons, n_rows), plus mean and scale.
+
+    Read one block of neurons (columns of ``data``) at a time; each neuron is centred and
+    scaled to unit L2 norm over the training TRs when ``standardize``.
+    """
+    n_neurons = data.shape[1]
+    out = torch.empty(n_neurons, len(rows), dtype=torch.float32, device=device)
+    mean = np.zeros(n_neurons, dtype=np.float64)
+    scale = np.ones(n_neurons, dtype=np.float64)
+    contiguous = len(rows) == rows[-1] - rows[0] + 1
+    row_index = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
+    for cols in row_chunks(n_neurons, default_chunk_rows(len(rows), chunk_size)):
+        block = torch.from_numpy(np.array(data[row_index, cols], dtype=np.float64)).to(device)
+        if not torch.isfinite(block).all():
+            raise ValueError(f"time courses contain NaN or inf (neurons {cols.start}..{cols.stop - 1})")
+        if standardize:
+            block_mean = block.mean(0)
+            block = block - block_mean
+            norm = block.norm(dim=0)
+            norm = torch.where(norm > 1e-12, norm, torch.ones_like(norm))
+            block = block / norm
+            mean[cols], scale[cols] = block_mean.cpu().numpy(), norm.cpu().numpy()
+        out[cols] = block.T.to(torch.float32)
+    return out, mean, scale
+
+
+def _decompose(X: torch.Tensor, n_atoms: int, method: str, random_state, device, chunk_size,
+               estimator_params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """atoms (n_time, K) and loadings (K, n_neurons) of X (n_neurons, n_time)."""
+    common = dict(random_state=random_state, device=device, chunk_size=chunk_size)
+    if method == "dictionary":
+        model = DictionaryLearning(n_atoms, **common, **estimator_params)
+        codes = model.fit_transform(X)
+        return model.components_.T.copy(), codes.T.copy()
+    if method == "kmeans":
+        model = KMeans(n_atoms, **common, **estimator_params).fit(X)
+        loadings = np.zeros((n_atoms, X.shape[0]), dtype=np.float32)
+        loadings[model.labels_, np.arange(X.shape[0])] = 1.0
+        return model.cluster_centers_.T.copy(), loadings
+    if method == "ica":
+        model = FastICA(n_atoms, **common, **estimator_params)
+        sources = model.fit_transform(X)  # (n_neurons, K) neuron maps
+        skew = ((sources - sources.mean(0)) ** 3).mean(0)
+        sign = np.where(skew < 0, -1.0, 1.0).astype(np.float32)
+        return (model.mixing_ * sign).astype(np.float32), (sources * sign).T.copy()
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def _subgroups(loadings: np.ndarray) -> np.ndarray:
+    magnitude = np.abs(loadings)
+    subgroup = magnitude.argmax(0).astype(np.int64)
+    subgroup[magnitude.max(0) == 0] = -1
+    return subgroup
+
+
+def _fit_rows(inputs: _Inputs, rows: np.ndarray, n_atoms: int, method: str, standardize: bool,
+              random_state, device, chunk_size, estimator_params) -> tuple:
+    X, mean, scale = _standardized_neurons(inputs.data, rows, device, standardize, chunk_size)
+    logger.info("fitting %d %s atoms on %d TRs x %d neurons (%s)", n_atoms, method,
+                X.shape[1], X.shape[0], device)
+    atoms, loadings = _decompose(X, n_atoms, method, random_state, device, chunk_size,
+                                 estimator_params)
+    del X
+    return atoms.astype(np.float32), loadings.astype(np.float32), mean, scale
+
+
+# -- public API --------------------------------------------------------------------------
+
+def fit_atoms(
+    timecourses,
+    n_atoms: int = 64,
+    *,
+    train_runs: Sequence[int] | Literal["all"],
+    held_out_runs: Sequence[int] | None = None,
+    method: Method = "dictionary",
+    alpha: float = 0.1,
+    standardize: bool = True,
+    neurons: NeuronTable | None = None,
+    runs: np.ndarray | None = None,
+    times_s: np.ndarray | None = None,
+    stability_seeds: Sequence[int] = (),
+    split_half: bool = False,
+    random_state: int | None = 0,
+    device: str | torch.device | None = None,
+    chunk_size: int | None = None,
+    **estimator_params,
+) -> Patterns:
+    """Fit K atoms on the training runs of a (TR x neuron) matrix (study A).
+
+    Parameters
+    ----------
+    timecourses : NeuronTimecourses or ndarray/memmap, shape (n_tr, n_neurons)
+        A ``brainalign.timecourse.NeuronTimecourses`` (its ``data``, ``runs``,
+        ``times_s``, ``neurons`` and ``provenance["story"]`` are used), or a plain array
+        with ``neurons`` (and optionally ``runs``, ``times_s``) given separately.
+    n_atoms : int, default=64
+        Number of atoms K.
+    train_runs : sequence of int or "all"
+        Runs whose TRs the atoms are fitted on (required: choose explicitly).
+    held_out_runs : sequence of int, optional
+        Runs reserved for evaluation; overlapping ``train_runs`` raises ValueError, and
+        with ``train_runs="all"`` they are left out.
+    method : {"dictionary", "kmeans", "ica"}
+    alpha : float, default=0.1
+        L1 penalty of dictionary learning. With ``standardize`` every neuron has unit
+        norm, so a code below about ``alpha`` (in correlation units) is set to zero.
+    standardize : bool, default=True
+        Centre each neuron and scale it to unit L2 norm over the training TRs.
+    neurons, runs, times_s
+        For a plain array input.
+    stability_seeds : sequence of int
+        Extra seeds to refit with; Hungarian-matched atom and loading correlations go
+        to ``Patterns.stability["seed"]`` (see :func:`seed_stability`).
+    split_half : bool
+        Also fit the two halves of the training runs (or TRs, with one run) and record
+        matched loading correlations in ``Patterns.stability["split_half"]``.
+    random_state : int or None
+    device : str, torch.device or None
+        None: CUDA when available.
+    chunk_size : int, optional
+        Neurons per streamed block.
+    **estimator_params
+        Passed to the estimator (e.g. ``max_iter``, ``batch_size``, ``init``, ``n_init``).
+
+    Returns
+    -------
+    Patterns
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    inputs = _inputs(timecourses, neurons, runs, times_s)
+    rows, train = _training_rows(inputs.runs, train_runs, held_out_runs)
+    if not 1 <= n_atoms <= min(len(rows), inputs.data.shape[1]):
+        raise ValueError(f"n_atoms must be between 1 and min(n_train_tr={len(rows)}, "
+                         f"n_neurons={inputs.data.shape[1]}), got {n_atoms}")
+    device = resolve_device(device)
+    params = dict(estimator_params)
+    if method == "dictionary":
+        params["alpha"] = alpha
+    atoms, loadings, mean, scale = _fit_rows(inputs, rows, n_atoms, method, standardize,
+                                             random_state, device, chunk_size, params)
+    config = dict(n_atoms=n_atoms, method=method, standardize=standardize,
+                  random_state=random_state, train_runs=train, **params)
+    patterns = Patterns(
+        atoms=atoms, loadings=loadings, subgroup=_subgroups(loadings), neurons=inputs.neurons,
+        fit_stories=inputs.stories, fit_runs=train, method=method, times_s=inputs.times_s[rows],
+        neuron_mean=mean, neuron_scale=scale, params=config,
+        provenance=provenance_block(stage="patterns", study="A", config_hash=config_hash(config),
+                                    device=str(device), n_train_tr=int(len(rows)),
+                                    n_neurons=int(inputs.data.shape[1]),
+                                    timecourses=inputs.provenance))
+    fit_kwargs = dict(n_atoms=n_atoms, method=method, standardize=standardize,
+                      device=device, chunk_size=chunk_size, params=params)
+    if len(stability_seeds):
+        patterns.stability["seed"] = _seed_stability(inputs, rows, patterns, stability_seeds,
+                                                     **fit_kwargs)
+    if split_half:
+        patterns.stability["split_half"] = _split_half(inputs, rows, random_state, **fit_kwargs)
+    return patterns
+
+
+def _pair_summary(atoms_r: np.ndarray | None, loadings_r: np.ndarray, subgroups) -> dict:
+    summary = dict(loading_r_mean=float(loadings_r.mean()), loading_r_min=float(loadings_r.min()),
+                   loading_r=loadings_r.round(4).tolist(),
+                   subgroup_ari=float(adjusted_rand_score(*subgroups)))
+    if atoms_r is not None:
+        summary.update(atom_r_mean=float(atoms_r.mean()), atom_r_min=float(atoms_r.min()),
+                       atom_r=atoms_r.round(4).tolist())
+    return summary
+
+
+def _seed_stability(inputs, rows, reference: Patterns, seeds, *, n_atoms, method, standardize,
+                    device, chunk_size, params) -> dict:
+    pairs = {}
+    for seed in seeds:
+        atoms, loadings, _, _ = _fit_rows(inputs, rows, n_atoms, method, standardize, seed,
+                                          device, chunk_size, params)
+        ia, ib, atoms_r = match_components(reference.atoms.T, atoms.T)
+        _, _, loadings_r = match_components(reference.loadings, loadings)
+        pairs[str(seed)] = _pair_summary(atoms_r, loadings_r,
+                                         (reference.subgroup, _subgroups(loadings)))
+    return dict(
+        reference_seed=reference.params.get("random_state"), seeds=[int(s) for s in seeds],
+        pairs=pairs,
+        atom_r_mean=float(np.mean([p["atom_r_mean"] for p in pairs.values()])),
+        loading_r_mean=float(np.mean([p["loading_r_mean"] for p in pairs.values()])),
+        subgroup_ari_mean=float(np.mean([p["subgroup_ari"] for p in pairs.values()])),
+        matching="Hungarian on |Pearson r| (scipy.optimize.linear_sum_assignment)")
+
+
+def _split_half(inputs, rows, random_state, *, n_atoms, method, standardize, device,
+                chunk_size, params) -> dict:
+    train_runs = sorted(int(r) for r in np.unique(inputs.runs[rows]))
+    if len(train_runs) >= 2:
+        halves = [train_runs[0::2], train_runs[1::2]]
+        half_rows = [rows[np.isin(inputs.runs[rows], h)] for h in halves]
+        scheme = f"runs {halves[0]} vs {halves[1]}"
+    else:
+        half_rows = [rows[: len(rows) // 2], rows[len(rows) // 2:]]
+        scheme = "first vs second half of the TRs of the single training run"
+    if min(len(h) for h in half_rows) < n_atoms:
+        raise ValueError(f"split halves have {[len(h) for h in half_rows]} TRs, fewer than "
+                         f"n_atoms={n_atoms}")
+    fits = [_fit_rows(inputs, h, n_atoms, method, standardize, random_state, device,
+                      chunk_size, params) for h in half_rows]
+    _, _, loadings_r = match_components(fits[0][1], fits[1][1])
+    summary = _pair_summary(None, loadings_r, (_subgroups(fits[0][1]), _subgroups(fits[1][1])))
+    summary.update(scheme=scheme, compared="neuron loadings (the halves share neurons, not TRs)")
+    return summary
+
+
+@dataclass
+class AtomCountSelection:
+    """Cross-validated encoding score of each candidate number of atoms.
+
+    Attributes
+    ----------
+    candidates : list of int
+    scores : ndarray, shape (n_candidates, n_folds)
+        Mean held-out Pearson r over valid brain targets, per candidate and fold.
+    held_out : list of int
+        The training run held out in each fold (atoms refitted without it).
+    best : int
+        Candidate with the highest mean score.
+    """
+
+    candidates: list
+    scores: np.ndarray
+    held_out: list
+    best: int
+
+    def to_dict(self) -> dict:
+        return dict(candidates=self.candidates, scores=self.scores.tolist(),
+                    mean_scores=self.scores.mean(1).tolist(), held_out=self.held_out,
+                    best=self.best)
+
+
+def choose_n_atoms(timecourses, brain, *, train_runs: Sequence[int] | Literal["all"],
+                   candidates: Sequence[int] = (16, 32, 64), held_out_runs=None,
+                   delays: Sequence[int] | None = (1, 2, 3, 4), method: Method = "dictionary",
+                   encoding_params: dict | None = None, **fit_params) -> AtomCountSelection:
+    """Choose K by the encoding score of the atoms on runs left out of the atom fit.
+
+    For each training run ``r`` and each K: fit atoms on the other training runs, compute
+    atom time courses on all training runs (:meth:`Patterns.transform`), fit the voxelwise
+    encoding model with :func:`brainalign.encoding.fit_encoding` (run-wise CV), and keep
+    the held-out ``r`` of the fold that tests on run ``r``, the one run whose neuron data
+    the atoms never saw. Held-out runs never enter.
+
+    Parameters
+    ----------
+    timecourses : NeuronTimecourses (or array with ``neurons=``/``runs=`` in fit_params)
+    brain : ndarray, shape (n_tr, n_targets), or an object with ``.data``
+        Brain time courses on the same TR grid.
+    train_runs, held_out_runs
+        As in :func:`fit_atoms`; at least two training runs are needed.
+    candidates : sequence of int
+    delays : sequence of int or None
+        FIR delays (TRs) for :func:`~brainalign.encoding.fit_encoding`.
+    encoding_params : dict, optional
+        Extra arguments of ``fit_encoding`` (``n_perm`` defaults to 0 here).
+    **fit_params
+        Passed to :func:`fit_atoms`.
+    """
+    from brainalign.encoding import fit_encoding
+
+    inputs = _inputs(timecourses, fit_params.pop("neurons", None), fit_params.pop("runs", None),
+                     fit_params.pop("times_s", None))
+    Y = np.asarray(getattr(brain, "data", brain))
+    if Y.ndim != 2 or Y.shape[0] != inputs.data.shape[0]:
+        raise ValueError(f"brain must be (n_tr={inputs.data.shape[0]}, n_targets), got {Y.shape}")
+    rows, train = _training_rows(inputs.runs, train_runs, held_out_runs)
+    if len(train) < 2:
+        raise ValueError(f"choosing K by cross-validation needs >= 2 training runs, got {train}")
+    encoding_params = {"n_perm": 0, **(encoding_params or {})}
+    scores = np.zeros((len(candidates), len(train)))
+    for j, left_out in enumerate(train):
+        fit_runs = [r for r in train if r != left_out]
+        for i, k in enumerate(candidates):
+            patterns = fit_atoms(inputs.data, k, train_runs=fit_runs, held_out_runs=[left_out],
+                                 method=method, neurons=inputs.neurons, runs=inputs.runs,
+                                 times_s=inputs.times_s, **fit_params)
+            patterns.assert_not_fit_on([left_out])
+            features = patterns.transform(inputs.data)[rows]
+            result = fit_encoding(features, Y[rows], inputs.runs[rows], delays=delays,
+                                  **encoding_params)
+            fold = [g for g in result.cv["outer_test_groups"]].index([left_out])
+            scores[i, j] = float(np.nanmean(result.r_folds[fold][result.valid_targets]))
+            logger.info("K=%d, held-out run %d: mean r %.4f", k, left_out, scores[i, j])
+    best = int(list(candidates)[int(np.argmax(scores.mean(1)))])
+    return AtomCountSelection([int(k) for k in candidates], scores, train, best)
