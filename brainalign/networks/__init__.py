@@ -5,15 +5,25 @@
 - :mod:`.nulls`: spatial nulls (spin test, phase-randomised volume surrogates, permutation).
 - :mod:`.mapping`: :func:`map_patterns` -> :class:`NetworkMapping` (correlation, Dice,
   Jaccard, enrichment, null p-values, FDR, assignment) and subgroup inheritance.
+- :mod:`.metrics`: study A organisation metrics (diversity, consistency, compactness).
+- :mod:`.outputs`: tables with sidecars and assignment maps (via ``export.save_map``).
+- :mod:`.figures`: PNG figures with nilearn / matplotlib (imported on demand).
 """
 
 from brainalign.networks.atlases import ATLAS_NAMES, Atlas, load_atlas, render_spheres
 from brainalign.networks.mapping import (NetworkMapping, layer_network_composition,
                                          map_patterns, subgroup_networks)
+from brainalign.networks.metrics import (OrganisationMetrics, assignment_consistency,
+                                         compactness, organisation_metrics,
+                                         spectral_diversity, subgroup_diversity)
 from brainalign.networks.nulls import (fsaverage_sphere, permutation_indices,
                                        phase_randomized_surrogates, spin_indices)
+from brainalign.networks.outputs import (assignment_maps, save_assignment_maps,
+                                         write_mapping_tables)
 
-__all__ = ["ATLAS_NAMES", "Atlas", "NetworkMapping", "fsaverage_sphere",
-           "layer_network_composition", "load_atlas", "map_patterns", "permutation_indices",
-           "phase_randomized_surrogates", "render_spheres", "spin_indices",
-           "subgroup_networks"]
+__all__ = ["ATLAS_NAMES", "Atlas", "NetworkMapping", "OrganisationMetrics",
+           "assignment_consistency", "assignment_maps", "compactness", "fsaverage_sphere",
+           "layer_network_composition", "load_atlas", "map_patterns", "organisation_metrics",
+           "permutation_indices", "phase_randomized_surrogates", "render_spheres",
+           "save_assignment_maps", "spectral_diversity", "spin_indices", "subgroup_diversity",
+           "subgroup_networks", "write_mapping_tables"]
