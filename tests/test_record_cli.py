@@ -1,0 +1,87 @@
+"""``brainalign record`` on a tiny model saved to disk, through click's CliRunner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from test_record import make_story, tiny_loaded
+
+from brainalign.cli import main
+from brainalign.cli.record import parse_layers
+from brainalign.record import Recording, record_story
+from brainalign.stimuli import bundled_story, write_table
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny Llama checkpoint with its tokenizer, as ``save_pretrained`` writes them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    loaded = tiny_loaded("llama")
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    yield directory
+    torch.set_num_threads(threads)
+
+
+def test_record_two_stories_two_sites(tmp_path, model_dir):
+    paths = []
+    for n_words, name in ((30, "first"), (45, "second")):
+        path = tmp_path / f"{name}.tsv"
+        write_table(make_story(n_words, name, seed=n_words), path)
+        paths.append(path)
+    out = tmp_path / "out"
+    args = ["record", "--model", str(model_dir), "--story", str(paths[0]), "--story",
+            str(paths[1]), "--site", "mlp.inner", "--site", "resid", "--layers", "0,2",
+            "--context-tokens", "12", "--pooling", "last", "--device", "cpu", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "first: 160 neurons x 30 words" in result.output
+    assert "second: 160 neurons x 45 words" in result.output
+    assert str(out / "second") in result.output and "tokens/s" in result.output
+    recording = Recording.open(out / "first", verify=True)
+    assert recording.sites == ("mlp.inner", "resid") and recording.layers == (0, 2)
+    assert recording.provenance["pooling"] == "last"
+    assert recording.provenance["context"]["context_tokens"] == 12
+    assert recording.story.texts == make_story(30, "first", seed=30).texts
+
+    # the CLI records what the Python API records with the same settings
+    from brainalign.models.registry import load_model
+
+    api = record_story(load_model(str(model_dir)), recording.story, ["mlp.inner", "resid"],
+                       tmp_path / "api", layers=[0, 2], context_tokens=12, pooling="last",
+                       progress=False)
+    np.testing.assert_array_equal(Recording.open(api).matrix(), recording.matrix())
+
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and again.output.count("already recorded") == 2
+
+
+def test_default_story_is_the_bundled_one(tmp_path, model_dir):
+    result = CliRunner().invoke(main, ["record", "--model", str(model_dir), "--site", "mlp.out",
+                                       "--layers", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    story = bundled_story()
+    recording = Recording.open(tmp_path / story.name)
+    assert recording.story.texts == story.texts
+    assert f"32 neurons x {len(story.words)} words" in result.output
+
+
+def test_clear_errors(tmp_path, model_dir):
+    result = CliRunner().invoke(main, ["record", "--model", str(model_dir), "--layers", "1-x",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "expected layer numbers" in result.output
+    result = CliRunner().invoke(main, ["record", "--model", str(model_dir), "--layers", "7",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "out of range" in result.output
+    result = CliRunner().invoke(main, ["record", "--model", str(model_dir), "--site", "mlp",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "mlp.inner" in result.output
+
+
+def test_parse_layers():
+    assert parse_layers("0,5,10-12") == [0, 5, 10, 11, 12]
+    assert parse_layers(None) is None and parse_layers("all") is None
