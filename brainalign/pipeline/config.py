@@ -81,7 +81,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "method": Key(_STR, "dictionary", ("dictionary", "kmeans", "ica"),
                       "Decomposition giving the atoms."),
         "n_atoms": Key(_INT, 64, doc="Number of atoms (K)."),
-        "alpha": Key(_FLOAT, 1.0, doc="Sparsity of the codes (dictionary learning)."),
+        "alpha": Key(_FLOAT, 0.1, doc="L1 penalty of the codes (dictionary learning), in "
+                     "correlation units: codes below it are zero."),
     },
     "encoding": {
         "delays": Key(_LIST, [1, 2, 3, 4], doc="FIR delays in TRs."),
@@ -117,7 +118,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
 STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "record": ("model", "stories"),
     "timecourse": ("model", "stories", "timecourse"),
-    "fmri": ("study", "stories", "fmri"),
+    # a simulation plants patterns of the neuron time courses, so it depends on them too
+    "fmri": ("model", "stories", "timecourse", "fmri", "study"),
     "patterns": ("model", "stories", "timecourse", "patterns", "study"),
     "encoding": ("model", "stories", "timecourse", "patterns", "fmri", "encoding", "study"),
     "networks": ("model", "stories", "timecourse", "patterns", "fmri", "encoding", "networks",

@@ -1,0 +1,647 @@
+"""A whole study from one configuration: every stage, cached, resumable, logged, reported.
+
+:func:`run_study` runs the stages of a study in the order they depend on each other::
+
+    record -> timecourse -> fmri -> patterns -> encoding -> networks -> (interventions)
+           -> export (NIfTI / GIfTI / TSV maps) -> report.html -> summary.json
+
+Each cached stage writes into ``<out>/cache/<stage>-<hash>/`` through
+:class:`~brainalign.pipeline.cache.StageCache`, keyed on the configuration tables it
+depends on (:data:`~brainalign.pipeline.config.STAGE_DEPENDENCIES`): a re-run loads what is
+complete and computes the rest, and a change of ``patterns.n_atoms`` reuses the recordings
+and time courses. Export, report and summary are rewritten on every run from the cached
+stage outputs.
+
+The stages are thin compositions of the package's modules: :mod:`brainalign.record`,
+:mod:`brainalign.timecourse`, :mod:`brainalign.simulate` (simulated fMRI with planted
+networks) or :mod:`brainalign.brain` (real data), :mod:`brainalign.patterns`,
+:mod:`brainalign.encoding` (subjects' fits as Dask units through
+:func:`~brainalign.pipeline.scale.map_units`), :mod:`brainalign.networks` (mapping with
+spatial nulls; neurons inherit their subgroup's network), :mod:`brainalign.interventions`
+(study-B lesion check) and :mod:`brainalign.export`. Recovery against a simulation's
+planted truth is scored by :func:`brainalign.simulate.recovery.score_mapping`.
+
+Every run appends structured lines (JSON, one object per line) to ``<out>/study.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from brainalign.pipeline.cache import StageCache
+from brainalign.pipeline.config import ConfigError
+from brainalign.provenance import config_hash, provenance_block
+
+logger = logging.getLogger(__name__)
+
+#: Cached stages in the order they run.
+STAGES = ("record", "timecourse", "fmri", "patterns", "encoding", "networks", "interventions")
+
+#: Scores of :class:`brainalign.simulate.recovery.RecoveryScores` copied into summaries.
+RECOVERY_KEYS = ("accuracy", "auc", "false_positive_share", "best_r", "max_r")
+
+
+# --------------------------------------------------------------------------- data types
+
+@dataclass
+class StageRun:
+    """What happened to one stage in one run.
+
+    Attributes
+    ----------
+    stage : str
+    status : {"computed", "cached", "skipped"}
+    path : str
+        The stage's cache folder ("" when skipped).
+    wall_s : float
+        Seconds spent in this run (loading a cached stage counts ~0).
+    """
+
+    stage: str
+    status: str
+    path: str
+    wall_s: float
+
+
+@dataclass
+class StudySummary:
+    """The outcome of :func:`run_study`, also written to ``<out>/summary.json``.
+
+    Attributes
+    ----------
+    out : str
+        The study's output directory.
+    wall_s : float
+        Wall-clock seconds of the whole run.
+    stages : list of StageRun
+    recovery : dict
+        Simulated fMRI only: ``accuracy`` (mean assignment accuracy against the planted
+        truth over spaces and models), and per ``"<model>/<space>"`` every recovery score.
+    maps : dict
+        ``"<model>/<space>"`` -> {map name: path} of the exported NIfTI / GIfTI / TSV maps.
+    tables : dict
+        Table name -> path of the exported TSV tables.
+    study_b : dict
+        The lesion check (empty when ``interventions.study_b`` is false).
+    sizes : dict
+        Sizes of the study (neurons, TRs, atoms, targets, subjects, permutations...).
+    notes : list of str
+        Fallbacks and other things a reader should know.
+    report : str
+        Path of report.html ("" when not written).
+    config_hash : str
+    """
+
+    out: str
+    wall_s: float
+    stages: list[StageRun]
+    recovery: dict = field(default_factory=dict)
+    maps: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
+    study_b: dict = field(default_factory=dict)
+    sizes: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    report: str = ""
+    config_hash: str = ""
+
+    def stage_status(self) -> dict[str, str]:
+        """Stage -> "computed" / "cached" / "skipped"."""
+        return {run.stage: run.status for run in self.stages}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(item, value) rows of the closing summary table."""
+        rows = [(f"stage {run.stage}", f"{run.status} ({run.wall_s:.1f} s)")
+                for run in self.stages]
+        for key, value in self.recovery.items():
+            if isinstance(value, dict):
+                rows.append((f"recovery {key}", ", ".join(
+                    f"{k}={_fmt(value[k])}" for k in ("accuracy", "auc", "best_r") if k in value)))
+            else:
+                rows.append((f"recovery {key}", _fmt(value)))
+        if self.study_b:
+            rows.append(("study B lesion", self.study_b.get("verdict", "")))
+        rows.append(("report", self.report or "-"))
+        rows.append(("wall time", f"{self.wall_s:.1f} s"))
+        return rows
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+# --------------------------------------------------------------------------- structured log
+
+class _JsonLines(logging.Formatter):
+    """One JSON object per record: time, level, logger, message and any ``fields`` extra."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        entry.update(getattr(record, "fields", {}) or {})
+        return json.dumps(entry, default=str)
+
+
+def _event(message: str, **fields: Any) -> None:
+    logger.info(message, extra={"fields": fields})
+
+
+def read_log(out: str | Path) -> list[dict[str, Any]]:
+    """The structured log of a study folder, one dict per line."""
+    path = Path(out) / "study.log"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- helpers
+
+def model_slug(name: str) -> str:
+    """A folder-safe label of a model name, hub id or path."""
+    tail = Path(str(name).rstrip("/")).name or "model"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in tail)
+
+
+def study_models(config: dict) -> list[tuple[str, str]]:
+    """(slug, name) of every model; slugs are made unique by an index when they clash."""
+    names = config["model"]["names"]
+    slugs = [model_slug(n) for n in names]
+    return [(s if slugs.count(s) == 1 else f"{s}-{i}", n) for i, (s, n) in enumerate(zip(slugs, names))]
+
+
+def study_stories(config: dict) -> list:
+    """The stories of a study with their scan timing (TR from ``stories.tr_s``).
+
+    A story read from a file without scan timing gets, per run, enough volumes to cover
+    its last word.
+    """
+    from brainalign.stimuli import bundled_story, load_story
+
+    tr_s = float(config["stories"]["tr_s"])
+    stories = [bundled_story()] if config["stories"]["bundled"] else []
+    for path in config["stories"]["paths"]:
+        story = load_story(path)
+        if story.n_volumes is None or story.tr_s is None:
+            n_volumes = [int(math.ceil(max(w.offset_s for w in story.run_words(r)) / tr_s)) + 1
+                         for r in range(story.n_runs)]
+            logger.info("story %s has no scan timing: %s volumes of %.2f s", story.name,
+                        n_volumes, tr_s)
+            story = story.with_scan(tr_s, n_volumes)
+        elif abs(story.tr_s - tr_s) > 1e-9:
+            raise ConfigError(f"story {story.name!r} was scanned with TR {story.tr_s} s but "
+                              f"stories.tr_s = {tr_s}; set stories.tr_s to match")
+        stories.append(story)
+    names = [s.name for s in stories]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"stories have duplicate names {names}; rename the files")
+    return stories
+
+
+def _device(config: dict) -> str:
+    device = config["model"]["device"]
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _layers(config: dict) -> list[int] | None:
+    layers = config["model"]["layers"]
+    return None if layers == "all" else list(layers)
+
+
+def _write_json(path: Path, document: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=_json_default))
+    return path
+
+
+def _json_default(value: Any):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def concatenate_timecourses(parts: list) -> Any:
+    """Stories' NeuronTimecourses one after another in time, run labels kept distinct."""
+    from brainalign.timecourse import NeuronTimecourses
+
+    if len(parts) == 1:
+        return parts[0]
+    runs, offset = [], 0
+    for part in parts:
+        runs.append(np.asarray(part.runs) + offset)
+        offset = int(runs[-1].max()) + 1
+    return NeuronTimecourses(np.concatenate([np.asarray(p.data) for p in parts]),
+                             np.concatenate([p.times_s for p in parts]), np.concatenate(runs),
+                             parts[0].neurons, {"stories": [p.provenance for p in parts]})
+
+
+# --------------------------------------------------------------------------- the study
+
+class Study:
+    """The stages of one study and the folders they live in (see :func:`run_study`)."""
+
+    def __init__(self, config: dict, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        self.out = Path(config["study"]["out"])
+        self.cache = StageCache(self.out)
+        self.models = study_models(config)
+        self.stories = study_stories(config)
+        self.runs: list[StageRun] = []
+        self.notes: list[str] = []
+
+    # -- stage runner --------------------------------------------------------------
+    def stage(self, name: str, build: Callable[[Path], None]) -> Path:
+        """Load stage ``name`` from the cache, or compute it with ``build(folder)``."""
+        path = self.cache.path(name, self.config)
+        started = time.perf_counter()
+        if self.cache.is_complete(name, self.config):
+            status = "cached"
+        else:
+            _event(f"stage {name} started", event="stage_start", stage=name)
+            with self.cache.build(name, self.config) as folder:
+                build(folder)
+            status = "computed"
+        wall_s = time.perf_counter() - started
+        self.runs.append(StageRun(name, status, str(path), round(wall_s, 3)))
+        _event(f"stage {name} {status} in {wall_s:.1f} s", event="stage", stage=name,
+               status=status, wall_s=round(wall_s, 3), path=str(path))
+        return path
+
+    def skip(self, name: str) -> None:
+        self.runs.append(StageRun(name, "skipped", "", 0.0))
+        _event(f"stage {name} skipped", event="stage", stage=name, status="skipped")
+
+    # -- record --------------------------------------------------------------------
+    def build_record(self, folder: Path) -> None:
+        from brainalign.models.registry import load_model
+        from brainalign.record import record_story
+
+        model = self.config["model"]
+        for slug, name in self.models:
+            loaded = load_model(name, device=_device(self.config))
+            for story in self.stories:
+                record_story(loaded, story, model["sites"], folder / slug, layers=_layers(self.config),
+                             context_tokens=model["context_tokens"], pooling=model["pooling"],
+                             progress=self.progress)
+
+    def recording(self, slug: str, story) -> Any:
+        from brainalign.record import Recording
+
+        return Recording.open(self.cache.path("record", self.config) / slug / story.name)
+
+    # -- time courses --------------------------------------------------------------
+    def build_timecourse(self, folder: Path) -> None:
+        from brainalign.timecourse import recording_to_tr
+
+        options = self.config["timecourse"]
+        for slug, _ in self.models:
+            parts = [recording_to_tr(self.recording(slug, story), method=options["method"],
+                                     zscore=options["zscore"], trim=tuple(options["trim"]),
+                                     progress=self.progress)
+                     for story in self.stories]
+            concatenate_timecourses(parts).save(folder / slug)
+
+    def timecourses(self, slug: str) -> Any:
+        from brainalign.timecourse import NeuronTimecourses
+
+        return NeuronTimecourses.load(self.cache.path("timecourse", self.config) / slug)
+
+    # -- fMRI ----------------------------------------------------------------------
+    @property
+    def spaces(self) -> list[str]:
+        fmri = self.config["fmri"]
+        return list(fmri["spaces"]) if fmri["source"] == "simulated" else ["data"]
+
+    def build_fmri(self, folder: Path) -> None:
+        from brainalign.pipeline.spaces import space_atlas, target_space
+        from brainalign.simulate import simulate_fmri
+
+        fmri, seed = self.config["fmri"], self.config["study"]["seed"]
+        if fmri["source"] != "simulated":
+            raise ConfigError(f"fmri.source = {fmri['source']!r}: run_study simulates fMRI; "
+                              "real NIfTI/GIfTI/ROI data are analysed with the stage commands "
+                              "and brainalign.brain.load_brain")
+        notes = {}
+        for slug, _ in self.models:
+            timecourses = self.timecourses(slug)
+            for space in fmri["spaces"]:
+                planting = space_atlas(space, "yeo7")
+                notes[space] = planting.note
+                tspace = target_space(planting)
+                n_planted = fmri["n_planted"]
+                simulation = simulate_fmri(
+                    timecourses, tspace, n_patterns=n_planted, n_clusters=max(16, n_planted),
+                    n_silent_networks=max(0, tspace.n_networks - n_planted), snr=fmri["snr"],
+                    noise=fmri["noise"], n_subjects=fmri["n_subjects"], random_state=seed)
+                simulation.save(folder / slug / space)
+        _write_json(folder / "notes.json", notes)
+
+    def simulation(self, slug: str, space: str) -> Any:
+        from brainalign.simulate import Simulation
+
+        return Simulation.load(self.cache.path("fmri", self.config) / slug / space)
+
+    # -- patterns ------------------------------------------------------------------
+    def build_patterns(self, folder: Path) -> None:
+        from brainalign.patterns.study_a import fit_atoms
+
+        options, seed = self.config["patterns"], self.config["study"]["seed"]
+        for slug, _ in self.models:
+            # atoms are fitted on every run: the decomposition never sees brain data, and
+            # the encoding's run-wise cross-validation needs atom time courses on all TRs
+            patterns = fit_atoms(self.timecourses(slug), n_atoms=options["n_atoms"],
+                                 train_runs="all", method=options["method"],
+                                 alpha=options["alpha"], random_state=seed)
+            patterns.save(folder / slug)
+
+    def patterns(self, slug: str) -> Any:
+        from brainalign.patterns.study_a import Patterns
+
+        return Patterns.load(self.cache.path("patterns", self.config) / slug)
+
+    # -- encoding ------------------------------------------------------------------
+    def build_encoding(self, folder: Path) -> None:
+        from brainalign.pipeline.scale import map_units
+        from brainalign.pipeline.units import EncodingUnit, encode_unit
+
+        options, compute = self.config["encoding"], self.config["compute"]
+        units, where = [], []
+        for slug, name in self.models:
+            atoms = np.asarray(self.patterns(slug).atoms, dtype=np.float32)
+            for space in self.spaces:
+                simulation = self.simulation(slug, space)
+                for subject, bold in enumerate(simulation.bold):
+                    label = f"sub-{subject + 1:02d}"
+                    units.append(EncodingUnit(
+                        f"{slug}/{space}/{label}", atoms, bold, simulation.runs,
+                        dict(delays=list(options["delays"]), n_perm=options["n_permutations"],
+                             fdr_alpha=options["fdr_q"], random_state=self.config["study"]["seed"],
+                             provenance={"model": name, "space": space, "subject": label,
+                                         "features": "atoms"})))
+                    where.append(folder / slug / space / label)
+        _event(f"encoding {len(units)} units on {compute['scheduler']}", event="encoding",
+               n_units=len(units), scheduler=compute["scheduler"])
+        results = map_units(encode_unit, units, scheduler=compute["scheduler"],
+                            n_workers=compute["n_workers"])
+        for result, path in zip(results, where):
+            result.save(path)
+
+    def encodings(self, slug: str, space: str) -> list:
+        from brainalign.encoding import load
+
+        root = self.cache.path("encoding", self.config) / slug / space
+        return [load(path) for path in sorted(root.glob("sub-*"))]
+
+    # -- networks ------------------------------------------------------------------
+    def build_networks(self, folder: Path) -> None:
+        from tqdm.auto import tqdm
+
+        from brainalign.networks.mapping import (layer_network_composition, map_patterns,
+                                                 subgroup_networks)
+        from brainalign.pipeline.spaces import space_atlas
+        from brainalign.simulate.recovery import delay_summed_maps, score_mapping
+
+        options, seed = self.config["networks"], self.config["study"]["seed"]
+        pairs = [(slug, space) for slug, _ in self.models for space in self.spaces]
+        for slug, space in tqdm(pairs, desc="network mapping", disable=not self.progress):
+            patterns = self.patterns(slug)
+            atoms = np.asarray(patterns.atoms, dtype=np.float64)
+            results = self.encodings(slug, space)
+            maps = np.mean([delay_summed_maps(r.coef, atoms.shape[1]) for r in results], axis=0)
+            mapping_atlas = space_atlas(space, options["atlas"])
+            mapping = map_patterns(maps, mapping_atlas.atlas, null=options["null"],
+                                   n_perm=options["n_null"], alpha=options["alpha"],
+                                   pattern_names=[f"atom{k:02d}" for k in range(len(maps))],
+                                   random_state=seed)
+            target = folder / slug / space
+            target.mkdir(parents=True, exist_ok=True)
+            mapping.to_json(target / "network_mapping.json")  # to_tsv writes mapping.json
+            mapping.to_tsv(target / "mapping.tsv")
+            np.save(target / "pattern_maps.npy", maps.astype(np.float32))
+            neurons = subgroup_networks(mapping, patterns.subgroup, layer=patterns.neurons.layer)
+            neurons.to_csv(target / "neurons.tsv", sep="\t", index=False)
+            layer_network_composition(neurons, mapping.networks).to_csv(
+                target / "layer_networks.tsv", sep="\t")
+            simulation = self.simulation(slug, space)
+            scores = score_mapping(simulation, atoms, mapping.assigned, [r.r for r in results],
+                                   [r.p_values if self.config["encoding"]["n_permutations"] > 0
+                                    else None for r in results])
+            scores.details.update(null=mapping.null, n_null=options["n_null"],
+                                  mapping_atlas=mapping_atlas.atlas.name,
+                                  planted_network_names=list(simulation.space.network_names))
+            _write_json(target / "recovery.json", scores.to_dict())
+            _write_json(target / "notes.json", {"mapping_atlas_note": mapping_atlas.note})
+
+    def mapping(self, slug: str, space: str) -> Any:
+        from brainalign.networks.mapping import NetworkMapping
+
+        return NetworkMapping.load(self.cache.path("networks", self.config) / slug / space
+                                   / "network_mapping.json")
+
+    def networks_file(self, slug: str, space: str, name: str) -> Path:
+        return self.cache.path("networks", self.config) / slug / space / name
+
+    # -- interventions (study B) ---------------------------------------------------
+    def build_interventions(self, folder: Path) -> None:
+        from brainalign.pipeline.lesion_check import lesion_check
+
+        slug, name = self.models[0]
+        story = self.stories[0]
+        result = lesion_check(name, self.recording(slug, story), story,
+                              self.config["interventions"], device=_device(self.config),
+                              seed=self.config["study"]["seed"], progress=self.progress)
+        _write_json(folder / "study_b.json", result)
+
+    def study_b(self) -> dict:
+        path = self.cache.path("interventions", self.config) / "study_b.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    # -- export --------------------------------------------------------------------
+    def export(self) -> tuple[dict, dict]:
+        """NIfTI / GIfTI / TSV maps with sidecars into ``<out>/maps``, tables into ``<out>/tables``."""
+        import shutil
+
+        from brainalign.export import save_map
+        from brainalign.pipeline.spaces import space_masker
+
+        maps_dir, tables_dir = self.out / "maps", self.out / "tables"
+        maps: dict[str, dict[str, str]] = {}
+        tables: dict[str, str] = {}
+        encoding = self.config["encoding"]
+        for slug, name in self.models:
+            for space in self.spaces:
+                results = self.encodings(slug, space)
+                pattern_maps = np.load(self.networks_file(slug, space, "pattern_maps.npy"))
+                simulation = self.simulation(slug, space)
+                masker = space_masker(space, results[0].n_targets,
+                                      None if simulation.space.kind != "roi" else
+                                      [f"roi{i:03d}" for i in range(simulation.space.n_targets)])
+                sidecar = {"model": name, "sites": self.config["model"]["sites"],
+                           "features": "atoms", "n_atoms": int(pattern_maps.shape[0]),
+                           "delays_tr": encoding["delays"], "tr_s": self.config["stories"]["tr_s"],
+                           "n_subjects": len(results), "simulated": True,
+                           "config_hash": config_hash(self.config)}
+                key = f"{slug}/{space}"
+                entities = {"model": slug.replace("-", "").replace("_", "").replace(".", "")}
+                mean_r = np.nanmean([np.where(r.valid_targets, r.r, np.nan) for r in results],
+                                    axis=0)
+                maps[key] = {
+                    "r": str(save_map(np.nan_to_num(mean_r), masker, maps_dir,
+                                      {**entities, "desc": "encoding", "stat": "r"},
+                                      {**sidecar, "description": "held-out Pearson r of the "
+                                       "atom encoding model, mean over subjects"})),
+                    "patterns": str(save_map(pattern_maps, masker, maps_dir,
+                                             {**entities, "desc": "patterns", "stat": "coef"},
+                                             {**sidecar, "description": "one map per atom: "
+                                              "delay-summed encoding coefficients, mean over "
+                                              "subjects (rows follow atom order)"})),
+                }
+                if encoding["n_permutations"] > 0:
+                    fraction = np.mean([r.significant(encoding["fdr_q"]) for r in results], axis=0)
+                    maps[key]["significant_fraction"] = str(save_map(
+                        fraction.astype(np.float32), masker, maps_dir,
+                        {**entities, "desc": "encoding", "stat": "fracsig"},
+                        {**sidecar, "description": f"share of subjects whose target is FDR "
+                         f"significant at q={encoding['fdr_q']}"}))
+                for table in ("mapping.tsv", "mapping_assignments.tsv", "neurons.tsv",
+                              "layer_networks.tsv"):
+                    source = self.networks_file(slug, space, table)
+                    if source.exists():
+                        tables_dir.mkdir(parents=True, exist_ok=True)
+                        target = tables_dir / f"{slug}_{space}_{table}"
+                        shutil.copyfile(source, target)
+                        tables[f"{key}/{table[:-4]}"] = str(target)
+        return maps, tables
+
+    # -- summary -------------------------------------------------------------------
+    def recovery(self) -> dict:
+        recovery: dict[str, Any] = {}
+        accuracies = []
+        for slug, _ in self.models:
+            for space in self.spaces:
+                scores = json.loads(self.networks_file(slug, space, "recovery.json").read_text())
+                entry = {k: scores[k] for k in RECOVERY_KEYS}
+                entry["atom_correlation_mean"] = float(np.mean(scores["atom_correlation"]))
+                entry["planted_network"] = scores["planted_network"]
+                entry["assigned_network"] = scores["assigned_network"]
+                recovery[f"{slug}/{space}"] = entry
+                accuracies.append(scores["accuracy"])
+        finite = [a for a in accuracies if a is not None and np.isfinite(a)]
+        recovery["accuracy"] = float(np.mean(finite)) if finite else float("nan")
+        return recovery
+
+    def sizes(self) -> dict:
+        slug = self.models[0][0]
+        timecourses = self.timecourses(slug)
+        config = self.config
+        sizes = {"models": [n for _, n in self.models], "stories": [s.name for s in self.stories],
+                 "n_words": int(sum(len(s.words) for s in self.stories)),
+                 "n_tr": int(timecourses.n_tr), "n_neurons": int(timecourses.n_neurons),
+                 "n_atoms": config["patterns"]["n_atoms"], "spaces": {},
+                 "n_subjects": config["fmri"]["n_subjects"],
+                 "n_planted": config["fmri"]["n_planted"], "snr": config["fmri"]["snr"],
+                 "encoding_permutations": config["encoding"]["n_permutations"],
+                 "null_maps": config["networks"]["n_null"], "delays_tr": config["encoding"]["delays"]}
+        for space in self.spaces:
+            sizes["spaces"][space] = int(self.simulation(slug, space).space.n_targets)
+        return sizes
+
+    def collect_notes(self) -> list[str]:
+        notes = list(self.notes)
+        fmri_notes = self.cache.path("fmri", self.config) / "notes.json"
+        if fmri_notes.exists():
+            for space, note in json.loads(fmri_notes.read_text()).items():
+                if note:
+                    notes.append(f"{space}: {note}")
+        for slug, _ in self.models:
+            for space in self.spaces:
+                path = self.networks_file(slug, space, "notes.json")
+                if path.exists():
+                    note = json.loads(path.read_text()).get("mapping_atlas_note")
+                    if note and f"{space}: {note}" not in notes:
+                        notes.append(f"{space} mapping: {note}")
+        return notes
+
+
+def _attach_log(out: Path) -> logging.Handler:
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "study.log")
+    handler.setFormatter(_JsonLines())
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("brainalign")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def run_study(config: dict, progress: bool = True) -> StudySummary:
+    """Run (or resume) every stage of a study and write its maps, report and summary.
+
+    Parameters
+    ----------
+    config : dict
+        A validated configuration (:func:`brainalign.pipeline.config.load_config` or
+        :func:`~brainalign.pipeline.config.validate`); ``study.out`` is the output folder.
+    progress : bool
+        tqdm progress bars on long work (recording, resampling, mapping).
+
+    Returns
+    -------
+    StudySummary
+        Also written to ``<out>/summary.json``; the report is ``<out>/report.html``.
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    out = Path(config["study"]["out"])
+    handler = _attach_log(out)
+    try:
+        study = Study(config, progress=progress)
+        _event("study started", event="study_start", out=str(out),
+               config_hash=config_hash(config))
+        steps = [("record", study.build_record), ("timecourse", study.build_timecourse),
+                 ("fmri", study.build_fmri), ("patterns", study.build_patterns),
+                 ("encoding", study.build_encoding), ("networks", study.build_networks)]
+        if config["interventions"]["study_b"]:
+            steps.append(("interventions", study.build_interventions))
+        bar = tqdm(steps, desc="study", unit="stage", disable=not progress)
+        for name, build in bar:
+            bar.set_postfix_str(name)
+            study.stage(name, build)
+        if not config["interventions"]["study_b"]:
+            study.skip("interventions")
+        maps, tables = study.export() if config["outputs"]["maps"] else ({}, {})
+        summary = StudySummary(
+            out=str(out), wall_s=0.0, stages=study.runs, recovery=study.recovery(), maps=maps,
+            tables=tables, study_b=study.study_b(), sizes=study.sizes(),
+            notes=study.collect_notes(), config_hash=config_hash(config))
+        if config["outputs"]["report"]:
+            from brainalign.pipeline.study_report import write_report
+
+            summary.report = str(write_report(study, summary, out / "report.html"))
+        summary.wall_s = round(time.perf_counter() - started, 2)
+        document = summary.to_dict()
+        document["provenance"] = provenance_block(stage="study", config=config,
+                                                  config_hash=summary.config_hash)
+        _write_json(out / "summary.json", document)
+        _event("study finished", event="study_end", wall_s=summary.wall_s,
+               accuracy=summary.recovery.get("accuracy"))
+        return summary
+    finally:
+        logging.getLogger("brainalign").removeHandler(handler)
+        handler.close()

@@ -1,0 +1,188 @@
+"""The study's report.html, assembled from the cached stage outputs of :mod:`.study`.
+
+Sections: stimulus and model; atom time courses; subgroup x layer heat map (with each
+subgroup's network); encoding score maps (nilearn static images on fsaverage5 and in MNI
+space, tables for ROIs; optional interactive ``view_surf``); the pattern x network matrix
+with significance marks; recovery against the planted truth; the study-B lesion check;
+output files; provenance. The page is built with :class:`brainalign.report.html.Report`
+and the figures with :mod:`brainalign.report.figures`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainalign.provenance import provenance_block
+from brainalign.report import figures
+from brainalign.report.html import Report
+
+
+def _stimulus_section(report: Report, study: Any, summary: Any) -> None:
+    sizes = summary.sizes
+    config = study.config
+    section = report.section("Stimulus and model")
+    section.key_values({
+        "models": ", ".join(sizes["models"]), "sites": ", ".join(config["model"]["sites"]),
+        "layers": str(config["model"]["layers"]), "neurons recorded": sizes["n_neurons"],
+        "stories": ", ".join(sizes["stories"]), "words": sizes["n_words"],
+        "TR (s)": float(config["stories"]["tr_s"]), "TRs (all runs)": sizes["n_tr"],
+        "time course method": config["timecourse"]["method"],
+        "atoms (K)": sizes["n_atoms"], "pattern method": config["patterns"]["method"],
+        "fMRI": config["fmri"]["source"],
+        "spaces (targets)": ", ".join(f"{k} ({v:,})" for k, v in sizes["spaces"].items()),
+        "subjects": sizes["n_subjects"], "planted patterns": sizes["n_planted"],
+        "SNR": float(sizes["snr"]), "FIR delays (TR)": str(sizes["delays_tr"]),
+        "encoding permutations": sizes["encoding_permutations"],
+        "spatial null maps": sizes["null_maps"]})
+    for note in summary.notes:
+        section.text(note, note=True)
+
+
+def _atoms_section(report: Report, study: Any, slug: str) -> Any:
+    patterns = study.patterns(slug)
+    atoms = np.asarray(patterns.atoms)
+    report.section("Atom time courses").figure(
+        figures.atom_timecourses(atoms, float(study.config["stories"]["tr_s"])),
+        f"{slug}: the first atoms on the TR grid (all runs one after another)")
+    return patterns
+
+
+def _subgroup_section(report: Report, study: Any, slug: str, patterns: Any) -> None:
+    space = study.spaces[0]
+    mapping = study.mapping(slug, space)
+    subgroup = np.asarray(patterns.subgroup)
+    layer = np.asarray(patterns.neurons.layer)
+    layers = np.unique(layer)
+    n_atoms = np.asarray(patterns.atoms).shape[1]
+    counts = np.zeros((n_atoms, len(layers)))
+    for row in range(n_atoms):
+        counts[row] = [np.sum((subgroup == row) & (layer == value)) for value in layers]
+    share = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+    rows = [f"atom{k:02d} ({mapping.assigned[k]})" for k in range(n_atoms)]
+    section = report.section("Subgroups x layers")
+    section.figure(figures.heatmap(share, rows, [f"L{int(v)}" for v in layers],
+                                   "Share of each layer's neurons in each subgroup",
+                                   "share of layer"),
+                   f"{slug}: neuron subgroups (rows, with the network their atom maps to in "
+                   f"{space}) by layer")
+    composition = study.networks_file(slug, space, "layer_networks.tsv")
+    if composition.exists():
+        import pandas as pd
+
+        table = pd.read_csv(composition, sep="\t", index_col=0)
+        section.table(["layer", *table.columns], [[int(i), *map(int, r)] for i, r in
+                                                  zip(table.index, table.values)],
+                      caption=f"Neurons per layer inheriting each network ({space})")
+
+
+def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) -> None:
+    from brainalign.pipeline.spaces import space_masker
+
+    section = report.section("Encoding score maps")
+    section.text("Held-out Pearson r of the atom encoding model (FIR delays, himalaya ridge, "
+                 "run-wise cross-validation), mean over subjects.")
+    for space in study.spaces:
+        results = study.encodings(slug, space)
+        r = np.nanmean([np.where(x.valid_targets, x.r, np.nan) for x in results], axis=0)
+        r = np.nan_to_num(r)
+        section.key_values({f"{space}: max r": float(r.max()),
+                            f"{space}: 99th percentile r": float(np.percentile(r, 99))})
+        if space == "fsaverage5":
+            section.figure(figures.surface_map(r, f"{slug} fsaverage5: held-out r"),
+                           "fsaverage5, lateral views (left, right)")
+            if interactive:
+                from nilearn import datasets, plotting
+
+                mesh = datasets.load_fsaverage("fsaverage5")
+                half = len(r) // 2
+                view = plotting.view_surf(mesh["inflated"].parts["left"].coordinates,
+                                          r[:half], threshold=None, title="left hemisphere r")
+                section.raw_html(view.get_iframe(width=900, height=500))
+        elif space.startswith("MNI"):
+            masker = space_masker(space, len(r))
+            section.figure(figures.volume_map(masker.inverse_transform(r), f"{slug} {space}: r"),
+                           f"{space}, orthogonal slices on the MNI template")
+        else:
+            top = np.argsort(-r)[:10]
+            section.table(["ROI", "r"], [[f"roi{i:03d}", float(r[i])] for i in top],
+                          caption=f"{space}: the ten best-predicted ROIs")
+
+
+def _mapping_section(report: Report, study: Any, slug: str) -> None:
+    section = report.section("Patterns x networks")
+    for space in study.spaces:
+        mapping = study.mapping(slug, space)
+        statistic = mapping.statistic
+        values = mapping.statistics[statistic]
+        marks = mapping.p_fdr[statistic] < mapping.alpha
+        section.figure(figures.heatmap(values, mapping.patterns, mapping.networks,
+                                       f"{space}: {statistic} (* FDR p < {mapping.alpha})",
+                                       statistic, marks=marks, cmap="RdBu_r"),
+                       f"{space}: pattern x network {statistic}, {mapping.null} null with "
+                       f"{mapping.n_perm} draws")
+        frame = mapping.assignments()
+        section.table(list(frame.columns), [[v if not isinstance(v, np.floating) else float(v)
+                                             for v in row] for row in frame.values],
+                      caption=f"{space}: each pattern's network")
+
+
+def _recovery_section(report: Report, study: Any, summary: Any) -> None:
+    section = report.section("Recovery of the planted truth")
+    section.text("The simulation planted neuron-subgroup patterns in Yeo networks; each planted "
+                 "pattern is paired with its best-correlated atom (Hungarian matching) and "
+                 "counted as recovered when that atom maps to the planted network.")
+    rows = []
+    for key, value in summary.recovery.items():
+        if isinstance(value, dict):
+            rows.append([key, float(value["accuracy"]), float(value["auc"]),
+                         float(value["atom_correlation_mean"]),
+                         float(value["false_positive_share"]), float(value["best_r"])])
+    section.table(["model/space", "assignment accuracy", "significance AUC",
+                   "matched atom |r|", "false-positive share", "best r"], rows)
+    for key, value in summary.recovery.items():
+        if isinstance(value, dict):
+            section.table(["planted network", "assigned to its atom"],
+                          list(zip(value["planted_network"], value["assigned_network"])),
+                          caption=f"{key}: planted vs recovered")
+
+
+def _study_b_section(report: Report, summary: Any) -> None:
+    result = summary.study_b
+    section = report.section("Study B: lesion check")
+    section.text(result.get("verdict", ""))
+    if "baseline" in result:
+        rows = [["baseline", result["baseline"]["perplexity"], result["baseline"]["accuracy"]],
+                ["FN union lesioned", result["lesion"]["perplexity"],
+                 result["lesion"]["accuracy"]]]
+        rows += [[f"layer-matched control {i}", c["perplexity"], c["accuracy"]]
+                 for i, c in enumerate(result["controls"])]
+        section.table(["condition", "perplexity", "top-1 accuracy"], rows,
+                      caption=f"{result['union_size']} of {result['n_neurons']} neurons in "
+                              f"{len(result['network_sizes'])} functional networks")
+
+
+def write_report(study: Any, summary: Any, path: str | Path) -> Path:
+    """Write the study's self-contained HTML report to ``path``."""
+    slug = study.models[0][0]
+    report = Report(f"brainalign study: {study.config['study']['name']}")
+    _stimulus_section(report, study, summary)
+    patterns = _atoms_section(report, study, slug)
+    _subgroup_section(report, study, slug, patterns)
+    _encoding_section(report, study, slug, study.config["outputs"]["interactive"])
+    _mapping_section(report, study, slug)
+    if summary.recovery:
+        _recovery_section(report, study, summary)
+    if summary.study_b:
+        _study_b_section(report, summary)
+    outputs = report.section("Output files")
+    outputs.table(["output", "path"], [[f"{key} {name}", path] for key, files in
+                                       summary.maps.items() for name, path in files.items()]
+                  + [[name, path] for name, path in summary.tables.items()])
+    report.section("Provenance").key_values(
+        {run.stage: f"{run.status}, {run.wall_s:.1f} s" for run in summary.stages}
+    ).provenance(provenance_block(stage="report", config=study.config,
+                                  config_hash=summary.config_hash))
+    return report.write(path)

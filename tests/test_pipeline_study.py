@@ -1,0 +1,174 @@
+"""The whole study pipeline on a tiny model and a simulated ROI space: outputs, cache, report."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from brainalign.pipeline.config import validate
+from brainalign.pipeline.study import read_log, run_study
+from brainalign.stimuli import bundled_story
+from conftest import REPO, tiny_config
+from test_report import render_in_chromium
+
+CACHED_STAGES = ("record", "timecourse", "fmri", "patterns", "encoding", "networks")
+
+
+def save_tiny_llama(folder):
+    """A 3-layer random Llama and a BPE tokenizer trained on the bundled story, saved."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.train_from_iterator([" ".join(bundled_story().texts)],
+                                trainers.BpeTrainer(vocab_size=120, special_tokens=[
+                                    "[UNK]", "[PAD]", "<s>"], show_progress=False))
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", backend.token_to_id("<s>"))])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]",
+                                        pad_token="[PAD]", bos_token="<s>")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("llama")).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_study(model_dir, out, **changes) -> dict:
+    raw = {
+        "study": {"name": "tiny", "out": str(out), "seed": 0},
+        "model": {"names": [str(model_dir)], "sites": ["mlp.out"], "context_tokens": 32,
+                  "device": "cpu"},
+        "fmri": {"spaces": ["roi"], "n_subjects": 2, "n_planted": 3, "snr": 4.0,
+                 "noise": "white"},
+        "patterns": {"n_atoms": 6},
+        "encoding": {"delays": [1, 2, 3], "n_permutations": 10},
+        "networks": {"atlas": "dosenbach", "n_null": 50},
+        "outputs": {"report": True, "maps": True},
+    }
+    for key, value in changes.items():
+        table, name = key.split("__")
+        raw.setdefault(table, {})[name] = value
+    return validate(raw)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("study")
+    model_dir = save_tiny_llama(root / "tiny-llama")
+    config = tiny_study(model_dir, root / "out")
+    return config, run_study(config, progress=False)
+
+
+def test_first_run_computes_every_stage_and_writes_outputs(first_run):
+    config, summary = first_run
+    status = summary.stage_status()
+    assert [status[s] for s in CACHED_STAGES] == ["computed"] * len(CACHED_STAGES)
+    assert status["interventions"] == "skipped"
+    out = summary.out
+    document = json.loads((Path(out) / "summary.json").read_text())
+    for key in ("wall_s", "recovery", "maps", "stages", "sizes", "provenance"):
+        assert key in document
+    accuracy = document["recovery"]["accuracy"]
+    assert isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0
+    per_space = document["recovery"]["tiny-llama/roi"]
+    # the planted networks are Dosenbach's (ROI space), as many as planted patterns
+    assert len(per_space["planted_network"]) == 3
+    assert 0.5 < per_space["auc"] <= 1.0, "planted ROIs should rank above the rest"
+    assert document["sizes"]["n_neurons"] == 3 * 32 and document["sizes"]["n_tr"] == 279
+    assert document["sizes"]["spaces"] == {"roi": 160}
+    for path in document["maps"]["tiny-llama/roi"].values():
+        assert path.endswith(".tsv") and open(path).readline().startswith(("roi", "map"))
+        assert json.load(open(path[:-4] + ".json"))["versions"]
+    lines = read_log(out)
+    stage_lines = [line for line in lines if line.get("event") == "stage"]
+    assert [line["stage"] for line in stage_lines][:6] == list(CACHED_STAGES)
+
+
+def test_exported_r_map_matches_the_encoding_results(first_run):
+    from brainalign.encoding import load
+    from brainalign.export import load_map
+    from brainalign.pipeline.spaces import space_masker
+
+    config, summary = first_run
+    encoding_dir = next(run.path for run in summary.stages if run.stage == "encoding")
+    results = [load(p) for p in sorted((Path(encoding_dir)
+                                        / "tiny-llama" / "roi").glob("sub-*"))]
+    assert len(results) == 2
+    expected = np.nan_to_num(np.nanmean([np.where(r.valid_targets, r.r, np.nan)
+                                         for r in results], axis=0))
+    masker = space_masker("roi", 160, [f"roi{i:03d}" for i in range(160)])
+    written = load_map(summary.maps["tiny-llama/roi"]["r"], masker)
+    np.testing.assert_allclose(written, expected, atol=1e-6)
+
+
+def test_second_run_loads_every_stage_from_the_cache(first_run):
+    config, first = first_run
+    again = run_study(copy.deepcopy(config), progress=False)
+    status = again.stage_status()
+    assert [status[s] for s in CACHED_STAGES] == ["cached"] * len(CACHED_STAGES)
+    lines = read_log(first.out)
+    starts = [line["stage"] for line in lines if line.get("event") == "stage_start"]
+    assert starts == list(CACHED_STAGES), "the second run started a stage again"
+    assert again.recovery["accuracy"] == first.recovery["accuracy"]
+
+
+def test_new_atom_count_reuses_recordings_and_recomputes_patterns_onward(first_run):
+    config, first = first_run
+    changed = copy.deepcopy(config)
+    changed["patterns"]["n_atoms"] = 4
+    summary = run_study(changed, progress=False)
+    status = summary.stage_status()
+    assert [status[s] for s in ("record", "timecourse", "fmri")] == ["cached"] * 3
+    assert [status[s] for s in ("patterns", "encoding", "networks")] == ["computed"] * 3
+    paths = {run.stage: run.path for run in summary.stages}
+    first_paths = {run.stage: run.path for run in first.stages}
+    assert paths["record"] == first_paths["record"]
+    assert paths["patterns"] != first_paths["patterns"]
+    maps = np.load(Path(paths["networks"]) / "tiny-llama" / "roi"
+                   / "pattern_maps.npy")
+    assert maps.shape == (4, 160)
+
+
+def test_report_renders_in_chromium(first_run, tmp_path):
+    _, summary = first_run
+    page = Path(summary.report)
+    text = page.read_text()
+    for title in ("Stimulus and model", "Atom time courses", "Subgroups x layers",
+                  "Encoding score maps", "Patterns x networks", "Recovery of the planted truth",
+                  "Provenance"):
+        assert f"<h2>{title}</h2>" in text, title
+    pixels, console = render_in_chromium(page, tmp_path)
+    assert console == []
+    gray = pixels[..., :3].mean(axis=2)
+    assert gray.std() > 0.05, "screenshot is blank"
+    assert (gray < 0.5).mean() > 0.001, "no dark pixels: text and figures did not render"
+
+
+@pytest.mark.slow
+def test_demo_command_writes_maps_report_and_summary(tmp_path):
+    out = tmp_path / "demo"
+    run = subprocess.run([sys.executable, "-c", "from brainalign.cli import main; main()",
+                          "demo", "--out", str(out), "--no-progress"], cwd=REPO, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary["recovery"]["accuracy"] <= 1.0
+    assert summary["wall_s"] > 0
+    files = [path for entry in summary["maps"].values() for path in entry.values()]
+    assert any(path.endswith(".func.gii") for path in files)
+    assert any(path.endswith(".nii.gz") for path in files)
+    for path in files:
+        assert Path(path).exists(), path
+    assert (out / "report.html").stat().st_size > 10_000
+    assert "recovery" in run.stdout and "wall time" in run.stdout
