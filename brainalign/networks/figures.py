@@ -70,13 +70,14 @@ def _full_surface(values: np.ndarray, atlas: Atlas, fill: float) -> np.ndarray:
 
 def _surface_panels(atlas: Atlas, hemisphere_values: Sequence[np.ndarray], title: str,
                     path: str | Path, kind: str, cmap: str) -> Path:
-    from nilearn.datasets import load_fsaverage
+    from nilearn.datasets import load_fsaverage, load_fsaverage_data
     from nilearn.plotting import plot_surf_roi, plot_surf_stat_map
 
     if atlas.space != "fsaverage5":
         raise ValueError(f"surface views use nilearn's bundled fsaverage5 mesh; the atlas is "
                          f"in {atlas.space!r}")
     mesh = load_fsaverage("fsaverage5")
+    sulcal = load_fsaverage_data(mesh="fsaverage5", mesh_type="inflated", data_type="sulcal")
     figure = Figure(figsize=(8, 6))
     plot = plot_surf_roi if kind == "roi" else plot_surf_stat_map
     for column, (hemi, values) in enumerate(zip(("left", "right"), hemisphere_values)):
@@ -86,7 +87,7 @@ def _surface_panels(atlas: Atlas, hemisphere_values: Sequence[np.ndarray], title
                       else {"stat_map": values})
             plot(mesh["inflated"].parts[hemi], hemi=hemi, view=view, axes=axes,
                  figure=figure, cmap=cmap, colorbar=False,
-                 bg_map=mesh["inflated"].parts[hemi].coordinates[:, 1] * 0, **kwargs)
+                 bg_map=sulcal.data.parts[hemi], **kwargs)
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)
 
