@@ -291,6 +291,24 @@ def test_rerun_skips_and_recovers_from_corruption(tmp_path):
     assert Recording.open(path).provenance["pooling"] == "last"
 
 
+def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
+    import brainalign.record.recorder as recorder
+
+    original, calls = recorder.pool_to_words, []
+
+    def failing_pool(hidden, batch, pooling):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("device lost")
+        return original(hidden, batch, pooling)
+
+    monkeypatch.setattr(recorder, "pool_to_words", failing_pool)
+    with pytest.raises(RuntimeError, match="device lost"):
+        record_story(tiny_loaded("llama"), make_story(40), ["resid"], tmp_path, layers=[0],
+                     context_tokens=4, stride_tokens=8, batch_size=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_arguments(tmp_path):
     loaded = tiny_loaded("bert")
     story = make_story(10)

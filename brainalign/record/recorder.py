@@ -24,8 +24,11 @@ checksums verify. Leans on torch hooks, transformers and numpy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -105,8 +108,9 @@ def context_policy(loaded, n_special: int, context_tokens: int | None = None,
     """The context policy for a model, checked against its maximum sequence length.
 
     Defaults: causal models get :data:`DEFAULT_CONTEXT_TOKENS` of left context (at most
-    half the model's length) and keep as many tokens per window; encoders split their
-    length in four: a quarter of context on each side, half kept.
+    half the model's length) and keep as many tokens per window, or more when the context
+    is short (at least :data:`DEFAULT_CONTEXT_TOKENS`, within the model's length);
+    encoders split their length in four: a quarter of context on each side, half kept.
     """
     max_len = _max_positions(loaded.model)
     usable = (max_len - n_special) if max_len else None
@@ -119,8 +123,9 @@ def context_policy(loaded, n_special: int, context_tokens: int | None = None,
         if context_tokens is None:
             context_tokens = min(DEFAULT_CONTEXT_TOKENS, usable // 2) if usable else DEFAULT_CONTEXT_TOKENS
         if stride_tokens is None:
-            stride_tokens = context_tokens if not usable else min(
-                max(context_tokens, 1), usable - context_tokens)
+            stride_tokens = max(context_tokens, DEFAULT_CONTEXT_TOKENS)
+            if usable:
+                stride_tokens = min(stride_tokens, usable - context_tokens)
     if context_tokens < 0 or stride_tokens < 1:
         raise ValueError(f"context_tokens must be >= 0 and stride_tokens >= 1, got "
                          f"{context_tokens} and {stride_tokens}")
@@ -406,6 +411,9 @@ def record_story(
         "compute_dtype": compute_dtype, "story_words": _story_words_hash(story),
     }
     settings_hash = config_hash(settings)
+    if not story.name or story.name.startswith(".") or "/" in story.name or os.sep in story.name:
+        raise ValueError(f"story name {story.name!r} cannot name a directory: use a name "
+                         "without path separators that does not start with '.'")
     final = Path(out_dir) / story.name
     final.parent.mkdir(parents=True, exist_ok=True)
     if _existing_recording(final, settings_hash, overwrite):
@@ -452,13 +460,18 @@ def record_story(
             n_tokens_fed += batch.n_tokens_fed
             bar.update(windows_in_batch[-1].keep_stop - windows_in_batch[0].keep_start)
         pipeline.close()
+        checksums = {shard_path(s.name, s.layer): writers[s.key].close() for s in resolved}
+    except BaseException:
+        if pipeline.thread.is_alive():
+            with contextlib.suppress(Exception):  # the original error is re-raised below
+                pipeline.close()
+        for writer in writers.values():
+            writer.discard()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     finally:
         bar.close()
-        if pipeline.thread.is_alive():
-            pipeline.close()
     seconds = time.perf_counter() - started
-
-    checksums = {shard_path(s.name, s.layer): writers[s.key].close() for s in resolved}
     checksums["tokens/token_ids.npy"] = write_small_array(partial / "tokens" / "token_ids.npy",
                                                           alignment.input_ids)
     checksums["tokens/token_word.npy"] = write_small_array(

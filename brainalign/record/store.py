@@ -101,6 +101,11 @@ class ShardWriter:
         self._handle.write(data)
         self.rows_written += len(rows)
 
+    def discard(self) -> None:
+        """Close the file without checks (the recording is being abandoned)."""
+        if not self._handle.closed:
+            self._handle.close()
+
     def close(self) -> str:
         """Flush to disk; the file's SHA-256. Raises if fewer rows than declared arrived."""
         self._handle.flush()
