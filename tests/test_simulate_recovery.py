@@ -119,4 +119,4 @@ def test_score_mapping_null_counts_every_mapped_pattern():
     scores = score_mapping(sim, sim.truth.atoms, ["A", "none", "none", "none"],
                            [np.zeros(60)] * 2, [None, None])
     assert scores.false_positive_share == 0.25
-    assert np.isnan(scores.auc) and np.isnan(scores.accuracy)
+    assert np.isnan(scores.auc) and scores.accuracy == 0.0

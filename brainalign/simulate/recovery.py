@@ -178,8 +178,8 @@ class RecoveryScores:
     atom_correlation : list of float
         Matched |r| between each planted pattern and its estimated partner.
     accuracy : float
-        Network assignment accuracy over the planted patterns that drive a network (NaN on
-        a null simulation).
+        Network assignment accuracy over the planted patterns that drive a network (at
+        SNR 0 this measures chance: the planted links carry no signal).
     auc : float
         Mean over subjects of the significance-map ROC AUC (NaN on null simulations).
     false_positive_share : float
@@ -233,14 +233,15 @@ def score_mapping(simulation: Any, estimated_atoms: np.ndarray, estimated_assign
     planted_network = truth.pattern_network()
     assigned = [estimated_assigned[i] if i >= 0 else NONE_NETWORK for i in match.estimated_index]
     driven = np.array([name != NONE_NETWORK for name in planted_network])
-    if truth.snr > 0 and driven.any():
+    accuracy = float("nan")
+    if driven.any():
         accuracy = assignment_accuracy(np.asarray(planted_network)[driven], estimated_assigned,
                                        AtomMatch(match.estimated_index[driven],
                                                  match.correlation[driven]))
+    if truth.snr > 0 and driven.any():
         matched = set(match.estimated_index[driven].tolist())
         spurious = [name for i, name in enumerate(estimated_assigned) if i not in matched]
     else:
-        accuracy = float("nan")
         spurious = estimated_assigned
     aucs = [significance_auc(p, r, truth.responsive[subject])
             for subject, (r, p) in enumerate(zip(subject_r, subject_p))]
@@ -283,7 +284,9 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
     simulation : Simulation
     patterns : Patterns or ndarray, shape (n_tr, n_estimated), optional
         Estimated patterns (``Patterns.atoms`` is used). None: fitted here with
-        ``brainalign.patterns.fit_atoms(timecourses, n_atoms=n_atoms)``.
+        ``brainalign.patterns.fit_atoms(timecourses, n_atoms=n_atoms, train_runs="all")``
+        (the atoms see no brain data, so fitting them on every run leaks nothing into the
+        encoding's held-out runs).
     timecourses : NeuronTimecourses, optional
         The neuron time courses the simulation was planted from (when ``patterns`` is None).
     n_atoms : int
@@ -317,8 +320,8 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
                              "courses to estimate them from (timecourses=...)")
         from brainalign.patterns import fit_atoms
 
-        patterns = fit_atoms(timecourses, n_atoms=n_atoms, random_state=random_state,
-                             **(fit_atoms_kwargs or {}))
+        kwargs = {"train_runs": "all", **(fit_atoms_kwargs or {})}
+        patterns = fit_atoms(timecourses, n_atoms=n_atoms, random_state=random_state, **kwargs)
     atoms = np.asarray(getattr(patterns, "atoms", patterns), dtype=np.float64)
     if atoms.shape[0] != len(simulation.runs):
         raise ValueError(f"estimated atoms have {atoms.shape[0]} TRs, the simulation "

@@ -146,7 +146,8 @@ def split_runs(runs: np.ndarray, n_runs: int | None) -> np.ndarray:
 
 
 def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
-                  atoms: np.ndarray | None = None, runs: np.ndarray | None = None,
+                  atoms: np.ndarray | None = None, subgroup: np.ndarray | None = None,
+                  runs: np.ndarray | None = None,
                   tr_s: float | None = None, n_runs: int | None = None, n_patterns: int = 7,
                   n_clusters: int = 16, n_silent_networks: int = 0, snr: float = 1.0,
                   noise: str = "white", n_subjects: int = 3, amplitude_jitter: float = 0.3,
@@ -165,6 +166,9 @@ def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
         Target space and network labels (see :mod:`brainalign.simulate.space`).
     atoms : ndarray, shape (n_tr, n_patterns), optional
         Patterns to plant directly (no neuron subgroups).
+    subgroup : ndarray of int, shape (n_neurons,), optional
+        Planted subgroup of every neuron (-1 = none), e.g. ``other.truth.subgroup`` to
+        plant the same patterns again at another SNR; default: chosen by k-means.
     runs : ndarray of int, shape (n_tr,), optional
         Run of each TR (default from ``timecourses``, else one run).
     tr_s : float, optional
@@ -216,7 +220,12 @@ def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
             raise ValueError("give neuron time courses (timecourses=...) or atoms=...")
         data, runs, tr_s = timecourse_arrays(timecourses, runs, tr_s)
         runs = split_runs(runs, n_runs)
-        subgroup = choose_subgroups(data, runs, n_clusters, n_patterns, rng)
+        if subgroup is None:
+            subgroup = choose_subgroups(data, runs, n_clusters, n_patterns, rng)
+        elif np.shape(subgroup) != (data.shape[1],):
+            raise ValueError(f"subgroup must give one pattern index per neuron "
+                             f"({data.shape[1]}), got shape {np.shape(subgroup)}")
+        subgroup = np.asarray(subgroup, dtype=np.int64)
         planted = subgroup_atoms(data, runs, subgroup)
     else:
         atoms = np.asarray(atoms, dtype=np.float64)

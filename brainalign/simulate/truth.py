@@ -83,7 +83,13 @@ class GroundTruth:
 
 def choose_subgroups(data: np.ndarray, runs: np.ndarray, n_clusters: int, n_patterns: int,
                      rng: np.random.Generator) -> np.ndarray:
-    """Neuron subgroups as k-means clusters of z-scored time courses.
+    """Neuron subgroups: distinct k-means clusters of z-scored time courses.
+
+    Neurons are clustered with k-means; the first planted cluster is drawn at random and
+    each next one is the cluster whose mean time course has the smallest largest
+    absolute correlation with those already chosen, so that the planted patterns are as
+    distinguishable as the model's activity allows (language-model neuron clusters
+    share a strong common mode).
 
     Parameters
     ----------
@@ -94,7 +100,7 @@ def choose_subgroups(data: np.ndarray, runs: np.ndarray, n_clusters: int, n_patt
     n_clusters : int
         Number of k-means clusters over neurons.
     n_patterns : int
-        Number of clusters kept as planted subgroups (chosen at random among them).
+        Number of clusters kept as planted subgroups.
     rng : numpy Generator
 
     Returns
@@ -109,14 +115,20 @@ def choose_subgroups(data: np.ndarray, runs: np.ndarray, n_clusters: int, n_patt
             f"need 1 <= n_patterns <= n_clusters <= n_neurons, got n_patterns={n_patterns}, "
             f"n_clusters={n_clusters}, n_neurons={data.shape[1]}"
         )
-    profiles = zscore_runs(np.asarray(data, dtype=np.float64), runs).T
-    keep = profiles.std(axis=1) > 0
+    profiles = zscore_runs(np.asarray(data, dtype=np.float64), runs)
+    keep = profiles.std(axis=0) > 0
     kmeans = KMeans(n_clusters=n_clusters, n_init=4,
-                    random_state=int(rng.integers(2**31 - 1))).fit(profiles[keep])
-    chosen = rng.choice(n_clusters, size=n_patterns, replace=False)
-    subgroup = np.full(data.shape[1], -1, dtype=np.int64)
+                    random_state=int(rng.integers(2**31 - 1))).fit(profiles[:, keep].T)
     cluster = np.full(data.shape[1], -1, dtype=np.int64)
     cluster[keep] = kmeans.labels_
+    means = np.stack([profiles[:, cluster == c].mean(axis=1) for c in range(n_clusters)], axis=1)
+    similarity = np.abs(np.corrcoef(means.T))
+    chosen = [int(rng.integers(n_clusters))]
+    while len(chosen) < n_patterns:
+        worst = similarity[:, chosen].max(axis=1)
+        worst[chosen] = np.inf
+        chosen.append(int(np.argmin(worst)))
+    subgroup = np.full(data.shape[1], -1, dtype=np.int64)
     for pattern, cluster_id in enumerate(chosen):
         subgroup[cluster == cluster_id] = pattern
     return subgroup
