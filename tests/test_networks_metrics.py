@@ -40,6 +40,8 @@ def test_assignment_consistency_hand_computed():
     assert result["agreement"] == pytest.approx(0.75) and result["n_pairs"] == 1
     three = assignment_consistency([first, second, first])     # pairs: .5, 1, .5
     assert three["kappa"] == pytest.approx(2 / 3) and three["n_pairs"] == 3
+    # nothing assigned anywhere is not "perfect consistency": kappa is undefined
+    assert np.isnan(assignment_consistency([["none"] * 4, ["none"] * 4])["kappa"])
     with pytest.raises(ValueError, match="same atoms"):
         assignment_consistency([first, second[:3]])
 

@@ -95,8 +95,9 @@ def assignment_consistency(assignments: Sequence[Sequence[str]]) -> dict[str, fl
 
     Returns
     -------
-    dict with ``kappa`` (mean pairwise Cohen's kappa), ``adjusted_rand`` (mean pairwise
-    ARI), ``agreement`` (mean pairwise share of equal assignments) and ``n_pairs``.
+    dict with ``kappa`` (mean pairwise Cohen's kappa over the pairs where it is defined;
+    NaN when both repetitions give one and the same label to every atom, e.g. all
+    "none"), ``adjusted_rand`` (mean pairwise ARI), ``agreement`` (mean pairwise share of equal assignments) and ``n_pairs``.
     """
     rows = [list(map(str, row)) for row in assignments]
     if len(rows) < 2:
@@ -110,11 +111,12 @@ def assignment_consistency(assignments: Sequence[Sequence[str]]) -> dict[str, fl
         same = np.mean(np.asarray(first) == np.asarray(second))
         agreements.append(same)
         rands.append(adjusted_rand_score(first, second))
-        if same == 1.0:
-            kappas.append(1.0)      # identical ratings: full agreement even if constant
+        if len(set(first) | set(second)) == 1:
+            kappas.append(np.nan)   # one label everywhere: chance agreement is 1, undefined
         else:
             kappas.append(cohen_kappa_score(first, second, labels=labels))
-    return {"kappa": float(np.mean(kappas)), "adjusted_rand": float(np.mean(rands)),
+    kappa = float(np.nanmean(kappas)) if np.isfinite(kappas).any() else float("nan")
+    return {"kappa": kappa, "adjusted_rand": float(np.mean(rands)),
             "agreement": float(np.mean(agreements)), "n_pairs": len(kappas)}
 
 
