@@ -41,7 +41,9 @@ def test_assignment_consistency_hand_computed():
     three = assignment_consistency([first, second, first])     # pairs: .5, 1, .5
     assert three["kappa"] == pytest.approx(2 / 3) and three["n_pairs"] == 3
     # nothing assigned anywhere is not "perfect consistency": kappa is undefined
-    assert np.isnan(assignment_consistency([["none"] * 4, ["none"] * 4])["kappa"])
+    nothing = assignment_consistency([["none"] * 4, ["none"] * 4])
+    assert np.isnan(nothing["kappa"]) and np.isnan(nothing["adjusted_rand"])
+    assert nothing["agreement"] == 1.0
     with pytest.raises(ValueError, match="same atoms"):
         assignment_consistency([first, second[:3]])
 

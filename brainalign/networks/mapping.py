@@ -149,11 +149,11 @@ class NetworkMapping:
         path.parent.mkdir(parents=True, exist_ok=True)
         document = self._header()
         document.update({
-            "assigned": self.assigned, "confidence": self.confidence.tolist(),
-            "statistics": {k: v.tolist() for k, v in self.statistics.items()},
-            "p_values": {k: v.tolist() for k, v in self.p_values.items()},
-            "p_fdr": {k: v.tolist() for k, v in self.p_fdr.items()}})
-        path.write_text(json.dumps(document, indent=1, default=str, allow_nan=True))
+            "assigned": self.assigned, "confidence": _json_array(self.confidence),
+            "statistics": {k: _json_array(v) for k, v in self.statistics.items()},
+            "p_values": {k: _json_array(v) for k, v in self.p_values.items()},
+            "p_fdr": {k: _json_array(v) for k, v in self.p_fdr.items()}})
+        path.write_text(json.dumps(document, indent=1, default=str, allow_nan=False))
         return path
 
     @classmethod
@@ -166,6 +166,12 @@ class NetworkMapping:
                    arrays["p_fdr"], doc["statistic"], doc["assigned"],
                    np.asarray(doc["confidence"]), doc["null"], doc["n_perm"], doc["alpha"],
                    doc["atlas"], doc["provenance"])
+
+
+def _json_array(values: np.ndarray) -> list:
+    """Nested lists with NaN/inf as null (strict JSON; np.asarray(..., float) reads NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(values), values, None).tolist()
 
 
 # --------------------------------------------------------------------------- statistics

@@ -97,7 +97,7 @@ def assignment_consistency(assignments: Sequence[Sequence[str]]) -> dict[str, fl
     -------
     dict with ``kappa`` (mean pairwise Cohen's kappa over the pairs where it is defined;
     NaN when both repetitions give one and the same label to every atom, e.g. all
-    "none"), ``adjusted_rand`` (mean pairwise ARI), ``agreement`` (mean pairwise share of equal assignments) and ``n_pairs``.
+    "none"), ``adjusted_rand`` (mean pairwise ARI, same rule), ``agreement`` (mean pairwise share of equal assignments) and ``n_pairs``.
     """
     rows = [list(map(str, row)) for row in assignments]
     if len(rows) < 2:
@@ -110,13 +110,18 @@ def assignment_consistency(assignments: Sequence[Sequence[str]]) -> dict[str, fl
     for first, second in combinations(rows, 2):
         same = np.mean(np.asarray(first) == np.asarray(second))
         agreements.append(same)
-        rands.append(adjusted_rand_score(first, second))
         if len(set(first) | set(second)) == 1:
-            kappas.append(np.nan)   # one label everywhere: chance agreement is 1, undefined
+            # one label everywhere (e.g. all "none"): chance agreement is 1, so kappa is
+            # undefined, and scikit-learn's ARI of 1 would claim a perfect partition
+            kappas.append(np.nan)
+            rands.append(np.nan)
         else:
             kappas.append(cohen_kappa_score(first, second, labels=labels))
-    kappa = float(np.nanmean(kappas)) if np.isfinite(kappas).any() else float("nan")
-    return {"kappa": kappa, "adjusted_rand": float(np.mean(rands)),
+            rands.append(adjusted_rand_score(first, second))
+    def defined_mean(values: list[float]) -> float:
+        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+    return {"kappa": defined_mean(kappas), "adjusted_rand": defined_mean(rands),
             "agreement": float(np.mean(agreements)), "n_pairs": len(kappas)}
 
 
