@@ -6,10 +6,12 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from sklearn.decomposition import PCA
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from brainalign.encoding import (EncodingModel, EncodingResult, choose_solver, fit_encoding,
                                  inner_splits, load, outer_splits, pearson_r, r2_score,
@@ -17,6 +19,15 @@ from brainalign.encoding import (EncodingModel, EncodingResult, choose_solver, f
 from brainalign.encoding.backend import bytes_per_target
 from brainalign.timecourse import Delayer
 
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small torch ops run far faster single-threaded on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 def make_problem(n_tr=240, n_features=8, n_targets=12, n_runs=4, noise=1.0, seed=0):
     rng = np.random.default_rng(seed)
@@ -114,10 +125,13 @@ def test_single_run_uses_contiguous_blocks():
 def test_fit_encoding_scores_match_sklearn_cross_val_predict():
     X, Y, runs = make_problem(n_tr=200, n_features=30, n_targets=5, n_runs=4, noise=3.0)
     result = fit_encoding(X, Y, runs, alphas=[20.0], preprocessing=PCA(5), n_perm=0, dtype="float64")
-    prediction = cross_val_predict(make_pipeline(PCA(5), Ridge(alpha=20.0)), X, Y,
+    prediction = cross_val_predict(make_pipeline(PCA(5), StandardScaler(), Ridge(alpha=20.0)), X, Y,
                                    groups=runs, cv=LeaveOneGroupOut())
-    np.testing.assert_allclose(result.r, pearson_r(Y, prediction), rtol=1e-6)
-    np.testing.assert_allclose(result.r2, r2_score(Y, prediction), rtol=1e-6)
+    r_folds = np.stack([pearson_r(Y[runs == g], prediction[runs == g]) for g in range(4)])
+    r2_folds = np.stack([r2_score(Y[runs == g], prediction[runs == g]) for g in range(4)])
+    np.testing.assert_allclose(result.r_folds, r_folds, rtol=1e-6)
+    np.testing.assert_allclose(result.r, r_folds.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(result.r2, r2_folds.mean(0), rtol=1e-6)
     assert not np.allclose(result.r2, result.r ** 2)
     assert result.cv["outer"] == "leave-one-run-out" and result.cv["n_outer_folds"] == 4
 
@@ -132,8 +146,11 @@ def test_fit_encoding_with_delays_recovers_planted_lag():
     assert result.coef.shape == (16, 1) and result.delays == [0, 1, 2, 3]
     assert np.argmax(np.abs(result.coef[:, 0])) == 2 * 4 + 1  # delay-major: delay 2, feature 1
     assert result.r[0] > 0.9 and result.p_values[0] < 0.01
-    pre_delayed = fit_encoding(Delayer(delays=[0, 1, 2, 3]).fit_transform(X, runs=runs), Y, runs, n_perm=0)
-    np.testing.assert_allclose(pre_delayed.r, result.r, rtol=1e-6)
+    # without z-scoring (which runs before the delays) pre-delayed X gives the same fit
+    delayed_inside = fit_encoding(X, Y, runs, delays=[0, 1, 2, 3], n_perm=0, standardize=False)
+    pre_delayed = fit_encoding(Delayer(delays=[0, 1, 2, 3]).fit_transform(X, runs=runs), Y, runs,
+                               n_perm=0, standardize=False)
+    np.testing.assert_allclose(pre_delayed.r, delayed_inside.r, rtol=1e-6)
 
 
 def test_signal_is_significant_and_noise_is_not():

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from mne.stats import fdr_correction
 from scipy.signal import lfilter
 from scipy.stats import pearsonr
 from sklearn.metrics import r2_score as sklearn_r2
 
-from brainalign.encoding import (explainable_variance, fdr, fit_encoding, intersubject_ceiling,
+from sklearn.preprocessing import StandardScaler
+
+from brainalign.encoding import EncodingModel, outer_splits
+from brainalign.encoding.null import FoldOperator, refit_null_test
+from brainalign.encoding import (explainable_variance, fdr, fit_encoding, fold_mean_r,
+                                 intersubject_ceiling,
                                  null_indices, pearson_r, permutation_test, r2_score)
 
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small torch ops run far faster single-threaded on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 def smooth_noise(rng, shape, coefficient=0.6):
     """AR(1) noise along time (axis 0), like fMRI's autocorrelation."""
@@ -52,14 +67,50 @@ def test_permutation_null_is_calibrated_on_noise(method):
     assert p.min() >= 1 / 501
 
 
-def test_fit_encoding_null_is_calibrated_end_to_end():
+@pytest.mark.parametrize("smooth", [False, True])
+def test_fit_encoding_null_is_calibrated_end_to_end(smooth):
+    """Cross-validated scores of pure-noise targets: the refit null gives ~5% under .05."""
     rng = np.random.default_rng(7)
-    X = smooth_noise(rng, (240, 5))
-    Y = smooth_noise(rng, (240, 300))
-    result = fit_encoding(X, Y, np.repeat(np.arange(4), 60), n_perm=300, block_tr=8)
-    fraction = np.mean(result.p_values < 0.05)
-    assert 0.02 <= fraction <= 0.09
+    draw = (lambda shape: smooth_noise(rng, shape)) if smooth else rng.standard_normal
+    X, Y = draw((240, 5)), draw((240, 300))
+    runs = np.repeat(np.arange(4), 60)
+    result = fit_encoding(X, Y, runs, n_perm=300, block_tr=8)
+    assert result.cv["null_scope"] == "refit"
+    assert 0.02 <= np.mean(result.p_values < 0.05) <= 0.09
     assert result.significant(0.05).sum() <= 3
+
+
+def test_refit_null_reproduces_the_fitted_scores():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((200, 8))
+    Y = X[:, :3] @ rng.standard_normal((3, 6)) + 2 * rng.standard_normal((200, 6))
+    runs = np.repeat(np.arange(4), 50)
+    result = fit_encoding(X, Y, runs, n_perm=0, dtype="float64")
+    folds = []
+    for split in outer_splits(runs)[0]:
+        model = EncodingModel(dtype="float64").fit(StandardScaler().fit(X[split.train]).transform(X[split.train]),
+                                                   Y[split.train], runs[split.train])
+        design = StandardScaler().fit(X[split.train]).transform(X)
+        folds.append(FoldOperator.from_design(design, split.train, split.test, model.alphas_))
+    p_values, observed = refit_null_test(Y, folds, runs, n_perm=100)
+    np.testing.assert_allclose(observed, result.r, atol=1e-5)
+    assert np.all(p_values[result.r > 0.3] < 0.02)
+
+
+def test_fold_mean_r_is_the_mean_of_within_fold_r():
+    rng = np.random.default_rng(3)
+    Y = rng.standard_normal((90, 4))
+    offsets = np.repeat([0.0, 5.0, -5.0], 30)[:, None]
+    P = Y + rng.standard_normal((90, 4)) + offsets
+    groups = np.repeat([0, 1, 2], 30)
+    expected = np.mean([pearson_r(Y[groups == g], P[groups == g]) for g in range(3)], axis=0)
+    np.testing.assert_allclose(fold_mean_r(Y, P, groups), expected)
+    np.testing.assert_allclose(fold_mean_r(Y, P), pearson_r(Y, P))
+    # fold offsets change neither the statistic nor its null
+    null = permutation_test(Y, P, groups, n_perm=50, return_null=True)[1]
+    null_without = permutation_test(Y, P - offsets, groups, n_perm=50, return_null=True)[1]
+    assert null.shape == (50, 4)
+    np.testing.assert_allclose(null, null_without, atol=1e-5)
 
 
 def test_permutation_detects_signal_and_returns_null():

@@ -11,11 +11,11 @@ from .cv import contiguous_blocks, inner_splits, outer_splits
 from .fit import fit_encoding
 from .result import EncodingResult, load
 from .ridge import DEFAULT_ALPHAS, EncodingModel, choose_solver, valid_target_mask
-from .stats import fdr, null_indices, pearson_r, permutation_test, r2_score
+from .stats import fdr, fold_mean_r, null_indices, pearson_r, permutation_test, r2_score
 
 __all__ = [
     "DEFAULT_ALPHAS", "EncodingModel", "EncodingResult", "choose_backend", "choose_solver",
-    "contiguous_blocks", "explainable_variance", "fdr", "fit_encoding", "inner_splits",
+    "contiguous_blocks", "explainable_variance", "fdr", "fit_encoding", "fold_mean_r", "inner_splits",
     "intersubject_ceiling", "load", "null_indices", "outer_splits", "pearson_r",
     "permutation_test", "r2_score", "target_batch_size", "valid_target_mask",
 ]

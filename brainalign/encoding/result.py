@@ -26,10 +26,11 @@ class EncodingResult:
     Attributes
     ----------
     r : ndarray, shape (n_targets,)
-        Pearson r between held-out predictions (outer CV, concatenated) and data.
-        NaN for invalid targets.
+        Held-out Pearson r: within each outer test fold, averaged over folds (the mean
+        of ``r_folds``). NaN for invalid targets.
     r2 : ndarray, shape (n_targets,)
-        Held-out coefficient of determination (1 - SS_res / SS_tot); not r squared.
+        Held-out coefficient of determination (1 - SS_res / SS_tot) within each outer
+        fold, averaged over folds; not r squared.
     alphas : ndarray, shape (n_targets,)
         Ridge alpha per target chosen by the inner CV of the final fit on all data.
     coef : ndarray, shape (n_features * n_delays, n_targets)
