@@ -199,3 +199,12 @@ def test_surface_masker_target_gives_the_same_spin_test_as_the_medial_wall_mask(
                                on_full.statistics["correlation"], atol=1e-10)
     np.testing.assert_array_equal(on_cortex.p_values["correlation"],
                                   on_full.p_values["correlation"])
+
+
+def test_two_sided_assigns_a_sign_flipped_network():
+    atlas = Atlas("toy", "roi", ["a", "b"], np.repeat([1, 2, 0], 40))
+    flipped = -atlas.indicators()[1] + 0.1 * np.random.default_rng(9).standard_normal(120)
+    one_sided = map_patterns(flipped[None], atlas, null="permutation", n_perm=200)
+    two_sided = map_patterns(flipped[None], atlas, null="permutation", n_perm=200,
+                             alternative="two-sided")
+    assert one_sided.assigned != ["b"] and two_sided.assigned == ["b"]

@@ -19,8 +19,9 @@ permutation for ROIs):
 p = (1 + #{null >= observed}) / (1 + n_perm). p-values are FDR-corrected over all
 pattern x network pairs with ``mne.stats.fdr_correction`` (Benjamini-Hochberg).
 
-Assignment: a pattern goes to the network with the largest statistic among those with
-FDR-corrected p < alpha (and a positive statistic), else to ``"none"``. Its confidence is
+Assignment: a pattern goes to the network with the largest statistic (its absolute value
+when ``alternative="two-sided"``) among those with FDR-corrected p < alpha (and a positive
+statistic for one-sided tests), else to ``"none"``. Its confidence is
 1 - p_fdr of that best network (reported for "none" too, where it is below 1 - alpha).
 """
 
@@ -363,8 +364,10 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
         p_values[name] = p
         p_fdr[name] = fdr_correction(p.ravel(), alpha=alpha)[1].reshape(p.shape)
 
-    score = observed[statistic]
-    passing = (p_fdr[statistic] < alpha) & (np.nan_to_num(score, nan=-np.inf) > 0)
+    score = np.nan_to_num(observed[statistic], nan=-np.inf)
+    if alternative == "two-sided":
+        score = np.abs(score)
+    passing = (p_fdr[statistic] < alpha) & (score > 0)
     ranked = np.where(passing, score, -np.inf)
     assigned, confidence = [], []
     for row in range(len(maps)):
