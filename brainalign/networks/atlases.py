@@ -223,8 +223,8 @@ def load_atlas(name: str | os.PathLike, space: str | None = None, target: Any = 
         Surface spaces: ``None`` (every vertex, left then right), a boolean mask over
         both hemispheres' vertices, or a fitted surface masker (``mask_`` and
         ``hemispheres_`` attributes, e.g. ``brainalign.brain.SurfaceMasker``); the atlas
-        keeps only those vertices, in that order. Volume spaces: where the targets are. ``None`` keeps the atlas' own grid with
-        every voxel a target (C order); a 3D mask image or path (non-zero voxels are the
+        keeps only those vertices, in that order. Volume spaces: where the targets are.
+        ``None`` keeps the atlas' own grid with every voxel a target (C order); a 3D mask image or path (non-zero voxels are the
         targets, in C order, as nilearn's maskers order them); or a fitted masker with a
         ``mask_img_`` attribute (e.g. ``nilearn.maskers.NiftiMasker``).
     path : path, optional

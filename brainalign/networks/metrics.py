@@ -97,7 +97,8 @@ def assignment_consistency(assignments: Sequence[Sequence[str]]) -> dict[str, fl
     -------
     dict with ``kappa`` (mean pairwise Cohen's kappa over the pairs where it is defined;
     NaN when both repetitions give one and the same label to every atom, e.g. all
-    "none"), ``adjusted_rand`` (mean pairwise ARI, same rule), ``agreement`` (mean pairwise share of equal assignments) and ``n_pairs``.
+    "none"), ``adjusted_rand`` (mean pairwise ARI, same rule), ``agreement`` (mean
+    pairwise share of equal assignments) and ``n_pairs``.
     """
     rows = [list(map(str, row)) for row in assignments]
     if len(rows) < 2:
