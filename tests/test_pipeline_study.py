@@ -18,7 +18,8 @@ from brainalign.stimuli import bundled_story
 from conftest import REPO, tiny_config
 from test_report import render_in_chromium
 
-CACHED_STAGES = ("record", "timecourse", "fmri", "patterns", "encoding", "networks")
+CACHED_STAGES = ("record", "timecourse", "fmri", "patterns", "encoding", "networks",
+                 "interventions")
 
 
 def save_tiny_llama(folder):
@@ -53,6 +54,8 @@ def tiny_study(model_dir, out, **changes) -> dict:
         "patterns": {"n_atoms": 6},
         "encoding": {"delays": [1, 2, 3], "n_permutations": 10},
         "networks": {"atlas": "dosenbach", "n_null": 50},
+        "interventions": {"study_b": True, "n_components": 4, "z_threshold": 2.5,
+                          "n_controls": 2},
         "outputs": {"report": True, "maps": True},
     }
     for key, value in changes.items():
@@ -74,7 +77,6 @@ def test_first_run_computes_every_stage_and_writes_outputs(first_run):
     config, summary = first_run
     status = summary.stage_status()
     assert [status[s] for s in CACHED_STAGES] == ["computed"] * len(CACHED_STAGES)
-    assert status["interventions"] == "skipped"
     out = summary.out
     document = json.loads((Path(out) / "summary.json").read_text())
     for key in ("wall_s", "recovery", "maps", "stages", "sizes", "provenance"):
@@ -92,7 +94,7 @@ def test_first_run_computes_every_stage_and_writes_outputs(first_run):
         assert json.load(open(path[:-4] + ".json"))["versions"]
     lines = read_log(out)
     stage_lines = [line for line in lines if line.get("event") == "stage"]
-    assert [line["stage"] for line in stage_lines][:6] == list(CACHED_STAGES)
+    assert [line["stage"] for line in stage_lines] == list(CACHED_STAGES)
 
 
 def test_exported_r_map_matches_the_encoding_results(first_run):
@@ -131,6 +133,7 @@ def test_new_atom_count_reuses_recordings_and_recomputes_patterns_onward(first_r
     status = summary.stage_status()
     assert [status[s] for s in ("record", "timecourse", "fmri")] == ["cached"] * 3
     assert [status[s] for s in ("patterns", "encoding", "networks")] == ["computed"] * 3
+    assert status["interventions"] == "cached", "the lesion check does not depend on K"
     paths = {run.stage: run.path for run in summary.stages}
     first_paths = {run.stage: run.path for run in first.stages}
     assert paths["record"] == first_paths["record"]
@@ -138,6 +141,25 @@ def test_new_atom_count_reuses_recordings_and_recomputes_patterns_onward(first_r
     maps = np.load(Path(paths["networks"]) / "tiny-llama" / "roi"
                    / "pattern_maps.npy")
     assert maps.shape == (4, 160)
+
+
+def test_lesion_check_scores_the_unhooked_model_and_the_lesion(first_run):
+    from brainalign.interventions import score_text
+    from brainalign.models.registry import load_model
+    from brainalign.pipeline.lesion_check import heldout_text
+
+    config, summary = first_run
+    result = summary.study_b
+    assert result["n_neurons"] == 96 and result["n_words_fit"] == len(bundled_story().run_words(0))
+    assert 0 < result["union_size"] <= sum(result["network_sizes"])
+    loaded = load_model(config["model"]["names"][0])
+    with torch.no_grad():
+        reference = score_text(loaded.model, loaded.tokenizer, heldout_text(bundled_story()),
+                               max_tokens=512).to_dict()
+    assert result["baseline"]["perplexity"] == pytest.approx(reference["perplexity"], rel=1e-5)
+    assert result["lesion"]["perplexity"] != pytest.approx(reference["perplexity"], rel=1e-6)
+    assert len(result["controls"]) == 2
+    assert sum(result["union_layers"].values()) == result["union_size"]
 
 
 def test_report_renders_in_chromium(first_run, tmp_path):

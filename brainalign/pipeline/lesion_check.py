@@ -68,7 +68,8 @@ def lesion_check(model_name: str, recording: Any, story: Any, options: dict, *,
     words_run = np.array([w.run for w in story.words])
     activations = np.asarray(recording.matrix(), dtype=np.float32)[words_run == 0]
     neurons = recording.neurons
-    networks = find_functional_networks(activations, n_components=options["n_components"],
+    networks = find_functional_networks(activations, neurons,
+                                        n_components=options["n_components"],
                                         z_threshold=options["z_threshold"], random_state=seed)
     members = [np.asarray(index, dtype=np.int64) for index in networks.networks]
     union_index = np.unique(np.concatenate(members)) if members else np.zeros(0, np.int64)

@@ -39,11 +39,14 @@ class SpaceAtlas:
         Network atlas over the space's targets.
     note : str
         Empty, or the reason a fallback atlas replaced the requested one.
+    mask_img : nibabel image or None
+        Volume spaces: the target voxels.
     """
 
     space: str
     atlas: object
     note: str = ""
+    mask_img: object = None
 
 
 def mni_mask(space: str):
@@ -63,7 +66,7 @@ def yeo_mni_folder() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def space_atlas(space: str, atlas_name: str = "yeo7") -> SpaceAtlas:
+def space_atlas(space: str, atlas_name: str = "yeo7", mask_img=None) -> SpaceAtlas:
     """The network atlas of a study space (``atlas_name`` when it exists there).
 
     Parameters
@@ -71,6 +74,10 @@ def space_atlas(space: str, atlas_name: str = "yeo7") -> SpaceAtlas:
     space : {"fsaverage5", "MNI152_3mm", "MNI152_2mm", "roi"}
     atlas_name : str
         ``networks.atlas`` of the study: a name known to ``load_atlas`` or a file path.
+    mask_img : nibabel image, optional
+        Volume spaces: the voxels that are targets. Default: the voxels of nilearn's MNI152
+        brain mask that the atlas labels (the cortex for Yeo), so that a simulated volume
+        holds the networks and no white matter.
 
     Returns
     -------
@@ -91,15 +98,32 @@ def space_atlas(space: str, atlas_name: str = "yeo7") -> SpaceAtlas:
         note = "" if name == atlas_name else (
             f"{atlas_name} has no ROI-table version; the ROI space uses Dosenbach's 160 ROIs")
         return SpaceAtlas(space, load_atlas(name, "roi"), note)
-    mask = mni_mask(space)
+    note = ""
+    target = mask_img if mask_img is not None else mni_mask(space)
     try:
-        return SpaceAtlas(space, load_atlas(atlas_name, "MNI", target=mask,
-                                            path=yeo_mni_folder()))
+        atlas = load_atlas(atlas_name, "MNI", target=target,
+                           path=yeo_mni_folder())
     except FileNotFoundError as err:
         note = (f"{atlas_name} in MNI space is not installed ({err}); the volume space uses "
                 "Dosenbach's 160 spheres (6 networks) from nilearn's bundled table instead")
         logger.warning(note)
-        return SpaceAtlas(space, load_atlas("dosenbach", "MNI", target=mask), note)
+        atlas = load_atlas("dosenbach", "MNI", target=target)
+    if mask_img is None:
+        mask_img = labelled_mask(atlas, mni_mask(space))
+        atlas = load_atlas(atlas.name, "MNI", target=mask_img, path=yeo_mni_folder())
+    return SpaceAtlas(space, atlas, note, mask_img)
+
+
+def labelled_mask(atlas, brain_mask):
+    """The voxels of ``brain_mask`` that ``atlas`` (loaded on that mask) gives a network."""
+    import nibabel as nib
+
+    inside = np.asarray(brain_mask.dataobj) > 0
+    data = np.asarray(atlas.data)
+    labelled = data > 0 if data.ndim == 1 else data.max(axis=0) > 0
+    values = np.zeros(inside.shape, dtype=np.uint8)
+    values[inside] = labelled.astype(np.uint8)
+    return nib.Nifti1Image(values, brain_mask.affine)
 
 
 def target_space(space_atlas_: SpaceAtlas):
@@ -115,10 +139,11 @@ def target_space(space_atlas_: SpaceAtlas):
         return fsaverage_space(labels, atlas.labels)
     if space_atlas_.space == "roi":
         return roi_space(labels, atlas.labels, atlas.coordinates_mm)
-    return volume_space(atlas.image, atlas.labels, mask_img=mni_mask(space_atlas_.space))
+    return volume_space(atlas.image, atlas.labels, mask_img=space_atlas_.mask_img)
 
 
-def space_masker(space: str, n_targets: int, target_names: list[str] | None = None):
+def space_masker(space: str, n_targets: int, target_names: list[str] | None = None,
+                 mask_img=None):
     """A fitted :mod:`brainalign.brain` masker whose targets are the space's targets.
 
     Parameters
@@ -129,6 +154,8 @@ def space_masker(space: str, n_targets: int, target_names: list[str] | None = No
         Number of targets the maps have (checked against the masker).
     target_names : list of str, optional
         ROI names (ROI space).
+    mask_img : nibabel image, optional
+        Volume spaces: the target voxels (default nilearn's MNI152 brain mask).
     """
     from brainalign.brain import RoiTableMasker, SurfaceMasker, VolumeMasker
 
@@ -140,7 +167,8 @@ def space_masker(space: str, n_targets: int, target_names: list[str] | None = No
         names = target_names or [f"roi{i:03d}" for i in range(n_targets)]
         masker = RoiTableMasker(names=names).fit()
     else:
-        masker = VolumeMasker(mask_img=mni_mask(space), space="MNI152NLin6Asym").fit()
+        masker = VolumeMasker(mask_img=mask_img if mask_img is not None else mni_mask(space),
+                              space="MNI152NLin6Asym").fit()
     if masker.n_targets_ != n_targets:
         raise ValueError(f"space {space!r} has {masker.n_targets_} targets, the maps {n_targets}")
     return masker

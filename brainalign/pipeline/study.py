@@ -338,15 +338,21 @@ class Study:
         notes = {}
         for slug, _ in self.models:
             timecourses = self.timecourses(slug)
+            first = None
             for space in fmri["spaces"]:
                 planting = space_atlas(space, "yeo7")
                 notes[space] = planting.note
                 tspace = target_space(planting)
                 n_planted = fmri["n_planted"]
+                # the first space draws the neuron subgroups (k-means over all neurons);
+                # the others plant the same subgroup patterns, so every space shares one truth
                 simulation = simulate_fmri(
-                    timecourses, tspace, n_patterns=n_planted, n_clusters=max(16, n_planted),
+                    timecourses, tspace, subgroup=None if first is None else first.truth.subgroup,
+                    n_patterns=n_planted, n_clusters=max(16, n_planted),
                     n_silent_networks=max(0, tspace.n_networks - n_planted), snr=fmri["snr"],
                     noise=fmri["noise"], n_subjects=fmri["n_subjects"], random_state=seed)
+                if first is None:
+                    first = simulation
                 simulation.save(folder / slug / space)
         _write_json(folder / "notes.json", notes)
 
@@ -357,7 +363,7 @@ class Study:
 
     # -- patterns ------------------------------------------------------------------
     def build_patterns(self, folder: Path) -> None:
-        from brainalign.patterns.study_a import fit_atoms
+        from brainalign.patterns import fit_atoms
 
         options, seed = self.config["patterns"], self.config["study"]["seed"]
         for slug, _ in self.models:
@@ -369,7 +375,7 @@ class Study:
             patterns.save(folder / slug)
 
     def patterns(self, slug: str) -> Any:
-        from brainalign.patterns.study_a import Patterns
+        from brainalign.patterns import Patterns
 
         return Patterns.load(self.cache.path("patterns", self.config) / slug)
 
@@ -422,7 +428,8 @@ class Study:
             atoms = np.asarray(patterns.atoms, dtype=np.float64)
             results = self.encodings(slug, space)
             maps = np.mean([delay_summed_maps(r.coef, atoms.shape[1]) for r in results], axis=0)
-            mapping_atlas = space_atlas(space, options["atlas"])
+            simulation = self.simulation(slug, space)
+            mapping_atlas = space_atlas(space, options["atlas"], simulation.space.mask_img)
             mapping = map_patterns(maps, mapping_atlas.atlas, null=options["null"],
                                    n_perm=options["n_null"], alpha=options["alpha"],
                                    pattern_names=[f"atom{k:02d}" for k in range(len(maps))],
@@ -436,7 +443,6 @@ class Study:
             neurons.to_csv(target / "neurons.tsv", sep="\t", index=False)
             layer_network_composition(neurons, mapping.networks).to_csv(
                 target / "layer_networks.tsv", sep="\t")
-            simulation = self.simulation(slug, space)
             scores = score_mapping(simulation, atoms, mapping.assigned, [r.r for r in results],
                                    [r.p_values if self.config["encoding"]["n_permutations"] > 0
                                     else None for r in results])
@@ -476,7 +482,6 @@ class Study:
         import shutil
 
         from brainalign.export import save_map
-        from brainalign.pipeline.spaces import space_masker
 
         maps_dir, tables_dir = self.out / "maps", self.out / "tables"
         maps: dict[str, dict[str, str]] = {}
@@ -487,9 +492,7 @@ class Study:
                 results = self.encodings(slug, space)
                 pattern_maps = np.load(self.networks_file(slug, space, "pattern_maps.npy"))
                 simulation = self.simulation(slug, space)
-                masker = space_masker(space, results[0].n_targets,
-                                      None if simulation.space.kind != "roi" else
-                                      [f"roi{i:03d}" for i in range(simulation.space.n_targets)])
+                masker = self.masker(space, simulation)
                 sidecar = {"model": name, "sites": self.config["model"]["sites"],
                            "features": "atoms", "n_atoms": int(pattern_maps.shape[0]),
                            "delays_tr": encoding["delays"], "tr_s": self.config["stories"]["tr_s"],
@@ -526,6 +529,14 @@ class Study:
                         shutil.copyfile(source, target)
                         tables[f"{key}/{table[:-4]}"] = str(target)
         return maps, tables
+
+    def masker(self, space: str, simulation: Any) -> Any:
+        """A fitted masker over the simulation's targets (maps are written through it)."""
+        from brainalign.pipeline.spaces import space_masker
+
+        target = simulation.space
+        names = [f"roi{i:03d}" for i in range(target.n_targets)] if target.kind == "roi" else None
+        return space_masker(space, target.n_targets, names, target.mask_img)
 
     # -- summary -------------------------------------------------------------------
     def recovery(self) -> dict:

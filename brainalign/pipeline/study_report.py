@@ -79,8 +79,6 @@ def _subgroup_section(report: Report, study: Any, slug: str, patterns: Any) -> N
 
 
 def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) -> None:
-    from brainalign.pipeline.spaces import space_masker
-
     section = report.section("Encoding score maps")
     section.text("Held-out Pearson r of the atom encoding model (FIR delays, himalaya ridge, "
                  "run-wise cross-validation), mean over subjects.")
@@ -102,7 +100,7 @@ def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) 
                                           r[:half], threshold=None, title="left hemisphere r")
                 section.raw_html(view.get_iframe(width=900, height=500))
         elif space.startswith("MNI"):
-            masker = space_masker(space, len(r))
+            masker = study.masker(space, study.simulation(slug, space))
             section.figure(figures.volume_map(masker.inverse_transform(r), f"{slug} {space}: r"),
                            f"{space}, orthogonal slices on the MNI template")
         else:
