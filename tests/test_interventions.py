@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_model
 
 from brainalign.interventions import (ActivationStatistics, NeuronSet, activation_statistics, add, count_matched, keep_only,
-                                      layer_matched, lesion, magnitude_matched, matched_controls, scale,
+                                      layer_matched, lesion, magnitude_matched, matched_controls, scale, token_activations,
                                       universe_table)
 from brainalign.interventions.controls import _membership
 from brainalign.models.sites import resolve_sites, site_hooks
@@ -168,6 +168,9 @@ def test_activation_statistics_match_a_direct_recording():
     np.testing.assert_allclose(stats.mean_abs, values.abs().mean(0).numpy(), rtol=1e-6)
     np.testing.assert_allclose(stats.mean, values.mean(0).numpy(), rtol=1e-6, atol=1e-9)
     assert stats.n_tokens == ids.numel() and len(stats.neurons) == 3 * 32
+    activations, neurons = token_activations(model, ids, ["mlp.out"], window=8)
+    np.testing.assert_allclose(activations, values.numpy(), rtol=1e-6, atol=1e-7)
+    assert neurons.to_dict() == stats.neurons.to_dict()
 
 
 def test_controls_match_count_layers_and_magnitude():

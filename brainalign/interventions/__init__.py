@@ -16,7 +16,7 @@ from brainalign.interventions.corpora import (TextSplit, UDHRText, prose_split, 
 from brainalign.interventions.evaluation import (LMScore, causal_perplexity, pseudo_perplexity,
                                                  score_languages, score_text, sliding_windows, tokenize)
 from brainalign.interventions.neurons import (ActivationStatistics, NeuronSet, activation_statistics, add,
-                                              edit_neurons, keep_only, lesion, scale)
+                                              edit_neurons, keep_only, lesion, scale, token_activations)
 from brainalign.interventions.regions import (LanguageImportance, Region, block_matrices, continue_training,
                                               dimension_parameter, dimension_profile, edit_region,
                                               language_importance, monolingual_region, parameter_importance,
@@ -29,6 +29,6 @@ __all__ = [
     "keep_only", "language_importance", "layer_matched", "lesion", "magnitude_matched",
     "matched_controls", "monolingual_region", "parameter_importance", "prose_split",
     "pseudo_perplexity", "read_prose", "read_udhr", "scale", "scale_region", "score_languages",
-    "score_text", "select_region", "sliding_windows", "tokenize", "udhr_languages", "udhr_split",
+    "score_text", "select_region", "sliding_windows", "token_activations", "tokenize", "udhr_languages", "udhr_split",
     "universe_table", "zero_region",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal, Mapping
+from typing import Callable, Iterable, Iterator, Literal, Mapping
 
 import numpy as np
 import torch
@@ -296,8 +296,37 @@ class ActivationStatistics:
     mean_abs: np.ndarray
     n_tokens: int
 
+    @classmethod
+    def from_activations(cls, activations: np.ndarray, neurons: NeuronTable) -> "ActivationStatistics":
+        """Statistics of an in-memory (n_tokens, n_neurons) matrix (e.g. from
+        :func:`token_activations`), accumulated in float64."""
+        if activations.ndim != 2 or activations.shape[1] != len(neurons):
+            raise ValueError(f"activations must be (n_tokens, {len(neurons)}), got {activations.shape}")
+        mean = np.zeros(len(neurons))
+        mean_abs = np.zeros(len(neurons))
+        for start in range(0, activations.shape[0], 1024):
+            block = activations[start:start + 1024].astype(np.float64)
+            mean += block.sum(0)
+            mean_abs += np.abs(block).sum(0)
+        n = max(activations.shape[0], 1)
+        return cls(neurons, mean / n, mean_abs / n, int(activations.shape[0]))
+
 
 @torch.no_grad()
+def _stream_sites(model: torch.nn.Module, token_ids: torch.Tensor, sites: list[Site], window: int,
+                  on_chunk: Callable[[Site, int, torch.Tensor], None]) -> None:
+    """Run ``token_ids`` through the model in non-overlapping windows of ``window`` tokens,
+    calling ``on_chunk(site, start, values (n_window_tokens, width))`` for every site."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1 token, got {window}")
+    device = next(model.parameters()).device
+    state = {"start": 0}
+    with site_hooks(model, sites, lambda site, tensor: on_chunk(site, state["start"], tensor[0])):
+        for start in range(0, token_ids.numel(), window):
+            state["start"] = start
+            model(input_ids=token_ids[start:start + window][None].to(device))
+
+
 def activation_statistics(
     model: torch.nn.Module,
     token_ids: torch.Tensor,
@@ -320,16 +349,45 @@ def activation_statistics(
     sums = {s.key: torch.zeros(s.width, dtype=torch.float64, device=device) for s in sites}
     abs_sums = {s.key: torch.zeros(s.width, dtype=torch.float64, device=device) for s in sites}
 
-    def callback(site: Site, tensor: torch.Tensor) -> None:
-        flat = tensor.reshape(-1, tensor.shape[-1]).double()
-        sums[site.key] += flat.sum(0)
-        abs_sums[site.key] += flat.abs().sum(0)
+    def on_chunk(site: Site, start: int, values: torch.Tensor) -> None:
+        values = values.double()
+        sums[site.key] += values.sum(0)
+        abs_sums[site.key] += values.abs().sum(0)
 
-    with site_hooks(model, sites, callback):
-        for start in range(0, token_ids.numel(), window):
-            model(input_ids=token_ids[start:start + window][None].to(device))
+    _stream_sites(model, token_ids, sites, window, on_chunk)
     n = max(token_ids.numel(), 1)
     table = NeuronTable.from_sites((s.layer, s.name, s.width) for s in sites)
     mean = np.concatenate([(sums[s.key] / n).cpu().numpy() for s in sites])
     mean_abs = np.concatenate([(abs_sums[s.key] / n).cpu().numpy() for s in sites])
     return ActivationStatistics(table, mean, mean_abs, int(token_ids.numel()))
+
+
+def token_activations(
+    model: torch.nn.Module,
+    token_ids: torch.Tensor,
+    site_names: Iterable[str] = ("mlp.out",),
+    layers: Iterable[int] | None = None,
+    window: int = 256,
+) -> tuple[np.ndarray, NeuronTable]:
+    """Every token's value at every neuron (study B's input to ICA: a token is a time point).
+
+    Windows do not overlap, so a token's context is the part of its window before it.
+
+    Returns
+    -------
+    activations : ndarray, shape (n_tokens, n_neurons), float32
+        Filled window by window (the only array of that size).
+    neurons : NeuronTable, length n_neurons
+    """
+    token_ids = torch.as_tensor(token_ids).ravel()
+    sites = resolve_sites(model, list(site_names), layers)
+    offsets = np.cumsum([0] + [s.width for s in sites])
+    column = {s.key: offsets[i] for i, s in enumerate(sites)}
+    out = np.empty((token_ids.numel(), int(offsets[-1])), dtype=np.float32)
+
+    def on_chunk(site: Site, start: int, values: torch.Tensor) -> None:
+        out[start:start + values.shape[0], column[site.key]:column[site.key] + site.width] = (
+            values.float().cpu().numpy())
+
+    _stream_sites(model, token_ids, sites, window, on_chunk)
+    return out, NeuronTable.from_sites((s.layer, s.name, s.width) for s in sites)
