@@ -180,6 +180,7 @@ class EncodingModel(RegressorMixin, BaseEstimator):
         self.targets_on_cpu_ = bool(free is not None and
                                     n_samples * n_valid * itemsize > GPU_MEMORY_FRACTION * free)
         splits, self.inner_cv_ = inner_splits(runs, self.n_inner_splits)
+        Y_valid = Y if valid.all() else Y[:, valid]  # no copy of a whole brain when all are valid
         solver_params = dict(n_targets_batch=self.n_targets_batch_,
                              n_targets_batch_refit=self.n_targets_batch_)
 
@@ -190,7 +191,7 @@ class EncodingModel(RegressorMixin, BaseEstimator):
                 solver_params["warn"] = False
                 model = RidgeCV(alphas=alphas, fit_intercept=self.fit_intercept, cv=splits,
                                 solver_params=solver_params, Y_in_cpu=self.targets_on_cpu_)
-                model.fit(X, Y[:, valid])
+                model.fit(X, Y_valid)
                 coef = model.coef_
             else:
                 from himalaya.kernel_ridge import KernelRidgeCV
@@ -198,7 +199,7 @@ class EncodingModel(RegressorMixin, BaseEstimator):
                 model = KernelRidgeCV(alphas=alphas, kernel="linear", fit_intercept=self.fit_intercept,
                                       cv=splits, solver_params=solver_params,
                                       Y_in_cpu=self.targets_on_cpu_, warn=False)
-                model.fit(X, Y[:, valid])
+                model.fit(X, Y_valid)
                 coef = model.get_primal_coef()
             self.coef_ = np.zeros((n_features, n_targets), dtype=self.dtype)
             self.coef_[:, valid] = hb.to_numpy(coef)
