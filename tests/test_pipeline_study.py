@@ -194,3 +194,33 @@ def test_demo_command_writes_maps_report_and_summary(tmp_path):
         assert Path(path).exists(), path
     assert (out / "report.html").stat().st_size > 10_000
     assert "recovery" in run.stdout and "wall time" in run.stdout
+
+
+def test_real_roi_tables_run_through_the_same_study(first_run, tmp_path):
+    """ROI tables on disk (here the simulated subjects' BOLD) replace the simulation: the
+    encoding fits the same data, so its held-out r equals the simulated run's."""
+    from brainalign.encoding import load
+    from brainalign.simulate import Simulation
+
+    config, first = first_run
+    paths = {run.stage: Path(run.path) for run in first.stages}
+    simulation = Simulation.load(paths["fmri"] / "tiny-llama" / "roi")
+    tables = []
+    for subject, bold in enumerate(simulation.bold):
+        table = tmp_path / f"sub-{subject + 1:02d}_rois.tsv"
+        np.savetxt(table, bold, delimiter="\t", fmt="%.9g",
+                   header="\t".join(f"roi{i:03d}" for i in range(bold.shape[1])), comments="")
+        tables.append(str(table))
+    real = copy.deepcopy(config)
+    real["fmri"].update(source="roi", paths=tables)
+    real["interventions"]["study_b"] = False
+    summary = run_study(real, progress=False)
+    status = summary.stage_status()
+    assert [status[s] for s in ("record", "timecourse", "patterns")] == ["cached"] * 3
+    assert status["fmri"] == "computed" and summary.recovery == {}
+    encoding_dir = Path(next(r.path for r in summary.stages if r.stage == "encoding"))
+    for subject in (1, 2):
+        ours = load(encoding_dir / "tiny-llama" / "data" / f"sub-{subject:02d}")
+        reference = load(paths["encoding"] / "tiny-llama" / "roi" / f"sub-{subject:02d}")
+        np.testing.assert_allclose(ours.r, reference.r, atol=1e-4)
+    assert summary.maps["tiny-llama/data"]["r"].endswith(".tsv")

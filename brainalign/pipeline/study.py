@@ -140,6 +140,30 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+@dataclass
+class SpaceData:
+    """The brain data of one space of a study.
+
+    Attributes
+    ----------
+    bold : list of ndarray, shape (n_tr, n_targets)
+        One matrix per subject.
+    runs : ndarray of int, shape (n_tr,)
+    masker : fitted brainalign.brain masker
+        Maps over the targets are written through it.
+    mask_img : nibabel image or None
+        Volume spaces: the target voxels.
+    simulation : Simulation or None
+        The simulation with its planted truth (simulated fMRI only).
+    """
+
+    bold: list
+    runs: np.ndarray
+    masker: Any
+    mask_img: Any = None
+    simulation: Any = None
+
+
 # --------------------------------------------------------------------------- structured log
 
 class _JsonLines(logging.Formatter):
@@ -332,9 +356,8 @@ class Study:
 
         fmri, seed = self.config["fmri"], self.config["study"]["seed"]
         if fmri["source"] != "simulated":
-            raise ConfigError(f"fmri.source = {fmri['source']!r}: run_study simulates fMRI; "
-                              "real NIfTI/GIfTI/ROI data are analysed with the stage commands "
-                              "and brainalign.brain.load_brain")
+            self.build_real_fmri(folder)
+            return
         notes = {}
         for slug, _ in self.models:
             timecourses = self.timecourses(slug)
@@ -356,10 +379,98 @@ class Study:
                 simulation.save(folder / slug / space)
         _write_json(folder / "notes.json", notes)
 
-    def simulation(self, slug: str, space: str) -> Any:
+    def build_real_fmri(self, folder: Path) -> None:
+        """Each ``fmri.paths`` entry is one subject: a file holding every run, or a list of
+        one file per run, in the order of the stories' runs."""
+        import nibabel as nib
+        from sklearn.base import clone
+
+        from brainalign.brain import RoiTableMasker, SurfaceMasker, VolumeMasker, load_brain
+
+        fmri = self.config["fmri"]
+        prototype = {"nifti": VolumeMasker(mask_img=fmri["mask"] or None),
+                     "gifti": SurfaceMasker(), "roi": RoiTableMasker()}[fmri["source"]]
+        for slug, _ in self.models:
+            run_lengths = np.bincount(np.asarray(self.timecourses(slug).runs)).tolist()
+            target = folder / slug / "data"
+            target.mkdir(parents=True, exist_ok=True)
+            masker = None
+            for subject, entry in enumerate(fmri["paths"]):
+                imgs = list(entry) if isinstance(entry, list) else entry
+                if masker is None:  # fitted on the first subject, shared by all
+                    masker = clone(prototype)
+                    if not isinstance(entry, list):  # one file holds every run
+                        masker.set_params(run_lengths=run_lengths)
+                brain = load_brain(imgs, masker, n_volumes=run_lengths)
+                np.savez_compressed(target / f"sub-{subject + 1:02d}.npz",
+                                    bold=brain.data.astype(np.float32), runs=brain.runs)
+            description = {"source": fmri["source"], "space": masker.space_,
+                           "n_targets": int(masker.n_targets_),
+                           "target_names": masker.target_names_}
+            if fmri["source"] == "nifti":
+                nib.save(masker.mask_img_, target / "mask.nii.gz")
+            if fmri["source"] == "gifti":
+                description["n_vertices"] = masker.n_vertices_
+                description["mask"] = {h: m.tolist() for h, m in masker.mask_.items()}
+            _write_json(target / "brain.json", description)
+
+    def brain(self, slug: str, space: str) -> "SpaceData":
+        """The subjects' BOLD in one space, its masker and (simulations) the planted truth."""
         from brainalign.simulate import Simulation
 
-        return Simulation.load(self.cache.path("fmri", self.config) / slug / space)
+        root = self.cache.path("fmri", self.config) / slug / space
+        if space != "data":
+            simulation = Simulation.load(root)
+            target = simulation.space
+            names = ([f"roi{i:03d}" for i in range(target.n_targets)] if target.kind == "roi"
+                     else None)
+            from brainalign.pipeline.spaces import space_masker
+
+            masker = space_masker(space, target.n_targets, names, target.mask_img)
+            return SpaceData(simulation.bold, simulation.runs, masker, target.mask_img,
+                             simulation)
+        import nibabel as nib
+
+        from brainalign.brain import RoiTableMasker, SurfaceMasker, VolumeMasker
+
+        description = json.loads((root / "brain.json").read_text())
+        mask_img = nib.load(root / "mask.nii.gz") if (root / "mask.nii.gz").exists() else None
+        source = description["source"]
+        if source == "nifti":
+            masker = VolumeMasker(mask_img=mask_img, space=description["space"]).fit()
+        elif source == "gifti":
+            masker = SurfaceMasker(mask={h: np.asarray(m, bool) for h, m in
+                                         description["mask"].items()},
+                                   space=description["space"]).fit()
+        else:
+            masker = RoiTableMasker(names=description["target_names"]).fit()
+        bold, runs = [], None
+        for path in sorted(root.glob("sub-*.npz")):
+            with np.load(path) as arrays:
+                bold.append(arrays["bold"])
+                runs = arrays["runs"]
+        return SpaceData(bold, runs, masker, mask_img, None)
+
+    def mapping_atlas(self, space: str, data: "SpaceData") -> Any:
+        """The ``networks.atlas`` over a space's targets (a SpaceAtlas)."""
+        from brainalign.networks import load_atlas
+        from brainalign.pipeline.spaces import SpaceAtlas, space_atlas
+
+        name = self.config["networks"]["atlas"]
+        if space != "data":
+            return space_atlas(space, name, data.mask_img)
+        source = self.config["fmri"]["source"]
+        if source == "nifti":
+            atlas = load_atlas(name, "MNI", target=data.mask_img)
+        elif source == "gifti":
+            atlas = load_atlas(name, data.masker.space_)
+        else:
+            atlas = load_atlas(name, "roi")
+        if atlas.n_targets != data.masker.n_targets_:
+            raise ConfigError(f"networks.atlas = {name!r} has {atlas.n_targets} targets in the "
+                              f"data's space but the fMRI has {data.masker.n_targets_}; give an "
+                              f"atlas over the same targets (a file path)")
+        return SpaceAtlas(space, atlas)
 
     # -- patterns ------------------------------------------------------------------
     def build_patterns(self, folder: Path) -> None:
@@ -389,11 +500,11 @@ class Study:
         for slug, name in self.models:
             atoms = np.asarray(self.patterns(slug).atoms, dtype=np.float32)
             for space in self.spaces:
-                simulation = self.simulation(slug, space)
-                for subject, bold in enumerate(simulation.bold):
+                data = self.brain(slug, space)
+                for subject, bold in enumerate(data.bold):
                     label = f"sub-{subject + 1:02d}"
                     units.append(EncodingUnit(
-                        f"{slug}/{space}/{label}", atoms, bold, simulation.runs,
+                        f"{slug}/{space}/{label}", atoms, bold, data.runs,
                         dict(delays=list(options["delays"]), n_perm=options["n_permutations"],
                              fdr_alpha=options["fdr_q"], random_state=self.config["study"]["seed"],
                              provenance={"model": name, "space": space, "subject": label,
@@ -418,7 +529,6 @@ class Study:
 
         from brainalign.networks.mapping import (layer_network_composition, map_patterns,
                                                  subgroup_networks)
-        from brainalign.pipeline.spaces import space_atlas
         from brainalign.simulate.recovery import delay_summed_maps, score_mapping
 
         options, seed = self.config["networks"], self.config["study"]["seed"]
@@ -428,8 +538,8 @@ class Study:
             atoms = np.asarray(patterns.atoms, dtype=np.float64)
             results = self.encodings(slug, space)
             maps = np.mean([delay_summed_maps(r.coef, atoms.shape[1]) for r in results], axis=0)
-            simulation = self.simulation(slug, space)
-            mapping_atlas = space_atlas(space, options["atlas"], simulation.space.mask_img)
+            data = self.brain(slug, space)
+            mapping_atlas = self.mapping_atlas(space, data)
             mapping = map_patterns(maps, mapping_atlas.atlas, null=options["null"],
                                    n_perm=options["n_null"], alpha=options["alpha"],
                                    pattern_names=[f"atom{k:02d}" for k in range(len(maps))],
@@ -443,14 +553,17 @@ class Study:
             neurons.to_csv(target / "neurons.tsv", sep="\t", index=False)
             layer_network_composition(neurons, mapping.networks).to_csv(
                 target / "layer_networks.tsv", sep="\t")
-            scores = score_mapping(simulation, atoms, mapping.assigned, [r.r for r in results],
+            _write_json(target / "notes.json", {"mapping_atlas_note": mapping_atlas.note})
+            if data.simulation is None:
+                continue
+            scores = score_mapping(data.simulation, atoms, mapping.assigned,
+                                   [r.r for r in results],
                                    [r.p_values if self.config["encoding"]["n_permutations"] > 0
                                     else None for r in results])
             scores.details.update(null=mapping.null, n_null=options["n_null"],
                                   mapping_atlas=mapping_atlas.atlas.name,
-                                  planted_network_names=list(simulation.space.network_names))
+                                  planted_network_names=list(data.simulation.space.network_names))
             _write_json(target / "recovery.json", scores.to_dict())
-            _write_json(target / "notes.json", {"mapping_atlas_note": mapping_atlas.note})
 
     def mapping(self, slug: str, space: str) -> Any:
         from brainalign.networks.mapping import NetworkMapping
@@ -491,12 +604,12 @@ class Study:
             for space in self.spaces:
                 results = self.encodings(slug, space)
                 pattern_maps = np.load(self.networks_file(slug, space, "pattern_maps.npy"))
-                simulation = self.simulation(slug, space)
-                masker = self.masker(space, simulation)
+                data = self.brain(slug, space)
+                masker = data.masker
                 sidecar = {"model": name, "sites": self.config["model"]["sites"],
                            "features": "atoms", "n_atoms": int(pattern_maps.shape[0]),
                            "delays_tr": encoding["delays"], "tr_s": self.config["stories"]["tr_s"],
-                           "n_subjects": len(results), "simulated": True,
+                           "n_subjects": len(results), "simulated": data.simulation is not None,
                            "config_hash": config_hash(self.config)}
                 key = f"{slug}/{space}"
                 entities = {"model": slug.replace("-", "").replace("_", "").replace(".", "")}
@@ -530,27 +643,24 @@ class Study:
                         tables[f"{key}/{table[:-4]}"] = str(target)
         return maps, tables
 
-    def masker(self, space: str, simulation: Any) -> Any:
-        """A fitted masker over the simulation's targets (maps are written through it)."""
-        from brainalign.pipeline.spaces import space_masker
-
-        target = simulation.space
-        names = [f"roi{i:03d}" for i in range(target.n_targets)] if target.kind == "roi" else None
-        return space_masker(space, target.n_targets, names, target.mask_img)
-
     # -- summary -------------------------------------------------------------------
     def recovery(self) -> dict:
         recovery: dict[str, Any] = {}
         accuracies = []
         for slug, _ in self.models:
             for space in self.spaces:
-                scores = json.loads(self.networks_file(slug, space, "recovery.json").read_text())
+                path = self.networks_file(slug, space, "recovery.json")
+                if not path.exists():
+                    continue
+                scores = json.loads(path.read_text())
                 entry = {k: scores[k] for k in RECOVERY_KEYS}
                 entry["atom_correlation_mean"] = float(np.mean(scores["atom_correlation"]))
                 entry["planted_network"] = scores["planted_network"]
                 entry["assigned_network"] = scores["assigned_network"]
                 recovery[f"{slug}/{space}"] = entry
                 accuracies.append(scores["accuracy"])
+        if not recovery:
+            return {}
         finite = [a for a in accuracies if a is not None and np.isfinite(a)]
         recovery["accuracy"] = float(np.mean(finite)) if finite else float("nan")
         return recovery
@@ -568,7 +678,7 @@ class Study:
                  "encoding_permutations": config["encoding"]["n_permutations"],
                  "null_maps": config["networks"]["n_null"], "delays_tr": config["encoding"]["delays"]}
         for space in self.spaces:
-            sizes["spaces"][space] = int(self.simulation(slug, space).space.n_targets)
+            sizes["spaces"][space] = int(self.brain(slug, space).masker.n_targets_)
         return sizes
 
     def collect_notes(self) -> list[str]:

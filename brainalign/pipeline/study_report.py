@@ -88,25 +88,26 @@ def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) 
         r = np.nan_to_num(r)
         section.key_values({f"{space}: max r": float(r.max()),
                             f"{space}: 99th percentile r": float(np.percentile(r, 99))})
-        if space == "fsaverage5":
-            section.figure(figures.surface_map(r, f"{slug} fsaverage5: held-out r"),
+        masker = study.brain(slug, space).masker
+        kind = type(masker).__name__
+        if kind == "SurfaceMasker" and masker.space_ == "fsaverage5" and len(r) == 20484:
+            section.figure(figures.surface_map(r, f"{slug} {space}: held-out r"),
                            "fsaverage5, lateral views (left, right)")
             if interactive:
                 from nilearn import datasets, plotting
 
                 mesh = datasets.load_fsaverage("fsaverage5")
-                half = len(r) // 2
                 view = plotting.view_surf(mesh["inflated"].parts["left"].coordinates,
-                                          r[:half], threshold=None, title="left hemisphere r")
+                                          r[:len(r) // 2], title="left hemisphere r")
                 section.raw_html(view.get_iframe(width=900, height=500))
-        elif space.startswith("MNI"):
-            masker = study.masker(space, study.simulation(slug, space))
+        elif kind == "VolumeMasker":
             section.figure(figures.volume_map(masker.inverse_transform(r), f"{slug} {space}: r"),
                            f"{space}, orthogonal slices on the MNI template")
         else:
+            names = masker.target_names_ or [f"target{i:03d}" for i in range(len(r))]
             top = np.argsort(-r)[:10]
-            section.table(["ROI", "r"], [[f"roi{i:03d}", float(r[i])] for i in top],
-                          caption=f"{space}: the ten best-predicted ROIs")
+            section.table(["target", "r"], [[names[i], float(r[i])] for i in top],
+                          caption=f"{space}: the ten best-predicted targets")
 
 
 def _mapping_section(report: Report, study: Any, slug: str) -> None:
