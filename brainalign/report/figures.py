@@ -89,6 +89,7 @@ def surface_map(values: np.ndarray, title: str, threshold: float | None = None) 
     from nilearn import datasets, plotting
 
     fsaverage = datasets.load_fsaverage("fsaverage5")
+    sulcal = datasets.load_fsaverage_data(mesh="fsaverage5", data_type="sulcal")
     n_left = fsaverage["pial"].parts["left"].n_vertices
     if values.shape != (2 * n_left,):
         raise ValueError(f"surface_map expects {2 * n_left} fsaverage5 values (left then right), "
@@ -97,9 +98,9 @@ def surface_map(values: np.ndarray, title: str, threshold: float | None = None) 
     vmax = float(np.nanmax(np.abs(values))) or 1.0
     for ax, hemi, part in zip(axes, ("left", "right"), (values[:n_left], values[n_left:])):
         plotting.plot_surf_stat_map(
-            fsaverage["inflated"].parts[hemi].coordinates,
+            fsaverage["inflated"].parts[hemi],
             part, hemi=hemi, view="lateral", threshold=threshold, vmax=vmax,
-            bg_map=fsaverage["sulcal"].data.parts[hemi], axes=ax, figure=fig, colorbar=False)
+            bg_map=sulcal.data.parts[hemi], axes=ax, figure=fig, colorbar=False)
     fig.suptitle(title)
     return fig
 
