@@ -171,6 +171,9 @@ def test_activation_statistics_match_a_direct_recording():
     activations, neurons = token_activations(model, ids, ["mlp.out"], window=8)
     np.testing.assert_allclose(activations, values.numpy(), rtol=1e-6, atol=1e-7)
     assert neurons.to_dict() == stats.neurons.to_dict()
+    from_matrix = ActivationStatistics.from_activations(activations, neurons)
+    np.testing.assert_allclose(from_matrix.mean_abs, stats.mean_abs, rtol=1e-5)
+    np.testing.assert_allclose(from_matrix.mean, stats.mean, rtol=1e-5, atol=1e-7)
 
 
 def test_controls_match_count_layers_and_magnitude():
