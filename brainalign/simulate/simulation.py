@@ -147,7 +147,7 @@ def split_runs(runs: np.ndarray, n_runs: int | None) -> np.ndarray:
 
 def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
                   atoms: np.ndarray | None = None, subgroup: np.ndarray | None = None,
-                  runs: np.ndarray | None = None,
+                  neuron_clusters: np.ndarray | None = None, runs: np.ndarray | None = None,
                   tr_s: float | None = None, n_runs: int | None = None, n_patterns: int = 7,
                   n_clusters: int = 16, n_silent_networks: int = 0, snr: float = 1.0,
                   noise: str = "white", n_subjects: int = 3, amplitude_jitter: float = 0.3,
@@ -168,7 +168,10 @@ def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
         Patterns to plant directly (no neuron subgroups).
     subgroup : ndarray of int, shape (n_neurons,), optional
         Planted subgroup of every neuron (-1 = none), e.g. ``other.truth.subgroup`` to
-        plant the same patterns again at another SNR; default: chosen by k-means.
+        plant the same patterns again at another SNR; default: chosen among clusters.
+    neuron_clusters : ndarray of int, shape (n_neurons,), optional
+        Clusters to choose the planted subgroups from (e.g. ``Patterns.subgroup`` of the
+        study's own pattern step); default: k-means with ``n_clusters`` clusters.
     runs : ndarray of int, shape (n_tr,), optional
         Run of each TR (default from ``timecourses``, else one run).
     tr_s : float, optional
@@ -214,14 +217,16 @@ def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
         raise ValueError(f"unknown noise kind {noise!r}; expected one of {NOISE_KINDS}")
     if snr < 0:
         raise ValueError(f"snr must be >= 0, got {snr}")
-    rng = np.random.default_rng(random_state)
+    # separate streams: reusing a subgroup leaves the networks, responses and noise as they were
+    subgroup_rng, truth_rng, noise_rng = np.random.default_rng(random_state).spawn(3)
     if atoms is None:
         if timecourses is None:
             raise ValueError("give neuron time courses (timecourses=...) or atoms=...")
         data, runs, tr_s = timecourse_arrays(timecourses, runs, tr_s)
         runs = split_runs(runs, n_runs)
         if subgroup is None:
-            subgroup = choose_subgroups(data, runs, n_clusters, n_patterns, rng)
+            subgroup = choose_subgroups(data, runs, n_clusters, n_patterns, subgroup_rng,
+                                        clusters=neuron_clusters)
         elif np.shape(subgroup) != (data.shape[1],):
             raise ValueError(f"subgroup must give one pattern index per neuron "
                              f"({data.shape[1]}), got shape {np.shape(subgroup)}")
@@ -239,10 +244,11 @@ def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
         planted = zscore_runs(atoms, runs)
     n_tr = planted.shape[0]
 
-    network_pattern = assign_networks(space.n_networks, planted.shape[1], n_silent_networks, rng)
+    network_pattern = assign_networks(space.n_networks, planted.shape[1], n_silent_networks,
+                                      truth_rng)
     target_labels, amplitude, delay_s = subject_responses(
         space, network_pattern, n_subjects, amplitude_jitter, subject_amplitude_jitter,
-        delay_jitter_s, boundary_neighbors, boundary_steps, rng)
+        delay_jitter_s, boundary_neighbors, boundary_steps, truth_rng)
     params = dict(n_patterns=int(planted.shape[1]), n_clusters=n_clusters,
                   n_silent_networks=n_silent_networks, noise=noise, n_subjects=n_subjects,
                   n_runs=int(len(np.unique(runs))), amplitude_jitter=amplitude_jitter,
@@ -258,7 +264,8 @@ def simulate_fmri(timecourses: Any = None, space: TargetSpace | None = None, *,
     for subject in range(n_subjects):
         signal = planted_signal(planted, runs, tr_s, target_pattern[subject], delay_s[subject])
         signal *= (np.sqrt(snr) * amplitude[subject]).astype(np.float32)
-        background = make_noise(noise, space, n_tr, runs, rng, ar_phi=ar_phi, fwhm_mm=fwhm_mm)
+        background = make_noise(noise, space, n_tr, runs, noise_rng, ar_phi=ar_phi,
+                                fwhm_mm=fwhm_mm)
         subject_bold = signal + background
         for run in np.unique(runs):
             subject_bold[runs == run] -= subject_bold[runs == run].mean(axis=0)

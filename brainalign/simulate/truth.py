@@ -82,10 +82,11 @@ class GroundTruth:
 
 
 def choose_subgroups(data: np.ndarray, runs: np.ndarray, n_clusters: int, n_patterns: int,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Neuron subgroups: distinct k-means clusters of z-scored time courses.
+                     rng: np.random.Generator, clusters: np.ndarray | None = None) -> np.ndarray:
+    """Neuron subgroups: distinct clusters of z-scored time courses.
 
-    Neurons are clustered with k-means; the first planted cluster is drawn at random and
+    Neurons are clustered with k-means (or ``clusters`` are taken as given, e.g. the
+    subgroups of a fitted ``Patterns``); the first planted cluster is drawn at random and
     each next one is the cluster whose mean time course has the smallest largest
     absolute correlation with those already chosen, so that the planted patterns are as
     distinguishable as the model's activity allows (language-model neuron clusters
@@ -102,6 +103,9 @@ def choose_subgroups(data: np.ndarray, runs: np.ndarray, n_clusters: int, n_patt
     n_patterns : int
         Number of clusters kept as planted subgroups.
     rng : numpy Generator
+    clusters : ndarray of int, shape (n_neurons,), optional
+        Cluster of every neuron (-1 = none); replaces k-means (``n_clusters`` is then
+        the number of distinct non-negative labels).
 
     Returns
     -------
@@ -110,17 +114,26 @@ def choose_subgroups(data: np.ndarray, runs: np.ndarray, n_clusters: int, n_patt
     """
     from sklearn.cluster import KMeans
 
+    profiles = zscore_runs(np.asarray(data, dtype=np.float64), runs)
+    if clusters is not None:
+        clusters = np.asarray(clusters, dtype=np.int64)
+        if clusters.shape != (data.shape[1],):
+            raise ValueError(f"clusters must give one label per neuron ({data.shape[1]}), got "
+                             f"shape {clusters.shape}")
+        _, cluster = np.unique(clusters, return_inverse=True)
+        cluster = np.where(clusters >= 0, cluster - int(np.any(clusters < 0)), -1)
+        n_clusters = int(cluster.max()) + 1
     if not 1 <= n_patterns <= n_clusters <= data.shape[1]:
         raise ValueError(
             f"need 1 <= n_patterns <= n_clusters <= n_neurons, got n_patterns={n_patterns}, "
             f"n_clusters={n_clusters}, n_neurons={data.shape[1]}"
         )
-    profiles = zscore_runs(np.asarray(data, dtype=np.float64), runs)
-    keep = profiles.std(axis=0) > 0
-    kmeans = KMeans(n_clusters=n_clusters, n_init=4,
-                    random_state=int(rng.integers(2**31 - 1))).fit(profiles[:, keep].T)
-    cluster = np.full(data.shape[1], -1, dtype=np.int64)
-    cluster[keep] = kmeans.labels_
+    if clusters is None:
+        keep = profiles.std(axis=0) > 0
+        kmeans = KMeans(n_clusters=n_clusters, n_init=4,
+                        random_state=int(rng.integers(2**31 - 1))).fit(profiles[:, keep].T)
+        cluster = np.full(data.shape[1], -1, dtype=np.int64)
+        cluster[keep] = kmeans.labels_
     means = np.stack([profiles[:, cluster == c].mean(axis=1) for c in range(n_clusters)], axis=1)
     similarity = np.abs(np.corrcoef(means.T))
     chosen = [int(rng.integers(n_clusters))]
