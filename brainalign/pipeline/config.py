@@ -118,8 +118,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
 STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "record": ("model", "stories"),
     "timecourse": ("model", "stories", "timecourse"),
-    # a simulation plants patterns of the neuron time courses, so it depends on them too
-    "fmri": ("model", "stories", "timecourse", "fmri", "study"),
+    # a simulation plants the time courses of the study's own neuron subgroups
+    "fmri": ("model", "stories", "timecourse", "patterns", "fmri", "study"),
     "patterns": ("model", "stories", "timecourse", "patterns", "study"),
     "encoding": ("model", "stories", "timecourse", "patterns", "fmri", "encoding", "study"),
     "networks": ("model", "stories", "timecourse", "patterns", "fmri", "encoding", "networks",
@@ -192,6 +192,11 @@ def _check_values(config: dict[str, dict[str, Any]]) -> None:
                              ("study", "seed", 0), ("compute", "n_workers", 1)):
         if config[table][name] < low:
             raise ConfigError(f"{table}.{name} = {config[table][name]} must be >= {low}")
+    if (config["fmri"]["source"] == "simulated"
+            and config["fmri"]["n_planted"] > config["patterns"]["n_atoms"]):
+        raise ConfigError(f"fmri.n_planted = {config['fmri']['n_planted']} exceeds "
+                          f"patterns.n_atoms = {config['patterns']['n_atoms']}: the planted "
+                          "subgroups are drawn among the study's atoms' subgroups")
     if not config["stories"]["bundled"] and not config["stories"]["paths"]:
         raise ConfigError("stories: set bundled = true or give stories.paths")
     if config["fmri"]["source"] != "simulated" and not config["fmri"]["paths"]:

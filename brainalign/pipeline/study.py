@@ -2,7 +2,7 @@
 
 :func:`run_study` runs the stages of a study in the order they depend on each other::
 
-    record -> timecourse -> fmri -> patterns -> encoding -> networks -> (interventions)
+    record -> timecourse -> patterns -> fmri -> encoding -> networks -> (interventions)
            -> export (NIfTI / GIfTI / TSV maps) -> report.html -> summary.json
 
 Each cached stage writes into ``<out>/cache/<stage>-<hash>/`` through
@@ -43,7 +43,7 @@ from brainalign.provenance import config_hash, provenance_block
 logger = logging.getLogger(__name__)
 
 #: Cached stages in the order they run.
-STAGES = ("record", "timecourse", "fmri", "patterns", "encoding", "networks", "interventions")
+STAGES = ("record", "timecourse", "patterns", "fmri", "encoding", "networks", "interventions")
 
 #: Scores of :class:`brainalign.simulate.recovery.RecoveryScores` copied into summaries.
 RECOVERY_KEYS = ("accuracy", "auc", "false_positive_share", "best_r", "max_r")
@@ -361,17 +361,19 @@ class Study:
         notes = {}
         for slug, _ in self.models:
             timecourses = self.timecourses(slug)
+            subgroups = self.patterns(slug).subgroup
             first = None
             for space in fmri["spaces"]:
                 planting = space_atlas(space, "yeo7")
                 notes[space] = planting.note
                 tspace = target_space(planting)
                 n_planted = fmri["n_planted"]
-                # the first space draws the neuron subgroups (k-means over all neurons);
-                # the others plant the same subgroup patterns, so every space shares one truth
+                # planted subgroups are drawn among the study's own neuron subgroups
+                # (Patterns.subgroup), so recovery measures encoding + network mapping; the
+                # first space draws them, the others plant the same ones (one truth)
                 simulation = simulate_fmri(
                     timecourses, tspace, subgroup=None if first is None else first.truth.subgroup,
-                    n_patterns=n_planted, n_clusters=max(16, n_planted),
+                    neuron_clusters=subgroups, n_patterns=n_planted,
                     n_silent_networks=max(0, tspace.n_networks - n_planted), snr=fmri["snr"],
                     noise=fmri["noise"], n_subjects=fmri["n_subjects"], random_state=seed)
                 if first is None:
@@ -736,7 +738,7 @@ def run_study(config: dict, progress: bool = True) -> StudySummary:
         _event("study started", event="study_start", out=str(out),
                config_hash=config_hash(config))
         steps = [("record", study.build_record), ("timecourse", study.build_timecourse),
-                 ("fmri", study.build_fmri), ("patterns", study.build_patterns),
+                 ("patterns", study.build_patterns), ("fmri", study.build_fmri),
                  ("encoding", study.build_encoding), ("networks", study.build_networks)]
         if config["interventions"]["study_b"]:
             steps.append(("interventions", study.build_interventions))
