@@ -1,0 +1,60 @@
+"""``brainalign lesion``: perplexity of a model with a neuron set edited, beside the intact model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from brainalign.cli import main
+
+
+@main.command("lesion")
+@click.option("--model", "model_name", default="smollm2-135m", show_default=True,
+              help="Registry name, local directory or hub id.")
+@click.option("--neurons", "neurons_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help='JSON {"name": ..., "units": {"L27.mlp.out": [3, 17, ...]}}.')
+@click.option("--mode", type=click.Choice(["zero", "keep_only", "scale", "add"]), default="zero",
+              show_default=True)
+@click.option("--value", type=float, default=0.0, help="Factor (scale) or constant (add).")
+@click.option("--text", "text_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Plain-text file to score.")
+@click.option("--udhr", "language", help="Score the UDHR in this language (code, BCP 47 or ISO 639-3).")
+@click.option("--max-tokens", type=int, default=1024, show_default=True)
+@click.option("--window", type=int, default=256, show_default=True)
+@click.option("--stride", type=int, default=None, help="Default: the window.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the scores as JSON.")
+def lesion_command(model_name, neurons_path, mode, value, text_path, language, max_tokens, window, stride,
+                   device, out) -> None:
+    """Score a text with the model intact and with NEURONS edited (zero, keep-only, scale, add)."""
+    from brainalign.interventions.corpora import read_prose, read_udhr
+    from brainalign.interventions.evaluation import score_text
+    from brainalign.interventions.neurons import NeuronSet, edit_neurons
+    from brainalign.models.registry import load_model
+    from brainalign.provenance import file_sha256, provenance_block
+
+    if (text_path is None) == (language is None):
+        raise click.UsageError("give exactly one of --text FILE or --udhr LANGUAGE")
+    text = read_prose(text_path) if text_path else read_udhr(language).text()
+    neuron_set = NeuronSet.from_dict(json.loads(neurons_path.read_text()))
+    loaded = load_model(model_name, device=device)
+    options = dict(kind=loaded.kind, max_tokens=max_tokens, window=window, stride=stride)
+    intact = score_text(loaded.model, loaded.tokenizer, text, **options)
+    with edit_neurons(loaded.model, neuron_set, mode, value=value):
+        edited = score_text(loaded.model, loaded.tokenizer, text, **options)
+    click.echo(f"{neuron_set.size} neurons, {mode}{'' if mode in ('zero', 'keep_only') else f' {value:g}'}, "
+               f"{intact.n_tokens} tokens")
+    click.echo(f"intact  perplexity {intact.perplexity:12.3f}  top-1 accuracy {intact.accuracy:.3f}")
+    click.echo(f"edited  perplexity {edited.perplexity:12.3f}  top-1 accuracy {edited.accuracy:.3f}  "
+               f"(ratio {edited.perplexity / intact.perplexity:.3f})")
+    if out is not None:
+        document = {"intact": intact.to_dict(), "edited": edited.to_dict(),
+                    "ppl_ratio": edited.perplexity / intact.perplexity,
+                    "provenance": provenance_block(model=loaded.provenance, mode=mode, value=value,
+                                                   neurons=str(neurons_path),
+                                                   neurons_sha256=file_sha256(neurons_path),
+                                                   text=str(text_path) if text_path else f"udhr:{language}",
+                                                   max_tokens=max_tokens, window=window, stride=stride)}
+        out.write_text(json.dumps(document, indent=1))
