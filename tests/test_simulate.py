@@ -222,3 +222,20 @@ def test_bad_inputs_say_what_was_expected():
         simulate_fmri(data, roi_table(), tr_s=2.0, noise="rest")
     with pytest.raises(ValueError, match="patterns"):
         simulate_fmri(data, roi_table(), tr_s=2.0, n_patterns=2, n_clusters=6)
+
+
+def test_volume_space_from_the_yeo_mni_atlas_through_load_atlas():
+    from conftest import shared_data
+
+    from brainalign.networks import load_atlas
+    from brainalign.simulate import space_from_atlas
+
+    folder = shared_data("yeo2011_mni")
+    atlas = load_atlas("yeo7", "MNI152NLin6Asym_2mm", path=folder)
+    space = space_from_atlas(atlas, resolution_mm=3)
+    assert space.name == "MNI152NLin6Asym_3mm" and space.kind == "volume"
+    assert space.network_names == list(atlas.labels)
+    counts = np.bincount(space.labels, minlength=8)
+    assert np.all(counts[1:] > 500)  # every network keeps hundreds of 3 mm voxels
+    assert counts[0] > counts[1:].sum() / 2  # white matter, subcortex: brain but no network
+    assert len(space.labels) == int((np.asarray(space.mask_img.dataobj) > 0).sum())
