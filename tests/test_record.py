@@ -25,6 +25,7 @@ from conftest import REPO, tiny_config
 from brainalign.models.registry import LoadedModel, load_model
 from brainalign.record import (ContextPolicy, IncompleteRecordingError, Recording, align_words,
                                context_policy, plan_windows, record_story)
+from brainalign.stimuli import bundled_story
 from brainalign.stimuli.story import Story, Word
 
 VOCABULARY = ("the keeper climbed tower light lens stormy night harbour boats waited "
@@ -179,6 +180,26 @@ def test_full_context_equals_one_unhooked_forward(tmp_path, family, pooling):
             got = recording.matrix(site, layer)
             assert got.dtype == np.float32 and got.shape == (40, expected.shape[1])
             assert np.abs(got - expected).max() <= TOLERANCE, (site, layer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "minilm-l6"])
+def test_registry_model_equals_one_unhooked_forward(tmp_path, name):
+    from conftest import model_or_skip
+
+    loaded = model_or_skip(name)
+    story = bundled_story()
+    story = Story("opening", story.words[:60])
+    alignment = align_words(loaded.tokenizer, story.texts)
+    path = record_story(loaded, story, ["mlp.inner", "resid"], tmp_path, layers=[1],
+                        context_tokens=0, stride_tokens=alignment.n_tokens, progress=False)
+    ids = list(alignment.prefix_ids) + alignment.input_ids.tolist() + list(alignment.suffix_ids)
+    n_prefix = len(alignment.prefix_ids)
+    recording = Recording.open(path)
+    for site in ("mlp.inner", "resid"):
+        values = reference_token_values(loaded, ids, site, 1)[n_prefix:n_prefix + alignment.n_tokens]
+        expected = pool_reference(values, alignment.token_word, "mean")
+        assert np.abs(recording.matrix(site, 1) - expected).max() <= 1e-4, site
 
 
 @pytest.mark.parametrize("family", ["llama", "bert"])

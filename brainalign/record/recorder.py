@@ -38,6 +38,7 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import torch
 
+from brainalign.models.registry import LoadedModel
 from brainalign.models.sites import Site, StopForward, resolve_sites, site_hooks
 from brainalign.provenance import config_hash, provenance_block
 from brainalign.record.alignment import WordAlignment, align_words
@@ -103,7 +104,7 @@ def _max_positions(model: torch.nn.Module) -> int | None:
     return int(value) if value else None
 
 
-def context_policy(loaded, n_special: int, context_tokens: int | None = None,
+def context_policy(loaded: LoadedModel, n_special: int, context_tokens: int | None = None,
                    stride_tokens: int | None = None) -> ContextPolicy:
     """The context policy for a model, checked against its maximum sequence length.
 
@@ -338,7 +339,7 @@ def _existing_recording(final: Path, settings_hash: str, overwrite: bool) -> boo
 
 
 def record_story(
-    loaded,
+    loaded: LoadedModel,
     story: Story,
     sites: Iterable[str],
     out_dir: str | Path,
