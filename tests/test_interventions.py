@@ -188,6 +188,11 @@ def test_controls_match_count_layers_and_magnitude():
         assert layered.layer_distribution() == target.layer_distribution()
         assert layered.difference(target).size == layered.size
     assert count_matched(target, universe, 0).to_dict() != count_matched(target, universe, 1).to_dict()
+    # A target filling most of layer 2: the shortfall comes from the nearest layer (1).
+    crowded = NeuronSet({"L02.mlp.out": list(range(20)), "L00.mlp.out": [0]})
+    shifted = layer_matched(crowded, universe, seed=0)
+    assert shifted.size == crowded.size and shifted.difference(crowded).size == shifted.size
+    assert shifted.layer_distribution() == {("mlp.out", 0): 1, ("mlp.out", 1): 8, ("mlp.out", 2): 12}
 
     # A large synthetic universe with a wide spread of magnitudes, so that a match means something.
     neurons = NeuronTable.from_sites([(layer, "mlp.out", 500) for layer in range(4)])

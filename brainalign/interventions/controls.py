@@ -14,6 +14,7 @@ Controls never contain a neuron of the target set (``exclude_target=True``). num
 
 from __future__ import annotations
 
+import logging
 from typing import Iterable
 
 import numpy as np
@@ -21,6 +22,8 @@ import numpy as np
 from brainalign.interventions.neurons import ActivationStatistics, NeuronSet, site_key
 from brainalign.models.sites import resolve_sites
 from brainalign.record.neurons import NeuronTable
+
+logger = logging.getLogger(__name__)
 
 
 def universe_table(model, site_names: Iterable[str] = ("mlp.out",),
@@ -59,19 +62,35 @@ def count_matched(neuron_set: NeuronSet, universe: NeuronTable, seed: int = 0,
 
 def layer_matched(neuron_set: NeuronSet, universe: NeuronTable, seed: int = 0,
                   exclude_target: bool = True) -> NeuronSet:
-    """The same number of neurons per (site, layer) as ``neuron_set``, drawn uniformly there."""
+    """The same number of neurons per (site, layer) as ``neuron_set``, drawn uniformly there.
+
+    When a layer holds fewer non-target neurons than needed (a network can fill half of the
+    last layer), all of them are taken and the shortfall is drawn from the nearest layers
+    of the same site (deeper first on ties); this is logged, and the total count is kept.
+    """
     inside = _membership(universe, neuron_set)
     rng = np.random.default_rng(seed)
+    available = ~inside if exclude_target else np.ones(len(universe), dtype=bool)
     picked = []
     for (site, layer), count in neuron_set.layer_distribution().items():
-        rows = np.flatnonzero((universe.site == site) & (universe.layer == layer)
-                              & (~inside if exclude_target else True))
-        if rows.size < count:
-            raise ValueError(
-                f"layer {layer} site {site}: {rows.size} candidate neurons outside the target, "
-                f"need {count}; pass exclude_target=False"
-            )
-        picked.append(rng.choice(rows, size=count, replace=False))
+        site_layers = np.unique(universe.layer[universe.site == site])
+        # This layer first, then the others by distance (deeper first on ties).
+        order = sorted(site_layers, key=lambda other: (abs(int(other) - layer), -int(other)))
+        needed = count
+        for other in order:
+            rows = np.flatnonzero((universe.site == site) & (universe.layer == other) & available)
+            take = min(needed, rows.size)
+            if take:
+                chosen = rng.choice(rows, size=take, replace=False)
+                available[chosen] = False
+                picked.append(chosen)
+                needed -= take
+            if other != layer and take:
+                logger.info("layer-matched control: %d neuron(s) of layer %d drawn from layer %d", take, layer, other)
+            if needed == 0:
+                break
+        if needed:
+            raise ValueError(f"site {site}: not enough non-target neurons for {count} in layer {layer}")
     index = np.concatenate(picked) if picked else np.zeros(0, np.int64)
     return NeuronSet.from_table(universe, index, name=f"layer-matched-seed{seed}")
 
