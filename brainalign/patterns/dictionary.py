@@ -143,9 +143,9 @@ class DictionaryLearning(TransformerMixin, BaseEstimator):
     init : {"svd", "random"}, default="svd"
         Initial atoms: the top right singular vectors of ``X`` (scikit-learn's
         DictionaryLearning default) or randomly chosen samples, normalised.
-    code_max_iter : int, default=300
+    code_max_iter : int, default=200
         FISTA iterations per code update.
-    code_tol : float, default=1e-5
+    code_tol : float, default=1e-4
         FISTA relative stopping tolerance.
     positive_code : bool, default=False
         Non-negative codes.
@@ -167,7 +167,7 @@ class DictionaryLearning(TransformerMixin, BaseEstimator):
 
     def __init__(self, n_components: int = 64, *, alpha: float = 1.0, max_iter: int = 100,
                  tol: float = 1e-6, batch_size: int | None = None, init: str = "svd",
-                 code_max_iter: int = 300, code_tol: float = 1e-5, positive_code: bool = False,
+                 code_max_iter: int = 200, code_tol: float = 1e-4, positive_code: bool = False,
                  random_state=None, device=None, chunk_size: int | None = None):
         self.n_components = n_components
         self.alpha = alpha

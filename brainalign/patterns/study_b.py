@@ -12,7 +12,10 @@ and thresholded:
 
 The study used ``z > 3.6`` for its lesion experiments; its code's default is 1.96 (two
 of the paper's numbers, see PAPERS.md). brainalign's default is 1.96; pass
-``z_threshold=3.6`` to reproduce the lesion networks.
+``z_threshold=3.6`` to reproduce the lesion networks. Note that z-scoring caps the size
+of a network: if a fraction ``p`` of the neurons share one high value and the rest sit
+at zero, members reach ``z = sqrt((1 - p) / p)``, so at z > 3.6 a network can hold at
+most about 7% of the neurons (at 1.96, about 21%).
 
 Across inputs, networks are compared by intersection over union (IoU > 0.2 = "the same
 network", :func:`brainalign.patterns.matching.match_sets`). :func:`group_templates` runs
