@@ -11,7 +11,8 @@ autocorrelation of fMRI: held-out predictions are either cut into blocks of
 ``block_tr`` TRs whose order is shuffled within each run (block permutation), or
 circularly shifted within each run (circular shift), and correlated with the unchanged
 data. The permutations are applied in batches to all targets at once with torch (on the
-GPU when there is one). This null is written here by hand because no maintained library
+GPU when there is one). :func:`null_indices` (the surrogate orders) is shared with the
+cross-validation-aware null of :mod:`brainalign.encoding.null`. This null is written here by hand because no maintained library
 offers a batched block-permutation test for many targets; the multiple-comparison step
 is MNE's Benjamini-Hochberg :func:`mne.stats.fdr_correction`.
 """
@@ -178,6 +179,11 @@ def permutation_test(y_true, y_pred, groups=None, n_perm: int = 1000, method: st
     The statistic is :func:`fold_mean_r` (the mean over ``groups`` of the within-group
     Pearson r; plain Pearson r when ``groups`` is None), for the data and for each
     surrogate of the predictions.
+
+    Valid when the predictions come from a model that saw none of ``y_true`` (e.g. one
+    held-out test run). For cross-validated predictions, where each fold's data trained
+    the other folds' models, it is liberal; use :func:`brainalign.encoding.null.refit_null_test`
+    (what :func:`~brainalign.encoding.fit_encoding` does by default).
 
     Parameters
     ----------
