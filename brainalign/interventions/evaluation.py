@@ -3,8 +3,9 @@
 * Causal models: sliding-window perplexity. Windows of ``window`` tokens start every
   ``stride`` tokens; each token is scored exactly once, in the first window that reaches it,
   with the tokens before it in that window as context (up to ``window - 1`` of them). The
-  first token of a text has no context and is not scored. Next-token top-1 accuracy is
-  counted on the same tokens.
+  first token of a text has no context and is not scored, and a window never starts after
+  the token before the first one it scores (with ``stride == window`` windows therefore
+  overlap by one token). Next-token top-1 accuracy is counted on the same tokens.
 * Masked models (BERT-like with a masked-LM head): pseudo-perplexity (Salazar et al., ACL
   2020): each token in turn is replaced by the mask token and scored from both sides;
   the masked copies of a window are batched.
@@ -212,7 +213,11 @@ def score_text(
     stride: int | None = None,
     batch_size: int = 4,
 ) -> LMScore:
-    """Perplexity (causal) or pseudo-perplexity (``kind="encoder"``) of ``text``."""
+    """Perplexity (causal) or pseudo-perplexity (``kind="encoder"``) of ``text``.
+
+    ``batch_size`` is windows per forward pass (causal) or masked copies per forward pass
+    (encoder); ``window`` counts special tokens for encoders.
+    """
     ids = tokenize(tokenizer, text, max_tokens)
     if kind == "causal":
         return causal_perplexity(model, ids, window=window, stride=stride, batch_size=batch_size)
@@ -223,7 +228,7 @@ def score_text(
         suffix = (tokenizer.sep_token_id,) if tokenizer.sep_token_id is not None else ()
         return pseudo_perplexity(model, ids, tokenizer.mask_token_id, window=window - len(prefix) - len(suffix),
                                  stride=stride, prefix_ids=prefix, suffix_ids=suffix,
-                                 batch_size=max(batch_size, 8))
+                                 batch_size=batch_size)
     raise ValueError(f"kind must be 'causal' or 'encoder', got {kind!r}")
 
 
