@@ -8,6 +8,8 @@ from scipy.ndimage import gaussian_filter
 from sklearn.metrics import jaccard_score
 from threadpoolctl import threadpool_limits
 
+from conftest import requires_cuda
+
 from brainalign.networks.atlases import Atlas, load_atlas
 from brainalign.networks.mapping import (NetworkMapping, layer_network_composition,
                                          map_patterns, subgroup_networks)
@@ -127,6 +129,19 @@ def test_phase_randomised_surrogates_keep_values_and_smoothness():
         assert not np.allclose(draw[0], smooth)
         assert abs(neighbour_r(draw[0]) - neighbour_r(smooth)) < 0.1   # same smoothness
         assert abs(neighbour_r(draw[1])) < 0.1                          # white stays white
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+def test_torch_surrogates_equal_the_numpy_ones(device):
+    rng = np.random.default_rng(10)
+    mask = _ellipsoid_grid((10, 12, 10))
+    maps = np.stack([gaussian_filter(rng.standard_normal(mask.shape), 1.5)[mask]
+                     for _ in range(3)])
+    reference = list(phase_randomized_surrogates(maps, mask, 4, random_state=3))
+    on_device = list(phase_randomized_surrogates(maps, mask, 4, random_state=3,
+                                                 device=device))
+    for expected, actual in zip(reference, on_device):
+        np.testing.assert_allclose(actual, expected, atol=1e-12)
 
 
 def test_planted_surface_network_is_assigned_with_small_p():

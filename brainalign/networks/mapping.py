@@ -240,7 +240,7 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
                  alternative: str = "greater", alpha: float = 0.05,
                  pattern_names: Sequence[str] | None = None,
                  sphere: tuple[np.ndarray, np.ndarray] | None = None,
-                 threshold: float = 0.5,
+                 threshold: float = 0.5, device: str | None = None,
                  random_state: int | np.random.Generator | None = 0) -> NetworkMapping:
     """Compare each pattern's brain map with each network of an atlas.
 
@@ -274,6 +274,9 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     threshold : float
         Probabilistic atlases: weight above which a target is inside a network for the
         overlap statistics.
+    device : str, optional
+        Torch device for the volume null's FFTs (e.g. "cuda"); None: numpy on the CPU.
+        Use ``"cuda" if torch.cuda.is_available() else None`` to take a GPU when present.
     random_state : int, Generator or None
         Seed of the null.
 
@@ -325,7 +328,8 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
             raise ValueError("null='volume' needs a volume atlas (with grid_mask)")
         # surrogate significant sets: the same number of top-valued targets of the surrogate
         n_significant = None if significant is None else significant.sum(axis=1).astype(int)
-        for surrogate in phase_randomized_surrogates(maps, atlas.grid_mask, n_perm, rng):
+        for surrogate in phase_randomized_surrogates(maps, atlas.grid_mask, n_perm, rng,
+                                                     device=device):
             surrogate_significant = None
             if n_significant is not None:
                 rank = np.argsort(np.argsort(-surrogate, axis=1), axis=1)

@@ -124,8 +124,8 @@ def permutation_indices(n_targets: int, n_perm: int,
 
 
 def phase_randomized_surrogates(maps: np.ndarray, grid_mask: np.ndarray, n_surrogates: int,
-                                random_state: int | np.random.Generator | None = 0
-                                ) -> Iterator[np.ndarray]:
+                                random_state: int | np.random.Generator | None = 0,
+                                device: str | None = None) -> Iterator[np.ndarray]:
     """Amplitude-adjusted phase-randomised surrogates of volume maps, one draw at a time.
 
     Parameters
@@ -137,7 +137,11 @@ def phase_randomized_surrogates(maps: np.ndarray, grid_mask: np.ndarray, n_surro
     n_surrogates : int
         Number of draws.
     random_state : int, Generator or None
-        Seed of the random phases.
+        Seed of the random phases (drawn with numpy on the host, so a seed gives the
+        same surrogates on every device).
+    device : str, optional
+        None: numpy / scipy on the CPU. A torch device ("cpu", "cuda", "cuda:1"): the
+        FFTs and sorts run in torch on it (float64), which pays off on a GPU.
 
     Yields
     ------
@@ -164,6 +168,10 @@ def phase_randomized_surrogates(maps: np.ndarray, grid_mask: np.ndarray, n_surro
     amplitude = np.abs(sp_fft.rfftn(volumes, axes=(1, 2, 3)))
     del volumes
     sorted_values = np.sort(maps, axis=1)
+    if device is not None:
+        yield from _torch_surrogates(amplitude, sorted_values, box_mask, n_surrogates, rng,
+                                     device)
+        return
     rows = np.arange(len(maps))[:, None]
     for _ in range(n_surrogates):
         # phases of real white noise are Hermitian-symmetric, so the inverse is real
@@ -173,3 +181,23 @@ def phase_randomized_surrogates(maps: np.ndarray, grid_mask: np.ndarray, n_surro
         matched = np.empty_like(maps)
         matched[rows, order] = sorted_values
         yield matched
+
+
+def _torch_surrogates(amplitude: np.ndarray, sorted_values: np.ndarray, box_mask: np.ndarray,
+                      n_surrogates: int, rng: np.random.Generator, device: str
+                      ) -> Iterator[np.ndarray]:
+    """The loop of :func:`phase_randomized_surrogates` with torch on ``device``."""
+    import torch
+
+    device = torch.device(device)
+    amplitude_t = torch.as_tensor(amplitude, device=device)
+    sorted_t = torch.as_tensor(sorted_values, device=device)
+    mask_t = torch.as_tensor(box_mask, device=device)
+    shape = box_mask.shape
+    for _ in range(n_surrogates):
+        noise = torch.as_tensor(rng.standard_normal(shape), device=device)
+        phases = torch.exp(1j * torch.angle(torch.fft.rfftn(noise)))
+        surrogate = torch.fft.irfftn(amplitude_t * phases[None], s=shape, dim=(1, 2, 3))
+        order = torch.argsort(surrogate[:, mask_t], dim=1)
+        matched = torch.empty_like(sorted_t).scatter_(1, order, sorted_t)
+        yield matched.cpu().numpy()
