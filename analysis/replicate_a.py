@@ -37,9 +37,8 @@ DEFAULT_OUT = REPO / "analysis" / "results" / "replicate_a.json"
 ALICE_RESULTS = REPO / "analysis" / "results" / "alice_encoding.json"
 
 #: Sizes of the simulated whole-brain study (the demo's values are in demo.toml).
-LARGER = {"patterns": {"n_atoms": 16}, "fmri": {"n_subjects": 3},
-          "encoding": {"n_permutations": 100}, "networks": {"n_null": 500},
-          "interventions": {"study_b": False}}
+LARGER = {"patterns": {"n_atoms": 16}, "fmri": {"n_subjects": 4},
+          "networks": {"n_null": 1000}, "interventions": {"study_b": False}}
 #: A small size for checking the script itself.
 QUICK = {"interventions": {"study_b": False}}
 
@@ -120,8 +119,10 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output JSON path")
-    parser.add_argument("--study-dir", default=str(REPO / "analysis" / "results" / "replicate_a"),
-                        help="folder of the simulated study (cached between runs)")
+    parser.add_argument("--study-dir", default=str(Path.home() / ".cache" / "brainalign"
+                                                   / "replicate_a"),
+                        help="folder of the simulated study (stages cached between runs; a "
+                             "demo's folder reuses its recording)")
     parser.add_argument("--rerun-alice", action="store_true",
                         help="run analysis/alice_encoding.py's analysis instead of reading "
                              "its saved JSON")

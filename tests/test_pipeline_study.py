@@ -53,7 +53,7 @@ def tiny_study(model_dir, out, **changes) -> dict:
                  "noise": "white"},
         "patterns": {"n_atoms": 6},
         "encoding": {"delays": [1, 2, 3], "n_permutations": 10},
-        "networks": {"atlas": "dosenbach", "n_null": 50},
+        "networks": {"atlas": "dosenbach", "n_null": 500},
         "interventions": {"study_b": True, "n_components": 4, "z_threshold": 2.5,
                           "n_controls": 2},
         "outputs": {"report": True, "maps": True},
@@ -84,8 +84,11 @@ def test_first_run_computes_every_stage_and_writes_outputs(first_run):
     accuracy = document["recovery"]["accuracy"]
     assert isinstance(accuracy, float) and 0.0 <= accuracy <= 1.0
     per_space = document["recovery"]["tiny-llama/roi"]
-    # the planted networks are Dosenbach's (ROI space), as many as planted patterns
-    assert len(per_space["planted_network"]) == 3
+    # the study's 6 atoms are planted, 3 of them in Dosenbach networks (the ROI space)
+    assert len(per_space["planted_network"]) == 6
+    assert sum(name != "none" for name in per_space["planted_network"]) == 3
+    assert per_space["atom_correlation_mean"] > 0.99  # planted atoms are z-scored per run
+    assert per_space["accuracy"] >= 2 / 3, "high-SNR ROI study should find the planted networks"
     assert 0.5 < per_space["auc"] <= 1.0, "planted ROIs should rank above the rest"
     assert document["sizes"]["n_neurons"] == 3 * 32 and document["sizes"]["n_tr"] == 279
     assert document["sizes"]["spaces"] == {"roi": 160}

@@ -196,7 +196,7 @@ def _check_values(config: dict[str, dict[str, Any]]) -> None:
             and config["fmri"]["n_planted"] > config["patterns"]["n_atoms"]):
         raise ConfigError(f"fmri.n_planted = {config['fmri']['n_planted']} exceeds "
                           f"patterns.n_atoms = {config['patterns']['n_atoms']}: the planted "
-                          "subgroups are drawn among the study's atoms' subgroups")
+                          "patterns are the study's atoms")
     if not config["stories"]["bundled"] and not config["stories"]["paths"]:
         raise ConfigError("stories: set bundled = true or give stories.paths")
     if config["fmri"]["source"] != "simulated" and not config["fmri"]["paths"]:

@@ -360,24 +360,21 @@ class Study:
             return
         notes = {}
         for slug, _ in self.models:
-            timecourses = self.timecourses(slug)
-            subgroups = self.patterns(slug).subgroup
-            first = None
+            runs = np.asarray(self.timecourses(slug).runs)
+            atoms = np.asarray(self.patterns(slug).atoms, dtype=np.float64)
             for space in fmri["spaces"]:
                 planting = space_atlas(space, "yeo7")
                 notes[space] = planting.note
                 tspace = target_space(planting)
-                n_planted = fmri["n_planted"]
-                # planted subgroups are drawn among the study's own neuron subgroups
-                # (Patterns.subgroup), so recovery measures encoding + network mapping; the
-                # first space draws them, the others plant the same ones (one truth)
+                # the study's own atoms are planted: n_planted networks each respond to a
+                # distinct atom, the other atoms drive nothing; recovery then measures the
+                # encoding and the network mapping (benchmarks/recovery.py --plant subgroups
+                # measures the decomposition too)
                 simulation = simulate_fmri(
-                    timecourses, tspace, subgroup=None if first is None else first.truth.subgroup,
-                    neuron_clusters=subgroups, n_patterns=n_planted,
-                    n_silent_networks=max(0, tspace.n_networks - n_planted), snr=fmri["snr"],
-                    noise=fmri["noise"], n_subjects=fmri["n_subjects"], random_state=seed)
-                if first is None:
-                    first = simulation
+                    space=tspace, atoms=atoms, runs=runs, tr_s=float(self.config["stories"]["tr_s"]),
+                    n_silent_networks=max(0, tspace.n_networks - fmri["n_planted"]),
+                    snr=fmri["snr"], noise=fmri["noise"], n_subjects=fmri["n_subjects"],
+                    random_state=seed)
                 simulation.save(folder / slug / space)
         _write_json(folder / "notes.json", notes)
 
