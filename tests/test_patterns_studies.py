@@ -249,7 +249,7 @@ def test_iou_and_matching():
 
 
 def test_group_templates_and_recurrence_counts():
-    inputs, networks = [], None
+    inputs = []
     for seed in range(4):
         acts, neurons, truth = planted_networks(seed, n_tokens=200)
         inputs.append(acts)
