@@ -56,13 +56,15 @@ def planted_neurons(n_neurons: int, n_tr: int, device: torch.device, seed: int =
     Generated chunk by chunk on ``device`` (only one full copy exists).
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
+    noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
     atoms = torch.randn(K, n_tr, generator=generator).to(device)
     out = torch.empty(n_neurons, n_tr, dtype=torch.float32, device=device)
     for rows in row_chunks(n_neurons, chunk):
         n = rows.stop - rows.start
         codes = torch.randn(n, K, generator=generator) * (torch.rand(n, K, generator=generator) < 0.05)
         codes[torch.arange(n), torch.randint(K, (n,), generator=generator)] += 2.0
-        block = codes.to(device) @ atoms + 0.5 * torch.randn(n, n_tr, generator=generator).to(device)
+        noise = torch.randn(n, n_tr, generator=noise_generator, device=device)
+        block = codes.to(device) @ atoms + 0.5 * noise
         block -= block.mean(1, keepdim=True)
         out[rows] = block / block.norm(dim=1, keepdim=True)
     return out
