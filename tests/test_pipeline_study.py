@@ -228,3 +228,33 @@ def test_real_roi_tables_run_through_the_same_study(first_run, tmp_path):
         reference = load(paths["encoding"] / "tiny-llama" / "roi" / f"sub-{subject:02d}")
         np.testing.assert_allclose(ours.r, reference.r, atol=1e-4)
     assert summary.maps["tiny-llama/data"]["r"].endswith(".tsv")
+
+
+def test_config_example_and_demo_files_validate(tmp_path):
+    from click.testing import CliRunner
+
+    from brainalign.cli import main
+    from brainalign.pipeline.config import load_config
+
+    runner = CliRunner()
+    for args in (["config", "example"], ["config", "example", "--demo"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, result.output
+        path = tmp_path / f"{len(args)}.toml"
+        path.write_text(result.output)
+        config = load_config(path)
+        assert config["study"]["out"].startswith(str(tmp_path))
+    assert config["fmri"]["spaces"] == ["fsaverage5", "MNI152_3mm"]
+    assert config["model"]["names"] == ["smollm2-135m"] and config["interventions"]["study_b"]
+
+
+def test_run_command_names_the_bad_key(tmp_path):
+    from click.testing import CliRunner
+
+    from brainalign.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text('[patterns]\nmethod = "nmf"\n')
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code != 0
+    assert "patterns.method" in result.output and "dictionary" in result.output

@@ -682,6 +682,15 @@ class Study:
 
     def collect_notes(self) -> list[str]:
         notes = list(self.notes)
+        if self.config["encoding"]["n_permutations"] == 0:
+            notes.append("encoding.n_permutations = 0: no target-wise p-values; the "
+                         "significance AUC ranks targets by held-out r")
+        if self.config["fmri"]["source"] == "simulated":
+            notes.append(f"simulated fMRI: the study's {self.config['patterns']['n_atoms']} "
+                         f"atoms are planted, {self.config['fmri']['n_planted']} of them each "
+                         f"driving one network (SNR {self.config['fmri']['snr']}, "
+                         f"{self.config['fmri']['noise']} noise, "
+                         f"{self.config['fmri']['n_subjects']} subjects)")
         fmri_notes = self.cache.path("fmri", self.config) / "notes.json"
         if fmri_notes.exists():
             for space, note in json.loads(fmri_notes.read_text()).items():
