@@ -162,12 +162,14 @@ def test_signal_is_significant_and_noise_is_not():
     assert result.significant(0.05)[20:].sum() <= 2
 
 
-def test_invalid_targets_are_excluded_and_reported(caplog):
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_invalid_targets_are_excluded_and_reported(caplog, backend):
     X, Y, runs = make_problem(n_targets=6)
     Y[:, 1] = 4.0
     Y[10, 4] = np.nan
     with caplog.at_level(logging.WARNING, logger="brainalign.encoding.ridge"):
-        result = fit_encoding(X, Y, runs, n_perm=50)
+        result = fit_encoding(X, Y, runs, n_perm=50, backend=backend)
+    assert result.cv["backend"] == backend
     assert "2 of 6 targets" in caplog.text
     np.testing.assert_array_equal(result.valid_targets, [True, False, True, True, False, True])
     assert np.isnan(result.r[[1, 4]]).all() and np.isnan(result.p_values[[1, 4]]).all()

@@ -115,7 +115,9 @@ def fit_encoding(X, Y, runs=None, *, delays=None, alphas=DEFAULT_ALPHAS, preproc
     EncodingResult
     """
     X = np.asarray(X, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64)
+    Y = np.asarray(Y)
+    if not np.issubdtype(Y.dtype, np.floating):
+        Y = Y.astype(np.float64)  # float32 whole brains stay float32 (no 2x copy)
     if Y.ndim == 1:
         Y = Y[:, None]
     if X.ndim != 2 or Y.ndim != 2:

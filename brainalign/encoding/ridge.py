@@ -58,6 +58,17 @@ def valid_target_mask(Y: np.ndarray) -> np.ndarray:
     return finite & spread
 
 
+def _valid_target_mask_on_backend(Y) -> np.ndarray:
+    """:func:`valid_target_mask` for a numpy array or a torch tensor (computed where Y lives)."""
+    if isinstance(Y, np.ndarray):
+        return valid_target_mask(Y)
+    import torch
+
+    finite = torch.isfinite(Y).all(0)
+    spread = (Y.amax(0) - Y.amin(0)) > 0  # NaN compares False
+    return (finite & spread).cpu().numpy()
+
+
 def choose_solver(n_samples: int, n_features: int) -> str:
     """``"primal"`` when n_samples >= n_features, else ``"kernel"`` (the cheaper solve)."""
     return "primal" if n_samples >= n_features else "kernel"
@@ -160,31 +171,32 @@ class EncodingModel(RegressorMixin, BaseEstimator):
         if alphas.ndim != 1 or alphas.size == 0 or (alphas <= 0).any():
             raise ValueError(f"alphas must be a non-empty 1-D sequence of positive values, got {self.alphas!r}")
 
-        valid = valid_target_mask(Y)
-        if not valid.all():
-            logger.warning("%d of %d targets are constant or contain NaN: excluded from the fit",
-                           int((~valid).sum()), n_targets)
-        if not valid.any():
-            raise ValueError("every target is constant or contains NaN; nothing to fit")
-
         self.solver_ = choose_solver(n_samples, n_features) if self.solver == "auto" else self.solver
         self.backend_ = choose_backend(self.backend)
         itemsize = np.dtype(self.dtype).itemsize
-        n_valid = int(valid.sum())
         if self.n_targets_batch == "auto":
-            self.n_targets_batch_ = target_batch_size(n_valid, n_samples, n_features, len(alphas),
+            self.n_targets_batch_ = target_batch_size(n_targets, n_samples, n_features, len(alphas),
                                                       self.solver_, self.backend_, itemsize)
         else:
             self.n_targets_batch_ = int(self.n_targets_batch)
         free = free_device_bytes(self.backend_)
         self.targets_on_cpu_ = bool(free is not None and
-                                    n_samples * n_valid * itemsize > GPU_MEMORY_FRACTION * free)
+                                    n_samples * n_targets * itemsize > GPU_MEMORY_FRACTION * free)
         splits, self.inner_cv_ = inner_splits(runs, self.n_inner_splits)
-        Y_valid = Y if valid.all() else Y[:, valid]  # no copy of a whole brain when all are valid
         solver_params = dict(n_targets_batch=self.n_targets_batch_,
                              n_targets_batch_refit=self.n_targets_batch_)
 
         with himalaya_backend(self.backend_) as hb:
+            # move the targets to the device once; check them there (fast on whole brains)
+            Y_device = Y if (self.backend_ == "numpy" or self.targets_on_cpu_) else hb.asarray(Y)
+            valid = _valid_target_mask_on_backend(Y_device)
+            if not valid.all():
+                logger.warning("%d of %d targets are constant or contain NaN: excluded from the fit",
+                               int((~valid).sum()), n_targets)
+            if not valid.any():
+                raise ValueError("every target is constant or contains NaN; nothing to fit")
+            # no copy of a whole brain when every target is valid
+            Y_valid = Y_device if valid.all() else Y_device[:, hb.asarray(np.flatnonzero(valid))]
             if self.solver_ == "primal":
                 from himalaya.ridge import RidgeCV
 
