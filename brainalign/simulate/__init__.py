@@ -7,12 +7,14 @@ scores how much of the planted truth comes back.
 """
 
 from brainalign.simulate.noise import NOISE_KINDS, make_noise
+from brainalign.simulate.recovery import RecoveryScores, score_mapping, score_recovery
 from brainalign.simulate.simulation import Simulation, simulate_fmri
 from brainalign.simulate.space import (TargetSpace, fsaverage_space, roi_space,
                                        space_from_atlas, volume_space)
 from brainalign.simulate.truth import GroundTruth
 
 __all__ = [
-    "GroundTruth", "NOISE_KINDS", "Simulation", "TargetSpace", "fsaverage_space",
-    "make_noise", "roi_space", "simulate_fmri", "space_from_atlas", "volume_space",
+    "GroundTruth", "NOISE_KINDS", "RecoveryScores", "Simulation", "TargetSpace",
+    "fsaverage_space", "make_noise", "roi_space", "score_mapping", "score_recovery",
+    "simulate_fmri", "space_from_atlas", "volume_space",
 ]
