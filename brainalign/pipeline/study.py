@@ -632,6 +632,10 @@ class Study:
                         {**entities, "desc": "encoding", "stat": "fracsig"},
                         {**sidecar, "description": f"share of subjects whose target is FDR "
                          f"significant at q={encoding['fdr_q']}"}))
+                for name, path in list(maps[key].items()):  # surfaces: both hemispheres
+                    if "hemi-L" in Path(path).name:
+                        maps[key][f"{name}_right"] = str(Path(path).with_name(
+                            Path(path).name.replace("hemi-L", "hemi-R")))
                 for table in ("mapping.tsv", "mapping_assignments.tsv", "neurons.tsv",
                               "layer_networks.tsv"):
                     source = self.networks_file(slug, space, table)

@@ -94,12 +94,7 @@ def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) 
             section.figure(figures.surface_map(r, f"{slug} {space}: held-out r"),
                            "fsaverage5, lateral views (left, right)")
             if interactive:
-                from nilearn import datasets, plotting
-
-                mesh = datasets.load_fsaverage("fsaverage5")
-                view = plotting.view_surf(mesh["inflated"].parts["left"].coordinates,
-                                          r[:len(r) // 2], title="left hemisphere r")
-                section.raw_html(view.get_iframe(width=900, height=500))
+                _interactive_view(section, r)
         elif kind == "VolumeMasker":
             section.figure(figures.volume_map(masker.inverse_transform(r), f"{slug} {space}: r"),
                            f"{space}, orthogonal slices on the MNI template")
@@ -108,6 +103,20 @@ def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) 
             top = np.argsort(-r)[:10]
             section.table(["target", "r"], [[names[i], float(r[i])] for i in top],
                           caption=f"{space}: the ten best-predicted targets")
+
+
+def _interactive_view(section: Any, r: np.ndarray) -> None:
+    """nilearn's interactive ``view_surf`` of the left hemisphere (needs plotly)."""
+    from nilearn import datasets, plotting
+
+    mesh = datasets.load_fsaverage("fsaverage5")
+    try:
+        view = plotting.view_surf(mesh["inflated"].parts["left"], r[:len(r) // 2],
+                                  title="left hemisphere r")
+    except ImportError as err:
+        section.text(f"No interactive view: {err}", note=True)
+        return
+    section.raw_html(view.get_iframe(width=900, height=500))
 
 
 def _mapping_section(report: Report, study: Any, slug: str) -> None:
