@@ -14,8 +14,9 @@
    site (:class:`~brainalign.models.sites.StopForward`).
 4. The pooled rows are copied into pinned host buffers (asynchronously on CUDA; two
    buffer sets alternate) and a writer thread appends them to one ``.npy`` shard per
-   (site, layer) (:mod:`brainalign.record.store`). Host memory is the model plus two
-   batches of word rows, whatever the story's length.
+   (site, layer) (:mod:`brainalign.record.store`). Host memory is the model, one batch's
+   activations and two batches of word rows, whatever the story's length (plus the
+   story's token ids and word indices, a few bytes per token).
 
 The recording is written to a private folder and renamed into place when complete; a
 re-run skips a story whose manifest is complete, matches the settings and whose
