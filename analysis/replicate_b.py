@@ -24,7 +24,7 @@ import torch
 
 from brainalign.interventions.controls import count_matched, layer_matched, magnitude_matched
 from brainalign.interventions.corpora import prose_split, read_prose
-from brainalign.interventions.evaluation import causal_perplexity, tokenize
+from brainalign.interventions.evaluation import causal_perplexity, text_prefix, tokenize
 from brainalign.interventions.neurons import (ActivationStatistics, NeuronSet, add, keep_only, lesion, scale,
                                               token_activations)
 from brainalign.models.registry import load_model
@@ -77,7 +77,8 @@ def main(argv=None) -> dict:
     eval_ids = tokenize(tokenizer, split.heldout, args.eval_tokens)
 
     # 1. Networks from ICA on the fit text (tokens x all layers' neurons).
-    activations, neurons = token_activations(model, fit_ids, [args.site], window=args.window)
+    activations, neurons = token_activations(model, fit_ids, [args.site], window=args.window,
+                                             prefix_ids=text_prefix(tokenizer))
     log.info("activations %s", activations.shape)
 
     def networks_for(k: int):
@@ -93,7 +94,7 @@ def main(argv=None) -> dict:
 
     # 2. Evaluation on held-out text.
     def evaluate():
-        return causal_perplexity(model, eval_ids, window=args.window)
+        return causal_perplexity(model, eval_ids, window=args.window, prefix_ids=text_prefix(tokenizer))
 
     base = evaluate()
     rows: dict[str, dict] = {}

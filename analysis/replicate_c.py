@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from brainalign.interventions.corpora import prose_split, read_prose, udhr_split
-from brainalign.interventions.evaluation import causal_perplexity, tokenize
+from brainalign.interventions.evaluation import causal_perplexity, text_prefix, tokenize
 from brainalign.interventions.regions import (continue_training, dimension_parameter, dimension_profile,
                                               language_importance, monolingual_region, scale_region,
                                               select_region, token_chunks, zero_region)
@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
 
     def evaluate(lang: str):
         ids = tokenize(tokenizer, splits[lang].heldout, args.eval_tokens)
-        return causal_perplexity(model, ids, window=args.window)
+        return causal_perplexity(model, ids, window=args.window, prefix_ids=text_prefix(tokenizer))
 
     # 1. Importance on the fit articles of the six languages.
     fit_ids = {lang: tokenize(tokenizer, splits[lang].fit, args.importance_tokens)
@@ -149,12 +149,13 @@ def main(argv=None) -> dict:
     chunks = list(token_chunks(train_ids, args.chunk_tokens))
     order = torch.randperm(len(chunks), generator=generator)[:args.train_steps].tolist()
     train_chunks = [chunks[i] for i in order]
-    english_before = causal_perplexity(model, english_ids, window=args.window)
+    prefix = text_prefix(tokenizer)
+    english_before = causal_perplexity(model, english_ids, window=args.window, prefix_ids=prefix)
     training = {}
     for label, frozen in (("frozen", regions["top"]), ("unfrozen", None), ("random_frozen", regions["random"])):
         trained = copy.deepcopy(model)
         losses = continue_training(trained, train_chunks, frozen=frozen, lr=args.train_lr)
-        after = causal_perplexity(trained, english_ids, window=args.window)
+        after = causal_perplexity(trained, english_ids, window=args.window, prefix_ids=prefix)
         training[label] = {"losses": losses, "english_ppl_after": after.perplexity,
                            "english_ppl_ratio": after.perplexity / english_before.perplexity}
         del trained

@@ -30,6 +30,14 @@ def record(model, site_names, layers=None):
     return values, out
 
 
+def record_ids(model, ids, site_names):
+    sites = resolve_sites(model, site_names)
+    values = {}
+    with torch.no_grad(), site_hooks(model, sites, lambda s, t: values.__setitem__(s.key, t.clone())):
+        model(input_ids=ids[None])
+    return values, sites
+
+
 def output_tensor(out):
     return out.logits if hasattr(out, "logits") else out.last_hidden_state
 
@@ -171,6 +179,10 @@ def test_activation_statistics_match_a_direct_recording():
     activations, neurons = token_activations(model, ids, ["mlp.out"], window=8)
     np.testing.assert_allclose(activations, values.numpy(), rtol=1e-6, atol=1e-7)
     assert neurons.to_dict() == stats.neurons.to_dict()
+    with_prefix, _ = token_activations(model, ids[:8], ["mlp.out"], window=8, prefix_ids=(5,))
+    reference, _ = record_ids(model, torch.cat([torch.tensor([5]), ids[:8]]), ["mlp.out"])
+    np.testing.assert_allclose(with_prefix, torch.cat([reference[s.key][0, 1:] for s in sites], 1).numpy(),
+                               rtol=1e-6, atol=1e-7)
     from_matrix = ActivationStatistics.from_activations(activations, neurons)
     np.testing.assert_allclose(from_matrix.mean_abs, stats.mean_abs, rtol=1e-5)
     np.testing.assert_allclose(from_matrix.mean, stats.mean, rtol=1e-5, atol=1e-7)

@@ -11,7 +11,7 @@ from conftest import tiny_config, tiny_model
 from brainalign.interventions import NeuronSet, lesion
 from brainalign.interventions.corpora import (TextSplit, prose_split, read_prose, read_udhr, udhr_dir,
                                               udhr_languages, udhr_split)
-from brainalign.interventions.evaluation import causal_perplexity, pseudo_perplexity, sliding_windows
+from brainalign.interventions.evaluation import causal_perplexity, pseudo_perplexity, sliding_windows, text_prefix
 
 IDS = torch.randint(0, 128, (50,), generator=torch.Generator().manual_seed(2))
 
@@ -50,6 +50,30 @@ def test_causal_perplexity_matches_token_by_token_reference(window, stride):
     assert score.nll_sum == pytest.approx(nll, rel=1e-5)
     assert score.n_correct == correct
     assert score.perplexity == pytest.approx(math.exp(nll / n), rel=1e-5)
+
+
+def test_prefix_is_context_never_scored():
+    model = tiny_model("llama")
+    bos = 7
+    score = causal_perplexity(model, IDS, window=16, stride=8, prefix_ids=(bos,))
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for begin, end, score_from in sliding_windows(IDS.numel(), 16, 8, 0):
+            sequence = torch.cat([torch.tensor([bos]), IDS[begin:end]])
+            log_p = torch.log_softmax(model(input_ids=sequence[None]).logits[0].double(), -1)
+            for t in range(score_from, end):
+                nll -= float(log_p[t - begin, IDS[t]])  # row t - begin predicts sequence[t - begin + 1]
+                n += 1
+    assert score.n_tokens == n == IDS.numel()
+    assert score.nll_sum == pytest.approx(nll, rel=1e-5)
+
+
+def test_text_prefix_reads_the_tokenizer():
+    from test_record import tiny_tokenizer
+
+    causal, encoder = tiny_tokenizer("causal"), tiny_tokenizer("encoder")
+    assert text_prefix(causal) == (causal.convert_tokens_to_ids("<s>"),)
+    assert text_prefix(encoder) == (encoder.cls_token_id,)
 
 
 def test_full_window_perplexity_equals_transformers_loss():

@@ -73,6 +73,17 @@ def tokenize(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tenso
     return ids
 
 
+def text_prefix(tokenizer) -> tuple[int, ...]:
+    """The special tokens the tokenizer puts before a text (e.g. Gemma's ``<bos>``; empty for
+    SmolLM2), i.e. what the model saw at the start of its training sequences."""
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for start in range(len(with_special) - len(plain) + 1):
+        if with_special[start:start + len(plain)] == plain:
+            return tuple(with_special[:start])
+    return ()
+
+
 def sliding_windows(n_tokens: int, window: int, stride: int | None = None,
                     first_scored: int = 1) -> Iterator[tuple[int, int, int]]:
     """``(begin, end, score_from)`` for each window: tokens ``[score_from, end)`` are scored
@@ -115,6 +126,7 @@ def causal_perplexity(
     window: int = 256,
     stride: int | None = None,
     batch_size: int = 4,
+    prefix_ids: tuple[int, ...] = (),
     progress: bool = False,
 ) -> LMScore:
     """Sliding-window perplexity and next-token accuracy of a causal LM.
@@ -123,25 +135,30 @@ def causal_perplexity(
     ----------
     token_ids : LongTensor, shape (n_tokens,)
     window, stride : int
-        See :func:`sliding_windows`.
+        See :func:`sliding_windows` (``window`` counts text tokens, not the prefix).
     batch_size : int
         Windows of equal length per forward pass.
+    prefix_ids : tuple of int
+        Tokens put before every window and never scored, e.g. the ``<bos>`` a model was
+        trained with (:func:`text_prefix`); with a prefix the first text token is scored too.
     """
     token_ids = torch.as_tensor(token_ids).ravel()
     device = _model_device(model)
-    windows = list(sliding_windows(token_ids.numel(), window, stride, first_scored=1))
+    prefix = torch.tensor(prefix_ids, dtype=torch.long)
+    n_prefix = prefix.numel()
+    windows = list(sliding_windows(token_ids.numel(), window, stride, first_scored=0 if n_prefix else 1))
     nll_sum, n_correct, n_scored = 0.0, 0, 0
     groups: dict[int, list[tuple[int, int, int]]] = {}
     for w in windows:
         groups.setdefault(w[1] - w[0], []).append(w)
     batches = [ws[i:i + batch_size] for ws in groups.values() for i in range(0, len(ws), batch_size)]
     for batch in tqdm(batches, desc="perplexity", disable=not progress, leave=False):
-        inputs = torch.stack([token_ids[b:e] for b, e, _ in batch]).to(device)
+        inputs = torch.stack([torch.cat([prefix, token_ids[b:e]]) for b, e, _ in batch]).to(device)
         logits = model(input_ids=inputs).logits[:, :-1].float()
         targets = inputs[:, 1:]
         scored = torch.zeros_like(targets, dtype=torch.bool)
         for row, (b, _, s) in enumerate(batch):
-            scored[row, s - b - 1:] = True  # position p predicts token p + 1
+            scored[row, s - b + n_prefix - 1:] = True  # position p predicts token p + 1
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
         nll_sum += float(nll[scored].double().sum())
         n_correct += int((logits.argmax(-1) == targets)[scored].sum())
@@ -213,14 +230,16 @@ def score_text(
     stride: int | None = None,
     batch_size: int = 4,
 ) -> LMScore:
-    """Perplexity (causal) or pseudo-perplexity (``kind="encoder"``) of ``text``.
+    """Perplexity (causal) or pseudo-perplexity (``kind="encoder"``) of ``text``; causal
+    windows start with the tokenizer's :func:`text_prefix`.
 
     ``batch_size`` is windows per forward pass (causal) or masked copies per forward pass
     (encoder); ``window`` counts special tokens for encoders.
     """
     ids = tokenize(tokenizer, text, max_tokens)
     if kind == "causal":
-        return causal_perplexity(model, ids, window=window, stride=stride, batch_size=batch_size)
+        return causal_perplexity(model, ids, window=window, stride=stride, batch_size=batch_size,
+                                 prefix_ids=text_prefix(tokenizer))
     if kind == "encoder":
         if tokenizer.mask_token_id is None:
             raise ValueError("pseudo-perplexity needs a tokenizer with a mask token")

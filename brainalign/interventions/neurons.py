@@ -314,17 +314,20 @@ class ActivationStatistics:
 
 @torch.no_grad()
 def _stream_sites(model: torch.nn.Module, token_ids: torch.Tensor, sites: list[Site], window: int,
-                  on_chunk: Callable[[Site, int, torch.Tensor], None]) -> None:
-    """Run ``token_ids`` through the model in non-overlapping windows of ``window`` tokens,
-    calling ``on_chunk(site, start, values (n_window_tokens, width))`` for every site."""
+                  on_chunk: Callable[[Site, int, torch.Tensor], None],
+                  prefix_ids: tuple[int, ...] = ()) -> None:
+    """Run ``token_ids`` through the model in non-overlapping windows of ``window`` tokens
+    (each after ``prefix_ids``), calling ``on_chunk(site, start, values (n_window_tokens,
+    width))`` for every site; the prefix positions are left out."""
     if window < 1:
         raise ValueError(f"window must be >= 1 token, got {window}")
     device = next(model.parameters()).device
+    prefix = torch.tensor(prefix_ids, dtype=torch.long)
     state = {"start": 0}
-    with site_hooks(model, sites, lambda site, tensor: on_chunk(site, state["start"], tensor[0])):
+    with site_hooks(model, sites, lambda site, tensor: on_chunk(site, state["start"], tensor[0, prefix.numel():])):
         for start in range(0, token_ids.numel(), window):
             state["start"] = start
-            model(input_ids=token_ids[start:start + window][None].to(device))
+            model(input_ids=torch.cat([prefix, token_ids[start:start + window]])[None].to(device))
 
 
 def activation_statistics(
@@ -333,6 +336,7 @@ def activation_statistics(
     site_names: Iterable[str] = ("mlp.out",),
     layers: Iterable[int] | None = None,
     window: int = 256,
+    prefix_ids: tuple[int, ...] = (),
 ) -> ActivationStatistics:
     """Stream ``token_ids`` through the model in non-overlapping windows and keep running
     per-neuron sums (nothing of size n_tokens x n_neurons is held).
@@ -342,6 +346,8 @@ def activation_statistics(
     token_ids : LongTensor, shape (n_tokens,)
     window : int
         Tokens per forward pass.
+    prefix_ids : tuple of int
+        Tokens put before every window (e.g. ``<bos>``), not counted.
     """
     token_ids = torch.as_tensor(token_ids).ravel()
     sites = resolve_sites(model, list(site_names), layers)
@@ -354,7 +360,7 @@ def activation_statistics(
         sums[site.key] += values.sum(0)
         abs_sums[site.key] += values.abs().sum(0)
 
-    _stream_sites(model, token_ids, sites, window, on_chunk)
+    _stream_sites(model, token_ids, sites, window, on_chunk, prefix_ids)
     n = max(token_ids.numel(), 1)
     table = NeuronTable.from_sites((s.layer, s.name, s.width) for s in sites)
     mean = np.concatenate([(sums[s.key] / n).cpu().numpy() for s in sites])
@@ -368,10 +374,13 @@ def token_activations(
     site_names: Iterable[str] = ("mlp.out",),
     layers: Iterable[int] | None = None,
     window: int = 256,
+    prefix_ids: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, NeuronTable]:
     """Every token's value at every neuron (study B's input to ICA: a token is a time point).
 
-    Windows do not overlap, so a token's context is the part of its window before it.
+    Windows do not overlap, so a token's context is the part of its window before it (after
+    ``prefix_ids``, e.g. :func:`brainalign.interventions.evaluation.text_prefix`, which are
+    not returned).
 
     Returns
     -------
@@ -389,5 +398,5 @@ def token_activations(
         out[start:start + values.shape[0], column[site.key]:column[site.key] + site.width] = (
             values.float().cpu().numpy())
 
-    _stream_sites(model, token_ids, sites, window, on_chunk)
+    _stream_sites(model, token_ids, sites, window, on_chunk, prefix_ids)
     return out, NeuronTable.from_sites((s.layer, s.name, s.width) for s in sites)
