@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows, "alice_summary": alice["summary"],
         "simulation": {"recovery": study["recovery"], "sizes": study["sizes"],
                        "notes": study["notes"], "wall_s": study["wall_s"],
+                       "stages": study["stages"],  # "cached" stages were computed by an earlier run
                        "study_dir": args.study_dir},
         "machine": "2-core CPU dev machine" if (os.cpu_count() or 0) <= 2
         else f"{os.cpu_count()}-core CPU",
