@@ -258,3 +258,27 @@ def test_run_command_names_the_bad_key(tmp_path):
     result = CliRunner().invoke(main, ["run", str(path)])
     assert result.exit_code != 0
     assert "patterns.method" in result.output and "dictionary" in result.output
+
+
+def _encodings(summary):
+    from brainalign.encoding import load
+
+    encoding_dir = next(run.path for run in summary.stages if run.stage == "encoding")
+    return [load(p) for p in sorted((Path(encoding_dir) / "tiny-llama" / "roi").glob("sub-*"))]
+
+
+@pytest.mark.timeout(600)
+def test_study_on_a_local_dask_cluster_equals_the_serial_study(first_run, tmp_path):
+    config, serial = first_run
+    distributed_config = copy.deepcopy(config)
+    distributed_config["study"]["out"] = str(tmp_path / "dask-out")
+    distributed_config["compute"].update(scheduler="local", n_workers=2)
+    distributed = run_study(distributed_config, progress=False)
+    assert any(line.get("scheduler") == "local" for line in read_log(distributed.out))
+    serial_results, dask_results = _encodings(serial), _encodings(distributed)
+    assert len(dask_results) == len(serial_results) == 2
+    for a, b in zip(serial_results, dask_results):
+        np.testing.assert_array_equal(a.r, b.r)
+        np.testing.assert_array_equal(a.alphas, b.alphas)
+        np.testing.assert_array_equal(a.coef, b.coef)
+    assert distributed.recovery["accuracy"] == serial.recovery["accuracy"]
