@@ -14,9 +14,9 @@ from sklearn.preprocessing import StandardScaler
 
 from brainalign.encoding import EncodingModel, outer_splits
 from brainalign.encoding.null import FoldOperator, refit_null_test
-from brainalign.encoding import (explainable_variance, fdr, fit_encoding, fold_mean_r,
-                                 intersubject_ceiling,
-                                 null_indices, pearson_r, permutation_test, r2_score)
+from brainalign.encoding import (fdr, fit_encoding, fold_mean_r, null_indices, pearson_r,
+                                 permutation_test, r2_score)
+from brainalign.encoding.ceiling import explainable_variance, intersubject_ceiling
 
 
 

@@ -8,10 +8,10 @@ import threadpoolctl
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from brainalign.patterns import (FunctionalNetworks, Patterns, choose_n_atoms,
-                                 find_functional_networks, fit_atoms, group_templates,
-                                 iou_matrix, match_components, match_networks,
-                                 networks_from_maps, recurrence_counts)
+from brainalign.patterns import (FunctionalNetworks, find_functional_networks, group_templates,
+                                 iou_matrix, match_components, match_networks, networks_from_maps,
+                                 recurrence_counts)
+from brainalign.patterns.study_a import Patterns, choose_n_atoms, fit_atoms
 from brainalign.record.neurons import NeuronTable
 
 

@@ -167,6 +167,7 @@ def test_lesion_check_scores_the_unhooked_model_and_the_lesion(first_run):
 
 
 def test_report_renders_in_chromium(first_run, tmp_path):
+    """The page that brainalign.pipeline.study_report.write_report wrote for the study."""
     _, summary = first_run
     page = Path(summary.report)
     text = page.read_text()

@@ -23,8 +23,8 @@ import torch
 from conftest import REPO, tiny_config
 
 from brainalign.models.registry import LoadedModel, load_model
-from brainalign.record import (ContextPolicy, IncompleteRecordingError, Recording, align_words,
-                               context_policy, plan_windows, record_story)
+from brainalign.record import ContextPolicy, align_words, context_policy, plan_windows, record_story
+from brainalign.record.store import IncompleteRecordingError, Recording
 from brainalign.stimuli import bundled_story
 from brainalign.stimuli.story import Story, Word
 

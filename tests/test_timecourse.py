@@ -13,7 +13,8 @@ from scipy.stats import zscore
 
 from brainalign.record.neurons import NeuronTable
 from brainalign.stimuli.story import Story, Word
-from brainalign.timecourse import (NeuronTimecourses, lanczos_kernel, recording_to_tr,
+from brainalign.timecourse.resample import lanczos_kernel
+from brainalign.timecourse import (NeuronTimecourses, recording_to_tr,
                                    runs_from_lengths, tr_grid, trim_mask, trim_runs, words_to_tr,
                                    zscore_runs)
 
