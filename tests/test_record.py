@@ -371,19 +371,37 @@ def _peak_rss_growth(function) -> int:
     return max(peak[0], _rss_bytes()) - baseline
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
-def test_host_memory_does_not_grow_with_story_length(tmp_path):
+HOST_MEMORY_RUN = textwrap.dedent("""
+    import json, sys, tempfile, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from test_record import _peak_rss_growth, make_story, tiny_loaded
+    from brainalign.record import record_story
     # wide feed-forward layers make the recorded data (3 x 8192 float32 = 98 kB per word)
     # large next to the bookkeeping that scales with the story (tokens, word texts: ~3 kB
     # per word here, 0.2% of what 30 layers of SmolLM2's mlp.inner record per word)
     loaded = tiny_loaded("llama", intermediate_size=8192)
-    record_story(loaded, make_story(50, "warm-up"), ["mlp.inner"], tmp_path, progress=False)
-    growth = {}
+    out = tempfile.mkdtemp()
+    record_story(loaded, make_story(50, "warm-up"), ["mlp.inner"], out, progress=False)
+    growth = {{}}
     for n_words in (400, 3200):
-        story = make_story(n_words, f"story-{n_words}")
+        story = make_story(n_words, f"story-{{n_words}}")
         growth[n_words] = _peak_rss_growth(lambda: record_story(
-            loaded, story, ["mlp.inner"], tmp_path, context_tokens=16, stride_tokens=128,
+            loaded, story, ["mlp.inner"], out, context_tokens=16, stride_tokens=128,
             batch_size=4, progress=False))
+    print(json.dumps(growth))
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
+def test_host_memory_does_not_grow_with_story_length():
+    # Measured in a fresh process: the allocator state left by earlier tests in this one
+    # would otherwise add its own noise to resident memory.
+    script = HOST_MEMORY_RUN.format(tests=str(REPO / "tests"))
+    run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    growth = {int(n): value for n, value in json.loads(run.stdout.strip().splitlines()[-1]).items()}
     recorded_bytes = {n: n * 3 * 8192 * 4 for n in growth}  # 39 MB and 315 MB
     extra = growth[3200] - growth[400]
     assert extra < 0.1 * (recorded_bytes[3200] - recorded_bytes[400]), (growth, recorded_bytes)
