@@ -14,6 +14,7 @@ import torch
 
 from brainalign.pipeline.config import validate
 from brainalign.pipeline.study import read_log, run_study
+from brainalign.record import Recording
 from brainalign.stimuli import bundled_story
 from conftest import REPO, tiny_config
 from test_report import render_in_chromium
@@ -275,7 +276,14 @@ def test_study_on_a_local_dask_cluster_equals_the_serial_study(first_run, tmp_pa
     distributed_config["study"]["out"] = str(tmp_path / "dask-out")
     distributed_config["compute"].update(scheduler="local", n_workers=2)
     distributed = run_study(distributed_config, progress=False)
-    assert any(line.get("scheduler") == "local" for line in read_log(distributed.out))
+    events = {line.get("event") for line in read_log(distributed.out)
+              if line.get("scheduler") == "local"}
+    assert events == {"record", "encoding"}
+    story = bundled_story()
+    recordings = [Recording.open(next(run.path for run in summary.stages if run.stage == "record")
+                                 + f"/tiny-llama/{story.name}")
+                  for summary in (serial, distributed)]
+    np.testing.assert_array_equal(recordings[0].matrix(), recordings[1].matrix())
     serial_results, dask_results = _encodings(serial), _encodings(distributed)
     assert len(dask_results) == len(serial_results) == 2
     for a, b in zip(serial_results, dask_results):

@@ -314,13 +314,26 @@ class Study:
         from brainalign.models.registry import load_model
         from brainalign.record import record_story
 
-        model = self.config["model"]
+        model, compute = self.config["model"], self.config["compute"]
+        options = dict(layers=_layers(self.config), context_tokens=model["context_tokens"],
+                       pooling=model["pooling"])
+        if compute["scheduler"] != "serial":
+            from brainalign.pipeline.scale import map_units
+            from brainalign.pipeline.units import RecordingUnit, record_unit
+
+            units = [RecordingUnit(name, story, model["sites"], str(folder / slug), options,
+                                   str(_device(self.config)))
+                     for slug, name in self.models for story in self.stories]
+            _event(f"recording {len(units)} units on {compute['scheduler']}", event="record",
+                   n_units=len(units), scheduler=compute["scheduler"])
+            map_units(record_unit, units, scheduler=compute["scheduler"],
+                      n_workers=compute["n_workers"])
+            return
         for slug, name in self.models:
             loaded = load_model(name, device=_device(self.config))
             for story in self.stories:
-                record_story(loaded, story, model["sites"], folder / slug, layers=_layers(self.config),
-                             context_tokens=model["context_tokens"], pooling=model["pooling"],
-                             progress=self.progress)
+                record_story(loaded, story, model["sites"], folder / slug, progress=self.progress,
+                             **options)
 
     def recording(self, slug: str, story) -> Any:
         from brainalign.record import Recording

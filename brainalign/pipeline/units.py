@@ -7,11 +7,13 @@ scale.map_units` runs a list of them serially or on a Dask cluster with identica
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from brainalign.encoding import fit_encoding
 from brainalign.encoding.result import EncodingResult
+from brainalign.stimuli.story import Story
 
 
 @dataclass
@@ -43,3 +45,39 @@ def encode_unit(unit: EncodingUnit) -> EncodingResult:
     options = dict(unit.options)
     provenance = dict(options.pop("provenance", None) or {}, unit=unit.name)
     return fit_encoding(unit.X, unit.Y, unit.runs, provenance=provenance, **options)
+
+
+@dataclass
+class RecordingUnit:
+    """One (model, story) recording.
+
+    Attributes
+    ----------
+    model : str
+        Registry name, path or hub id (each worker loads the model itself).
+    story : Story
+    out_dir : str
+        Folder the recording's own folder is written into; on a remote cluster it must be
+        on a file system the workers share.
+    options : dict
+        Keyword arguments of :func:`brainalign.record.record_story` (sites, layers...).
+    device : str
+        torch device of the worker.
+    """
+
+    model: str
+    story: Story
+    sites: Sequence[str]
+    out_dir: str
+    options: dict = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def record_unit(unit: RecordingUnit) -> str:
+    """Record one story with one model; the recording's folder."""
+    from brainalign.models.registry import load_model
+    from brainalign.record import record_story
+
+    loaded = load_model(unit.model, device=unit.device)
+    return str(record_story(loaded, unit.story, list(unit.sites), unit.out_dir,
+                            progress=False, **unit.options))
