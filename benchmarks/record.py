@@ -101,16 +101,23 @@ def story_for_tokens(tokenizer, n_tokens: int, name: str) -> Story:
     return story
 
 
-def time_bare(loaded, story, context_tokens, stride_tokens, batch_size) -> dict:
-    """(a): the blocks' forward pass over the recorder's windows and batches."""
-    device = loaded.device
+def recorder_batches(loaded, story, context_tokens, stride_tokens, batch_size):
+    """The alignment, windows and padded batches that ``record_story`` would feed the model."""
     alignment = align_words(loaded.tokenizer, story.texts)
     policy = context_policy(loaded, len(alignment.prefix_ids) + len(alignment.suffix_ids),
                             context_tokens, stride_tokens)
     windows = plan_windows(alignment, policy)
     pad_id = loaded.tokenizer.pad_token_id or 0
-    batches = [_make_batch(alignment, windows[i:i + batch_size], pad_id, device)
+    batches = [_make_batch(alignment, windows[i:i + batch_size], pad_id, loaded.device)
                for i in range(0, len(windows), batch_size)]
+    return alignment, windows, batches
+
+
+def time_bare(loaded, story, context_tokens, stride_tokens, batch_size) -> dict:
+    """(a): the blocks' forward pass over the recorder's windows and batches."""
+    device = loaded.device
+    alignment, windows, batches = recorder_batches(loaded, story, context_tokens,
+                                                   stride_tokens, batch_size)
     base = loaded.model.get_decoder() if hasattr(loaded.model, "get_decoder") else loaded.model
     with torch.inference_mode():
         base(input_ids=batches[0].input_ids, use_cache=False)  # warm-up
@@ -150,13 +157,8 @@ def time_brainalign(loaded, story, context_tokens, stride_tokens, batch_size, ou
 def time_naive(loaded, story, context_tokens, stride_tokens, batch_size) -> dict:
     """(c): per-layer hooks keeping ``.float().cpu()`` of every token in a list."""
     device = loaded.device
-    alignment = align_words(loaded.tokenizer, story.texts)
-    policy = context_policy(loaded, len(alignment.prefix_ids) + len(alignment.suffix_ids),
-                            context_tokens, stride_tokens)
-    windows = plan_windows(alignment, policy)
-    pad_id = loaded.tokenizer.pad_token_id or 0
-    batches = [_make_batch(alignment, windows[i:i + batch_size], pad_id, device)
-               for i in range(0, len(windows), batch_size)]
+    alignment, windows, batches = recorder_batches(loaded, story, context_tokens,
+                                                   stride_tokens, batch_size)
     sites = resolve_sites(loaded.model, ["mlp.inner"])
     kept: list[torch.Tensor] = []
     modules = dict(loaded.model.named_modules())
