@@ -36,10 +36,9 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
-from brainalign.patterns.streaming import (centered_gram, default_chunk_rows, resolve_device,
-                                           row_chunks, to_device)
+from brainalign.patterns.streaming import (centered_gram, default_chunk_rows, fitted_input,
+                                           resolve_device, row_chunks, to_device)
 
 logger = logging.getLogger(__name__)
 
@@ -195,12 +194,7 @@ class DictionaryLearning(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         """Sparse codes of ``X`` against the fitted atoms, shape (n_samples, n_components)."""
-        check_is_fitted(self, "components_")
-        device = resolve_device(self.device)
-        X = to_device(X, device, self.chunk_size)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, but DictionaryLearning was fitted "
-                             f"with {self.n_features_in_}")
+        X, device = fitted_input(self, X, "components_")
         atoms = torch.as_tensor(self.components_, device=device)
         return self._codes(X, atoms, None, self._chunk(X)).cpu().numpy()
 

@@ -28,7 +28,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from brainalign.patterns.streaming import (centered_gram, column_mean, default_chunk_rows,
-                                           resolve_device, row_chunks, to_device)
+                                           fitted_input, resolve_device, row_chunks, to_device)
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +92,7 @@ class FastICA(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         """Sources of ``X``: ``(X - mean_) @ components_.T``, shape (n_samples, n_components)."""
-        check_is_fitted(self, "components_")
-        device = resolve_device(self.device)
-        X = to_device(X, device, self.chunk_size)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but FastICA was fitted with {self.n_features_in_}")
+        X, device = fitted_input(self, X, "components_")
         return self._sources(X, torch.as_tensor(self.components_, device=device),
                              torch.as_tensor(self.mean_, device=device)).cpu().numpy()
 

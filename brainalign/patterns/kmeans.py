@@ -21,10 +21,9 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
-from brainalign.patterns.streaming import (column_mean, default_chunk_rows, resolve_device,
-                                           row_chunks, to_device)
+from brainalign.patterns.streaming import (column_mean, default_chunk_rows, fitted_input,
+                                           resolve_device, row_chunks, to_device)
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +126,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     # -- internals ----------------------------------------------------------------------
 
     def _prepared(self, X):
-        check_is_fitted(self, "cluster_centers_")
-        device = resolve_device(self.device)
-        X = to_device(X, device, self.chunk_size)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but KMeans was fitted with {self.n_features_in_}")
+        X, device = fitted_input(self, X, "cluster_centers_")
         chunk = default_chunk_rows(max(X.shape[1], self.n_clusters), self.chunk_size)
         x_sq = torch.cat([(X[rows] ** 2).sum(1) for rows in row_chunks(X.shape[0], chunk)])
         centers = torch.as_tensor(self.cluster_centers_, device=device)

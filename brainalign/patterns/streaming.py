@@ -21,6 +21,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 #: Number of float32 values a default row chunk may hold (256 MiB).
 DEFAULT_CHUNK_VALUES = 1 << 26
@@ -129,3 +130,22 @@ def centered_gram(X: torch.Tensor, mean: torch.Tensor, chunk_rows: int) -> torch
         gram += (block.T @ block).to(torch.float64)
     return gram
 
+
+
+def fitted_input(estimator, X, fitted_attribute: str) -> tuple[torch.Tensor, torch.device]:
+    """``X`` on the estimator's device, after checking it is fitted and ``X`` is as wide.
+
+    Parameters
+    ----------
+    estimator : fitted estimator with ``device``, ``chunk_size`` and ``n_features_in_``
+    X : array, shape (n_samples, n_features)
+    fitted_attribute : str
+        Attribute that exists once the estimator is fitted (``components_``...).
+    """
+    check_is_fitted(estimator, fitted_attribute)
+    device = resolve_device(estimator.device)
+    X = to_device(X, device, estimator.chunk_size)
+    if X.shape[1] != estimator.n_features_in_:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(estimator).__name__} was "
+                         f"fitted with {estimator.n_features_in_}")
+    return X, device
