@@ -30,11 +30,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from brainalign.models.registry import LoadedModel, load_model
-from brainalign.models.sites import resolve_sites, site_hooks
+from brainalign.models.sites import resolve_sites
 from brainalign.provenance import provenance_block
 from brainalign.record import align_words, context_policy, plan_windows, record_story
 from brainalign.record.recorder import _make_batch
