@@ -22,7 +22,16 @@ pattern x network pairs with ``mne.stats.fdr_correction`` (Benjamini-Hochberg).
 Assignment: a pattern goes to the network with the largest statistic (its absolute value
 when ``alternative="two-sided"``) among those with FDR-corrected p < alpha (and a positive
 statistic for one-sided tests), else to ``"none"``. Its confidence is
-1 - p_fdr of that best network (reported for "none" too, where it is below 1 - alpha).
+1 - p_fdr of that best network (reported for "none" too, where it is below 1 - alpha;
+with a temporal test, the larger p_fdr of the two).
+
+A spatial null cannot tell a pattern that drives a network from one that merely
+correlates with the pattern that does, or with network-shaped background fluctuations.
+Given ``temporal=`` (a :class:`~brainalign.networks.temporal.TemporalTest`: the pattern's
+unique held-out r on each network's mean signal against circular shifts of itself), the
+mapping also holds the statistic ``unique_r`` with its p-values, FDR-corrected over the
+same pairs, and a network is eligible only where both tests pass (an intersection-union
+test: its level stays alpha).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import pandas as pd
 from brainalign.networks.atlases import Atlas
 from brainalign.networks.nulls import (fsaverage_sphere, permutation_indices,
                                        phase_randomized_surrogates, spin_indices)
+from brainalign.networks.temporal import TemporalTest
 from brainalign.provenance import provenance_block
 
 #: Statistics computed for each pattern x network pair (the last three need `significant`).
@@ -64,7 +74,8 @@ class NetworkMapping:
     assigned : list of str
         Each pattern's network, or ``"none"``.
     confidence : ndarray (n_patterns,)
-        1 - p_fdr of the best network.
+        1 - p_fdr of the best network (the larger of the spatial and temporal p_fdr when
+        the temporal test is required).
     null : str
         Null model used: "spin", "volume" or "permutation".
     n_perm : int
@@ -74,6 +85,9 @@ class NetworkMapping:
     atlas : dict
         ``Atlas.describe()`` of the atlas.
     provenance : dict
+    temporal : dict
+        ``TemporalTest.describe()`` when the temporal test was required (statistic
+        ``unique_r``), else empty.
     """
 
     patterns: list[str]
@@ -89,6 +103,7 @@ class NetworkMapping:
     alpha: float
     atlas: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    temporal: dict[str, Any] = field(default_factory=dict)
 
     @property
     def assigned_index(self) -> np.ndarray:
@@ -113,15 +128,17 @@ class NetworkMapping:
                             columns=pd.Index(self.networks, name="network"))
 
     def assignments(self) -> pd.DataFrame:
-        """One row per pattern: assigned network, confidence, statistic and p_fdr of it."""
+        """One row per pattern: network, confidence, statistic(s) and p_fdr at that network."""
         index = self.assigned_index
         rows = np.arange(len(self.patterns))
         best = np.where(index >= 0, index, self.statistics[self.statistic].argmax(axis=1))
-        return pd.DataFrame({
-            "pattern": self.patterns, "network": self.assigned,
-            "confidence": self.confidence,
-            self.statistic: self.statistics[self.statistic][rows, best],
-            f"p_fdr_{self.statistic}": self.p_fdr[self.statistic][rows, best]})
+        columns = {"pattern": self.patterns, "network": self.assigned,
+                   "confidence": self.confidence}
+        for name in dict.fromkeys([self.statistic, "unique_r"]):
+            if name in self.statistics:
+                columns[name] = self.statistics[name][rows, best]
+                columns[f"p_fdr_{name}"] = self.p_fdr[name][rows, best]
+        return pd.DataFrame(columns)
 
     def to_tsv(self, path: str | Path) -> Path:
         """Write the long table to ``path`` and the assignments beside it, plus a sidecar.
@@ -142,7 +159,7 @@ class NetworkMapping:
     def _header(self) -> dict[str, Any]:
         return {"statistic": self.statistic, "null": self.null, "n_perm": self.n_perm,
                 "alpha": self.alpha, "patterns": self.patterns, "networks": self.networks,
-                "atlas": self.atlas, "provenance": self.provenance}
+                "atlas": self.atlas, "temporal": self.temporal, "provenance": self.provenance}
 
     def to_json(self, path: str | Path) -> Path:
         """Write everything (arrays as nested lists) to one JSON file; see :meth:`load`."""
@@ -166,7 +183,7 @@ class NetworkMapping:
         return cls(doc["patterns"], doc["networks"], arrays["statistics"], arrays["p_values"],
                    arrays["p_fdr"], doc["statistic"], doc["assigned"],
                    np.asarray(doc["confidence"]), doc["null"], doc["n_perm"], doc["alpha"],
-                   doc["atlas"], doc["provenance"])
+                   doc["atlas"], doc["provenance"], doc.get("temporal", {}))
 
 
 def _json_array(values: np.ndarray) -> list:
@@ -241,6 +258,7 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
                  pattern_names: Sequence[str] | None = None,
                  sphere: tuple[np.ndarray, np.ndarray] | None = None,
                  threshold: float = 0.5, device: str | None = None,
+                 temporal: TemporalTest | None = None,
                  random_state: int | np.random.Generator | None = 0) -> NetworkMapping:
     """Compare each pattern's brain map with each network of an atlas.
 
@@ -277,6 +295,9 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     device : str, optional
         Torch device for the volume null's FFTs (e.g. "cuda"); None: numpy on the CPU.
         Use ``"cuda" if torch.cuda.is_available() else None`` to take a GPU when present.
+    temporal : TemporalTest, optional
+        From :func:`~brainalign.networks.temporal.temporal_network_test` on the same
+        patterns and atlas: assignments then also need its FDR-corrected p < alpha.
     random_state : int, Generator or None
         Seed of the null.
 
@@ -372,20 +393,34 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     if alternative == "two-sided":
         score = np.abs(score)
     passing = (p_fdr[statistic] < alpha) & (score > 0)
+    if temporal is not None:
+        if temporal.p_values.shape != maps.shape[:1] + (atlas.n_networks,):
+            raise ValueError(f"temporal test is {temporal.p_values.shape} (patterns x networks) "
+                             f"but the mapping is {(len(maps), atlas.n_networks)}")
+        observed["unique_r"] = np.asarray(temporal.statistic, dtype=np.float64)
+        p_values["unique_r"] = np.asarray(temporal.p_values, dtype=np.float64)
+        p_fdr["unique_r"] = fdr_correction(p_values["unique_r"].ravel(),
+                                           alpha=alpha)[1].reshape(p_values["unique_r"].shape)
+        passing &= (p_fdr["unique_r"] < alpha) & (observed["unique_r"] > 0)
     ranked = np.where(passing, score, -np.inf)
+    # a pair's evidence is its weakest test: the spatial one, and the temporal one if given
+    p_pair = p_fdr[statistic] if temporal is None else np.maximum(p_fdr[statistic],
+                                                                  p_fdr["unique_r"])
     assigned, confidence = [], []
     for row in range(len(maps)):
         best = int(np.argmax(ranked[row])) if passing[row].any() else \
-            int(np.nanargmin(p_fdr[statistic][row]))
+            int(np.nanargmin(p_pair[row]))
         assigned.append(atlas.labels[best] if passing[row].any() else "none")
-        confidence.append(1.0 - p_fdr[statistic][row, best])
+        confidence.append(1.0 - p_pair[row, best])
     provenance = provenance_block(stage="networks.map_patterns", null=kind, n_perm=n_perm,
                                   statistic=statistic, alternative=alternative, alpha=alpha,
                                   threshold=threshold, random_state=str(random_state),
-                                  n_valid_targets=int(valid.sum()))
+                                  n_valid_targets=int(valid.sum()),
+                                  temporal=None if temporal is None else temporal.describe())
     return NetworkMapping(names, list(atlas.labels), observed, p_values, p_fdr, statistic,
                           assigned, np.asarray(confidence), kind, n_perm, alpha,
-                          atlas.describe(), provenance)
+                          atlas.describe(), provenance,
+                          {} if temporal is None else temporal.describe())
 
 
 # --------------------------------------------------------------------------- subgroups
