@@ -67,6 +67,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-tokens", type=int, default=128, help="held-out tokens per language")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-layer", type=int, default=1,
+                        help="block (0-based) of the single-parameter probe, as the study's "
+                             "layer-1 parameter; -1: the matrix with most entries anywhere")
     parser.add_argument("--train-steps", type=int, default=4)
     parser.add_argument("--train-lr", type=float, default=1e-4)
     parser.add_argument("--prose", type=Path, default=DEFAULT_PROSE, help="English prose for forgetting")
@@ -130,7 +133,15 @@ def main(argv=None) -> dict:
     # 4. Dimension dependency: x4 on one parameter of the most concentrated dimension.
     profile = dimension_profile(model, regions["top"])
     top_dim, control_dim = int(profile.top_dimensions(1)[0]), profile.control_dimension()
-    probe, twin = dimension_parameter(model, regions["top"], importance.total, top_dim, control_dim)
+    probe_layer = None if args.probe_layer < 0 else args.probe_layer
+    try:
+        probe, twin = dimension_parameter(model, regions["top"], importance.total, top_dim,
+                                          control_dim, layer=probe_layer)
+    except ValueError as error:   # the dimension has no region entry in that block
+        log.info("%s; probing the matrix with the most entries on it in any block", error)
+        probe_layer = None
+        probe, twin = dimension_parameter(model, regions["top"], importance.total, top_dim,
+                                          control_dim)
     probe_lang = "zh" if "zh" in args.eval_languages else args.eval_languages[0]
     with scale_region(model, probe, 4.0):
         probe_score = evaluate(probe_lang)
@@ -187,6 +198,7 @@ def main(argv=None) -> dict:
         "dimension": {"top_dimension": top_dim, "control_dimension": control_dim,
                       "concentration": profile.concentration, "top_dimensions": profile.top_dimensions(10).tolist(),
                       "top_dimension_counts": profile.counts[profile.top_dimensions(10)].tolist(),
+                      "probe_layer": probe_layer, "probe_layer_asked": args.probe_layer,
                       "probe_parameter": probe.name, "control_parameter": twin.name, "language": probe_lang,
                       "baseline_ppl": scores["baseline"][probe_lang].perplexity,
                       "probe_ppl": probe_score.perplexity, "control_ppl": twin_score.perplexity},

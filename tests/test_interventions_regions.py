@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from brainalign.interventions.regions import (Region, block_matrices, continue_training, dimension_parameter,
+from brainalign.interventions.regions import (Region, block_index, block_matrices, continue_training, dimension_parameter,
                                               dimension_profile, language_importance, monolingual_region,
                                               parameter_importance, scale_region, select_region, token_chunks,
                                               zero_region)
@@ -127,6 +127,13 @@ def test_dimension_profile_finds_a_planted_dimension():
         assert (row, twin_row, col) == (7, control, twin_col)
     else:
         assert key.endswith("q_proj.weight") and (col, twin_col, row) == (7, control, twin_row)
+    # restricted to one block, the probe comes from that block's planted matrix
+    in_layer_1, _ = dimension_parameter(model, region, scores, 7, control, layer=1)
+    assert list(in_layer_1.indices) == ["model.layers.1.self_attn.q_proj.weight"]
+    assert block_index("model.layers.12.mlp.down_proj.weight") == 12
+    assert block_index("lm_head.weight") is None
+    with pytest.raises(ValueError, match="dimension 7 in block 9"):
+        dimension_parameter(model, region, scores, 7, control, layer=9)
 
 
 def test_frozen_region_survives_training_exactly():

@@ -23,6 +23,7 @@ Leans on torch only (autograd, topk, optimizers).
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Literal, Mapping
 
@@ -389,19 +390,27 @@ def dimension_profile(model: torch.nn.Module, region: Region) -> DimensionProfil
     return DimensionProfile(counts, n_entries)
 
 
+def block_index(name: str) -> int | None:
+    """Transformer block of a parameter name (``model.layers.3.mlp...`` -> 3), else None."""
+    match = re.search(r"\.(\d+)\.", name)
+    return None if match is None else int(match.group(1))
+
+
 def dimension_parameter(
     model: torch.nn.Module,
     region: Region,
     scores: Mapping[str, torch.Tensor],
     dimension: int,
     control_dimension: int,
+    layer: int | None = None,
 ) -> tuple[Region, Region]:
     """One parameter on ``dimension`` and its twin on ``control_dimension``.
 
-    The matrix is the one holding the most region entries on ``dimension``; the parameter
-    is its highest-scoring entry on that dimension; the twin is the entry of the same
-    matrix with the same index on the other axis but ``control_dimension`` on the hidden
-    axis, so that the two differ only in the hidden dimension.
+    The matrix is the one holding the most region entries on ``dimension`` (among the
+    matrices of block ``layer`` when given, 0-based: study C probes a layer-1 parameter);
+    the parameter is its highest-scoring entry on that dimension; the twin is the entry
+    of the same matrix with the same index on the other axis but ``control_dimension``
+    on the hidden axis, so that the two differ only in the hidden dimension.
 
     Returns
     -------
@@ -412,14 +421,15 @@ def dimension_parameter(
     best_key, best_count = None, 0
     axes = _axis_map(model, region.indices)
     for key, axis in axes.items():
-        if axis is None:
+        if axis is None or (layer is not None and block_index(key) != layer):
             continue
         rows, cols = np.unravel_index(region.indices[key].numpy(), tuple(params[key].shape))
         count = int(((rows if axis == 0 else cols) == dimension).sum())
         if count > best_count:
             best_key, best_count = key, count
     if best_key is None:
-        raise ValueError(f"no region entry lies on hidden dimension {dimension}")
+        where = "" if layer is None else f" in block {layer}"
+        raise ValueError(f"no region entry lies on hidden dimension {dimension}{where}")
     axis = axes[best_key]
     score = scores[best_key].reshape(params[best_key].shape)
     line = score[dimension] if axis == 0 else score[:, dimension]
