@@ -5,6 +5,8 @@
 - :mod:`.nulls`: spatial nulls (spin test, phase-randomised volume surrogates, permutation).
 - :mod:`.mapping`: :func:`map_patterns` -> :class:`NetworkMapping` (correlation, Dice,
   Jaccard, enrichment, null p-values, FDR, assignment) and subgroup inheritance.
+- :mod:`.temporal`: :func:`temporal_network_test`, each pattern's unique held-out r on
+  the network signals against circular shifts (required by the assignment when given).
 - :mod:`.metrics`: study A organisation metrics (diversity, consistency, compactness).
 - :mod:`.outputs`: tables with sidecars and assignment maps (via ``export.save_map``).
 - :mod:`.figures`: PNG figures with nilearn / matplotlib (imported on demand).
@@ -20,10 +22,12 @@ from brainalign.networks.nulls import (fsaverage_sphere, permutation_indices,
                                        phase_randomized_surrogates, spin_indices)
 from brainalign.networks.outputs import (assignment_maps, save_assignment_maps,
                                          write_mapping_tables)
+from brainalign.networks.temporal import TemporalTest, network_signals, temporal_network_test
 
-__all__ = ["ATLAS_NAMES", "Atlas", "NetworkMapping", "OrganisationMetrics",
+__all__ = ["ATLAS_NAMES", "Atlas", "NetworkMapping", "OrganisationMetrics", "TemporalTest",
            "assignment_consistency", "assignment_maps", "compactness", "fsaverage_sphere",
            "layer_network_composition", "load_atlas", "map_patterns", "organisation_metrics",
            "permutation_indices", "phase_randomized_surrogates", "render_spheres",
            "save_assignment_maps", "spectral_diversity", "spin_indices", "subgroup_diversity",
-           "subgroup_networks", "write_mapping_tables"]
+           "subgroup_networks", "temporal_network_test", "network_signals",
+           "write_mapping_tables"]
