@@ -14,8 +14,8 @@ Two parts, each through brainalign's public API:
    size (more atoms, subjects, permutations and null maps) run by
    :func:`brainalign.pipeline.study.run_study`: SmolLM2 reads the bundled story, neuron
    subgroup patterns are planted in Yeo-7 networks on fsaverage5 and in MNI space, and the
-   study (dictionary atoms -> encoding -> network mapping with spatial nulls) has to find
-   which network each planted pattern drives.
+   study (dictionary atoms -> encoding -> network mapping with spatial and temporal
+   tests) has to find which network each planted pattern drives.
 
 Prints a table of every result beside its expected value and tolerance, and writes
 ``analysis/results/replicate_a.json``.

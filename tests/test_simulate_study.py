@@ -44,6 +44,12 @@ def test_high_snr_study_recovers_atoms_networks_and_responsive_targets():
     assert scores.assigned_network == sim.truth.pattern_network()
     assert scores.auc > 0.99
     assert scores.best_r > 0.6
+    # the two atoms that drive nothing map to no network (the temporal test); the spatial
+    # null alone hands them the networks of the atoms they correlate with
+    assert scores.false_positive_share == 0.0
+    spatial_only = score_recovery(sim, timecourses=timecourses, n_atoms=6, n_shifts=0,
+                                  fit_atoms_kwargs=dict(method="kmeans"), **STUDY)
+    assert spatial_only.accuracy == 1.0 and spatial_only.false_positive_share == 1.0
 
 
 def test_zero_snr_study_is_at_chance():

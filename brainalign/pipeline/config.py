@@ -94,6 +94,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "null": Key(_STR, "auto", ("auto", "spin", "volume", "permutation"),
                     "Spatial null (auto: spin on surfaces, smooth surrogates in volumes)."),
         "n_null": Key(_INT, 200, doc="Null maps per pattern."),
+        "n_shifts": Key(_INT, 1000, doc="Circular shifts per pattern of the temporal test "
+                        "(unique held-out r on network signals); 0: spatial null only."),
         "alpha": Key(_FLOAT, 0.05, doc="Level at which a pattern is assigned a network."),
     },
     "interventions": {
@@ -188,7 +190,8 @@ def _check_values(config: dict[str, dict[str, Any]]) -> None:
     if bad_spaces:
         raise ConfigError(f"fmri.spaces contains {bad_spaces}; allowed values: {list(allowed_spaces)}")
     for table, name, low in (("patterns", "n_atoms", 2), ("encoding", "n_permutations", 0),
-                             ("networks", "n_null", 0), ("fmri", "n_subjects", 1),
+                             ("networks", "n_null", 0), ("networks", "n_shifts", 0),
+                             ("fmri", "n_subjects", 1),
                              ("study", "seed", 0), ("compute", "n_workers", 1)):
         if config[table][name] < low:
             raise ConfigError(f"{table}.{name} = {config[table][name]} must be >= {low}")

@@ -541,6 +541,7 @@ class Study:
 
         from brainalign.networks.mapping import (layer_network_composition, map_patterns,
                                                  subgroup_networks)
+        from brainalign.networks.temporal import temporal_network_test
         from brainalign.simulate.recovery import delay_summed_maps, score_mapping
 
         options, seed = self.config["networks"], self.config["study"]["seed"]
@@ -552,10 +553,16 @@ class Study:
             maps = np.mean([delay_summed_maps(r.coef, atoms.shape[1]) for r in results], axis=0)
             data = self.brain(slug, space)
             mapping_atlas = self.mapping_atlas(space, data)
+            temporal = None
+            if options["n_shifts"] > 0:
+                temporal = temporal_network_test(
+                    atoms, data.bold, data.runs, mapping_atlas.atlas,
+                    delays=list(self.config["encoding"]["delays"]),
+                    n_shifts=options["n_shifts"], random_state=seed)
             mapping = map_patterns(maps, mapping_atlas.atlas, null=options["null"],
                                    n_perm=options["n_null"], alpha=options["alpha"],
                                    pattern_names=[f"atom{k:02d}" for k in range(len(maps))],
-                                   random_state=seed)
+                                   temporal=temporal, random_state=seed)
             target = folder / slug / space
             target.mkdir(parents=True, exist_ok=True)
             mapping.to_json(target / "network_mapping.json")  # to_tsv writes mapping.json
@@ -573,6 +580,7 @@ class Study:
                                    [r.p_values if self.config["encoding"]["n_permutations"] > 0
                                     else None for r in results])
             scores.details.update(null=mapping.null, n_null=options["n_null"],
+                                  n_shifts=options["n_shifts"],
                                   mapping_atlas=mapping_atlas.atlas.name,
                                   planted_network_names=list(data.simulation.space.network_names))
             _write_json(target / "recovery.json", scores.to_dict())
@@ -692,7 +700,9 @@ class Study:
                  "n_subjects": config["fmri"]["n_subjects"],
                  "n_planted": config["fmri"]["n_planted"], "snr": config["fmri"]["snr"],
                  "encoding_permutations": config["encoding"]["n_permutations"],
-                 "null_maps": config["networks"]["n_null"], "delays_tr": config["encoding"]["delays"]}
+                 "null_maps": config["networks"]["n_null"],
+                 "temporal_shifts": config["networks"]["n_shifts"],
+                 "delays_tr": config["encoding"]["delays"]}
         for space in self.spaces:
             sizes["spaces"][space] = int(self.brain(slug, space).masker.n_targets_)
         return sizes

@@ -274,7 +274,8 @@ def simulation_atlas(simulation: Any):
 
 def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = None,
                    n_atoms: int = 16, atlas: Any = None, delays: Sequence[int] = (1, 2, 3, 4),
-                   n_perm_encoding: int = 200, n_perm_mapping: int = 1000, alpha: float = 0.05,
+                   n_perm_encoding: int = 200, n_perm_mapping: int = 1000, n_shifts: int = 1000,
+                   alpha: float = 0.05,
                    fit_atoms_kwargs: dict | None = None, encoding_kwargs: dict | None = None,
                    mapping_kwargs: dict | None = None, random_state: int = 0) -> RecoveryScores:
     """Run the study (patterns -> encoding -> network mapping) on a simulation and score it.
@@ -298,7 +299,11 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
     delays : sequence of int
         FIR delays in TRs of the encoding model.
     n_perm_encoding, n_perm_mapping : int
-        Null draws of the encoding significance and of the network mapping.
+        Null draws of the encoding significance and of the network mapping's spatial null.
+    n_shifts : int
+        Circular shifts per pattern of the mapping's temporal test
+        (:func:`~brainalign.networks.temporal.temporal_network_test`); 0 maps on the
+        spatial null alone.
     alpha : float
         FDR level of the network assignment.
     fit_atoms_kwargs, encoding_kwargs, mapping_kwargs : dict, optional
@@ -335,12 +340,21 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
         maps.append(delay_summed_maps(result.coef, atoms.shape[1]))
         subject_r.append(result.r)
         subject_p.append(result.p_values if n_perm_encoding > 0 else None)
-    mapping = map_patterns(np.mean(maps, axis=0), atlas if atlas is not None
-                           else simulation_atlas(simulation), n_perm=n_perm_mapping,
-                           alpha=alpha, random_state=random_state, **(mapping_kwargs or {}))
+    atlas = atlas if atlas is not None else simulation_atlas(simulation)
+    temporal = None
+    if n_shifts > 0:
+        from brainalign.networks.temporal import temporal_network_test
+
+        temporal = temporal_network_test(atoms, simulation.bold, simulation.runs, atlas,
+                                         delays=list(delays), n_shifts=n_shifts,
+                                         random_state=random_state)
+    mapping = map_patterns(np.mean(maps, axis=0), atlas, n_perm=n_perm_mapping, alpha=alpha,
+                           temporal=temporal, random_state=random_state,
+                           **(mapping_kwargs or {}))
     scores = score_mapping(simulation, atoms, mapping.assigned, subject_r, subject_p)
     scores.details.update(null=mapping.null, n_perm_mapping=n_perm_mapping,
-                          n_perm_encoding=n_perm_encoding, delays=list(delays), alpha=alpha,
+                          n_perm_encoding=n_perm_encoding, n_shifts=n_shifts,
+                          delays=list(delays), alpha=alpha,
                           mapping_statistic=mapping.statistic,
                           confidence=mapping.confidence.tolist())
     return scores
