@@ -185,7 +185,9 @@ def main(argv=None) -> dict:
         "single_param_ratio_top_dim": single_top,
         "single_param_ratio_control_dim": single_control,
         "target_top_over_random_100x_all_languages": all(v >= 100 for v in top_over_random.values()),
-        "target_single_param": single_top > single_control,
+        # the probe must raise perplexity, and by more than the control moves it either way
+        "target_single_param": bool(single_top > 1.0 and
+                                    abs(math.log(single_top)) > abs(math.log(single_control))),
         "english_forgetting_ratio_frozen": training["frozen"]["english_ppl_ratio"],
         "english_forgetting_ratio_unfrozen": training["unfrozen"]["english_ppl_ratio"],
     }
