@@ -39,7 +39,7 @@ from brainalign.timecourse.runs import check_runs
 
 from .cv import outer_splits
 from .ridge import DEFAULT_ALPHAS, EncodingModel
-from .stats import null_indices
+from .stats import null_indices, pearson_r
 
 #: Shifted copies solved at once (memory: about batch x n_tr x n_delays float64 x 4).
 SHIFT_BATCH = 1024
@@ -128,11 +128,11 @@ def _added_feature_r(others: np.ndarray, added: np.ndarray, Y: np.ndarray, train
 
 
 def _pearson(data: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """r between centred ``data`` (n, T) and each prediction (batch, n, T); 0 if constant."""
-    prediction = prediction - prediction.mean(axis=1, keepdims=True)
-    norm = np.sqrt((data ** 2).sum(0)[None] * (prediction ** 2).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.nan_to_num(np.einsum("tn,btn->bn", data, prediction) / norm)
+    """r between ``data`` (n, T) and each prediction (batch, n, T); 0 where one is constant."""
+    n_batch, n_samples, n_targets = prediction.shape
+    flat = prediction.transpose(1, 0, 2).reshape(n_samples, n_batch * n_targets)
+    r = pearson_r(np.tile(data, (1, n_batch)), flat)
+    return np.nan_to_num(r).reshape(n_batch, n_targets)
 
 
 def _delayed(X: np.ndarray, runs: np.ndarray, delays) -> np.ndarray:
