@@ -176,6 +176,7 @@ def test_report_renders_in_chromium(first_run, tmp_path):
                   "Encoding score maps", "Patterns x networks", "Recovery of the planted truth",
                   "Provenance"):
         assert f"<h2>{title}</h2>" in text, title
+    assert "against 1000 circular shifts of the pattern" in text   # the temporal test's panel
     pixels, console = render_in_chromium(page, tmp_path)
     assert console == []
     gray = pixels[..., :3].mean(axis=2)

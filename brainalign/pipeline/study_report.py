@@ -131,6 +131,15 @@ def _mapping_section(report: Report, study: Any, slug: str) -> None:
                                        statistic, marks=marks, cmap="RdBu_r"),
                        f"{space}: pattern x network {statistic}, {mapping.null} null with "
                        f"{mapping.n_perm} draws")
+        if "unique_r" in mapping.statistics:
+            section.figure(figures.heatmap(
+                mapping.statistics["unique_r"], mapping.patterns, mapping.networks,
+                f"{space}: unique held-out r (* FDR p < {mapping.alpha})", "unique r",
+                marks=mapping.p_fdr["unique_r"] < mapping.alpha, cmap="RdBu_r"),
+                f"{space}: what each pattern adds to the held-out prediction of each "
+                f"network's mean signal, against {mapping.temporal.get('n_shifts')} circular "
+                f"shifts of the pattern; a pattern is assigned a network only where both this "
+                f"and the {statistic} test pass")
         frame = mapping.assignments()
         section.table(list(frame.columns), [[v if not isinstance(v, np.floating) else float(v)
                                              for v in row] for row in frame.values],
