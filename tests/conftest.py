@@ -12,6 +12,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BRAINALIGN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture
+def single_thread():
+    """One torch and one BLAS thread: small problems run far faster so on a shared 2-core
+    machine. Modules opt in with ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    import threadpoolctl
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpoolctl.threadpool_limits(1):
+        yield
+    torch.set_num_threads(previous)
+
+
 def shared_data(*parts: str) -> Path:
     """Path under ../shared/data; the calling test is skipped when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 from sklearn.decomposition import PCA
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
@@ -20,14 +19,8 @@ from brainalign.encoding.backend import bytes_per_target
 from brainalign.timecourse import Delayer
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small torch ops run far faster single-threaded on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 def make_problem(n_tr=240, n_features=8, n_targets=12, n_runs=4, noise=1.0, seed=0):
     rng = np.random.default_rng(seed)

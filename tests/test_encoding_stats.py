@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from mne.stats import fdr_correction
 from scipy.signal import lfilter
 from scipy.stats import pearsonr
@@ -19,14 +18,8 @@ from brainalign.encoding import (fdr, fit_encoding, fold_mean_r, null_indices, p
 from brainalign.encoding.ceiling import explainable_variance, intersubject_ceiling
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small torch ops run far faster single-threaded on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 def smooth_noise(rng, shape, coefficient=0.6):
     """AR(1) noise along time (axis 0), like fMRI's autocorrelation."""

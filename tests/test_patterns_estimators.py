@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import threadpoolctl
 import torch
 from conftest import requires_cuda
 from scipy.optimize import linear_sum_assignment
@@ -16,14 +15,7 @@ from brainalign.patterns.dictionary import dictionary_objective, sparse_codes
 from brainalign.patterns.streaming import to_device
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small problems run faster on one thread on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpoolctl.threadpool_limits(1):
-        yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def matched_abs_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import threadpoolctl
-import torch
 from sklearn.metrics import adjusted_rand_score
 
 from brainalign.patterns import (FunctionalNetworks, find_functional_networks, group_templates,
@@ -15,13 +13,7 @@ from brainalign.patterns.study_a import Patterns, choose_n_atoms, fit_atoms
 from brainalign.record.neurons import NeuronTable
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpoolctl.threadpool_limits(1):
-        yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # -- study A -----------------------------------------------------------------------------
