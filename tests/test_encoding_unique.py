@@ -116,3 +116,23 @@ def test_bad_input_is_named():
         unique_r_shift_test(X, Y, RUNS)
     with pytest.raises(ValueError, match="n_shifts"):
         unique_r_shift_test(X, Y[:, :1], RUNS, n_shifts=0)
+
+
+def test_single_feature_unique_r_is_its_held_out_r():
+    """Without other features the reduced model predicts a constant (r = 0)."""
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((200, 1))
+    Y = rng.standard_normal((200, 2))
+    Y[1:, 0] += X[:-1, 0]
+    result = unique_r_shift_test(X, Y, RUNS, delays=DELAYS, n_shifts=3)
+    expected = np.zeros(2)
+    for run in (0, 1):
+        train, test = RUNS != run, RUNS == run
+        design = Delayer(DELAYS).fit_transform(StandardScaler().fit(X[train]).transform(X),
+                                               runs=RUNS)
+        alphas = EncodingModel().fit(design[train], Y[train], runs=RUNS[train]).alphas_
+        for target in range(2):
+            model = Ridge(alpha=alphas[target]).fit(design[train], Y[train, target])
+            expected[target] += np.corrcoef(model.predict(design[test]), Y[test, target])[0, 1] / 2
+    np.testing.assert_allclose(result.observed[0], expected, atol=1e-9)
+    assert result.observed[0, 0] > 0.5

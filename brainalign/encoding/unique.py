@@ -102,7 +102,6 @@ def _added_feature_r(others: np.ndarray, added: np.ndarray, Y: np.ndarray, train
     z_mean = added[:, train].mean(axis=1, keepdims=True)
     z_train, z_test = added[:, train] - z_mean, added[:, test] - z_mean
     y_train = Y[train] - Y[train].mean(0)
-    data = Y[test] - Y[test].mean(0)
     n_added = added.shape[2]
     cross = o_train.T @ z_train                                  # (batch, n_others, n_added)
     z_gram = z_train.transpose(0, 2, 1) @ z_train                # (batch, n_added, n_added)
@@ -110,25 +109,22 @@ def _added_feature_r(others: np.ndarray, added: np.ndarray, Y: np.ndarray, train
     extra = np.zeros((added.shape[0], len(test), Y.shape[1]))
     for alpha in np.unique(alphas):
         targets = np.flatnonzero(alphas == alpha)
-        if others.shape[1]:
-            inverse = np.linalg.inv(o_train.T @ o_train + alpha * np.eye(others.shape[1]))
-            coef = inverse @ (o_train.T @ y_train[:, targets])
-            residual = y_train[:, targets] - o_train @ coef
-            base[:, targets] = o_test @ coef
-            solved = inverse @ cross                             # A^-1 O'Z
-            schur = z_gram + alpha * np.eye(n_added) - cross.transpose(0, 2, 1) @ solved
-            z_test_part = z_test - o_test @ solved
-        else:
-            residual = y_train[:, targets]
-            schur = z_gram + alpha * np.eye(n_added)
-            z_test_part = z_test
+        # with no other columns A is 0 x 0 and the same algebra gives the plain fit of Z
+        inverse = np.linalg.inv(o_train.T @ o_train + alpha * np.eye(others.shape[1]))
+        coef = inverse @ (o_train.T @ y_train[:, targets])
+        residual = y_train[:, targets] - o_train @ coef
+        base[:, targets] = o_test @ coef
+        solved = inverse @ cross                                 # A^-1 O'Z
+        schur = z_gram + alpha * np.eye(n_added) - cross.transpose(0, 2, 1) @ solved
+        z_test_part = z_test - o_test @ solved
         coef_added = np.linalg.solve(schur, z_train.transpose(0, 2, 1) @ residual)
         extra[:, :, targets] = z_test_part @ coef_added
-    return _pearson(data, base[None])[0], _pearson(data, base[None] + extra)
+    return _pearson(Y[test], base[None])[0], _pearson(Y[test], base[None] + extra)
 
 
 def _pearson(data: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """r between ``data`` (n, T) and each prediction (batch, n, T); 0 where one is constant."""
+    """r between ``data`` (n, T) and each prediction (batch, n, T); 0 where one is constant
+    (a model without columns predicts a constant)."""
     n_batch, n_samples, n_targets = prediction.shape
     flat = prediction.transpose(1, 0, 2).reshape(n_samples, n_batch * n_targets)
     r = pearson_r(np.tile(data, (1, n_batch)), flat)
