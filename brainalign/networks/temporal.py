@@ -17,12 +17,15 @@ pass FDR at ``alpha``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from brainalign.networks.atlases import Atlas
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,7 +120,9 @@ def temporal_network_test(patterns: np.ndarray, bold: Sequence[np.ndarray], runs
     if not len(bold):
         raise ValueError("no subjects' BOLD given")
     results = []
-    for subject in bold:
+    for index, subject in enumerate(bold):
+        logger.info("temporal test: subject %d/%d, %d patterns x %d networks, %d shifts",
+                    index + 1, len(bold), patterns.shape[1], atlas.n_networks, n_shifts)
         if len(subject) != len(patterns):
             raise ValueError(f"patterns have {len(patterns)} TRs but a subject's BOLD has "
                              f"{len(subject)}")
