@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .maps import DelayedCoefficients, band_layout
+
 ARRAYS_FILE = "arrays.npz"
 META_FILE = "result.json"
 FORMAT_VERSION = 1
@@ -33,10 +35,11 @@ class EncodingResult:
         fold, averaged over folds; not r squared.
     alphas : ndarray, shape (n_targets,)
         Ridge alpha per target chosen by the inner CV of the final fit on all data.
-    coef : ndarray, shape (n_features * n_delays, n_targets)
-        Coefficients of the final fit on all data, in the column order of the delayed
-        design (delay-major: column i_delay * n_features + i_feature, as
-        :class:`brainalign.timecourse.Delayer` lays them out).
+    coef : DelayedCoefficients, shape (n_columns, n_targets)
+        Coefficients of the final fit on all data, one row per column of the delayed
+        design: the bands one after another, delay-major inside each band (column
+        i_delay * n_features + i_feature, as :class:`brainalign.timecourse.Delayer` lays
+        them out). One map per feature: :func:`brainalign.encoding.pattern_maps`.
     intercept : ndarray, shape (n_targets,)
     p_values : ndarray, shape (n_targets,)
         One-sided permutation p-value of ``r`` (NaN if not computed or invalid target).
@@ -54,6 +57,9 @@ class EncodingResult:
     delays : list of int, or None
         FIR delays in TRs applied to the features (None if X came pre-delayed).
     provenance : dict
+    bands : list of dict, optional
+        Layout of the coefficient rows: ``{"name", "n_features", "delays", "columns"}``
+        per feature band (one band ``"features"`` when not given).
     """
 
     r: np.ndarray
@@ -70,6 +76,11 @@ class EncodingResult:
     r_folds: np.ndarray | None = None
     delays: list | None = None
     provenance: dict = field(default_factory=dict)
+    bands: list | None = None
+
+    def __post_init__(self):
+        self.bands = band_layout(self.bands, np.shape(self.coef)[0], self.delays)
+        self.coef = DelayedCoefficients(self.coef, self.bands)
 
     _ARRAYS = ("r", "r2", "alphas", "coef", "intercept", "p_values", "p_fdr", "valid_targets",
                "noise_ceiling", "r_folds")
@@ -90,7 +101,7 @@ class EncodingResult:
                   if getattr(self, name) is not None}
         np.savez_compressed(path / ARRAYS_FILE, **arrays)
         meta = {"format_version": FORMAT_VERSION, "solver": self.solver, "cv": self.cv,
-                "delays": self.delays, "provenance": self.provenance,
+                "delays": self.delays, "provenance": self.provenance, "bands": self.bands,
                 "arrays": sorted(arrays)}
         (path / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
         return path
@@ -125,4 +136,4 @@ def load(path: str | Path) -> EncodingResult:
     known = {f.name for f in fields(EncodingResult)}
     values = {name: arrays.get(name) for name in EncodingResult._ARRAYS if name in known}
     return EncodingResult(solver=meta["solver"], cv=meta["cv"], delays=meta["delays"],
-                          provenance=meta["provenance"], **values)
+                          provenance=meta["provenance"], bands=meta.get("bands"), **values)

@@ -31,6 +31,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from brainalign.timecourse.runs import check_runs, run_slices
 
+#: The one FIR delay default of brainalign, in TRs: 1-4 TRs (2-8 s at TR 2 s) covers the
+#: rise and peak of the haemodynamic response. ``fit_encoding``, the temporal network test,
+#: the Delayer and the study configuration all use it.
+DEFAULT_DELAYS: tuple[int, ...] = (1, 2, 3, 4)
+
 
 def delays_in_trs(delays: Sequence[float], unit: Literal["tr", "s"] = "tr",
                   tr_s: float | None = None) -> np.ndarray:
@@ -109,7 +114,7 @@ class Delayer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    delays : sequence of float, default (1, 2, 3, 4)
+    delays : sequence of float, default :data:`DEFAULT_DELAYS`
         Delays in TRs (``unit="tr"``) or seconds (``unit="s"``).
     unit : {"tr", "s"}, default "tr"
     tr_s : float, optional
@@ -128,7 +133,7 @@ class Delayer(TransformerMixin, BaseEstimator):
     >>> pipe = make_pipeline(Delayer(delays=(1, 2, 3), runs=runs), Ridge())  # doctest: +SKIP
     """
 
-    def __init__(self, delays: Sequence[float] = (1, 2, 3, 4), unit: Literal["tr", "s"] = "tr",
+    def __init__(self, delays: Sequence[float] = DEFAULT_DELAYS, unit: Literal["tr", "s"] = "tr",
                  tr_s: float | None = None, runs: np.ndarray | None = None):
         self.delays = delays
         self.unit = unit
