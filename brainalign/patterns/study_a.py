@@ -47,6 +47,7 @@ from brainalign.patterns.matching import match_components
 from brainalign.patterns.streaming import default_chunk_rows, resolve_device, row_chunks
 from brainalign.provenance import config_hash, provenance_block
 from brainalign.record.neurons import NeuronTable
+from brainalign.timecourse.delays import DEFAULT_DELAYS
 
 logger = logging.getLogger(__name__)
 
@@ -489,7 +490,8 @@ class AtomCountSelection:
 
 def choose_n_atoms(timecourses, brain, *, train_runs: Sequence[int] | Literal["all"],
                    candidates: Sequence[int] = (16, 32, 64), held_out_runs=None,
-                   delays: Sequence[int] | None = (1, 2, 3, 4), method: Method = "dictionary",
+                   delays: Sequence[int] | None = DEFAULT_DELAYS,
+                   method: Method = "dictionary",
                    encoding_params: dict | None = None, **fit_params) -> AtomCountSelection:
     """Choose K by the encoding score of the atoms on runs left out of the atom fit.
 
@@ -508,7 +510,8 @@ def choose_n_atoms(timecourses, brain, *, train_runs: Sequence[int] | Literal["a
         As in :func:`fit_atoms`; at least two training runs are needed.
     candidates : sequence of int
     delays : sequence of int or None
-        FIR delays (TRs) for :func:`~brainalign.encoding.fit_encoding`.
+        FIR delays (TRs) for :func:`~brainalign.encoding.fit_encoding` (default
+        :data:`brainalign.timecourse.DEFAULT_DELAYS`).
     encoding_params : dict, optional
         Extra arguments of ``fit_encoding`` (``n_perm`` defaults to 0 here).
     **fit_params
