@@ -567,14 +567,14 @@ def test_textgrid_story_tsv_round_trip(tmp_path):
 @pytest.mark.parametrize("short", [False, True])
 def test_write_textgrid_reads_back(tmp_path, short):
     story = Story("s", (Word('"Oh,', 1.5, 2.0, 0), Word("café", 2.0, 2.25, 0),
-                        Word("b", 0.5, 1.0, 1)), tr_s=2.0, n_volumes=(3, 2))
+                        Word("b", 0.5, 1.0, 1))).with_scan(2.0, (3, 2), first_volume_s=(1.0, 0.0))
     path = write_textgrid(story, tmp_path / "s.TextGrid", short=short)
     back = read_textgrid(path)
     assert back.words == story.words[:2]
     assert back.metadata["format"] == ("textgrid-short" if short else "textgrid-long")
-    # gaps became empty intervals up to the scan's end (3 volumes x 2 s)
+    # gaps became empty intervals up to the scan's end (first volume at 1 s + 3 x 2 s)
     assert read_textgrid(path, silences=[]).texts == ["", '"Oh,', "café", ""]
-    assert read_textgrid(path, silences=[]).words[-1].offset_s == 6.0
+    assert read_textgrid(path, silences=[]).words[-1].offset_s == 7.0
     assert read_textgrid(write_textgrid(story, tmp_path / "r.TextGrid", run=1)).words == (
         Word("b", 0.5, 1.0, 0),)
 
@@ -610,13 +610,69 @@ def test_round_trips_through_every_writer(tmp_path_factory, story):
 
 def test_run_summary():
     story = Story("s", (Word("a", 1.0, 1.5, 0), Word("b", 2.0, 3.0, 0), Word("c", 0.5, 0.5, 1)),
-                  tr_s=2.0, n_volumes=(4, 3))
+                  tr_s=2.0, n_volumes=(4, 3), first_volume_s=(0.0, 1.0))
     assert story.run_summary() == [
         {"run": 0, "n_words": 2, "first_onset_s": 1.0, "last_offset_s": 3.0, "speech_s": 2.0,
-         "words_per_s": 1.0, "n_volumes": 4, "scan_s": 8.0},
+         "words_per_s": 1.0, "n_volumes": 4, "scan_s": 8.0, "first_volume_s": 0.0,
+         "scan_end_s": 8.0, "n_outside_scan": 0},
         {"run": 1, "n_words": 1, "first_onset_s": 0.5, "last_offset_s": 0.5, "speech_s": 0.0,
-         "words_per_s": None, "n_volumes": 3, "scan_s": 6.0}]
-    assert Story("t", (Word("a", 0, 1),)).run_summary()[0]["scan_s"] is None
+         "words_per_s": None, "n_volumes": 3, "scan_s": 6.0, "first_volume_s": 1.0,
+         "scan_end_s": 7.0, "n_outside_scan": 1}]
+    row = Story("t", (Word("a", 0, 1),)).run_summary()[0]
+    assert row["scan_s"] is None and row["scan_end_s"] is None and row["n_outside_scan"] is None
+
+
+def alice_like_story():
+    """Words from 20.06 s to 743.3 s, as in the Alice TextGrid (first kept volume at 20 s)."""
+    onsets = [20.06 + 0.34 * i for i in range(2127)]
+    return Story("alice", tuple(Word(f"w{i}", t, t + 0.3, 0) for i, t in enumerate(onsets)))
+
+
+def test_with_scan_attaches_the_first_volume_time_per_run():
+    story = Story("s", (Word("a", 5.0, 5.5, 0), Word("b", 21.0, 21.5, 1)))
+    scanned = story.with_scan(2.0, [10, 5], first_volume_s=[0.0, 20.0])
+    assert scanned.first_volume_s == (0.0, 20.0) and scanned.n_volumes == (10, 5)
+    assert scanned.has_scan and not story.has_scan
+    assert story.with_scan(2.0, [10, 12], first_volume_s=0).first_volume_s == (0.0, 0.0)
+    with pytest.raises(TypeError, match="first_volume_s"):
+        story.with_scan(2.0, [10, 5])  # no default: a wrong onset shifts every feature
+    with pytest.raises(ValueError, match=r"first_volume_s has 3 entries but the words span 2"):
+        story.with_scan(2.0, [10, 5], first_volume_s=[0.0, 0.0, 0.0])
+
+
+def test_with_scan_rejects_words_outside_the_scan_naming_run_last_word_and_scan_end():
+    story = alice_like_story()
+    assert story.with_scan(2.0, [362], first_volume_s=20.0).run_summary()[0]["scan_end_s"] == 744.0
+    # the scan stamped from 0 s (the first 10 volumes forgotten) ends 20 s before the words
+    with pytest.raises(ValueError) as err:
+        story.with_scan(2.0, [362], first_volume_s=0.0)
+    message = str(err.value)
+    assert "run 0: 57 of 2127 word(s) outside the scan" in message
+    assert "words 20.060 .. 743.200 s, scan 0.000 .. 724.000 s (362 volumes of 2 s)" in message
+    assert "allow_words_outside_scan=True" in message
+    # a scan that starts late leaves the first words before the first volume
+    with pytest.raises(ValueError, match=r"run 0: 59 of 2127 word\(s\) outside the scan: "
+                       r"words 20.060 .. 743.200 s, scan 40.000 .. 764.000 s"):
+        story.with_scan(2.0, [362], first_volume_s=40.0)
+
+
+def test_words_outside_the_scan_pass_only_when_allowed(caplog):
+    story = alice_like_story()
+    with caplog.at_level("WARNING", logger="brainalign.stimuli.story"):
+        shifted = story.with_scan(2.0, [362], first_volume_s=0.0, allow_words_outside_scan=True)
+    assert shifted.run_summary()[0]["n_outside_scan"] == 57
+    assert "57 of 2127 word(s) outside the scan" in caplog.text
+    with pytest.raises(ValueError, match="outside the scan"):
+        shifted.check_scan()
+
+
+def test_check_scan_names_what_is_missing():
+    legacy = Story("s", (Word("a", 0.0, 1.0, 0),), tr_s=2.0, n_volumes=(4,))
+    with pytest.raises(ValueError, match=r"story 's' has no complete scan timing \(missing "
+                       r"first_volume_s\).*with_scan\(tr_s, n_volumes, first_volume_s=\.\.\.\)"):
+        legacy.check_scan()
+    with pytest.raises(ValueError, match=r"missing tr_s, n_volumes, first_volume_s"):
+        Story("s", (Word("a", 0.0, 1.0, 0),)).check_scan()
 
 
 def test_textgrid_text_may_hold_brackets_comment_marks_and_numbers(tmp_path):

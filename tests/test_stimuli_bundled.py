@@ -28,6 +28,8 @@ def test_bundled_story_shape_and_scan(story):
     assert story.n_runs == 2
     assert story.tr_s == 2.0
     assert story.n_volumes == tuple(info["n_volumes"])
+    # the scan starts with each run's audio: its first volume is at 0 s of the run's clock
+    assert story.first_volume_s == tuple(info["first_volume_s"]) == (0.0, 0.0)
     assert info["license"].startswith("CC0")
     assert "no audio" in info["timing"]["method"]
     assert [r["n_words"] for r in info["runs"]] == [len(story.run_words(r)) for r in (0, 1)]
@@ -39,8 +41,9 @@ def test_bundled_story_timing_is_monotonic_and_inside_the_scan(story):
         assert words[0].onset_s == 10.0  # 10 s of silence before the first word
         for before, after in zip(words, words[1:]):
             assert before.onset_s < before.offset_s <= after.onset_s
-        scan_s = story.n_volumes[run] * story.tr_s
-        assert words[-1].offset_s + 10.0 <= scan_s < words[-1].offset_s + 10.0 + story.tr_s
+        scan_end_s = story.first_volume_s[run] + story.n_volumes[run] * story.tr_s
+        assert words[-1].offset_s + 10.0 <= scan_end_s < words[-1].offset_s + 10.0 + story.tr_s
+        assert story.run_summary()[run]["n_outside_scan"] == 0
         rate = len(words) / (words[-1].offset_s - words[0].onset_s)
         assert 2.0 < rate < 3.0  # words per second, a natural narration rate
 
@@ -104,6 +107,23 @@ def test_story_dir_checks_n_volumes_against_runs(tmp_path):
     info["n_volumes"] = [100]
     (copy / "story.json").write_text(json.dumps(info), encoding="utf-8")
     with pytest.raises(ValueError, match="n_volumes has 1 entries but words.tsv has 2 run"):
+        load_story(copy)
+
+
+def test_story_dir_scan_needs_the_first_volume_time_and_must_hold_the_words(tmp_path):
+    copy = tmp_path / "s"
+    shutil.copytree(STORY_DIR, copy)
+    info = json.loads((copy / "story.json").read_text(encoding="utf-8"))
+    del info["first_volume_s"]
+    (copy / "story.json").write_text(json.dumps(info), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"story.json: the scan is given in part \(tr_s, "
+                       r"n_volumes\) but first_volume_s is missing"):
+        load_story(copy)
+    info["first_volume_s"] = [0.0, 20.0]  # run 2's scan would end at 314 s, words at 284 s
+    (copy / "story.json").write_text(json.dumps(info), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"story.json: story 'the-lighthouse-keeper': run 1: "
+                       r"\d+ of 697 word\(s\) outside the scan: words 10.000 .. 284.000 s, "
+                       r"scan 20.000 .. 314.000 s"):
         load_story(copy)
 
 

@@ -2,8 +2,8 @@
 
 A story directory (``data/stories/<name>/`` in the repository) holds the text of each
 scanner run (``run-1.txt``, ...), one Praat TextGrid per run, ``words.tsv`` with the
-same timings and a run column, and ``story.json`` (name, title, ``tr_s``, ``n_volumes``
-per run, how the timings were produced, license). :func:`bundled_story` reads one;
+same timings and a run column, and ``story.json`` (name, title, the scan: ``tr_s``,
+``n_volumes`` and ``first_volume_s`` per run, how the timings were produced, license). :func:`bundled_story` reads one;
 :func:`build_story_dir` writes one from run texts with the speech-rate model of
 :mod:`brainalign.stimuli.speech`, which is how the bundled timings were made (there is
 no recording). Standard library only.
@@ -65,7 +65,7 @@ def list_bundled_stories() -> list[str]:
 
 
 def bundled_story(name: str | None = None) -> Story:
-    """A bundled story, with its scan timing (``tr_s``, ``n_volumes``) attached.
+    """A bundled story, with its scan (``tr_s``, ``n_volumes``, ``first_volume_s``) attached.
 
     Parameters
     ----------
@@ -92,9 +92,10 @@ def build_story_dir(run_texts: Sequence[str], out_dir: str | os.PathLike, *, nam
     """Write a story directory whose word timings come from the speech-rate model.
 
     Each run's text is timed by :func:`~brainalign.stimuli.speech.time_transcript` with
-    the ``speech`` settings (its own lead-in silence), and its scan gets
-    ``n_volumes = ceil((last offset + silence_after_s) / tr_s)`` volumes, so the volumes
-    cover the whole run. Same inputs, same files, byte for byte.
+    the ``speech`` settings (its own lead-in silence). The run's scan starts with its
+    audio: the first volume is at 0 s of the run's clock (``first_volume_s = 0``, written
+    to story.json), and it has ``n_volumes = ceil((last offset + silence_after_s) / tr_s)``
+    volumes, so the volumes cover the whole run. Same inputs, same files, byte for byte.
 
     Parameters
     ----------
@@ -131,7 +132,8 @@ def build_story_dir(run_texts: Sequence[str], out_dir: str | os.PathLike, *, nam
         runs.append({"run": run, "text": f"{stem}.txt", "textgrid": f"{stem}.TextGrid",
                      "n_words": len(timed), "n_volumes": n_volumes[-1],
                      "first_onset_s": timed[0].onset_s, "last_offset_s": timed[-1].offset_s})
-    story = Story(name, tuple(words)).with_scan(tr_s, n_volumes)
+    first_volume_s = [0.0] * len(n_volumes)
+    story = Story(name, tuple(words)).with_scan(tr_s, n_volumes, first_volume_s=first_volume_s)
     for run in range(story.n_runs):
         write_textgrid(story, out_dir / f"run-{run + 1}.TextGrid", run=run)
     write_table(story, out_dir / "words.tsv")
@@ -140,6 +142,7 @@ def build_story_dir(run_texts: Sequence[str], out_dir: str | os.PathLike, *, nam
         "title": title,
         "tr_s": tr_s,
         "n_volumes": n_volumes,
+        "first_volume_s": first_volume_s,
         "n_words": len(words),
         "words_file": "words.tsv",
         "runs": runs,
@@ -149,6 +152,7 @@ def build_story_dir(run_texts: Sequence[str], out_dir: str | os.PathLike, *, nam
             **speech,
             "silence_after_s": silence_after_s,
             "n_volumes_rule": "ceil((last offset + silence_after_s) / tr_s)",
+            "first_volume_rule": "the scan starts with the audio: first volume at 0 s",
         },
         "license": license,
     }

@@ -675,8 +675,10 @@ def read_text(path: str | os.PathLike, name: str | None = None, *,
 def read_story_dir(path: str | os.PathLike, name: str | None = None, **kwargs) -> Story:
     """Read a story directory: ``words.tsv`` (with a run column) and ``story.json``.
 
-    ``story.json`` gives ``name``, and when present ``tr_s`` and ``n_volumes`` (one per
-    run), which are attached to the story; the whole JSON is kept in
+    ``story.json`` gives ``name``, and optionally the scan: ``tr_s``, ``n_volumes`` and
+    ``first_volume_s`` (one per run: the stimulus time of each run's first volume), which
+    are attached with :meth:`Story.with_scan` (words outside the scan are an error). A
+    scan given in part is an error. The whole JSON is kept in
     ``metadata["story_json"]``. Keyword arguments go to :func:`read_table`.
     """
     path = Path(path)
@@ -690,13 +692,25 @@ def read_story_dir(path: str | os.PathLike, name: str | None = None, **kwargs) -
     except json.JSONDecodeError as err:
         raise _fail(info_path, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
     story = read_table(table_path, name or info.get("name") or path.name, **kwargs)
-    if info.get("n_volumes") is not None and len(info["n_volumes"]) != story.n_runs:
-        raise _fail(info_path, None, f"n_volumes has {len(info['n_volumes'])} entries but "
-                    f"words.tsv has {story.n_runs} run(s)")
+    scan = {key: info.get(key) for key in ("tr_s", "n_volumes", "first_volume_s")}
+    for key in ("n_volumes", "first_volume_s"):
+        if scan[key] is not None and len(scan[key]) != story.n_runs:
+            raise _fail(info_path, None, f"{key} has {len(scan[key])} entries but "
+                        f"words.tsv has {story.n_runs} run(s)")
+    given = [key for key, value in scan.items() if value is not None]
+    if given and len(given) < len(scan):
+        missing = [key for key in scan if key not in given]
+        raise _fail(info_path, None, f"the scan is given in part ({', '.join(given)}) but "
+                    f"{', '.join(missing)} is missing; give tr_s, n_volumes and first_volume_s "
+                    "(the stimulus time of each run's first volume, s) or none of them")
     metadata = {**story.metadata, "story_json": info}
     story = Story(story.name, story.words, source=str(path), metadata=metadata)
-    if info.get("tr_s") is not None and info.get("n_volumes") is not None:
-        story = story.with_scan(info["tr_s"], info["n_volumes"])
+    if given:
+        try:
+            story = story.with_scan(scan["tr_s"], scan["n_volumes"],
+                                    first_volume_s=scan["first_volume_s"])
+        except ValueError as err:
+            raise _fail(info_path, None, str(err)) from None
     return story
 
 

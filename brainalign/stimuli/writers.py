@@ -73,8 +73,9 @@ def write_textgrid(story: Story, path: str | os.PathLike, *, run: int = 0,
     tier : str
         Name of the interval tier.
     xmax_s : float, optional
-        End of the TextGrid in seconds; default the run's scan length
-        (``n_volumes[run] * tr_s``) when known, else the last word's offset.
+        End of the TextGrid in seconds; default the end of the run's scan
+        (``first_volume_s[run] + n_volumes[run] * tr_s``) when the scan is known, else the
+        last word's offset.
     short : bool
         Write Praat's short text format instead of the long one.
 
@@ -87,8 +88,8 @@ def write_textgrid(story: Story, path: str | os.PathLike, *, run: int = 0,
     if not words:
         raise ValueError(f"story {story.name!r} has no words in run {run}")
     end = words[-1].offset_s
-    if xmax_s is None and story.tr_s is not None and story.n_volumes is not None:
-        xmax_s = story.n_volumes[run] * story.tr_s
+    if xmax_s is None:
+        xmax_s = story.run_summary()[run]["scan_end_s"]
     xmax_s = max(end, xmax_s if xmax_s is not None else end)
     intervals: list[tuple[float, float, str]] = []
     clock = 0.0
