@@ -19,11 +19,15 @@ from brainalign.timecourse import (NeuronTimecourses, recording_to_tr,
                                    zscore_runs)
 
 
-def make_story(onsets_per_run, tr_s=2.0, n_volumes=None, duration_s=0.2):
+def make_story(onsets_per_run, tr_s=2.0, n_volumes=None, duration_s=0.2, first_volume_s=0.0,
+               allow_words_outside_scan=False):
     words = [Word(f"w{r}_{i}", float(t), float(t) + duration_s, r)
              for r, onsets in enumerate(onsets_per_run) for i, t in enumerate(onsets)]
     story = Story("test", tuple(words))
-    return story.with_scan(tr_s, n_volumes) if n_volumes is not None else story
+    if n_volumes is None:
+        return story
+    return story.with_scan(tr_s, n_volumes, first_volume_s=first_volume_s,
+                           allow_words_outside_scan=allow_words_outside_scan)
 
 
 def lanczos_reference(word_times, tr_times, values, cutoff_hz, window=3):
@@ -53,10 +57,10 @@ def test_lanczos_kernel_values():
 def test_words_to_tr_lanczos_matches_float64_reference_on_irregular_words():
     rng = np.random.default_rng(0)
     onsets = np.sort(rng.uniform(0, 60, 80))
-    story = make_story([onsets], tr_s=2.0, n_volumes=[30], duration_s=0.3)
+    story = make_story([onsets], tr_s=2.0, n_volumes=[31], duration_s=0.3)
     values = rng.standard_normal((80, 3))
     got = words_to_tr(values, story, method="lanczos")
-    expected = lanczos_reference(onsets + 0.15, 2.0 * np.arange(30), values, cutoff_hz=0.25)
+    expected = lanczos_reference(onsets + 0.15, 2.0 * np.arange(31), values, cutoff_hz=0.25)
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
 
 
@@ -122,22 +126,53 @@ def test_runs_do_not_leak_and_equal_separate_stories(method):
     np.testing.assert_allclose(both, np.vstack([first, second]), atol=1e-12)
 
 
-def test_offset_shifts_the_tr_grid():
+def test_first_volume_time_of_the_scan_shifts_the_tr_grid():
     rng = np.random.default_rng(4)
-    onsets = np.sort(rng.uniform(0, 80, 120))
+    onsets = np.sort(rng.uniform(20, 79.5, 120))
     values = rng.standard_normal(120)
-    shifted = words_to_tr(values, make_story([onsets], n_volumes=[30]), offset_s=20.0)
+    shifted = words_to_tr(values, make_story([onsets], n_volumes=[30], first_volume_s=20.0))
     expected = words_to_tr(values, make_story([onsets - 20.0], n_volumes=[30]))
     np.testing.assert_allclose(shifted, expected, atol=1e-10)
-    times, runs = tr_grid(make_story([onsets], n_volumes=[30]), offset_s=20.0)
-    np.testing.assert_allclose(times, 20.0 + 2.0 * np.arange(30))
+    times, runs = tr_grid(make_story([onsets, onsets - 20.0], n_volumes=[30, 30],
+                                     first_volume_s=[20.0, 0.0]))
+    np.testing.assert_allclose(times, np.concatenate([20.0 + 2.0 * np.arange(30),
+                                                      2.0 * np.arange(30)]))
+    np.testing.assert_array_equal(runs, np.repeat([0, 1], 30))
+
+
+def test_a_word_lands_on_the_volume_acquired_at_its_time():
+    # first kept volume at 20 s: the word at 32 s is volume 6 (20 + 6 x 2 s), not 16
+    story = make_story([[21.0, 32.0, 45.0]], n_volumes=[20], duration_s=0.0, first_volume_s=20.0)
+    got = words_to_tr(np.array([0.0, 1.0, 0.0]), story)
+    assert int(np.argmax(got)) == 6 and got[6] == pytest.approx(1.0)
+
+
+def test_alice_like_timing_without_the_discarded_volumes_is_an_error_or_a_10_tr_shift():
+    onsets = 20.06 + 0.34 * np.arange(2127)  # the Alice TextGrid runs 20.06 .. 743.3 s
+    words = make_story([onsets], duration_s=0.3)
+    rate = np.ones(len(onsets))
+    right = words_to_tr(rate, words.with_scan(2.0, [362], first_volume_s=20.0), method="hrf")
+    with pytest.raises(ValueError, match=r"run 0: 57 of 2127 word\(s\) outside the scan: "
+                       r"words 20.060 .. 743.200 s, scan 0.000 .. 724.000 s"):
+        words.with_scan(2.0, [362], first_volume_s=0.0)
+    stamped_from_zero = words.with_scan(2.0, [362], first_volume_s=0.0,
+                                        allow_words_outside_scan=True)
+    with pytest.raises(ValueError, match="outside the scan"):
+        words_to_tr(rate, stamped_from_zero, method="hrf")
+    wrong = words_to_tr(rate, stamped_from_zero, method="hrf", allow_words_outside_scan=True)
+    # every feature lands 10 TRs (20 s) late on the data's rows
+    np.testing.assert_allclose(wrong[10:], right[:-10], atol=1e-12)
+    assert np.corrcoef(wrong, right)[0, 1] < 0.9
 
 
 def test_words_to_tr_errors_are_clear():
     story = make_story([np.arange(10.0)])
-    with pytest.raises(ValueError, match="no scan timing.*with_scan"):
+    with pytest.raises(ValueError, match=r"no complete scan timing \(missing tr_s, n_volumes, "
+                       r"first_volume_s\).*with_scan"):
         words_to_tr(np.ones(10), story)
-    story = story.with_scan(2.0, [8])
+    with pytest.raises(ValueError, match="no complete scan timing"):
+        tr_grid(story)
+    story = story.with_scan(2.0, [8], first_volume_s=0.0)
     with pytest.raises(ValueError, match=r"shape \(10, n_features\)"):
         words_to_tr(np.ones((9, 2)), story)
     bad = np.ones(10)
@@ -226,6 +261,23 @@ def test_recording_to_tr_selects_layers_and_skips_zscore(tmp_path):
     assert result.neurons.layer.tolist() == [1] * 5
     reference = words_to_tr(matrix[:, 5:].astype(np.float64), recording.story)
     np.testing.assert_allclose(result.data, reference, atol=1e-4)
+
+
+def test_recording_to_tr_takes_a_later_scan_and_records_its_first_volume_times(tmp_path):
+    recording, matrix = fake_recording(tmp_path)
+    assert recording_to_tr(recording, device=None).provenance["first_volume_s"] == [0.0, 0.0]
+    later = Story(recording.story.name, recording.story.words).with_scan(
+        2.0, [25, 20], first_volume_s=[0.0, 1.5])
+    result = recording_to_tr(recording, story=later, zscore=False, device=None)
+    assert result.provenance["first_volume_s"] == [0.0, 1.5]
+    assert result.provenance["n_volumes"] == [25, 20]
+    np.testing.assert_allclose(result.times_s[25:], 1.5 + 2.0 * np.arange(20))
+    np.testing.assert_allclose(result.data, words_to_tr(matrix.astype(np.float64), later),
+                               atol=1e-4)
+    other = Story("other", later.words[:-1]).with_scan(2.0, [25, 20], first_volume_s=0.0)
+    with pytest.raises(ValueError, match=r"story 'other' \(104 words\) does not have the words "
+                       r"of the recording of 'test' \(105 words\)"):
+        recording_to_tr(recording, story=other)
 
 
 def test_neuron_timecourses_save_load_round_trip(tmp_path):

@@ -40,7 +40,7 @@ METHODS = ("lanczos", "hrf")
 HRF_MODELS = ("spm", "glover")
 
 
-def tr_times(n_volumes: int, tr_s: float, offset_s: float = 0.0) -> np.ndarray:
+def tr_times(n_volumes: int, tr_s: float, first_volume_s: float) -> np.ndarray:
     """Acquisition time of each volume of one run, on the words' clock.
 
     Parameters
@@ -49,15 +49,16 @@ def tr_times(n_volumes: int, tr_s: float, offset_s: float = 0.0) -> np.ndarray:
         Number of volumes in the run.
     tr_s : float
         Repetition time in seconds.
-    offset_s : float
-        Time (s, same clock as the word onsets of the run) stamped on volume 0.
-        Volume ``k`` is stamped ``offset_s + k * tr_s``.
+    first_volume_s : float
+        Stimulus time (s, same clock as the word onsets of the run) of volume 0; no
+        default, since a wrong value shifts every resampled feature by whole TRs.
+        Volume ``k`` is stamped ``first_volume_s + k * tr_s``.
 
     Returns
     -------
     times_s : ndarray, shape (n_volumes,), float64
     """
-    return offset_s + tr_s * np.arange(int(n_volumes), dtype=np.float64)
+    return float(first_volume_s) + tr_s * np.arange(int(n_volumes), dtype=np.float64)
 
 
 def lanczos_kernel(x: np.ndarray, window: int = 3) -> np.ndarray:

@@ -1,5 +1,11 @@
 """Word-time values to the TR grid of a story's scan: features and whole neuron recordings.
 
+The TR grid is the story's scan and nothing else (:meth:`Story.with_scan`): volume ``k``
+of run ``r`` is at ``first_volume_s[r] + k * tr_s`` on the clock of that run's words.
+There is no default onset: a scan without ``first_volume_s`` is refused, and words outside
+the scan are an error unless ``allow_words_outside_scan=True`` (see
+:meth:`Story.check_scan`). To try another onset, attach another scan.
+
 :func:`words_to_tr` resamples any (n_words, n_features) array with the kernels of
 :mod:`brainalign.timecourse.resample`, run by run, so nothing leaks across runs.
 :func:`recording_to_tr` does the same for a recording's (n_words, n_neurons) matrix,
@@ -43,7 +49,8 @@ class NeuronTimecourses:
     neurons : NeuronTable
         Identity (layer, site, unit) of each column.
     provenance : dict
-        How the time courses were made (recording provenance, method, TR, trimming, ...).
+        How the time courses were made (recording provenance, method, TR, the scan's
+        ``first_volume_s`` per run, trimming, ...).
     """
 
     data: np.ndarray
@@ -108,78 +115,61 @@ class RecordingLike(Protocol):
     def matrix(self, sites=None, layers=None) -> np.ndarray: ...
 
 
-def _offsets_per_run(offset_s: float | Sequence[float], n_runs: int) -> list[float]:
-    offsets = np.atleast_1d(np.asarray(offset_s, dtype=np.float64))
-    if offsets.size == 1:
-        return [float(offsets[0])] * n_runs
-    if offsets.size != n_runs:
-        raise ValueError(f"offset_s must be one number or one per run ({n_runs}), got {offsets.size}")
-    return offsets.tolist()
-
-
-def _check_scan(story: Story) -> None:
-    if story.tr_s is None or story.n_volumes is None:
-        raise ValueError(
-            f"story {story.name!r} has no scan timing (tr_s={story.tr_s}, "
-            f"n_volumes={story.n_volumes}); attach it with story.with_scan(tr_s, n_volumes)"
-        )
-
-
-def tr_grid(story: Story, offset_s: float | Sequence[float] = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def tr_grid(story: Story) -> tuple[np.ndarray, np.ndarray]:
     """Times and run labels of every volume of a story's scan.
 
     Parameters
     ----------
     story : Story
-        With ``tr_s`` and ``n_volumes`` set.
-    offset_s : float or sequence of float
-        Time (s, on each run's word clock) of volume 0, for all runs or per run.
+        With its scan attached (``tr_s``, ``n_volumes``, ``first_volume_s``).
 
     Returns
     -------
     times_s : ndarray, shape (n_tr_total,)
+        ``first_volume_s[r] + k * tr_s`` for volume ``k`` of run ``r`` (s, on the run's
+        word clock), runs concatenated in order.
     runs : ndarray of int, shape (n_tr_total,)
     """
-    _check_scan(story)
-    offsets = _offsets_per_run(offset_s, story.n_runs)
-    times = [tr_times(n, story.tr_s, off) for n, off in zip(story.n_volumes, offsets)]
+    if not story.has_scan:
+        story.check_scan()  # raises, naming what is missing and how to attach it
+    times = [tr_times(n, story.tr_s, first)
+             for n, first in zip(story.n_volumes, story.first_volume_s)]
     runs = [np.full(n, r, dtype=int) for r, n in enumerate(story.n_volumes)]
     return np.concatenate(times), np.concatenate(runs)
 
 
-def _run_kernels(story: Story, method: Method, offset_s, word_time: str | None, window: int,
-                 cutoff_mult: float, hrf_model: str, oversampling: int
-                 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-    """For each run: (TR slice in the output, word indices, kernel (n_tr_run, n_words_run))."""
+def _word_time(method: Method, word_time: str | None) -> str:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_scan(story)
     word_time = word_time or ("middle" if method == "lanczos" else "onset")
     if word_time not in ("onset", "middle"):
         raise ValueError(f"word_time must be 'onset' or 'middle', got {word_time!r}")
+    return word_time
+
+
+def _run_kernels(story: Story, method: Method, word_time: str, window: int,
+                 cutoff_mult: float, hrf_model: str, oversampling: int
+                 ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """For each run: (TR slice in the output, word indices, kernel (n_tr_run, n_words_run))."""
     word_runs = np.array([w.run for w in story.words])
     onsets = np.array([w.onset_s for w in story.words], dtype=np.float64)
-    offsets_w = np.array([w.offset_s for w in story.words], dtype=np.float64)
-    times_w = onsets if word_time == "onset" else (onsets + offsets_w) / 2.0
+    offsets = np.array([w.offset_s for w in story.words], dtype=np.float64)
+    times_w = onsets if word_time == "onset" else (onsets + offsets) / 2.0
+    times_tr, runs_tr = tr_grid(story)
     start = 0
-    for run, (n_volumes, offset) in enumerate(zip(story.n_volumes,
-                                                  _offsets_per_run(offset_s, story.n_runs))):
+    for run, n_volumes in enumerate(story.n_volumes):
         word_index = np.flatnonzero(word_runs == run)
-        times_tr = tr_times(n_volumes, story.tr_s, offset)
-        late = int(np.sum(times_w[word_index] > times_tr[-1] + story.tr_s)) if n_volumes else 0
-        if late:
-            logger.warning("story %r run %d: %d word(s) fall after the last volume and do not "
-                           "reach the TR grid", story.name, run, late)
+        run_times = times_tr[runs_tr == run]
         if method == "lanczos":
-            kernel = lanczos_matrix(times_w[word_index], times_tr, story.tr_s, window, cutoff_mult)
+            kernel = lanczos_matrix(times_w[word_index], run_times, story.tr_s, window, cutoff_mult)
         else:
-            kernel = hrf_matrix(times_w[word_index], times_tr, story.tr_s, hrf_model, oversampling)
+            kernel = hrf_matrix(times_w[word_index], run_times, story.tr_s, hrf_model, oversampling)
         yield slice(start, start + n_volumes), word_index, kernel
         start += n_volumes
 
 
 def words_to_tr(values: np.ndarray, story: Story, method: Method = "lanczos", *,
-                offset_s: float | Sequence[float] = 0.0, word_time: str | None = None,
+                allow_words_outside_scan: bool = False, word_time: str | None = None,
                 window: int = 3, cutoff_mult: float = 1.0, hrf_model: str = "spm",
                 oversampling: int = 50) -> np.ndarray:
     """Resample word-level values onto the TR grid of the story's scan, run by run.
@@ -189,14 +179,15 @@ def words_to_tr(values: np.ndarray, story: Story, method: Method = "lanczos", *,
     values : ndarray, shape (n_words,) or (n_words, n_features)
         One row per word of ``story`` (in ``story.words`` order).
     story : Story
-        Must carry ``tr_s`` and ``n_volumes`` (see :meth:`Story.with_scan`).
+        With its scan attached (:meth:`Story.with_scan`): volume ``k`` of run ``r`` is
+        at ``story.first_volume_s[r] + k * story.tr_s`` on that run's word clock.
     method : {"lanczos", "hrf"}
         Lanczos interpolation (window ``window``, cutoff ``cutoff_mult / (2 tr_s)``) or
         impulses convolved with nilearn's ``hrf_model`` HRF; see
         :mod:`brainalign.timecourse.resample`.
-    offset_s : float or sequence of float
-        Time (s, on each run's word clock) of volume 0; volume ``k`` is at
-        ``offset_s + k tr_s``. One value for all runs or one per run.
+    allow_words_outside_scan : bool, default False
+        Accept words before the first volume or after the last (logged); otherwise they
+        raise ValueError (see :meth:`Story.check_scan`).
     word_time : {"onset", "middle"}, optional
         Which time of a word is its sample time. Default: word middle for Lanczos (the
         Huth-lab convention), onset for HRF impulses.
@@ -218,9 +209,10 @@ def words_to_tr(values: np.ndarray, story: Story, method: Method = "lanczos", *,
     if bad_rows.any():
         raise ValueError(f"values hold NaN or inf on {int(bad_rows.sum())} word(s) "
                          f"(first at word {int(np.argmax(bad_rows))})")
-    _check_scan(story)
+    word_time = _word_time(method, word_time)
+    story.check_scan(allow_words_outside_scan)
     out = np.zeros((sum(story.n_volumes), values.shape[1]), dtype=np.float64)
-    for tr_slice, word_index, kernel in _run_kernels(story, method, offset_s, word_time, window,
+    for tr_slice, word_index, kernel in _run_kernels(story, method, word_time, window,
                                                      cutoff_mult, hrf_model, oversampling):
         out[tr_slice] = kernel @ values[word_index]
     return out[:, 0] if squeeze else out
@@ -236,9 +228,10 @@ def _resolve_device(device):
 
 
 def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
+                    story: Story | None = None,
                     sites: Sequence[str] | None = None, layers: Sequence[int] | None = None,
                     zscore: bool = True, trim: tuple[int, int] = (0, 0),
-                    offset_s: float | Sequence[float] = 0.0, word_time: str | None = None,
+                    allow_words_outside_scan: bool = False, word_time: str | None = None,
                     window: int = 3, cutoff_mult: float = 1.0, hrf_model: str = "spm",
                     oversampling: int = 50, device=None, chunk_neurons: int = 4096,
                     progress: bool = False) -> NeuronTimecourses:
@@ -247,13 +240,17 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
     Parameters
     ----------
     recording : Recording-like
-        Anything with ``.story`` (Story with scan timing), ``.neurons`` (NeuronTable),
+        Anything with ``.story`` (Story), ``.neurons`` (NeuronTable),
         ``.matrix(sites=[site], layers=[layer])`` -> (n_words, n_units) array whose columns
         follow the table's rows for that site and layer, and ``.provenance`` (dict). Each
         (site, layer) block is read on its own and streamed in chunks (a memory map is
         never loaded whole).
-    method, offset_s, word_time, window, cutoff_mult, hrf_model, oversampling :
+    method, allow_words_outside_scan, word_time, window, cutoff_mult, hrf_model, oversampling :
         As in :func:`words_to_tr`.
+    story : Story, optional
+        The recording's words with the scan to resample onto, when the scan is known only
+        after recording (e.g. from the brain data); its words must equal the recording's.
+        Default: ``recording.story``, which must then carry its scan.
     sites, layers : optional
         Restrict to these sites / layers (passed to ``recording.matrix``).
     zscore : bool
@@ -274,8 +271,14 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
     """
     from tqdm.auto import tqdm
 
-    story = recording.story
-    _check_scan(story)
+    if story is None:
+        story = recording.story
+    elif story.words != recording.story.words:
+        raise ValueError(f"story {story.name!r} ({len(story.words)} words) does not have the "
+                         f"words of the recording of {recording.story.name!r} "
+                         f"({len(recording.story.words)} words)")
+    word_time = _word_time(method, word_time)
+    story.check_scan(allow_words_outside_scan)
     if chunk_neurons < 1:
         raise ValueError(f"chunk_neurons must be >= 1, got {chunk_neurons}")
     neurons = recording.neurons
@@ -284,10 +287,10 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
     n_words, n_neurons = len(story.words), len(neurons)
     if n_neurons == 0:
         raise ValueError(f"no recorded neurons at sites {sites} and layers {layers}")
-    times_s, runs = tr_grid(story, offset_s)
+    times_s, runs = tr_grid(story)
     keep = trim_mask(runs, trim)
-    kernels = list(_run_kernels(story, method, offset_s, word_time, window, cutoff_mult,
-                                hrf_model, oversampling))
+    kernels = list(_run_kernels(story, method, word_time, window, cutoff_mult, hrf_model,
+                                oversampling))
     torch_device = _resolve_device(device)
     if torch_device is not None:
         import torch
@@ -335,8 +338,9 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
 
     provenance = provenance_block(
         stage="timecourse", story=story.name, method=method, tr_s=story.tr_s,
-        n_volumes=list(story.n_volumes), offset_s=np.atleast_1d(offset_s).tolist(),
-        word_time=word_time or ("middle" if method == "lanczos" else "onset"),
+        n_volumes=list(story.n_volumes), first_volume_s=list(story.first_volume_s),
+        n_words_outside_scan=[row["n_outside_scan"] for row in story.run_summary()],
+        allow_words_outside_scan=allow_words_outside_scan, word_time=word_time,
         lanczos={"window": window, "cutoff_mult": cutoff_mult} if method == "lanczos" else None,
         hrf={"model": hrf_model, "oversampling": oversampling} if method == "hrf" else None,
         trim=list(trim), zscore=zscore,
