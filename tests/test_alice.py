@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import REPO, shared_data
 
-from brainalign.brain.alice import ROI_NAMES, load_alice
+from brainalign.brain.alice import FIRST_VOLUME_S, ROI_NAMES, load_alice
+from brainalign.timecourse import words_to_tr
 
 
 def _analysis_module():
@@ -34,9 +35,30 @@ def test_loader_reads_usable_subjects_and_predictors():
     assert data.predictor_names[-1] == "trigrampos_conv_orth"
     assert data.rate.shape == (27, 362)
     assert len(data.story.words) == 2127 and data.story.n_volumes == (362,)
+    assert data.story.first_volume_s == (20.0,) and data.first_volume_s == FIRST_VOLUME_S == 20.0
     # the published predictors start 10 volumes before the time courses: the shifted
     # rate_conv column is the per-subject rate regressor
     assert np.corrcoef(data.predictors_on_scan()[:, 0], data.rate[0])[0, 1] > 0.95
+
+
+def test_first_kept_volume_at_20_s_matches_the_release_word_rate_regressor():
+    """The story's scan (first kept volume at 20 s) puts the TextGrid words where the
+    release's own word-rate regressor has them; a scan one TR off fits worse, and one that
+    forgets the 10 discarded volumes (or counts them twice) does not fit at all."""
+    data = load_alice(shared_data("alice_brennan2016"))
+    reference = data.rate.mean(0)
+    words = np.ones(len(data.story.words))
+
+    def rate_corr(first_volume_s):
+        story = data.story.with_scan(2.0, [362], first_volume_s=first_volume_s,
+                                     allow_words_outside_scan=True)
+        rate = words_to_tr(words, story, method="hrf", allow_words_outside_scan=True)
+        return np.corrcoef(rate, reference)[0, 1]
+
+    on_scan = words_to_tr(words, data.story, method="hrf")  # the loader's scan, no override
+    assert np.corrcoef(on_scan, reference)[0, 1] > 0.98
+    assert rate_corr(18.0) < 0.9 and rate_corr(22.0) < 0.9
+    assert abs(rate_corr(0.0)) < 0.2 and abs(rate_corr(40.0)) < 0.2
 
 
 def test_reduced_analysis_finds_word_rate_signal():

@@ -15,6 +15,7 @@ from scipy.stats import zscore
 from brainalign.brain import (BrainData, RoiTableMasker, SurfaceMasker, VolumeMasker,
                               find_invalid_targets, load_brain, read_gifti_series, read_table)
 from brainalign.stimuli.story import Story, Word
+from brainalign.timecourse import runs_from_lengths
 
 ALICE_ROIS = ["LATL", "RATL", "LPTL", "LIPL", "LPreM", "LIFG"]
 
@@ -161,9 +162,9 @@ def test_surface_masker_runs_as_list(tmp_path):
 
 
 # ---------------------------------------------------------------- BrainData
-def story_with_volumes(n_volumes):
+def story_with_volumes(n_volumes, first_volume_s=0.0):
     words = tuple(Word(f"w{r}", 1.0, 1.3, r) for r in range(len(n_volumes)))
-    return Story("s", words).with_scan(2.0, n_volumes)
+    return Story("s", words).with_scan(2.0, n_volumes, first_volume_s=first_volume_s)
 
 
 def test_load_brain_volume_mismatch_is_an_error_unless_truncate(caplog):
@@ -172,11 +173,15 @@ def test_load_brain_volume_mismatch_is_an_error_unless_truncate(caplog):
     with pytest.raises(ValueError, match=r"run 1: 12 volumes vs 10 stimulus TRs.*truncate=True"):
         load_brain(table, masker, story=story_with_volumes([18, 10]))
     with pytest.raises(ValueError, match="2 run"):
-        load_brain(table, masker, n_volumes=[30])
+        load_brain(table, masker, n_volumes=[30], first_volume_s=0.0)
     with caplog.at_level(logging.WARNING, logger="brainalign.brain.data"):
-        brain = load_brain(table, masker, story=story_with_volumes([18, 10]), truncate=True)
+        brain = load_brain(table, masker, story=story_with_volumes([18, 10], [0.0, 1.0]),
+                           truncate=True)
     assert "truncated" in caplog.text
     assert brain.run_lengths == (18, 10) and brain.data.shape == (28, 3)
+    # truncation keeps each run's first volumes, so their stimulus times stay the story's
+    assert brain.first_volume_s == (0.0, 1.0)
+    assert brain.provenance["first_volume_s"] == [0.0, 1.0]
     assert brain.provenance["truncation"] == [
         {"run": 1, "brain_volumes": 12, "stimulus_trs": 10, "kept": 10}]
     # the truncated run is standardised on the volumes kept
@@ -190,7 +195,7 @@ def test_load_brain_reports_and_excludes_constant_and_nan_targets(caplog):
     table[3, 3] = np.nan
     masker = RoiTableMasker(names=list("abcde"), standardize="zscore_sample", detrend=True)
     with caplog.at_level(logging.WARNING, logger="brainalign.brain.data"):
-        brain = load_brain(table, masker, n_volumes=[40])
+        brain = load_brain(table, masker, n_volumes=[40], first_volume_s=0.0)
     assert brain.valid_targets.tolist() == [True, False, True, False, True]
     assert "2 of 5 targets excluded" in caplog.text
     report = brain.provenance["excluded_targets"]
@@ -204,20 +209,64 @@ def test_load_brain_reports_and_excludes_constant_and_nan_targets(caplog):
 
 def test_brain_data_checks_shapes():
     with pytest.raises(ValueError, match="runs must have shape"):
-        BrainData(np.zeros((10, 2)), np.zeros(9, dtype=int), "roi")
-    brain = BrainData(np.random.default_rng(9).standard_normal((10, 2)), np.zeros(10, int), "roi")
+        BrainData(np.zeros((10, 2)), np.zeros(9, dtype=int), "roi", first_volume_s=0.0)
+    brain = BrainData(np.random.default_rng(9).standard_normal((10, 2)), np.zeros(10, int), "roi",
+                      first_volume_s=0.0)
     assert brain.valid_targets.tolist() == [True, True] and brain.n_targets == 2
+    assert brain.first_volume_s == (0.0,)
+
+
+def test_brain_data_knows_the_first_volume_time_of_every_run():
+    data, runs = np.random.default_rng(9).standard_normal((10, 2)), runs_from_lengths([6, 4])
+    assert BrainData(data, runs, "roi", first_volume_s=[20.0, 4.0]).first_volume_s == (20.0, 4.0)
+    assert BrainData(data, runs, "roi", first_volume_s=20).first_volume_s == (20.0, 20.0)
+    with pytest.raises(TypeError, match="first_volume_s"):
+        BrainData(data, runs, "roi")
+    with pytest.raises(ValueError, match=r"first_volume_s must be one number or one per run "
+                       r"\(2\), got \[0.0, 2.0, 4.0\]"):
+        BrainData(data, runs, "roi", first_volume_s=[0.0, 2.0, 4.0])
+
+
+def test_load_brain_needs_the_first_volume_time_from_a_story_or_explicitly():
+    table = np.random.default_rng(7).standard_normal((30, 3))
+    with pytest.raises(ValueError, match=r"load_brain needs the stimulus time of the first "
+                       r"volume of each run: pass story=.* or first_volume_s="):
+        load_brain(table, RoiTableMasker(), n_volumes=[30])
+    with pytest.raises(ValueError, match="either story .* or n_volumes/first_volume_s"):
+        load_brain(table, RoiTableMasker(), story=story_with_volumes([30]), first_volume_s=0.0)
+    legacy = Story("s", (Word("w", 1.0, 1.3, 0),), tr_s=2.0, n_volumes=(30,))
+    with pytest.raises(ValueError, match=r"missing first_volume_s"):
+        load_brain(table, RoiTableMasker(), story=legacy)
+    brain = load_brain(table, RoiTableMasker(), story=story_with_volumes([30], 0.5))
+    assert brain.first_volume_s == (0.5,)
+
+
+def test_maskers_count_volumes_without_fitting(tmp_path):
+    rng = np.random.default_rng(12)
+    table = tmp_path / "rois.tsv"
+    np.savetxt(table, rng.standard_normal((17, 3)), delimiter="\t", header="a\tb\tc",
+               comments="")
+    assert RoiTableMasker().count_volumes([table, table]) == [17, 17]
+    image, _ = make_volume(rng, 9)
+    nib.save(image, tmp_path / "bold.nii.gz")
+    assert VolumeMasker().count_volumes(str(tmp_path / "bold.nii.gz")) == [9]
+    write_gifti(tmp_path / "lh.func.gii", rng.standard_normal((11, 40)))
+    write_gifti(tmp_path / "rh.func.gii", rng.standard_normal((11, 40)))
+    assert SurfaceMasker().count_volumes([{"L": tmp_path / "lh.func.gii",
+                                           "R": tmp_path / "rh.func.gii"}]) == [11]
 
 
 def test_real_alice_roi_table():
     path = shared_data("alice_brennan2016", "alice_data_shared", "6mm", "s18-timecourses.txt")
     brain = load_brain(path, RoiTableMasker(names=ALICE_ROIS, standardize="zscore_sample"),
-                       n_volumes=[362])
+                       n_volumes=[362], first_volume_s=20.0)
     assert brain.data.shape == (362, 6) and brain.valid_targets.all() and brain.space == "roi"
+    assert brain.first_volume_s == (20.0,)
     raw = np.loadtxt(path)
     np.testing.assert_allclose(brain.data, zscore(raw, ddof=1), atol=1e-5)
     unusable = shared_data("alice_brennan2016", "alice_data_shared", "6mm", "s33-timecourses.txt")
-    assert not load_brain(unusable, RoiTableMasker(names=ALICE_ROIS)).valid_targets.any()
+    assert not load_brain(unusable, RoiTableMasker(names=ALICE_ROIS),
+                          first_volume_s=20.0).valid_targets.any()
 
 
 def test_roi_table_filtering_and_confound_file(tmp_path):

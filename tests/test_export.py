@@ -66,7 +66,7 @@ def test_surface_map_one_gifti_per_hemisphere(tmp_path):
     masker = SurfaceMasker(mask={"L": keep, "R": keep}).fit()
     values = np.random.default_rng(2).standard_normal(masker.n_targets_).astype(np.float32)
     brain = BrainData(np.zeros((4, masker.n_targets_)), np.zeros(4, int), masker.space_, masker,
-                      valid_targets=np.ones(masker.n_targets_, bool))
+                      valid_targets=np.ones(masker.n_targets_, bool), first_volume_s=0.0)
     path = save_map(values, brain, tmp_path, entities={"sub": "01", "desc": "atom03", "stat": "r"},
                     sidecar={"model": "tiny"})
     assert path.name == "sub-01_space-fsaverage5_hemi-L_desc-atom03_stat-r_map.func.gii"

@@ -30,7 +30,7 @@ def test_drop_is_largest_in_the_planted_network(tmp_path):
 
     loaded = tiny_loaded("llama", seed=1)
     story = make_story(400, seed=1)
-    story = story.with_scan(tr_s=2.0, n_volumes=(30, 30))
+    story = story.with_scan(tr_s=2.0, n_volumes=(30, 30), first_volume_s=0.0)
     path = record_story(loaded, story, ["mlp.out"], tmp_path / "truth", progress=False)
     timecourses = recording_to_tr(Recording.open(path))
     names = ["Visual", "Language", "Default"]

@@ -9,6 +9,13 @@ HRF-convolved predictors (372 rows from stimulus time 0, column names from the r
 README.txt); and the hand-corrected word TextGrid (read with
 :func:`brainalign.stimuli.load_story`).
 
+Timing: the TextGrid's clock starts with the acquisition (the padded audio), so the first
+kept volume, volume 10, is at stimulus time ``FIRST_VOLUME_S`` = 10 x 2 s = 20 s and
+time-course row ``k`` covers ``20 + 2k .. 22 + 2k`` s; the story carries this scan. The
+tests check it against the release's own word-rate regressor (the TextGrid word onsets
+convolved with the HRF on this grid correlate with it at r > 0.95, and a grid shifted by
+10 TRs does not).
+
 The files are not shipped with brainalign: pass their folder, or set
 ``BRAINALIGN_SHARED_DATA`` to the folder that holds ``alice_brennan2016``. Subjects whose
 time course is constant in any ROI are excluded, with the reason recorded in
@@ -33,6 +40,8 @@ ROI_NAMES = ("LATL", "RATL", "LPTL", "LIPL", "LPreM", "LIFG")
 TR_S = 2.0
 N_DISCARDED_VOLUMES = 10
 N_VOLUMES = 362
+#: Stimulus time (s, TextGrid clock) of the first kept volume.
+FIRST_VOLUME_S = N_DISCARDED_VOLUMES * TR_S
 PREDICTOR_FILE = "sept18-generic-predictors-under-hrf-with-logfrqhal.txt"
 TEXTGRID_FILE = "alice_stim_shared/DownTheRabbitHoleFinal_exp120_pad_1.TextGrid"
 DATA_DIR = "alice_data_shared"
@@ -67,13 +76,15 @@ class AliceData:
     predictor_names : tuple of str
         From the release's README.txt.
     story : Story or None
-        The TextGrid words (times from the start of the padded audio), with
-        ``tr_s=2`` and ``n_volumes=(362,)`` attached.
+        The TextGrid words (times from the start of the padded audio), with the scan
+        ``tr_s=2``, ``n_volumes=(362,)``, ``first_volume_s=(20.0,)`` attached.
     excluded : dict
         Subject id -> reason it was left out.
     sphere_mm : int
     tr_s : float
     path : Path
+    first_volume_s : float
+        Stimulus time (s) of row 0 of ``timecourses`` (:data:`FIRST_VOLUME_S`).
     """
 
     subjects: tuple[str, ...]
@@ -87,6 +98,7 @@ class AliceData:
     sphere_mm: int = 6
     tr_s: float = TR_S
     path: Path | None = None
+    first_volume_s: float = FIRST_VOLUME_S
 
     @property
     def n_subjects(self) -> int:
@@ -176,7 +188,8 @@ def load_alice(path: str | os.PathLike | None = None, sphere_mm: int = 6,
     if with_story:
         from brainalign.stimuli import load_story
 
-        story = load_story(root / TEXTGRID_FILE, name="alice").with_scan(TR_S, (N_VOLUMES,))
+        story = load_story(root / TEXTGRID_FILE, name="alice").with_scan(
+            TR_S, (N_VOLUMES,), first_volume_s=FIRST_VOLUME_S)
     logger.info("Alice: %d usable subjects, %d excluded (%s)", len(subjects), len(excluded),
                 ", ".join(excluded) or "none")
     return AliceData(tuple(subjects), np.stack(timecourses), ROI_NAMES, np.stack(rates),

@@ -69,7 +69,27 @@ class BrainMasker(TransformerMixin, BaseEstimator):
         """Whether ``imgs`` is a list of per-run inputs rather than one input."""
         raise NotImplementedError
 
+    def _count_one(self, img) -> int:
+        """Number of volumes (TRs) of one image/table, read as cheaply as the format allows."""
+        raise NotImplementedError
+
     # shared ---------------------------------------------------------------------------------
+    def count_volumes(self, imgs) -> list[int]:
+        """Number of volumes of each input, without reading or cleaning the signals where
+        the format allows (NIfTI: the header); the masker need not be fitted.
+
+        Parameters
+        ----------
+        imgs : one input or a list with one input per run
+
+        Returns
+        -------
+        list of int
+            One entry per input (a single input holding several runs gives one total).
+        """
+        parts = list(imgs) if self._is_run_list(imgs) else [imgs]
+        return [int(self._count_one(part)) for part in parts]
+
     def extract_signals(self, imgs) -> tuple[np.ndarray, list[int]]:
         """Raw (uncleaned) signals and run lengths.
 

@@ -1,10 +1,17 @@
 """BrainData: cleaned fMRI targets on the TR grid, checked against the stimulus.
 
-:func:`load_brain` reads images or tables through a masker, checks that each run has as
-many volumes as the stimulus has TRs (a mismatch is an error unless ``truncate=True``,
-which keeps the first volumes, logs it and records it in the provenance), cleans each run,
-and flags targets that are constant or hold NaN/inf: they are reported, zeroed and marked
-False in ``valid_targets`` so that no later stage scores them silently.
+Every BrainData knows when its volumes were acquired on the stimulus clock:
+``first_volume_s`` holds, per run, the stimulus time (s, on the clock of that run's words)
+of the first volume kept in the data, e.g. 20 s when the first 10 volumes of a 2 s TR were
+discarded. It is required: a wrong value shifts every stimulus feature by whole TRs.
+
+:func:`load_brain` reads images or tables through a masker, takes the expected volumes
+and the first-volume times from a :class:`~brainalign.stimuli.Story` with its scan (or from
+explicit arguments), checks that each run has as many volumes as the stimulus has TRs (a
+mismatch is an error unless ``truncate=True``, which keeps the first volumes, logs it and
+records it in the provenance), cleans each run, and flags targets that are constant or
+hold NaN/inf: they are reported, zeroed and marked False in ``valid_targets`` so that no
+later stage scores them silently.
 """
 
 from __future__ import annotations
@@ -69,6 +76,9 @@ class BrainData:
     valid_targets : ndarray of bool, shape (n_targets,), optional
         False for constant or non-finite targets; computed (and reported) when None.
     provenance : dict
+    first_volume_s : tuple of float (keyword only, required)
+        Stimulus time (s, on each run's word clock) of the first volume of each run in
+        ``data``; one entry per run (a single number is taken for every run).
     """
 
     data: np.ndarray
@@ -78,11 +88,14 @@ class BrainData:
     target_names: list[str] | None = None
     valid_targets: np.ndarray | None = None
     provenance: dict = field(default_factory=dict)
+    first_volume_s: tuple[float, ...] = field(kw_only=True)
 
     def __post_init__(self):
         if self.data.ndim != 2:
             raise ValueError(f"data must be 2-D (n_tr, n_targets), got shape {self.data.shape}")
         self.runs = check_runs(self.runs, self.data.shape[0])
+        self.first_volume_s = _per_run(self.first_volume_s, len(self.run_lengths),
+                                       "first_volume_s")
         if self.target_names is not None and len(self.target_names) != self.data.shape[1]:
             raise ValueError(f"{len(self.target_names)} target names for {self.data.shape[1]} targets")
         if self.valid_targets is None:
@@ -103,7 +116,8 @@ class BrainData:
 
     @property
     def run_lengths(self) -> tuple[int, ...]:
-        """Number of TRs of each run (use with ``story.with_scan(tr_s, run_lengths)``)."""
+        """Number of TRs of each run; ``story.with_scan(tr_s, brain.run_lengths,
+        first_volume_s=brain.first_volume_s)`` gives the story this data's scan."""
         return tuple(s.stop - s.start for s in run_slices(self.runs))
 
     @property
@@ -130,19 +144,43 @@ def _log_invalid(report: dict, n_targets: int) -> None:
                        report["constant"])
 
 
-def _expected_volumes(story: Story | None, n_volumes: Sequence[int] | None) -> list[int] | None:
-    if story is not None and n_volumes is not None:
-        raise ValueError("give either story or n_volumes, not both")
+def _per_run(values: float | Sequence[float] | None, n_runs: int, name: str) -> tuple[float, ...]:
+    """One float per run from a number (every run) or a sequence; clear errors otherwise."""
+    if values is None:
+        raise ValueError(f"{name} is required: the stimulus time (s, on the words' clock) of "
+                         f"the first volume of each of the {n_runs} run(s)")
+    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if values.ndim != 1 or values.size not in (1, n_runs):
+        raise ValueError(f"{name} must be one number or one per run ({n_runs}), got "
+                         f"{values.tolist()}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} must be finite, got {values.tolist()}")
+    return tuple(float(v) for v in np.broadcast_to(values, (n_runs,)))
+
+
+def _expected_scan(story: Story | None, n_volumes: Sequence[int] | None,
+                   first_volume_s: float | Sequence[float] | None
+                   ) -> tuple[list[int] | None, float | Sequence[float]]:
+    """(expected volumes per run or None, first-volume times) from a story or the arguments."""
     if story is not None:
-        if story.n_volumes is None:
-            raise ValueError(f"story {story.name!r} has no n_volumes; attach the scan timing with "
-                             "story.with_scan(tr_s, n_volumes)")
-        return list(story.n_volumes)
-    return None if n_volumes is None else [int(n) for n in n_volumes]
+        if n_volumes is not None or first_volume_s is not None:
+            raise ValueError("give either story (with its scan) or n_volumes/first_volume_s, "
+                             "not both")
+        if not story.has_scan:
+            story.check_scan()  # raises, naming what is missing and how to attach it
+        return list(story.n_volumes), story.first_volume_s
+    if first_volume_s is None:
+        raise ValueError("load_brain needs the stimulus time of the first volume of each run: "
+                         "pass story= (a Story with its scan, see Story.with_scan) or "
+                         "first_volume_s= (s, on the words' clock; e.g. 20.0 when the first "
+                         "10 volumes of a 2 s TR were discarded)")
+    return (None if n_volumes is None else [int(n) for n in n_volumes]), first_volume_s
 
 
 def load_brain(imgs, masker: BrainMasker, *, confounds=None, story: Story | None = None,
-               n_volumes: Sequence[int] | None = None, truncate: bool = False) -> BrainData:
+               n_volumes: Sequence[int] | None = None,
+               first_volume_s: float | Sequence[float] | None = None,
+               truncate: bool = False) -> BrainData:
     """Read, check and clean brain data into a :class:`BrainData`.
 
     Parameters
@@ -152,9 +190,13 @@ def load_brain(imgs, masker: BrainMasker, *, confounds=None, story: Story | None
         Fitted on ``imgs`` here when not fitted yet.
     confounds : array (n_tr, n_confounds), path, or a list with one per run, optional
     story : Story, optional
-        Stimulus whose ``n_volumes`` (per run) the data must match.
+        Stimulus with its scan (:meth:`Story.with_scan`): the data must have its
+        ``n_volumes`` per run, and take its ``first_volume_s``.
     n_volumes : sequence of int, optional
-        The expected volumes per run, when there is no Story.
+        The expected volumes per run, when there is no Story (not checked when None).
+    first_volume_s : float or sequence of float, optional
+        Stimulus time (s, on each run's word clock) of each run's first volume in
+        ``imgs``; required when there is no Story.
     truncate : bool, default False
         When a run's volume count differs from the stimulus, keep its first
         ``min(n_brain, n_stimulus)`` volumes instead of raising. The stimulus side must
@@ -163,14 +205,22 @@ def load_brain(imgs, masker: BrainMasker, *, confounds=None, story: Story | None
     Returns
     -------
     BrainData
+        With ``first_volume_s`` set (truncation keeps each run's first volumes, so it
+        does not change them).
+
+    Raises
+    ------
+    ValueError
+        When neither a story nor ``first_volume_s`` is given, or volumes and stimulus
+        disagree (unless ``truncate``), naming the runs and both counts.
     """
+    expected, first_volume_s = _expected_scan(story, n_volumes, first_volume_s)
     if not hasattr(masker, "n_targets_"):
         masker.fit(imgs)
     signals, lengths = masker.extract_signals(imgs)
     confounds = _stack_confounds(confounds)
     if confounds is not None and len(confounds) != len(signals):
         raise ValueError(f"confounds have {len(confounds)} rows for {len(signals)} volumes")
-    expected = _expected_volumes(story, n_volumes)
     truncation = None
     if expected is not None:
         if len(expected) != len(lengths):
@@ -190,6 +240,7 @@ def load_brain(imgs, masker: BrainMasker, *, confounds=None, story: Story | None
             logger.warning("truncated runs to match the stimulus: %s", truncation)
             lengths = [min(b, s) for b, s in zip(lengths, expected)]
     runs = runs_from_lengths(lengths)
+    first_volume_s = _per_run(first_volume_s, len(lengths), "first_volume_s")
     names = masker.target_names_
     raw_valid, _ = find_invalid_targets(signals, names)
     cleaned = np.zeros_like(signals)
@@ -204,6 +255,8 @@ def load_brain(imgs, masker: BrainMasker, *, confounds=None, story: Story | None
     data[:, ~valid] = 0.0
     provenance = provenance_block(
         stage="brain", masker=type(masker).__name__, masker_params=masker.get_params(),
-        space=masker.space_, run_lengths=lengths, truncation=truncation, excluded_targets=report,
+        space=masker.space_, run_lengths=lengths, first_volume_s=list(first_volume_s),
+        truncation=truncation, excluded_targets=report,
     )
-    return BrainData(data, runs, masker.space_, masker, names, valid, provenance)
+    return BrainData(data, runs, masker.space_, masker, names, valid, provenance,
+                     first_volume_s=first_volume_s)

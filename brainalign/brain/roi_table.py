@@ -52,6 +52,9 @@ class RoiTableMasker(BrainMasker):
     def _read_one(self, img) -> np.ndarray:
         return read_table(img, self.delimiter)[0]
 
+    def _count_one(self, img) -> int:
+        return len(read_table(img, self.delimiter)[0])
+
     def fit(self, imgs=None, y=None) -> "RoiTableMasker":
         """Learn the number of ROIs and their names from a table (or from ``names``).
 

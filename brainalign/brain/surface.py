@@ -163,6 +163,15 @@ class SurfaceMasker(BrainMasker):
             raise ValueError(f"hemispheres have different numbers of time points: {sorted(lengths)}")
         return np.hstack(blocks)
 
+    def _count_one(self, img) -> int:
+        hemis = as_hemispheres(img)
+        fitted = getattr(self, "n_vertices_", {})  # orients a single 2-D data array
+        counts = {hemi: read_gifti_series(source, fitted.get(hemi)).shape[0]
+                  for hemi, source in hemis.items()}
+        if len(set(counts.values())) != 1:
+            raise ValueError(f"hemispheres have different numbers of time points: {counts}")
+        return next(iter(counts.values()))
+
     def inverse_transform(self, values, fill_value: float = 0.0) -> dict:
         """Per-vertex values as one GIfTI image per hemisphere.
 

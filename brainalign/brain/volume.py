@@ -60,6 +60,12 @@ class VolumeMasker(BrainMasker):
     def _read_one(self, img) -> np.ndarray:
         return np.atleast_2d(self.nifti_masker_.transform(img))
 
+    def _count_one(self, img) -> int:
+        from nilearn.image import load_img
+
+        shape = load_img(img).shape  # a proxy image: only the header is read
+        return shape[3] if len(shape) == 4 else 1
+
     def fit(self, imgs=None, y=None) -> "VolumeMasker":
         """Fit the nilearn masker (computing a mask from ``imgs`` when none was given)."""
         from nilearn.maskers import NiftiMasker
