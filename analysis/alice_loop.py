@@ -4,16 +4,17 @@ Usage::
 
     python analysis/alice_loop.py [--data PATH] [--out PATH] [--n-atoms K] [--no-control]
 
-Steps (brainalign's public API; the timing, filtering and CV of ``analysis/alice_encoding.py``,
+Steps (brainalign's public API; the filtering and CV of ``analysis/alice_encoding.py``,
 whose functions are imported rather than repeated):
 
 1. Targets: the group average of the 27 subjects' 6 ROI time courses (LATL RATL LPTL LIPL
    LPreM LIFG), each subject detrended, high-pass filtered at 1/128 Hz and z-scored
-   (``alice_encoding.high_pass``). The first kept volume is at the story time that
-   ``alice_encoding.establish_offset`` finds from the study's word-rate regressor (20.0 s).
+   (``alice_encoding.high_pass``). The story carries the data's scan from the loader
+   (``load_alice``: first kept volume at 20 s of the TextGrid clock, checked against the
+   study's word-rate regressor in tests/test_alice.py).
 2. SmolLM2-135M ``mlp.out`` neurons of every 3rd layer (0, 3, ..., 27: 10 x 576 = 5,760
    neurons; restricted to keep the run short on a 2-core CPU) are recorded on the story,
-   put on the TR grid by HRF convolution at that offset (``recording_to_tr``), and
+   put on the story's TR grid by HRF convolution (``recording_to_tr``), and
    decomposed into K atoms by dictionary learning over all 362 TRs (``fit_atoms``; it sees
    no brain data). Each neuron's subgroup is its atom with the largest absolute loading.
 3. Features = the mean time course of each subgroup (the loop's default features),
@@ -51,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alice_encoding import AliceConfig, establish_offset, high_pass
+from alice_encoding import AliceConfig, high_pass
 from brainalign.brain.alice import load_alice
 from brainalign.encoding import fit_encoding
 from brainalign.interventions.loop import brain_loop, subgroup_features
@@ -126,15 +127,13 @@ def run(data_path, config: LoopConfig, work_dir: Path) -> dict:
     alice_config = AliceConfig()
     data = load_alice(data_path, sphere_mm=alice_config.sphere_mm)
     roi_names = list(data.roi_names)
-    timing = establish_offset(data, alice_config)
-    offset_s = timing["offset_s"]
     group = np.stack([high_pass(data.timecourses[i], alice_config, data.tr_s)
                       for i in range(len(data.subjects))]).mean(0)           # (n_tr, n_rois)
-    logger.info("offset %.1f s; group targets %s", offset_s, group.shape)
+    logger.info("first volume at %.1f s; group targets %s", data.first_volume_s, group.shape)
 
     loaded = load_model(config.model_name)
     layers = list(config.layers)
-    tr_options = {"method": "hrf", "offset_s": offset_s}
+    tr_options = {"method": "hrf"}  # the TR grid is the story's scan (data.story)
     path = record_story(loaded, data.story, [config.site], work_dir / "atoms", layers=layers, progress=False)
     timecourses = recording_to_tr(Recording.open(path), **tr_options)
     patterns = fit_atoms(timecourses, n_atoms=config.n_atoms, train_runs="all", alpha=config.atom_alpha,
@@ -188,7 +187,8 @@ def run(data_path, config: LoopConfig, work_dir: Path) -> dict:
 
     hits = result.own_network_hit()
     summary = {
-        "rois": roi_names, "offset_s": offset_s, "n_atoms": config.n_atoms, "layers": layers,
+        "rois": roi_names, "first_volume_s": data.first_volume_s, "n_atoms": config.n_atoms,
+        "layers": layers,
         "n_neurons": int(subgroup.size), "subgroup_sizes": sizes,
         "mapping_r": dict(zip(roi_names, np.round(mapping_fit.r, 4).tolist())),
         "mapping_p_fdr": dict(zip(roi_names, np.round(mapping_fit.p_fdr, 4).tolist())),
