@@ -117,7 +117,8 @@ def test_single_run_uses_contiguous_blocks():
 
 def test_fit_encoding_scores_match_sklearn_cross_val_predict():
     X, Y, runs = make_problem(n_tr=200, n_features=30, n_targets=5, n_runs=4, noise=3.0)
-    result = fit_encoding(X, Y, runs, alphas=[20.0], preprocessing=PCA(5), n_perm=0, dtype="float64")
+    result = fit_encoding(X, Y, runs, alphas=[20.0], preprocessing=PCA(5), n_perm=0, dtype="float64",
+                          delays=None, clean=False)
     prediction = cross_val_predict(make_pipeline(PCA(5), StandardScaler(), Ridge(alpha=20.0)), X, Y,
                                    groups=runs, cv=LeaveOneGroupOut())
     r_folds = np.stack([pearson_r(Y[runs == g], prediction[runs == g]) for g in range(4)])
@@ -140,16 +141,17 @@ def test_fit_encoding_with_delays_recovers_planted_lag():
     assert np.argmax(np.abs(result.coef[:, 0])) == 2 * 4 + 1  # delay-major: delay 2, feature 1
     assert result.r[0] > 0.9 and result.p_values[0] < 0.01
     # without z-scoring (which runs before the delays) pre-delayed X gives the same fit
-    delayed_inside = fit_encoding(X, Y, runs, delays=[0, 1, 2, 3], n_perm=0, standardize=False)
+    delayed_inside = fit_encoding(X, Y, runs, delays=[0, 1, 2, 3], n_perm=0, standardize=False,
+                                  clean=False)
     pre_delayed = fit_encoding(Delayer(delays=[0, 1, 2, 3]).fit_transform(X, runs=runs), Y, runs,
-                               n_perm=0, standardize=False)
+                               delays=None, n_perm=0, standardize=False, clean=False)
     np.testing.assert_allclose(pre_delayed.r, delayed_inside.r, rtol=1e-6)
 
 
 def test_signal_is_significant_and_noise_is_not():
     X, Y, runs = make_problem(n_tr=240, n_features=6, n_targets=40, n_runs=4)
     Y[:, 20:] = np.random.default_rng(5).standard_normal((240, 20))
-    result = fit_encoding(X, Y, runs, n_perm=500)
+    result = fit_encoding(X, Y, runs, delays=None, n_perm=500)
     assert np.all(result.r[:20] > 0.3)
     assert result.significant(0.05)[:20].all()
     assert result.significant(0.05)[20:].sum() <= 2
@@ -160,8 +162,8 @@ def test_invalid_targets_are_excluded_and_reported(caplog, backend):
     X, Y, runs = make_problem(n_targets=6)
     Y[:, 1] = 4.0
     Y[10, 4] = np.nan
-    with caplog.at_level(logging.WARNING, logger="brainalign.encoding.ridge"):
-        result = fit_encoding(X, Y, runs, n_perm=50, backend=backend)
+    with caplog.at_level(logging.WARNING, logger="brainalign.encoding.fit"):
+        result = fit_encoding(X, Y, runs, delays=None, n_perm=50, backend=backend)
     assert result.cv["backend"] == backend
     assert "2 of 6 targets" in caplog.text
     np.testing.assert_array_equal(result.valid_targets, [True, False, True, True, False, True])
@@ -172,7 +174,7 @@ def test_invalid_targets_are_excluded_and_reported(caplog, backend):
 
 def test_bad_input_gives_clear_errors():
     X, Y, runs = make_problem()
-    with pytest.raises(ValueError, match="240 TRs but Y has 239"):
+    with pytest.raises(ValueError, match="240 rows but the brain data have 239 TRs"):
         fit_encoding(X, Y[:-1], runs)
     with pytest.raises(ValueError, match="runs must have shape"):
         fit_encoding(X, Y, runs[:-1])

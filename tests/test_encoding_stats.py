@@ -78,7 +78,7 @@ def test_refit_null_reproduces_the_fitted_scores():
     X = rng.standard_normal((200, 8))
     Y = X[:, :3] @ rng.standard_normal((3, 6)) + 2 * rng.standard_normal((200, 6))
     runs = np.repeat(np.arange(4), 50)
-    result = fit_encoding(X, Y, runs, n_perm=0, dtype="float64")
+    result = fit_encoding(X, Y, runs, delays=None, clean=False, n_perm=0, dtype="float64")
     folds = []
     for split in outer_splits(runs)[0]:
         model = EncodingModel(dtype="float64").fit(StandardScaler().fit(X[split.train]).transform(X[split.train]),

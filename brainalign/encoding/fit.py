@@ -1,21 +1,30 @@
-"""fit_encoding: held-out scores, significance and final coefficients in one call.
+"""fit_encoding: held-out scores, variance partitioning, significance and final coefficients.
 
 The recipe (each step named in the result's ``cv`` dictionary):
 
 1. outer split: leave one run (story) out, or contiguous blocks of time for one run
    (:func:`brainalign.encoding.cv.outer_splits`);
-2. in each outer training set: an optional feature transformer (e.g. PCA) and the
-   feature z-scoring are fitted on the training rows only, FIR delays are added with
-   :class:`brainalign.timecourse.Delayer` (never across runs), and an
-   :class:`~brainalign.encoding.ridge.EncodingModel` chooses one alpha per target by
-   inner CV grouped by run;
-3. each outer fold's held-out predictions are scored per target and the scores are
-   averaged over folds (``r`` Pearson, ``r2`` coefficient of determination); scoring
-   folds separately keeps the offset each fold's model adds out of the score;
-4. ``r`` is tested against a block-permutation / circular-shift null of the data with
-   every fold's ridge map re-applied (:mod:`brainalign.encoding.null`), and
-   FDR-corrected with MNE;
-5. the model is refitted on all the data for the coefficients and alphas that are kept.
+2. in each outer fold, fitted on its training rows only: the cleaning of targets *and*
+   features (nuisance regression per run: mean, trend, cosine drifts, confounds; then
+   z-scoring; :mod:`brainalign.encoding.cleaning`), each band's reduction (PCA, atoms),
+   the feature z-scoring; then FIR delays per band inside runs
+   (:mod:`brainalign.encoding.bands`) and the model: one band is plain ridge
+   (:class:`~brainalign.encoding.ridge.EncodingModel`), several are banded ridge
+   (:class:`~brainalign.encoding.banded.BandedEncodingModel`), hyperparameters per
+   target by inner CV grouped by run; an alpha grid crowded at an edge is extended;
+3. each fold's held-out predictions are scored per target. The headline ``r`` is the mean
+   over folds of the within-fold Pearson r (blind to the offset each fold's model adds);
+   ``r_concat`` is r on the predictions concatenated over folds; ``r2`` is the mean over
+   folds of the within-fold R^2;
+4. with several bands, variance partitioning per fold (:mod:`brainalign.encoding.partition`):
+   each band alone, the model without each band, each band's unique contribution and
+   himalaya's split R^2; each band's unique r is tested against circular shifts of that
+   band (others fixed) and FDR-corrected over targets;
+5. ``r`` is tested against a block-permutation / circular-shift null of the data with
+   every fold's ridge map re-applied (:mod:`brainalign.encoding.null`), FDR-corrected
+   with MNE;
+6. the model is refitted on all the data (cleaning and reductions too) for the
+   coefficients and hyperparameters that are kept.
 """
 
 from __future__ import annotations
@@ -23,67 +32,121 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.preprocessing import StandardScaler
 
 from brainalign.provenance import config_hash, provenance_block
+from brainalign.timecourse.delays import DEFAULT_DELAYS
 from brainalign.timecourse.runs import check_runs
 
+from .banded import DEFAULT_N_ITER, BandedEncodingModel
+from .bands import band_design, fold_band_values, resolve_bands
+from .cleaning import FoldCleaner, resolve_cleaning
 from .cv import outer_splits
 from .null import FoldOperator, refit_null_test
+from .partition import band_shift_null
 from .result import EncodingResult
 from .ridge import DEFAULT_ALPHAS, EncodingModel, valid_target_mask
-from .stats import fdr, fold_mean_r, pearson_r, permutation_test, r2_score
+from .stats import fdr, fold_mean_r, null_indices, pearson_r, permutation_test, r2_score
 
 logger = logging.getLogger(__name__)
 
-
-def _design(X: np.ndarray, runs: np.ndarray, train: np.ndarray, preprocessing, standardize: bool,
-            delays) -> np.ndarray:
-    """Features for all rows: transformers fitted on ``train`` rows only, then FIR delays."""
-    steps = ([clone(preprocessing)] if preprocessing is not None else []) + (
-        [StandardScaler()] if standardize else [])
-    for step in steps:
-        X = np.asarray(step.fit(X[train]).transform(X), dtype=np.float64)
-    if delays is not None:
-        from brainalign.timecourse import Delayer
-
-        X = Delayer(delays=delays).fit_transform(X, runs=runs)
-    return X
+#: Partition scores kept per band, each (n_bands, n_targets).
+PARTITION_SCORES = ("r_alone", "r2_alone", "r_without", "r2_without", "r_unique", "r2_unique",
+                    "r2_split")
 
 
-def fit_encoding(X, Y, runs=None, *, delays=None, alphas=DEFAULT_ALPHAS, preprocessing=None,
-                 standardize: bool = True,
+class _Models:
+    """Builds the ridge model of any subset of bands with the fit's shared settings."""
+
+    def __init__(self, alphas, n_iter, solver, n_inner_splits, backend, dtype, random_state):
+        self.common = dict(alphas=alphas, solver=solver, n_inner_splits=n_inner_splits,
+                           backend=backend, dtype=dtype)
+        self.banded = dict(n_iter=n_iter, random_state=random_state)
+
+    def fit(self, design, layout, Y, runs):
+        """Plain ridge for one band, banded ridge for several; fitted on all given rows."""
+        if len(layout) == 1:
+            return EncodingModel(**self.common).fit(design, Y, runs=runs)
+        sizes = [b["columns"][1] - b["columns"][0] for b in layout]
+        return BandedEncodingModel(band_sizes=sizes, **self.common, **self.banded).fit(
+            design, Y, runs=runs)
+
+
+def _columns(layout, names) -> tuple[np.ndarray, list[dict]]:
+    """Design columns and re-based layout of the bands ``names`` (in layout order)."""
+    picked, new_layout, start = [], [], 0
+    for band in layout:
+        if band["name"] in names:
+            a, b = band["columns"]
+            picked.append(np.arange(a, b))
+            new_layout.append({**band, "columns": [start, start + b - a]})
+            start += b - a
+    return np.concatenate(picked), new_layout
+
+
+def _split_r2(model, design_test, y_test) -> np.ndarray:
+    """himalaya's product-measure split of R^2 on test-centred data, (n_bands, n_targets)."""
+    from himalaya.scoring import r2_score_split
+
+    parts = model.predict(design_test, split=True)
+    parts = parts - parts.mean(axis=1, keepdims=True)
+    centred = y_test - y_test.mean(0)
+    return np.asarray(r2_score_split(centred, parts), dtype=np.float64)
+
+
+def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHAS,
+                 preprocessing=None, standardize: bool = True, clean=True,
+                 tr_s: float | None = None, confounds=None, partition: bool = True,
+                 n_band_shifts: int = 1000, min_shift_tr: int = 10, n_iter: int = DEFAULT_N_ITER,
                  n_inner_splits: int = 5, n_blocks: int = 5, n_perm: int = 1000,
-                 null: str = "block", null_scope: str = "refit", block_tr: int = 10, fdr_alpha: float = 0.05,
-                 noise_ceiling=None, solver: str = "auto", backend: str = "auto",
-                 dtype: str = "float32", random_state: int | None = 0,
+                 null: str = "block", null_scope: str = "refit", block_tr: int = 10,
+                 fdr_alpha: float = 0.05, noise_ceiling=None, solver: str = "auto",
+                 backend: str = "auto", dtype: str = "float32", random_state: int | None = 0,
                  provenance: dict | None = None) -> EncodingResult:
     """Fit and evaluate a voxelwise ridge encoding model with nested, run-wise CV.
 
     Parameters
     ----------
-    X : array, shape (n_tr, n_features)
-        Features on the fMRI TR grid (stacked over runs/stories in time order).
+    X : array (n_tr, n_features), Band, FoldFeatures, or dict name -> any of these
+        Features on the fMRI TR grid (stacked over runs/stories in time order). A dict
+        holds named feature bands (:class:`brainalign.encoding.Band`: own delays, own
+        reduction); several bands are fitted with banded ridge and partitioned.
     Y : array, shape (n_tr, n_targets)
         Brain time courses (voxels, vertices or ROIs) on the same grid.
     runs : array of int, shape (n_tr,), optional
         Run / story of each TR (contiguous blocks). None: one run, and the outer CV uses
         ``n_blocks`` contiguous blocks of time.
-    delays : sequence of int, optional
-        FIR delays in TRs added by :class:`brainalign.timecourse.Delayer` (never across
-        runs). None when X is already delayed (or no delays are wanted).
+    delays : sequence of int or None
+        FIR delays in TRs (>= 0) of bands that do not set their own (never across runs;
+        :data:`brainalign.timecourse.DEFAULT_DELAYS`). None: no delays (X is already
+        delayed or HRF-convolved). Bands marked ``hrf_convolved`` get none.
     alphas : sequence of float
-        Ridge penalty grid (one alpha per target is chosen from it).
+        Ridge penalty grid (one alpha per target is chosen from it; extended when more
+        than 5 % of targets pick an edge).
     preprocessing : scikit-learn transformer, optional
-        Applied to X before the delays, fitted on the training rows of each outer fold
-        only (e.g. ``PCA(20)``); ``coef`` is then in its output space.
+        For a single unnamed X: applied after cleaning, fitted on the training rows of
+        each outer fold only (e.g. ``PCA(20)``); ``coef`` is then in its output space.
     standardize : bool
-        z-score every feature (after ``preprocessing``, before the delays) with the mean
-        and standard deviation of the training rows, so that one alpha grid suits
-        features of any scale.
+        z-score every feature column (after reduction, before delays) with the training
+        rows' mean and standard deviation, so that one alpha grid suits any scale.
+    clean : bool or Cleaning
+        Clean targets and features alike inside each fold (fitted on its training rows):
+        each run's mean, a linear trend, cosine drifts below 1/128 Hz (when ``tr_s`` is
+        given), ``confounds``, then z-scoring. ``False`` turns it off.
+    tr_s : float, optional
+        Repetition time in seconds (needed by the high-pass filter of the cleaning).
+    confounds : array, shape (n_tr, n_confounds), optional
+        Nuisance regressors (motion...) removed from targets and features within runs.
+    partition : bool
+        With several bands: fit each band alone and the model without each band, and
+        test each band's unique r.
+    n_band_shifts : int
+        Circular shifts of a band in the null of its unique r (0: no test).
+    min_shift_tr : int
+        Smallest such shift from either end of a run, in TRs.
+    n_iter : int
+        Band-weight candidates of banded ridge's random search.
     n_inner_splits : int
-        Inner folds for alpha selection.
+        Inner folds for hyperparameter selection.
     n_blocks : int
         Outer contiguous blocks when there is a single run.
     n_perm : int
@@ -92,11 +155,10 @@ def fit_encoding(X, Y, runs=None, *, delays=None, alphas=DEFAULT_ALPHAS, preproc
         How surrogates reorder time (see :func:`brainalign.encoding.stats.null_indices`).
     null_scope : {"refit", "predictions"}
         ``"refit"`` (default): the data are shuffled and every outer fold's ridge map is
-        re-applied at the chosen alphas (:mod:`brainalign.encoding.null`), which keeps
-        the coupling between CV folds and is calibrated. ``"predictions"``: the held-out
-        predictions are shuffled within each fold
-        (:func:`~brainalign.encoding.stats.permutation_test`); faster but liberal for
-        CV scores (about 11 % of pure-noise targets under p = .05 in our tests).
+        re-applied at the chosen hyperparameters (:mod:`brainalign.encoding.null`), which
+        keeps the coupling between CV folds and is calibrated. ``"predictions"``: the
+        held-out predictions are shuffled within each fold; faster but liberal for CV
+        scores (about 11 % of pure-noise targets under p = .05 in our tests).
     block_tr : int
         Block length / minimum shift of the null, in TRs.
     fdr_alpha : float
@@ -104,9 +166,9 @@ def fit_encoding(X, Y, runs=None, *, delays=None, alphas=DEFAULT_ALPHAS, preproc
     noise_ceiling : array, shape (n_targets,), optional
         Attached to the result (see :mod:`brainalign.encoding.ceiling`).
     solver, backend, dtype
-        Passed to :class:`~brainalign.encoding.ridge.EncodingModel`.
+        Passed to the ridge models.
     random_state : int or None
-        Seed of the permutation null.
+        Seed of the nulls and of banded ridge's weight candidates.
     provenance : dict, optional
         Extra fields for the result's provenance (model, site, features...).
 
@@ -114,18 +176,24 @@ def fit_encoding(X, Y, runs=None, *, delays=None, alphas=DEFAULT_ALPHAS, preproc
     -------
     EncodingResult
     """
-    X = np.asarray(X, dtype=np.float64)
     Y = np.asarray(Y)
     if not np.issubdtype(Y.dtype, np.floating):
         Y = Y.astype(np.float64)  # float32 whole brains stay float32 (no 2x copy)
     if Y.ndim == 1:
         Y = Y[:, None]
-    if X.ndim != 2 or Y.ndim != 2:
-        raise ValueError(f"X must be (n_tr, n_features) and Y (n_tr, n_targets); got {X.shape} and {Y.shape}")
-    if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} TRs but Y has {Y.shape[0]}; put both on the same TR grid")
+    if Y.ndim != 2 or Y.shape[0] == 0:
+        raise ValueError(f"Y must be (n_tr, n_targets) with at least one TR; got shape {Y.shape}")
     n_tr, n_targets = Y.shape
+    bands = resolve_bands(X, n_tr, delays, preprocessing)
     runs = check_runs(runs, n_tr)
+    for name, value, low in (("n_perm", n_perm, 0), ("n_band_shifts", n_band_shifts, 0),
+                             ("block_tr", block_tr, 1), ("min_shift_tr", min_shift_tr, 1),
+                             ("n_iter", n_iter, 1), ("n_inner_splits", n_inner_splits, 2)):
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if null_scope not in ("refit", "predictions"):
+        raise ValueError(f"null_scope must be 'refit' or 'predictions', got {null_scope!r}")
+    cleaning = resolve_cleaning(clean, tr_s)
     valid = valid_target_mask(Y)
     if not valid.any():
         raise ValueError("every target is constant or contains NaN; nothing to fit")
@@ -133,68 +201,197 @@ def fit_encoding(X, Y, runs=None, *, delays=None, alphas=DEFAULT_ALPHAS, preproc
         noise_ceiling = np.asarray(noise_ceiling, dtype=np.float64)
         if noise_ceiling.shape != (n_targets,):
             raise ValueError(f"noise_ceiling must have shape ({n_targets},), got {noise_ceiling.shape}")
-    if null_scope not in ("refit", "predictions"):
-        raise ValueError(f"null_scope must be 'refit' or 'predictions', got {null_scope!r}")
+    if not valid.all():
+        logger.warning("%d of %d targets are constant or contain NaN: excluded from the fit",
+                       int((~valid).sum()), n_targets)
     Yv = Y[:, valid]
-    model = EncodingModel(alphas=alphas, solver=solver, n_inner_splits=n_inner_splits,
-                          backend=backend, dtype=dtype)
+    n_valid = Yv.shape[1]
+    models = _Models(alphas, n_iter, solver, n_inner_splits, backend, dtype, random_state)
+    names = [band.name for band in bands]
+    do_partition = partition and len(bands) >= 2
+    shifts = (null_indices(runs, n_band_shifts, "circular", min_shift_tr, random_state)
+              if do_partition and n_band_shifts > 0 else None)
 
     splits, outer_scheme = outer_splits(runs, n_blocks=n_blocks)
+    n_folds = len(splits)
     fold_of_tr = np.empty(n_tr, dtype=int)
-    prediction = np.empty_like(Yv)
-    operators = []
-    r_folds = np.full((len(splits), n_targets), np.nan)
-    r2_folds = np.full((len(splits), n_targets), np.nan)
+    prediction = np.empty(Yv.shape, dtype=np.float64)
+    held_out = np.empty(Yv.shape, dtype=np.float64)      # each fold's cleaned test rows
+    operators, extensions = [], []
+    r_folds = np.full((n_folds, n_targets), np.nan)
+    r2_folds = np.full((n_folds, n_targets), np.nan)
+    alphas_folds = np.full((n_folds, n_targets), np.nan)
+    scores = {key: np.zeros((len(bands), n_valid)) for key in PARTITION_SCORES}
+    shift_r = (np.zeros((len(bands), n_band_shifts + 1, n_valid)) if shifts is not None
+               else None)
     for i, split in enumerate(splits):
-        logger.info("outer fold %d/%d: testing on group %s (%d TRs)", i + 1, len(splits),
+        logger.info("outer fold %d/%d: testing on group %s (%d TRs)", i + 1, n_folds,
                     split.test_groups, len(split.test))
-        design = _design(X, runs, split.train, preprocessing, standardize, delays)
-        fold_model = clone(model).fit(design[split.train], Yv[split.train], runs=runs[split.train])
+        cleaner = (None if cleaning is None else
+                   FoldCleaner(cleaning, runs, split.train, tr_s, confounds))
+        Yc = Yv if cleaner is None else cleaner.apply(Yv).astype(Yv.dtype, copy=False)
+        values = [fold_band_values(band, i, split.train, cleaner, standardize) for band in bands]
+        design, layout = band_design(values, bands, runs)
+        train, test = split.train, split.test
+        fold_model = models.fit(design[train], layout, Yc[train], runs[train])
+        extensions.append(fold_model.grid_extensions_)
+        alphas_folds[i, valid] = fold_model.alphas_
+        prediction[test] = fold_model.predict(design[test])
+        held_out[test] = Yc[test]
+        r_folds[i, valid] = pearson_r(Yc[test], prediction[test])
+        r2_folds[i, valid] = r2_score(Yc[test], prediction[test])
+        fold_of_tr[test] = i
         if n_perm > 0 and null_scope == "refit":
-            operators.append(FoldOperator.from_design(design, split.train, split.test,
-                                                      fold_model.alphas_))
-        prediction[split.test] = fold_model.predict(design[split.test])
-        r_folds[i, valid] = pearson_r(Yv[split.test], prediction[split.test])
-        r2_folds[i, valid] = r2_score(Yv[split.test], prediction[split.test])
-        fold_of_tr[split.test] = i
+            matrix = None if cleaner is None else cleaner.matrix()
+            if len(bands) == 1:
+                operators.append(FoldOperator.from_design(design, train, test, fold_model.alphas_,
+                                                          matrix))
+            else:
+                centred = design - design[train].mean(0)
+                kernels = np.stack([centred[:, a:b] @ centred[:, a:b].T
+                                    for a, b in (band["columns"] for band in layout)])
+                operators.append(FoldOperator.from_band_kernels(kernels, train, test,
+                                                                np.exp(fold_model.deltas_), matrix))
+        if do_partition:
+            _partition_fold(scores, shift_r, models, fold_model, bands, values, layout, design,
+                            Yc, runs, train, test, shifts, n_folds)
 
     r = np.full(n_targets, np.nan)
-    r[valid] = fold_mean_r(Yv, prediction, fold_of_tr)
+    r[valid] = fold_mean_r(held_out, prediction, fold_of_tr)
+    r_concat = np.full(n_targets, np.nan)
+    r_concat[valid] = pearson_r(held_out, prediction)
     r2 = np.full(n_targets, np.nan)
     r2[valid] = r2_folds[:, valid].mean(0)
     p_values = np.full(n_targets, np.nan)
     if n_perm > 0 and null_scope == "refit":
-        p_values[valid], _ = refit_null_test(Yv, operators, runs, n_perm=n_perm, method=null,
-                                             block_tr=block_tr, random_state=random_state)
+        surrogate_base = Yv if cleaning is None else FoldCleaner(
+            cleaning, runs, np.arange(n_tr), tr_s, confounds).remove_nuisance(Yv)
+        p_values[valid], _ = refit_null_test(surrogate_base, operators, runs, n_perm=n_perm,
+                                             method=null, block_tr=block_tr,
+                                             random_state=random_state)
     elif n_perm > 0:
         order = np.argsort(fold_of_tr, kind="stable")  # folds as consecutive rows for the null
-        p_values[valid] = permutation_test(Yv[order], prediction[order], groups=fold_of_tr[order],
-                                           n_perm=n_perm, method=null, block_tr=block_tr,
-                                           random_state=random_state)
+        p_values[valid] = permutation_test(held_out[order], prediction[order],
+                                           groups=fold_of_tr[order], n_perm=n_perm, method=null,
+                                           block_tr=block_tr, random_state=random_state)
     _, p_fdr = fdr(p_values, alpha=fdr_alpha)
 
     logger.info("final fit on all %d TRs", n_tr)
-    design = _design(X, runs, np.arange(n_tr), preprocessing, standardize, delays)
-    final = clone(model).fit(design, Y, runs=runs)
+    every_row = np.arange(n_tr)
+    cleaner = None if cleaning is None else FoldCleaner(cleaning, runs, every_row, tr_s, confounds)
+    Yc = Yv if cleaner is None else cleaner.apply(Yv).astype(Yv.dtype, copy=False)
+    values = [fold_band_values(band, None, every_row, cleaner, standardize) for band in bands]
+    design, layout = band_design(values, bands, runs)
+    final = models.fit(design, layout, Yc, runs)
+    extensions.append(final.grid_extensions_)
 
-    config = dict(outer=outer_scheme, n_outer_folds=len(splits),
+    coef = np.zeros((design.shape[1], n_targets), dtype=np.float64)
+    coef[:, valid] = final.coef_
+    intercept = np.zeros(n_targets)
+    intercept[valid] = final.intercept_
+    final_alphas = np.full(n_targets, np.nan)
+    final_alphas[valid] = final.alphas_
+    deltas = None
+    if len(bands) > 1:
+        deltas = np.full((len(bands), n_targets), np.nan)
+        deltas[:, valid] = final.deltas_
+    predictions = np.full((n_tr, n_targets), np.nan, dtype=np.float32)
+    predictions[:, valid] = prediction
+
+    partition_result = None
+    if do_partition:
+        partition_result = {"bands": names}
+        for key, values_ in scores.items():
+            full = np.full((len(bands), n_targets), np.nan)
+            full[:, valid] = values_
+            partition_result[key] = full
+        p_unique = np.full((len(bands), n_targets), np.nan)
+        if shift_r is not None:
+            observed, null_r = shift_r[:, 0], shift_r[:, 1:]
+            p_unique[:, valid] = (1.0 + (null_r >= observed[:, None] - 1e-12).sum(1)) / (1.0 + n_band_shifts)
+        partition_result["p_unique"] = p_unique
+        partition_result["p_unique_fdr"] = np.vstack([fdr(p, alpha=fdr_alpha)[1] for p in p_unique])
+
+    config = dict(outer=outer_scheme, n_outer_folds=n_folds,
                   outer_test_groups=[list(s.test_groups) for s in splits],
-                  inner=final.inner_cv_, n_inner_splits=n_inner_splits,
-                  alphas_grid=[float(a) for a in alphas], null=null if n_perm > 0 else None,
-                  n_perm=n_perm, null_scope=null_scope if n_perm > 0 else None, block_tr=block_tr, fdr="benjamini-hochberg (mne.stats.fdr_correction)",
-                  preprocessing=None if preprocessing is None else repr(preprocessing),
+                  inner=getattr(final, "inner_cv_", None), n_inner_splits=n_inner_splits,
+                  alphas_grid=[float(a) for a in alphas],
+                  alphas_grid_final=[float(a) for a in final.alphas_grid_],
+                  grid_extensions={"folds": extensions[:-1], "final": extensions[-1]},
+                  null=null if n_perm > 0 else None, n_perm=n_perm,
+                  null_scope=null_scope if n_perm > 0 else None, block_tr=block_tr,
+                  fdr="benjamini-hochberg (mne.stats.fdr_correction)",
+                  bands=[band.describe() for band in bands],
+                  model="ridge (himalaya)" if len(bands) == 1 else
+                  f"banded ridge (himalaya, random search over {n_iter} band weights)",
+                  cleaning=None if cleaning is None else dict(cleaning.describe(), tr_s=tr_s,
+                                                              confounds=None if confounds is None
+                                                              else int(np.shape(confounds)[1] if np.ndim(confounds) == 2 else 1),
+                                                              fitted="on each outer fold's training rows; a held-out run on its own rows"),
                   standardize=standardize,
-                  backend=final.backend_, n_targets_batch=final.n_targets_batch_, dtype=dtype,
-                  r="mean over outer folds of the held-out Pearson r",
+                  partition=None if not do_partition else dict(
+                      unique="r(full) - r(without the band), mean over outer folds",
+                      null=f"{n_band_shifts} circular shifts of the band inside runs (at least "
+                           f"{min_shift_tr} TRs), other bands and hyperparameters fixed",
+                      fdr="over targets, per band", split_r2="himalaya r2_score_split on "
+                      "test-fold-centred data and band predictions"),
+                  backend=getattr(final, "backend_", None), dtype=dtype,
+                  r="mean over outer folds of the held-out Pearson r (the headline score)",
+                  r_concat="Pearson r of the held-out predictions concatenated over folds",
                   r2="mean over outer folds of the held-out 1 - SS_res/SS_tot")
     extra = dict(provenance or {})
-    result = EncodingResult(
-        r=r, r2=r2, alphas=final.alphas_.astype(np.float64), coef=final.coef_,
-        intercept=final.intercept_, p_values=p_values, p_fdr=p_fdr, solver=final.solver_,
-        cv=config, valid_targets=valid, noise_ceiling=noise_ceiling, r_folds=r_folds,
-        delays=None if delays is None else [int(d) for d in np.atleast_1d(delays)],
+    return EncodingResult(
+        r=r, r2=r2, alphas=final_alphas, coef=coef, intercept=intercept, p_values=p_values,
+        p_fdr=p_fdr, solver=final.solver_, cv=config, valid_targets=valid,
+        noise_ceiling=noise_ceiling, r_folds=r_folds, delays=_legacy_delays(bands),
+        bands=layout, r_concat=r_concat, predictions=predictions, alphas_folds=alphas_folds,
+        deltas=deltas, partition=partition_result,
         provenance=provenance_block(stage="encoding", config_hash=config_hash(config),
-                                    n_tr=n_tr, n_features=int(X.shape[1]), n_targets=n_targets,
-                                    n_invalid_targets=int((~valid).sum()), random_state=random_state,
-                                    **extra))
-    return result
+                                    n_tr=n_tr, n_features=int(sum(b["n_features"] for b in layout)),
+                                    n_targets=n_targets, n_invalid_targets=int((~valid).sum()),
+                                    random_state=random_state, **extra))
+
+
+def _legacy_delays(bands) -> list | None:
+    """``EncodingResult.delays``: the delays when every band shares them (else None)."""
+    delays = {tuple(band.delays) for band in bands}
+    if len(delays) != 1:
+        return None
+    only = list(next(iter(delays)))
+    return only or None
+
+
+def _partition_fold(scores, shift_r, models, fold_model, bands, values, layout, design, Yc,
+                    runs, train, test, shifts, n_folds) -> None:
+    """Add one fold's share of every partition score (and of the shift null) in place."""
+    names = [band.name for band in bands]
+    full = fold_model.predict(design[test])
+    r_full, r2_full = pearson_r(Yc[test], full), r2_score(Yc[test], full)
+    scores["r2_split"] += _split_r2(fold_model, design[test], Yc[test]) / n_folds
+    alone = {}
+    for k, name in enumerate(names):
+        columns, sub_layout = _columns(layout, [name])
+        model = models.fit(design[np.ix_(train, columns)], sub_layout, Yc[train], runs[train])
+        alone[name] = model.predict(design[np.ix_(test, columns)])
+        scores["r_alone"][k] += pearson_r(Yc[test], alone[name]) / n_folds
+        scores["r2_alone"][k] += r2_score(Yc[test], alone[name]) / n_folds
+    for k, name in enumerate(names):
+        rest = [other for other in names if other != name]
+        if len(rest) == 1:
+            without = alone[rest[0]]
+        else:
+            columns, sub_layout = _columns(layout, rest)
+            model = models.fit(design[np.ix_(train, columns)], sub_layout, Yc[train], runs[train])
+            without = model.predict(design[np.ix_(test, columns)])
+        r_without, r2_without = pearson_r(Yc[test], without), r2_score(Yc[test], without)
+        scores["r_without"][k] += r_without / n_folds
+        scores["r2_without"][k] += r2_without / n_folds
+        scores["r_unique"][k] += (r_full - r_without) / n_folds
+        scores["r2_unique"][k] += (r2_full - r2_without) / n_folds
+    if shift_r is None:
+        return
+    orders = np.vstack([np.arange(len(runs))[None], shifts])
+    for k, name in enumerate(names):
+        logger.info("unique-r null of band %r: %d shifts", name, len(shifts))
+        shift_r[k] += band_shift_null(values, [b.delays for b in bands], runs, train, test, Yc,
+                                      np.exp(fold_model.deltas_), k, orders) / n_folds

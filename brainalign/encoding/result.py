@@ -28,13 +28,15 @@ class EncodingResult:
     Attributes
     ----------
     r : ndarray, shape (n_targets,)
-        Held-out Pearson r: within each outer test fold, averaged over folds (the mean
-        of ``r_folds``). NaN for invalid targets.
+        The headline score. Held-out Pearson r: within each outer test fold, averaged
+        over folds (the mean of ``r_folds``), which keeps the offset each fold's model
+        adds out of the score. NaN for invalid targets.
     r2 : ndarray, shape (n_targets,)
         Held-out coefficient of determination (1 - SS_res / SS_tot) within each outer
         fold, averaged over folds; not r squared.
     alphas : ndarray, shape (n_targets,)
-        Ridge alpha per target chosen by the inner CV of the final fit on all data.
+        Ridge alpha per target chosen by the inner CV of the final fit on all data
+        (banded ridge: ``1 / sum(exp(deltas))``).
     coef : DelayedCoefficients, shape (n_columns, n_targets)
         Coefficients of the final fit on all data, one row per column of the delayed
         design: the bands one after another, delay-major inside each band (column
@@ -60,6 +62,22 @@ class EncodingResult:
     bands : list of dict, optional
         Layout of the coefficient rows: ``{"name", "n_features", "delays", "columns"}``
         per feature band (one band ``"features"`` when not given).
+    r_concat : ndarray, shape (n_targets,), optional
+        Pearson r of the held-out predictions concatenated over folds (secondary).
+    predictions : ndarray, shape (n_tr, n_targets), optional
+        Held-out predictions, each TR predicted by the model of the fold that held it out
+        (of the targets as cleaned in that fold).
+    alphas_folds : ndarray, shape (n_outer_folds, n_targets), optional
+        Alpha chosen per target in each outer fold.
+    deltas : ndarray, shape (n_bands, n_targets), optional
+        Banded ridge: log band weights of the final fit (himalaya's convention).
+    partition : dict, optional
+        Several bands: ``bands`` (names) and arrays (n_bands, n_targets), each a mean over
+        outer folds: ``r_alone``, ``r2_alone`` (the band alone), ``r_without``,
+        ``r2_without`` (all other bands), ``r_unique``, ``r2_unique`` (full minus
+        without), ``r2_split`` (himalaya's split of the full R^2), ``p_unique`` and
+        ``p_unique_fdr`` (the unique r against circular shifts of the band; FDR over
+        targets per band).
     """
 
     r: np.ndarray
@@ -77,13 +95,18 @@ class EncodingResult:
     delays: list | None = None
     provenance: dict = field(default_factory=dict)
     bands: list | None = None
+    r_concat: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+    alphas_folds: np.ndarray | None = None
+    deltas: np.ndarray | None = None
+    partition: dict | None = None
 
     def __post_init__(self):
         self.bands = band_layout(self.bands, np.shape(self.coef)[0], self.delays)
         self.coef = DelayedCoefficients(self.coef, self.bands)
 
     _ARRAYS = ("r", "r2", "alphas", "coef", "intercept", "p_values", "p_fdr", "valid_targets",
-               "noise_ceiling", "r_folds")
+               "noise_ceiling", "r_folds", "r_concat", "predictions", "alphas_folds", "deltas")
 
     @property
     def n_targets(self) -> int:
@@ -99,10 +122,15 @@ class EncodingResult:
         path.mkdir(parents=True, exist_ok=True)
         arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS
                   if getattr(self, name) is not None}
+        partition_bands = None
+        if self.partition is not None:
+            partition_bands = list(self.partition["bands"])
+            arrays.update({f"partition_{key}": np.asarray(value)
+                           for key, value in self.partition.items() if key != "bands"})
         np.savez_compressed(path / ARRAYS_FILE, **arrays)
         meta = {"format_version": FORMAT_VERSION, "solver": self.solver, "cv": self.cv,
                 "delays": self.delays, "provenance": self.provenance, "bands": self.bands,
-                "arrays": sorted(arrays)}
+                "partition_bands": partition_bands, "arrays": sorted(arrays)}
         (path / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default))
         return path
 
@@ -135,5 +163,11 @@ def load(path: str | Path) -> EncodingResult:
         arrays = {name: stored[name] for name in stored.files}
     known = {f.name for f in fields(EncodingResult)}
     values = {name: arrays.get(name) for name in EncodingResult._ARRAYS if name in known}
+    partition = None
+    if meta.get("partition_bands") is not None:
+        partition = {"bands": meta["partition_bands"]}
+        partition.update({name[len("partition_"):]: value for name, value in arrays.items()
+                          if name.startswith("partition_")})
     return EncodingResult(solver=meta["solver"], cv=meta["cv"], delays=meta["delays"],
-                          provenance=meta["provenance"], bands=meta.get("bands"), **values)
+                          provenance=meta["provenance"], bands=meta.get("bands"),
+                          partition=partition, **values)

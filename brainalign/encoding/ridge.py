@@ -38,6 +38,91 @@ DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 7, 20))
 
 SOLVERS = ("auto", "primal", "kernel")
 
+#: A grid edge chosen for more than this share of the targets extends the grid.
+EDGE_SHARE = 0.05
+#: Grid values added beyond an edge per extension (at the grid's own log spacing; at
+#: least a factor 100), and the most extensions of one fit.
+EDGE_STEPS, MAX_EXTENSIONS = 4, 3
+
+
+def extended_grid(alphas: np.ndarray, chosen: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The grid extended beyond any edge chosen for more than :data:`EDGE_SHARE` of targets.
+
+    Parameters
+    ----------
+    alphas : ndarray, shape (n_alphas,)
+        Increasing positive grid.
+    chosen : ndarray, shape (n_targets,)
+        Alpha chosen per target (NaN for targets not fitted).
+
+    Returns
+    -------
+    grid : ndarray
+        ``alphas`` with :data:`EDGE_STEPS` values added past each crowded edge (the
+        same array when no edge is crowded).
+    edges : list of str
+        ``"upper"`` and/or ``"lower"``: the edges that were extended.
+    """
+    alphas = np.sort(np.asarray(alphas, dtype=np.float64))
+    chosen = np.asarray(chosen, dtype=np.float64)
+    chosen = chosen[np.isfinite(chosen)]
+    if chosen.size == 0 or len(alphas) < 2:  # one alpha is the user's choice, not a search
+        return alphas, []
+    log = np.log10(alphas)
+    step = max((log[-1] - log[0]) / max(len(log) - 1, 1), 0.5)
+    step = max(step, 2.0 / EDGE_STEPS)
+    new, edges = [alphas], []
+    at_top = np.isclose(chosen, alphas[-1], rtol=1e-4).mean()
+    at_bottom = np.isclose(chosen, alphas[0], rtol=1e-4).mean()
+    if at_top > EDGE_SHARE:
+        new.append(10 ** (log[-1] + step * np.arange(1, EDGE_STEPS + 1)))
+        edges.append("upper")
+    if at_bottom > EDGE_SHARE:
+        new.append(10 ** (log[0] - step * np.arange(1, EDGE_STEPS + 1)))
+        edges.append("lower")
+    return np.unique(np.concatenate(new)), edges
+
+
+def fit_with_grid_extension(fit_once, alphas, name: str = "ridge"):
+    """Call ``fit_once(grid)`` and refit on an extended grid while an edge is crowded.
+
+    Parameters
+    ----------
+    fit_once : callable
+        ``fit_once(grid) -> (fitted, chosen_alphas)``.
+    alphas : sequence of float
+        The starting grid.
+    name : str
+        Used in the log message.
+
+    Returns
+    -------
+    fitted : whatever ``fit_once`` returns first, for the kept grid
+    chosen : ndarray, shape (n_targets,)
+    grid : ndarray
+        The grid of the kept fit.
+    extensions : list of dict
+        One ``{"edge", "share", "grid_min", "grid_max"}`` per extension (logged).
+    """
+    grid = np.sort(np.asarray(alphas, dtype=np.float64))
+    fitted, chosen = fit_once(grid)
+    extensions = []
+    for _ in range(MAX_EXTENSIONS):
+        new_grid, edges = extended_grid(grid, chosen)
+        if not edges:
+            break
+        shares = {edge: float(np.isclose(chosen[np.isfinite(chosen)],
+                                         grid[-1] if edge == "upper" else grid[0],
+                                         rtol=1e-4).mean()) for edge in edges}
+        logger.info("%s: the alpha grid's %s edge was chosen for %s of the targets; "
+                    "extending the grid to %.3g..%.3g and refitting", name, " and ".join(edges),
+                    ", ".join(f"{100 * v:.0f}%" for v in shares.values()), new_grid[0], new_grid[-1])
+        extensions.extend({"edge": edge, "share": share, "grid_min": float(new_grid[0]),
+                           "grid_max": float(new_grid[-1])} for edge, share in shares.items())
+        grid = new_grid
+        fitted, chosen = fit_once(grid)
+    return fitted, chosen, grid, extensions
+
 
 def valid_target_mask(Y: np.ndarray) -> np.ndarray:
     """True for targets that are finite everywhere and not constant over time.
@@ -103,6 +188,10 @@ class EncodingModel(RegressorMixin, BaseEstimator):
         1 GiB budget on CPU.
     dtype : {"float32", "float64"}
         Precision of the solve.
+    extend_grid : bool
+        When the chosen alpha sits at an edge of the grid for more than 5 % of the
+        targets, extend the grid past that edge and refit (logged; see
+        :func:`fit_with_grid_extension`).
 
     Attributes
     ----------
@@ -123,12 +212,16 @@ class EncodingModel(RegressorMixin, BaseEstimator):
         True when Y was too large for the GPU and stayed in host memory.
     inner_cv_ : str
         Description of the inner splits.
+    alphas_grid_ : ndarray
+        The grid the kept fit searched (``alphas``, extended when an edge was crowded).
+    grid_extensions_ : list of dict
+        The extensions made (edge, share of targets at it, new grid range).
     n_features_in_ : int
     """
 
     def __init__(self, alphas=DEFAULT_ALPHAS, solver: str = "auto", n_inner_splits: int = 5,
                  fit_intercept: bool = True, backend: str = "auto",
-                 n_targets_batch="auto", dtype: str = "float32"):
+                 n_targets_batch="auto", dtype: str = "float32", extend_grid: bool = True):
         self.alphas = alphas
         self.solver = solver
         self.n_inner_splits = n_inner_splits
@@ -136,6 +229,7 @@ class EncodingModel(RegressorMixin, BaseEstimator):
         self.backend = backend
         self.n_targets_batch = n_targets_batch
         self.dtype = dtype
+        self.extend_grid = extend_grid
 
     def fit(self, X, Y, runs=None) -> "EncodingModel":
         """Fit on training data.
@@ -197,32 +291,42 @@ class EncodingModel(RegressorMixin, BaseEstimator):
                 raise ValueError("every target is constant or contains NaN; nothing to fit")
             # no copy of a whole brain when every target is valid
             Y_valid = Y_device if valid.all() else Y_device[:, hb.asarray(np.flatnonzero(valid))]
-            if self.solver_ == "primal":
-                from himalaya.ridge import RidgeCV
 
-                solver_params["warn"] = False
-                model = RidgeCV(alphas=alphas, fit_intercept=self.fit_intercept, cv=splits,
-                                solver_params=solver_params, Y_in_cpu=self.targets_on_cpu_)
+            def fit_once(grid):
+                grid = grid.astype(self.dtype)
+                if self.solver_ == "primal":
+                    from himalaya.ridge import RidgeCV
+
+                    model = RidgeCV(alphas=grid, fit_intercept=self.fit_intercept, cv=splits,
+                                    solver_params=dict(solver_params, warn=False),
+                                    Y_in_cpu=self.targets_on_cpu_)
+                else:
+                    from himalaya.kernel_ridge import KernelRidgeCV
+
+                    model = KernelRidgeCV(alphas=grid, kernel="linear",
+                                          fit_intercept=self.fit_intercept, cv=splits,
+                                          solver_params=solver_params,
+                                          Y_in_cpu=self.targets_on_cpu_, warn=False)
                 model.fit(X, Y_valid)
-                coef = model.coef_
+                # himalaya returns exp(-log(alpha)); snap back to the exact grid value
+                log_chosen = np.log(np.asarray(hb.to_numpy(model.best_alphas_), dtype=np.float64))
+                nearest = np.abs(log_chosen[:, None] - np.log(grid.astype(np.float64))[None, :])
+                return model, grid[nearest.argmin(1)]
+
+            if self.extend_grid:
+                model, chosen, grid, self.grid_extensions_ = fit_with_grid_extension(
+                    fit_once, alphas, "EncodingModel")
             else:
-                from himalaya.kernel_ridge import KernelRidgeCV
-
-                model = KernelRidgeCV(alphas=alphas, kernel="linear", fit_intercept=self.fit_intercept,
-                                      cv=splits, solver_params=solver_params,
-                                      Y_in_cpu=self.targets_on_cpu_, warn=False)
-                model.fit(X, Y_valid)
-                coef = model.get_primal_coef()
+                (model, chosen), grid, self.grid_extensions_ = fit_once(alphas), alphas, []
+            self.alphas_grid_ = np.asarray(grid, dtype=np.float64)
+            coef = model.coef_ if self.solver_ == "primal" else model.get_primal_coef()
             self.coef_ = np.zeros((n_features, n_targets), dtype=self.dtype)
             self.coef_[:, valid] = hb.to_numpy(coef)
             self.intercept_ = np.zeros(n_targets, dtype=self.dtype)
             if self.fit_intercept:
                 self.intercept_[valid] = hb.to_numpy(model.intercept_)
             self.alphas_ = np.full(n_targets, np.nan, dtype=self.dtype)
-            # himalaya returns exp(-log(alpha)); snap back to the exact grid value
-            chosen = np.log(np.asarray(hb.to_numpy(model.best_alphas_), dtype=np.float64))
-            nearest = np.abs(chosen[:, None] - np.log(alphas.astype(np.float64))[None, :]).argmin(1)
-            self.alphas_[valid] = alphas[nearest]
+            self.alphas_[valid] = chosen
             self.inner_cv_scores_ = np.full(n_targets, np.nan, dtype=self.dtype)
             self.inner_cv_scores_[valid] = hb.to_numpy(model.cv_scores_)
         self.valid_targets_ = valid
