@@ -66,8 +66,11 @@ def test_a_driving_feature_passes_and_a_correlated_bystander_does_not():
     Y[2:, 0] = driver[:-2]
     Y += rng.standard_normal(Y.shape)
     result = unique_r_shift_test(X, Y, RUNS, delays=DELAYS, n_shifts=200, random_state=0)
-    statistic, p = shift_test_p_values([result])
-    assert p[0, 0] == pytest.approx(1 / 201)
+    statistic, tested = shift_test_p_values([result])
+    p = tested.p_values
+    # beyond every shift: the empirical p-value sits at its floor, the tail fit goes below
+    assert shift_test_p_values([result], tail="empirical")[1].p_values[0, 0] == 1 / 201
+    assert tested.method[0, 0] == "gpd" and 0 < p[0, 0] < 1 / 201
     assert statistic[0, 0] > 0.05 > abs(statistic[1, 0])
     # the bystander alone would predict Y well; its unique contribution is nil
     assert np.corrcoef(bystander[:-2], Y[2:, 0])[0, 1] > 0.4
@@ -82,7 +85,7 @@ def test_shift_null_is_calibrated_on_smooth_noise():
         X = ar1_filter(rng.standard_normal((200, 3)), RUNS, 0.8)
         Y = ar1_filter(rng.standard_normal((200, 4)), RUNS, 0.8)
         result = unique_r_shift_test(X, Y, RUNS, delays=DELAYS, n_shifts=99, random_state=seed)
-        p_values.append(shift_test_p_values([result])[1].ravel())
+        p_values.append(shift_test_p_values([result])[1].p_values.ravel())
     p_values = np.concatenate(p_values)                       # 288 tests
     assert 0.01 <= np.mean(p_values < 0.05) <= 0.11           # binomial 99.9% range
     assert np.mean(p_values < 0.5) == pytest.approx(0.5, abs=0.1)
@@ -93,10 +96,10 @@ def test_subjects_share_shifts_and_their_nulls_average():
     X = rng.standard_normal((200, 2))
     subjects = [unique_r_shift_test(X, rng.standard_normal((200, 2)), RUNS, delays=DELAYS,
                                     n_shifts=20, random_state=7) for _ in range(2)]
-    statistic, p = shift_test_p_values(subjects)
+    statistic, tested = shift_test_p_values(subjects, tail="empirical")
     np.testing.assert_allclose(statistic, (subjects[0].observed + subjects[1].observed) / 2)
     null = (subjects[0].null + subjects[1].null) / 2
-    np.testing.assert_allclose(p, (1 + (null >= statistic - 1e-12).sum(0)) / 21)
+    np.testing.assert_allclose(tested.p_values, (1 + (null >= statistic - 1e-12).sum(0)) / 21)
     other = unique_r_shift_test(X, rng.standard_normal((200, 2)), RUNS, delays=DELAYS,
                                 n_shifts=20, random_state=8)
     with pytest.raises(ValueError, match="same arguments"):

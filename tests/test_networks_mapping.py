@@ -10,6 +10,7 @@ from threadpoolctl import threadpool_limits
 
 from conftest import requires_cuda
 
+from brainalign.encoding.maps import DelayedCoefficients
 from brainalign.networks.atlases import Atlas, load_atlas
 from brainalign.networks.mapping import (NetworkMapping, layer_network_composition,
                                          map_patterns, subgroup_networks)
@@ -150,12 +151,13 @@ def test_planted_surface_network_is_assigned_with_small_p():
     target = atlas.network_index("DorsalAttention")
     planted = atlas.indicators()[target] + 0.3 * rng.standard_normal(atlas.n_targets)
     significant = atlas.data == target + 1
-    # one pattern x 7 networks: the smallest p, 1/201, survives FDR (7/201 < .05)
     result = map_patterns(planted[None], atlas, significant, n_perm=200,
                           pattern_names=["planted"], random_state=0)
     assert result.null == "spin"
     assert result.assigned == ["DorsalAttention"]
-    assert result.p_values["correlation"][0, target] < 0.01
+    # beyond every rotation: the tail fit resolves below the 1/201 of counting
+    assert result.p_values["correlation"][0, target] < 1 / 201
+    assert result.p_method["correlation"][0, target] == "gpd"
     assert result.confidence[0] > 0.95
     assert result.statistics["dice"][0, target] == pytest.approx(1.0)
     # enrichment of a perfect overlap = 1 / (the network's share of cortex)
@@ -223,3 +225,83 @@ def test_two_sided_assigns_a_sign_flipped_network():
     two_sided = map_patterns(flipped[None], atlas, null="permutation", n_perm=200,
                              alternative="two-sided")
     assert one_sided.assigned != ["b"] and two_sided.assigned == ["b"]
+
+
+def _seventeen_network_rois(rng, n_patterns, planted, strength=1.2):
+    """17 ROI networks of 12 targets plus 36 unlabelled ones; noise maps with
+    ``strength`` x the indicator of network ``k`` added to pattern ``p`` for (p, k)."""
+    atlas = Atlas("rois", "roi", [f"net{k:02d}" for k in range(17)],
+                  np.concatenate([np.repeat(np.arange(1, 18), 12), np.zeros(36, int)]))
+    maps = rng.standard_normal((n_patterns, atlas.n_targets))
+    for pattern, network in planted:
+        maps[pattern] += strength * atlas.indicators()[network]
+    return atlas, maps
+
+
+def test_few_links_among_many_patterns_pass_below_the_counting_floor():
+    """64 patterns x 17 networks, 3 planted links, 200 permutations: counting stops at
+    1/201, above the per-pattern threshold .05/17; the tail p-values find every link."""
+    planted = [(5, 3), (20, 11), (47, 16)]
+    atlas, maps = _seventeen_network_rois(np.random.default_rng(12), 64, planted)
+    mapping = map_patterns(maps, atlas, null="permutation", n_perm=200, random_state=0)
+    counted = map_patterns(maps, atlas, null="permutation", n_perm=200, tail="empirical",
+                           random_state=0)
+    assert counted.p_values["correlation"].min() == 1 / 201
+    for pattern, network in planted:
+        assert mapping.assigned[pattern] == f"net{network:02d}"
+        assert mapping.p_values["correlation"][pattern, network] < 0.05 / 17
+    # counting passes a link only where a second network of the pattern is at the floor too
+    assert sum(counted.assigned[p] == f"net{k:02d}" for p, k in planted) < 3
+    others = [a for k, a in enumerate(mapping.assigned) if k not in dict(planted)]
+    assert sum(a != "none" for a in others) <= 6          # per-pattern level .05: ~3 of 61
+    assert mapping.inference["p_values"]["n_tests_by_method"]["correlation"]["gpd"] >= 3
+
+
+def test_a_patterns_network_does_not_depend_on_the_other_patterns():
+    rng = np.random.default_rng(13)
+    atlas, maps = _seventeen_network_rois(rng, 21, [(0, 2)] + [(k, k % 17) for k in
+                                                               range(1, 21)], strength=3.0)
+    alone = map_patterns(maps[:1], atlas, null="permutation", n_perm=300, random_state=1)
+    crowd = map_patterns(maps, atlas, null="permutation", n_perm=300, random_state=1)
+    assert sum(a != "none" for a in crowd.assigned) == 21
+    assert alone.assigned == crowd.assigned[:1] == ["net02"]
+    np.testing.assert_array_equal(alone.p_fdr["correlation"][0], crowd.p_fdr["correlation"][0])
+
+
+def test_encoding_coefficients_with_delays_are_refused():
+    atlas = Atlas("toy", "roi", ["a", "b"], np.repeat([1, 2, 0], 40))
+    coef = DelayedCoefficients(np.zeros((6, 120)), [{"name": "atoms", "n_features": 3,
+                                                     "delays": [1, 2], "columns": [0, 6]}])
+    with pytest.raises(ValueError, match=r"pattern_maps\(result, band=\.\.\.\)"):
+        map_patterns(coef, atlas)
+
+
+def test_pass_masks_and_p_value_methods_round_trip(tmp_path):
+    import json
+
+    atlas = Atlas("toy", "roi", ["a", "b", "c"], np.repeat([1, 2, 3, 0], 30))
+    rng = np.random.default_rng(14)
+    maps = rng.standard_normal((4, 120))
+    maps[0] += 2 * atlas.indicators()[1]
+    maps[1] -= 2 * atlas.indicators()[2]
+    mapping = map_patterns(maps, atlas, null="permutation", n_perm=200, random_state=0)
+    assert mapping.assigned[0] == "b" and mapping.assigned[1] != "c"
+    np.testing.assert_array_equal(mapping.passes["spatial"],
+                                  (mapping.p_fdr["correlation"] < 0.05)
+                                  & (mapping.statistics["correlation"] > 0))
+    assert mapping.passes["assigned"].sum(axis=1).tolist() == [
+        int(a != "none") for a in mapping.assigned]
+    assert mapping.passes["assigned"][0, 1]
+    loaded = NetworkMapping.load(mapping.to_json(tmp_path / "mapping.json"))
+    assert set(loaded.passes) == {"spatial", "assigned"}
+    for test, mask in mapping.passes.items():
+        np.testing.assert_array_equal(loaded.passes[test], mask)
+        assert loaded.passes[test].dtype == bool
+    np.testing.assert_array_equal(loaded.p_method["correlation"], mapping.p_method["correlation"])
+    assert loaded.inference == json.loads(json.dumps(mapping.inference))
+    mapping.to_tsv(tmp_path / "mapping.tsv")
+    sidecar = json.loads((tmp_path / "mapping.json").read_text())
+    assert sidecar["inference"]["p_values"]["tail"] == "gpd"
+    assert "each pattern" in sidecar["inference"]["correction"]
+    table = mapping.table()
+    assert {"p_method_correlation", "passes_spatial", "passes_assigned"} <= set(table)

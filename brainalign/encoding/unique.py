@@ -25,7 +25,8 @@ feature's signal adds nothing that the others do not already give.
 
 The shifts of one call depend only on ``runs``, ``n_shifts`` and ``random_state``, so
 calls for several subjects with the same arguments share them and their nulls can be
-averaged shift by shift (:func:`shift_test_p_values`).
+averaged shift by shift (:func:`shift_test_p_values`, whose p-values take a generalised
+Pareto tail where few shifts reach the statistic: :mod:`brainalign.encoding.tail`).
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
+from brainalign.timecourse.delays import DEFAULT_DELAYS
 from brainalign.timecourse.runs import check_runs
 
 from .cv import outer_splits
 from .ridge import DEFAULT_ALPHAS, EncodingModel
 from .stats import null_indices, pearson_r
+from .tail import PermutationPValues, permutation_p_values
 
 #: Shifted copies solved at once (memory: about batch x n_tr x n_delays float64 x 4).
 SHIFT_BATCH = 1024
@@ -138,7 +141,7 @@ def _delayed(X: np.ndarray, runs: np.ndarray, delays) -> np.ndarray:
     return Delayer(delays=delays).fit_transform(X, runs=runs)
 
 
-def unique_r_shift_test(X, Y, runs=None, *, delays=(1, 2, 3, 4), n_shifts: int = 1000,
+def unique_r_shift_test(X, Y, runs=None, *, delays=DEFAULT_DELAYS, n_shifts: int = 1000,
                         min_shift_tr: int = 10, alphas=DEFAULT_ALPHAS, n_inner_splits: int = 5,
                         random_state: int | None = 0) -> UniqueR:
     """Unique held-out r of each feature on each target, and its circular-shift null.
@@ -153,7 +156,7 @@ def unique_r_shift_test(X, Y, runs=None, *, delays=(1, 2, 3, 4), n_shifts: int =
     runs : array of int, shape (n_tr,), optional
         Run of each TR; None is one run (outer CV over contiguous blocks).
     delays : sequence of int
-        FIR delays in TRs.
+        FIR delays in TRs (default :data:`brainalign.timecourse.DEFAULT_DELAYS`).
     n_shifts : int
         Circularly shifted copies per feature.
     min_shift_tr : int
@@ -212,7 +215,8 @@ def unique_r_shift_test(X, Y, runs=None, *, delays=(1, 2, 3, 4), n_shifts: int =
     return UniqueR(observed, null, int(min_shift_tr), random_state)
 
 
-def shift_test_p_values(results: list[UniqueR]) -> tuple[np.ndarray, np.ndarray]:
+def shift_test_p_values(results: list[UniqueR], *, tail: str = "gpd"
+                        ) -> tuple[np.ndarray, PermutationPValues]:
     """One-sided p-values of the subject-mean unique r against the subject-mean null.
 
     Parameters
@@ -220,13 +224,18 @@ def shift_test_p_values(results: list[UniqueR]) -> tuple[np.ndarray, np.ndarray]
     results : list of UniqueR
         One per subject, computed with the same runs, ``n_shifts`` and ``random_state``
         (so that shift ``s`` is the same stimulus shift in every subject).
+    tail : {"gpd", "empirical"}
+        Where fewer than 10 shifts reach the statistic, a generalised Pareto fit to the
+        null's tail gives p-values below ``1 / (1 + n_shifts)``
+        (:func:`brainalign.encoding.tail.permutation_p_values`).
 
     Returns
     -------
     statistic : ndarray, shape (n_features, n_targets)
         Subject-mean unique r.
-    p_values : ndarray, shape (n_features, n_targets)
-        ``(1 + #{null >= observed}) / (1 + n_shifts)``.
+    p_values : PermutationPValues
+        ``p_values.p_values`` (n_features, n_targets), with the method of each; shifts
+        within 1e-12 of the statistic count as reaching it.
     """
     if not results:
         raise ValueError("no unique-r results to combine")
@@ -238,5 +247,4 @@ def shift_test_p_values(results: list[UniqueR]) -> tuple[np.ndarray, np.ndarray]
     statistic = np.mean([result.observed for result in results], axis=0)
     null = np.mean([result.null for result in results], axis=0)
     tolerance = 1e-12
-    p_values = (1.0 + (null >= statistic[None] - tolerance).sum(0)) / (1.0 + null.shape[0])
-    return statistic, p_values
+    return statistic, permutation_p_values(statistic - tolerance, null, tail=tail)

@@ -4,7 +4,8 @@
   Cole-Anticevic, user files), resampled to the data's space with nilearn.
 - :mod:`.nulls`: spatial nulls (spin test, phase-randomised volume surrogates, permutation).
 - :mod:`.mapping`: :func:`map_patterns` -> :class:`NetworkMapping` (correlation, Dice,
-  Jaccard, enrichment, null p-values, FDR, assignment) and subgroup inheritance.
+  Jaccard, enrichment, null p-values with a Pareto tail, FDR per pattern, pass masks,
+  assignment) and subgroup inheritance.
 - :mod:`.temporal`: :func:`temporal_network_test`, each pattern's unique held-out r on
   the network signals against circular shifts (required by the assignment when given).
 - :mod:`.metrics`: study A organisation metrics (diversity, consistency, compactness).

@@ -30,7 +30,8 @@ def _save(figure: Figure, path: str | Path) -> Path:
 
 def plot_pattern_network_matrix(mapping: NetworkMapping, path: str | Path,
                                 statistic: str | None = None) -> Path:
-    """Heat map of one statistic, patterns x networks; FDR-significant cells starred.
+    """Heat map of one statistic, patterns x networks; cells with FDR p < alpha (over each
+    pattern's networks) starred.
 
     Parameters
     ----------

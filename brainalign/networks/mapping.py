@@ -2,8 +2,9 @@
 
 This module owns :func:`map_patterns`, the :class:`NetworkMapping` result and the helpers
 that pass a pattern's network on to the neurons of its subgroup. For every pattern map
-(e.g. an atom's encoding coefficients or z map over vertices, voxels or ROIs) and every
-network of an :class:`~brainalign.networks.atlases.Atlas` it computes:
+(one map per pattern, e.g. :func:`brainalign.encoding.pattern_maps` of an encoding
+model, or z maps over vertices, voxels or ROIs) and every network of an
+:class:`~brainalign.networks.atlases.Atlas` it computes:
 
 - ``correlation``: Pearson correlation between the map and the network's indicator (or
   probability) map, over the targets with data;
@@ -15,23 +16,30 @@ network of an :class:`~brainalign.networks.atlases.Atlas` it computes:
 and p-values of each statistic under a spatial null from :mod:`.nulls` (spin test of the
 network maps on fsaverage meshes; phase-randomised surrogates of the pattern maps on
 volumes, whose surrogate significant set is the same number of top-valued targets;
-permutation for ROIs):
-p = (1 + #{null >= observed}) / (1 + n_perm). p-values are FDR-corrected over all
-pattern x network pairs with ``mne.stats.fdr_correction`` (Benjamini-Hochberg).
+permutation for ROIs). The null statistics are kept, so that p-values resolve below
+1 / (n_perm + 1) where few null draws exceed the observation: a generalised Pareto fit to
+the null's tail (:func:`brainalign.encoding.tail.permutation_p_values`; ``tail=``), whose
+method per test is recorded (``p_method`` and the ``inference`` sidecar block).
+
+Multiple comparisons, one pattern at a time: each pattern's p-values are FDR-corrected
+over the networks of the atlas (``mne.stats.fdr_correction``, Benjamini-Hochberg, one
+family per pattern), so whether a pattern gets a network never depends on how many other
+patterns do. For a pattern that drives no network this bounds the chance that it is
+assigned one at ``alpha``.
 
 Assignment: a pattern goes to the network with the largest statistic (its absolute value
-when ``alternative="two-sided"``) among those with FDR-corrected p < alpha (and a positive
-statistic for one-sided tests), else to ``"none"``. Its confidence is
-1 - p_fdr of that best network (reported for "none" too, where it is below 1 - alpha;
-with a temporal test, the larger p_fdr of the two).
+when ``alternative="two-sided"``) among those that pass (``passes``: corrected p < alpha
+and a positive statistic), else to ``"none"``. Its confidence is 1 - p_fdr of that best
+network (reported for "none" too, where it is below 1 - alpha; with a temporal test, the
+larger p_fdr of the two).
 
 A spatial null cannot tell a pattern that drives a network from one that merely
 correlates with the pattern that does, or with network-shaped background fluctuations.
 Given ``temporal=`` (a :class:`~brainalign.networks.temporal.TemporalTest`: the pattern's
 unique held-out r on each network's mean signal against circular shifts of itself), the
-mapping also holds the statistic ``unique_r`` with its p-values, FDR-corrected over the
-same pairs, and a network is eligible only where both tests pass (an intersection-union
-test: its level stays alpha).
+mapping also holds the statistic ``unique_r`` with its p-values, corrected the same way,
+and a network passes only where both tests pass (an intersection-union test: its level
+stays alpha).
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from brainalign.encoding.maps import DelayedCoefficients
+from brainalign.encoding.tail import permutation_p_values
 from brainalign.networks.atlases import Atlas
 from brainalign.networks.nulls import (fsaverage_sphere, permutation_indices,
                                        phase_randomized_surrogates, spin_indices)
@@ -66,9 +76,11 @@ class NetworkMapping:
     networks : list of str
         Network names (n_networks,).
     statistics : dict of str -> ndarray (n_patterns, n_networks)
-        Observed statistics (see :data:`STATISTICS`).
-    p_values, p_fdr : dict of str -> ndarray (n_patterns, n_networks)
-        Raw and FDR-corrected p-values of each statistic under the null.
+        Observed statistics (see :data:`STATISTICS`; ``unique_r`` with a temporal test).
+    p_values : dict of str -> ndarray (n_patterns, n_networks)
+        One-sided p-values of each statistic under its null (1 where it is undefined).
+    p_fdr : dict of str -> ndarray (n_patterns, n_networks)
+        Benjamini-Hochberg adjusted p-values, one family per pattern (its networks).
     statistic : str
         Statistic used for the assignment.
     assigned : list of str
@@ -88,6 +100,17 @@ class NetworkMapping:
     temporal : dict
         ``TemporalTest.describe()`` when the temporal test was required (statistic
         ``unique_r``), else empty.
+    passes : dict of str -> ndarray of bool (n_patterns, n_networks)
+        ``"spatial"``: the assignment statistic's p_fdr < alpha with a positive statistic;
+        ``"temporal"`` (with a temporal test): the same for ``unique_r``; ``"assigned"``:
+        the pattern's assigned network (at most one True per row), the passing network
+        (of every required test) with the largest statistic.
+    p_method : dict of str -> ndarray of str (n_patterns, n_networks)
+        How each p-value was obtained (``"empirical"``, ``"gpd"``, ...; see
+        :class:`~brainalign.encoding.tail.PermutationPValues`).
+    inference : dict
+        The p-value method, its settings and counts per statistic, and the correction
+        and assignment rules, in words (written to every sidecar).
     """
 
     patterns: list[str]
@@ -104,6 +127,9 @@ class NetworkMapping:
     atlas: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     temporal: dict[str, Any] = field(default_factory=dict)
+    passes: dict[str, np.ndarray] = field(default_factory=dict)
+    p_method: dict[str, np.ndarray] = field(default_factory=dict)
+    inference: dict[str, Any] = field(default_factory=dict)
 
     @property
     def assigned_index(self) -> np.ndarray:
@@ -112,13 +138,18 @@ class NetworkMapping:
                          for a in self.assigned])
 
     def table(self) -> pd.DataFrame:
-        """Long table: one row per pattern x network, statistic, p and p_fdr columns."""
+        """Long table: one row per pattern x network; statistic, p, p_fdr and p_method
+        columns per statistic, and one ``passes_<test>`` column per pass mask."""
         pattern, network = np.meshgrid(self.patterns, self.networks, indexing="ij")
         columns: dict[str, Any] = {"pattern": pattern.ravel(), "network": network.ravel()}
         for name, values in self.statistics.items():
             columns[name] = values.ravel()
             columns[f"p_{name}"] = self.p_values[name].ravel()
             columns[f"p_fdr_{name}"] = self.p_fdr[name].ravel()
+            if name in self.p_method:
+                columns[f"p_method_{name}"] = self.p_method[name].ravel()
+        for test, mask in self.passes.items():
+            columns[f"passes_{test}"] = mask.ravel()
         return pd.DataFrame(columns)
 
     def matrix(self, statistic: str | None = None) -> pd.DataFrame:
@@ -144,7 +175,7 @@ class NetworkMapping:
         """Write the long table to ``path`` and the assignments beside it, plus a sidecar.
 
         Files: ``<path>`` (pattern x network), ``<stem>_assignments.tsv`` and
-        ``<stem>.json`` (settings and provenance). Returns the table's path.
+        ``<stem>.json`` (settings, p-value method and provenance). Returns the table's path.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,14 +183,15 @@ class NetworkMapping:
         stem = path.name[:-4] if path.name.endswith(".tsv") else path.name
         self.assignments().to_csv(path.with_name(f"{stem}_assignments.tsv"), sep="\t",
                                   index=False, float_format="%.6g")
-        sidecar = {k: v for k, v in self._header().items()}
-        path.with_name(f"{stem}.json").write_text(json.dumps(sidecar, indent=2, default=str))
+        path.with_name(f"{stem}.json").write_text(json.dumps(self._header(), indent=2,
+                                                             default=str))
         return path
 
     def _header(self) -> dict[str, Any]:
         return {"statistic": self.statistic, "null": self.null, "n_perm": self.n_perm,
                 "alpha": self.alpha, "patterns": self.patterns, "networks": self.networks,
-                "atlas": self.atlas, "temporal": self.temporal, "provenance": self.provenance}
+                "atlas": self.atlas, "temporal": self.temporal, "inference": self.inference,
+                "provenance": self.provenance}
 
     def to_json(self, path: str | Path) -> Path:
         """Write everything (arrays as nested lists) to one JSON file; see :meth:`load`."""
@@ -170,7 +202,10 @@ class NetworkMapping:
             "assigned": self.assigned, "confidence": _json_array(self.confidence),
             "statistics": {k: _json_array(v) for k, v in self.statistics.items()},
             "p_values": {k: _json_array(v) for k, v in self.p_values.items()},
-            "p_fdr": {k: _json_array(v) for k, v in self.p_fdr.items()}})
+            "p_fdr": {k: _json_array(v) for k, v in self.p_fdr.items()},
+            "passes": {k: np.asarray(v, dtype=bool).tolist() for k, v in self.passes.items()},
+            "p_method": {k: np.asarray(v, dtype=str).tolist()
+                         for k, v in self.p_method.items()}})
         path.write_text(json.dumps(document, indent=1, default=str, allow_nan=False))
         return path
 
@@ -183,7 +218,10 @@ class NetworkMapping:
         return cls(doc["patterns"], doc["networks"], arrays["statistics"], arrays["p_values"],
                    arrays["p_fdr"], doc["statistic"], doc["assigned"],
                    np.asarray(doc["confidence"]), doc["null"], doc["n_perm"], doc["alpha"],
-                   doc["atlas"], doc["provenance"], doc.get("temporal", {}))
+                   doc["atlas"], doc["provenance"], doc["temporal"],
+                   {k: np.asarray(v, dtype=bool) for k, v in doc["passes"].items()},
+                   {k: np.asarray(v, dtype=str) for k, v in doc["p_method"].items()},
+                   doc["inference"])
 
 
 def _json_array(values: np.ndarray) -> list:
@@ -252,9 +290,57 @@ def _choose_null(null: str, atlas: Atlas) -> str:
     return "permutation"
 
 
+def _null_draws(maps: np.ndarray, significant: np.ndarray | None, networks: np.ndarray,
+                inside: np.ndarray, valid: np.ndarray, atlas: Atlas, kind: str, n_perm: int,
+                rng: np.random.Generator, sphere, device: str | None):
+    """Yield the statistics of each null draw (dicts like :func:`_all_statistics`)."""
+    if kind == "volume":
+        if atlas.grid_mask is None:
+            raise ValueError("null='volume' needs a volume atlas (with grid_mask)")
+        # surrogate significant sets: the same number of top-valued targets of the surrogate
+        n_significant = None if significant is None else significant.sum(axis=1).astype(int)
+        for surrogate in phase_randomized_surrogates(maps, atlas.grid_mask, n_perm, rng,
+                                                     device=device):
+            surrogate_significant = None
+            if n_significant is not None:
+                rank = np.argsort(np.argsort(-surrogate, axis=1), axis=1)
+                surrogate_significant = (rank < n_significant[:, None]).astype(np.float64)
+            yield _all_statistics(surrogate, surrogate_significant, networks, inside, valid)
+        return
+    if kind == "spin":
+        if sphere is None:
+            sphere = fsaverage_sphere(atlas.space)
+        n_mesh = len(sphere[0]) + len(sphere[1])
+        vertices = (np.arange(atlas.n_targets) if atlas.surface_vertices is None
+                    else atlas.surface_vertices)
+        if vertices.max() >= n_mesh or (atlas.surface_vertices is None
+                                        and n_mesh != atlas.n_targets):
+            raise ValueError(f"sphere has {n_mesh} vertices, atlas has "
+                             f"{atlas.n_targets} targets")
+        # mesh vertex -> target position (-1: not a target, treated like medial wall)
+        position = np.full(n_mesh, -1)
+        position[vertices] = np.arange(atlas.n_targets)
+        indices = position[spin_indices(sphere[0], sphere[1], n_perm, rng)[:, vertices]]
+    else:
+        indices = permutation_indices(atlas.n_targets, n_perm, rng)
+    maps_squared = maps ** 2
+    for index in indices:
+        moved_valid = valid & (index >= 0) & valid[index]
+        index = np.where(index >= 0, index, 0)
+        yield _all_statistics(maps, significant, networks[:, index], inside[:, index],
+                              moved_valid, maps_squared)
+
+
+def _fdr_per_pattern(p_values: np.ndarray, alpha: float) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values within each row (one family per pattern)."""
+    from mne.stats import fdr_correction
+
+    return np.array([fdr_correction(row, alpha=alpha)[1] for row in p_values])
+
+
 def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None = None, *,
                  null: str = "auto", n_perm: int = 1000, statistic: str = "correlation",
-                 alternative: str = "greater", alpha: float = 0.05,
+                 alternative: str = "greater", alpha: float = 0.05, tail: str = "gpd",
                  pattern_names: Sequence[str] | None = None,
                  sphere: tuple[np.ndarray, np.ndarray] | None = None,
                  threshold: float = 0.5, device: str | None = None,
@@ -265,9 +351,11 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     Parameters
     ----------
     maps : ndarray, shape (n_patterns, n_targets)
-        One brain map per pattern (encoding coefficients, z or t values) over the same
-        targets as ``atlas`` (vertices L then R, masked voxels in C order, or ROIs).
-        Non-finite values mark targets without data; they are left out.
+        One brain map per pattern (e.g. ``brainalign.encoding.pattern_maps(result)``, or
+        z or t values) over the same targets as ``atlas`` (vertices L then R, masked
+        voxels in C order, or ROIs). Non-finite values mark targets without data; they
+        are left out. An encoding model's raw coefficients (``EncodingResult.coef``, one
+        row per delay and feature) are refused.
     atlas : Atlas
         Network atlas in the maps' space (see :func:`~brainalign.networks.load_atlas`).
     significant : ndarray of bool, shape (n_patterns, n_targets) or (n_targets,), optional
@@ -277,14 +365,19 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
         Spatial null (see :mod:`brainalign.networks.nulls`). ``"auto"``: spin on fsaverage
         meshes, phase-randomised surrogates on volumes, permutation otherwise.
     n_perm : int
-        Null draws (rotations, surrogates or permutations).
+        Null draws (rotations, surrogates or permutations). The per-pattern FDR needs
+        p-values below ``alpha / n_networks``; 1000 draws resolve that empirically for
+        up to 50 networks at alpha .05, and the tail fit refines it.
     statistic : {"correlation", "dice", "jaccard", "enrichment"}
         Statistic used to assign patterns to networks.
     alternative : {"greater", "two-sided"}
         "greater" tests for a positive association; "two-sided" compares absolute values
         (for maps whose sign is arbitrary, e.g. ICA components).
     alpha : float
-        FDR level for the assignment.
+        FDR level of the assignment (per pattern, over its networks).
+    tail : {"gpd", "empirical"}
+        p-values: generalised Pareto tail where few null draws exceed the observation,
+        or the plain count (see :func:`brainalign.encoding.tail.permutation_p_values`).
     pattern_names : sequence of str, optional
         Default ``pattern_000`` ...
     sphere : (left, right) ndarrays, optional
@@ -297,7 +390,7 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
         Use ``"cuda" if torch.cuda.is_available() else None`` to take a GPU when present.
     temporal : TemporalTest, optional
         From :func:`~brainalign.networks.temporal.temporal_network_test` on the same
-        patterns and atlas: assignments then also need its FDR-corrected p < alpha.
+        patterns and atlas: a network then passes only where its test passes too.
     random_state : int, Generator or None
         Seed of the null.
 
@@ -305,6 +398,12 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     -------
     NetworkMapping
     """
+    if isinstance(maps, DelayedCoefficients):
+        raise ValueError(
+            f"maps is an encoding model's coefficient matrix ({maps.shape[0]} rows, one per "
+            f"FIR delay and feature), not one map per pattern; pass "
+            f"brainalign.encoding.pattern_maps(result, band=...), which sums each pattern's "
+            f"coefficients over its delays")
     maps = np.atleast_2d(np.asarray(maps, dtype=np.float64))
     if maps.shape[1] != atlas.n_targets:
         raise ValueError(f"maps have {maps.shape[1]} targets but atlas {atlas.name!r} in "
@@ -320,6 +419,10 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
         f"pattern_{k:03d}" for k in range(len(maps))]
     if len(names) != len(maps):
         raise ValueError(f"{len(names)} pattern names for {len(maps)} maps")
+    shape = (len(maps), atlas.n_networks)
+    if temporal is not None and temporal.p_values.shape != shape:
+        raise ValueError(f"temporal test is {temporal.p_values.shape} (patterns x networks) "
+                         f"but the mapping is {shape}")
 
     valid = np.all(np.isfinite(maps), axis=0)
     if atlas.medial_wall is not None:
@@ -335,92 +438,62 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     observed = _all_statistics(maps, significant, networks, inside, valid)
     kind = _choose_null(null, atlas)
     rng = np.random.default_rng(random_state)
-    exceed = {name: np.zeros(values.shape) for name, values in observed.items()}
+    null_statistics = {name: np.empty((n_perm,) + shape) for name in observed}
+    for draw, values in enumerate(_null_draws(maps, significant, networks, inside, valid,
+                                              atlas, kind, n_perm, rng, sphere, device)):
+        for name, value in values.items():
+            null_statistics[name][draw] = value
 
-    def count(null_statistics: dict[str, np.ndarray]) -> None:
-        for name, values in null_statistics.items():
-            reference, draw = observed[name], values
-            if alternative == "two-sided":
-                reference, draw = np.abs(reference), np.abs(draw)
-            exceed[name] += np.nan_to_num(draw, nan=-np.inf) >= reference
+    def magnitude(values: np.ndarray) -> np.ndarray:
+        return np.abs(values) if alternative == "two-sided" else values
 
-    if kind == "volume":
-        if atlas.grid_mask is None:
-            raise ValueError("null='volume' needs a volume atlas (with grid_mask)")
-        # surrogate significant sets: the same number of top-valued targets of the surrogate
-        n_significant = None if significant is None else significant.sum(axis=1).astype(int)
-        for surrogate in phase_randomized_surrogates(maps, atlas.grid_mask, n_perm, rng,
-                                                     device=device):
-            surrogate_significant = None
-            if n_significant is not None:
-                rank = np.argsort(np.argsort(-surrogate, axis=1), axis=1)
-                surrogate_significant = (rank < n_significant[:, None]).astype(np.float64)
-            count(_all_statistics(surrogate, surrogate_significant, networks, inside, valid))
-    else:
-        if kind == "spin":
-            if sphere is None:
-                sphere = fsaverage_sphere(atlas.space)
-            n_mesh = len(sphere[0]) + len(sphere[1])
-            vertices = (np.arange(atlas.n_targets) if atlas.surface_vertices is None
-                        else atlas.surface_vertices)
-            if vertices.max() >= n_mesh or (atlas.surface_vertices is None
-                                            and n_mesh != atlas.n_targets):
-                raise ValueError(f"sphere has {n_mesh} vertices, atlas has "
-                                 f"{atlas.n_targets} targets")
-            # mesh vertex -> target position (-1: not a target, treated like medial wall)
-            position = np.full(n_mesh, -1)
-            position[vertices] = np.arange(atlas.n_targets)
-            indices = position[spin_indices(sphere[0], sphere[1], n_perm, rng)[:, vertices]]
-        else:
-            indices = permutation_indices(atlas.n_targets, n_perm, rng)
-        maps_squared = maps ** 2
-        for index in indices:
-            moved_valid = valid & (index >= 0) & valid[index]
-            index = np.where(index >= 0, index, 0)
-            count(_all_statistics(maps, significant, networks[:, index], inside[:, index],
-                                  moved_valid, maps_squared))
-
-    from mne.stats import fdr_correction
-
-    p_values, p_fdr = {}, {}
+    p_values, p_method, described = {}, {}, {}
     for name, values in observed.items():
-        p = (1.0 + exceed[name]) / (1.0 + n_perm)
-        p = np.where(np.isfinite(values), p, 1.0)
-        p_values[name] = p
-        p_fdr[name] = fdr_correction(p.ravel(), alpha=alpha)[1].reshape(p.shape)
-
-    score = np.nan_to_num(observed[statistic], nan=-np.inf)
-    if alternative == "two-sided":
-        score = np.abs(score)
-    passing = (p_fdr[statistic] < alpha) & (score > 0)
+        tested = permutation_p_values(magnitude(values), magnitude(null_statistics[name]),
+                                      tail=tail)
+        p_values[name] = np.where(np.isnan(tested.p_values), 1.0, tested.p_values)
+        p_method[name] = tested.method
+        described[name] = tested.describe()
+    # the settings are the same for every statistic; the counts per method are not
+    inference = {"p_values": {**described[statistic], "n_tests_by_method": {
+                     name: value["n_tests_by_method"] for name, value in described.items()}},
+                 "correction": "Benjamini-Hochberg FDR over the networks of each pattern "
+                               "(mne.stats.fdr_correction; one family per pattern)",
+                 "assignment": "the network with the largest statistic among those passing "
+                               "every required test (p_fdr < alpha, positive statistic)"}
     if temporal is not None:
-        if temporal.p_values.shape != maps.shape[:1] + (atlas.n_networks,):
-            raise ValueError(f"temporal test is {temporal.p_values.shape} (patterns x networks) "
-                             f"but the mapping is {(len(maps), atlas.n_networks)}")
         observed["unique_r"] = np.asarray(temporal.statistic, dtype=np.float64)
         p_values["unique_r"] = np.asarray(temporal.p_values, dtype=np.float64)
-        p_fdr["unique_r"] = fdr_correction(p_values["unique_r"].ravel(),
-                                           alpha=alpha)[1].reshape(p_values["unique_r"].shape)
-        passing &= (p_fdr["unique_r"] < alpha) & (observed["unique_r"] > 0)
-    ranked = np.where(passing, score, -np.inf)
+        p_method["unique_r"] = np.asarray(temporal.p_method, dtype=str)
+    p_fdr = {name: _fdr_per_pattern(p, alpha) for name, p in p_values.items()}
+
+    score = np.nan_to_num(magnitude(observed[statistic]), nan=-np.inf)
+    passes = {"spatial": (p_fdr[statistic] < alpha) & (score > 0)}
     # a pair's evidence is its weakest test: the spatial one, and the temporal one if given
-    p_pair = p_fdr[statistic] if temporal is None else np.maximum(p_fdr[statistic],
-                                                                  p_fdr["unique_r"])
-    assigned, confidence = [], []
-    for row in range(len(maps)):
-        best = int(np.argmax(ranked[row])) if passing[row].any() else \
-            int(np.nanargmin(p_pair[row]))
-        assigned.append(atlas.labels[best] if passing[row].any() else "none")
-        confidence.append(1.0 - p_pair[row, best])
+    p_pair = p_fdr[statistic]
+    if temporal is not None:
+        passes["temporal"] = (p_fdr["unique_r"] < alpha) & (observed["unique_r"] > 0)
+        p_pair = np.maximum(p_pair, p_fdr["unique_r"])
+    passing = np.logical_and.reduce(list(passes.values()))
+    has_network = passing.any(axis=1)
+    # the best passing network, else (for the confidence of "none") the best-supported one
+    best = np.where(has_network, np.argmax(np.where(passing, score, -np.inf), axis=1),
+                    np.argmin(p_pair, axis=1))
+    rows = np.arange(len(maps))
+    assigned = [atlas.labels[b] if has else "none" for b, has in zip(best, has_network)]
+    passes["assigned"] = np.zeros(shape, dtype=bool)
+    passes["assigned"][rows[has_network], best[has_network]] = True
+    confidence = 1.0 - p_pair[rows, best]
     provenance = provenance_block(stage="networks.map_patterns", null=kind, n_perm=n_perm,
                                   statistic=statistic, alternative=alternative, alpha=alpha,
-                                  threshold=threshold, random_state=str(random_state),
+                                  tail=tail, threshold=threshold,
+                                  random_state=str(random_state),
                                   n_valid_targets=int(valid.sum()),
                                   temporal=None if temporal is None else temporal.describe())
     return NetworkMapping(names, list(atlas.labels), observed, p_values, p_fdr, statistic,
-                          assigned, np.asarray(confidence), kind, n_perm, alpha,
-                          atlas.describe(), provenance,
-                          {} if temporal is None else temporal.describe())
+                          assigned, confidence, kind, n_perm, alpha, atlas.describe(),
+                          provenance, {} if temporal is None else temporal.describe(),
+                          passes, p_method, inference)
 
 
 # --------------------------------------------------------------------------- subgroups

@@ -127,7 +127,8 @@ def assignment_consistency(assignments: Sequence[Sequence[str]]) -> dict[str, fl
 
 
 def significance_matrix(mapping: NetworkMapping, alpha: float | None = None) -> np.ndarray:
-    """Bool (n_patterns, n_networks): FDR p < alpha and positive assignment statistic."""
+    """Bool (n_patterns, n_networks): FDR p < alpha (one family per pattern, as in
+    ``mapping.p_fdr``) and positive assignment statistic."""
     alpha = mapping.alpha if alpha is None else alpha
     statistic = np.nan_to_num(mapping.statistics[mapping.statistic], nan=0.0)
     return (mapping.p_fdr[mapping.statistic] < alpha) & (statistic > 0)

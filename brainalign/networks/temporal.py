@@ -10,9 +10,11 @@ pattern, more than circularly shifted copies of the pattern do
 (:func:`brainalign.encoding.unique.unique_r_shift_test`, one call per subject with the
 same shifts, subject-mean statistic against the subject-mean null).
 
-:func:`~brainalign.networks.mapping.map_patterns` takes the result (``temporal=``) and
-then assigns a pattern to a network only where both the spatial and this temporal test
-pass FDR at ``alpha``.
+The p-values take a generalised Pareto fit to the tail of the shift null where few shifts
+reach the statistic (:mod:`brainalign.encoding.tail`), so that they resolve below
+``1 / (n_shifts + 1)``. :func:`~brainalign.networks.mapping.map_patterns` takes the result
+(``temporal=``) and then assigns a pattern to a network only where both the spatial and
+this temporal test pass (FDR over each pattern's networks at ``alpha``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from brainalign.networks.atlases import Atlas
+from brainalign.timecourse.delays import DEFAULT_DELAYS
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ class TemporalTest:
     min_shift_tr : int
     n_subjects : int
     delays : list of int
+    p_method : ndarray of str, shape (n_patterns, n_networks)
+        How each p-value was obtained (``"empirical"``, ``"gpd"``, ...).
+    p_value_method : dict
+        ``PermutationPValues.describe()``: tail method, settings, tests per method.
     """
 
     statistic: np.ndarray
@@ -50,12 +57,14 @@ class TemporalTest:
     min_shift_tr: int
     n_subjects: int
     delays: list[int]
+    p_method: np.ndarray
+    p_value_method: dict[str, Any]
 
     def describe(self) -> dict[str, Any]:
         return {"statistic": "unique held-out r on network-mean signals",
                 "null": "circular shifts of the pattern inside runs", "n_shifts": self.n_shifts,
                 "min_shift_tr": self.min_shift_tr, "n_subjects": self.n_subjects,
-                "delays": self.delays}
+                "delays": self.delays, "p_values": self.p_value_method}
 
 
 def network_signals(bold: np.ndarray, atlas: Atlas) -> np.ndarray:
@@ -89,8 +98,8 @@ def network_signals(bold: np.ndarray, atlas: Atlas) -> np.ndarray:
 
 
 def temporal_network_test(patterns: np.ndarray, bold: Sequence[np.ndarray], runs: np.ndarray,
-                          atlas: Atlas, *, delays: Sequence[int] = (1, 2, 3, 4),
-                          n_shifts: int = 1000, min_shift_tr: int = 10,
+                          atlas: Atlas, *, delays: Sequence[int] = DEFAULT_DELAYS,
+                          n_shifts: int = 1000, min_shift_tr: int = 10, tail: str = "gpd",
                           random_state: int | None = 0) -> TemporalTest:
     """Unique held-out r of every pattern on every network's signal, with a shift null.
 
@@ -103,11 +112,15 @@ def temporal_network_test(patterns: np.ndarray, bold: Sequence[np.ndarray], runs
     runs : ndarray of int, shape (n_tr,)
     atlas : Atlas
     delays : sequence of int
-        FIR delays in TRs (as in the encoding model).
+        FIR delays in TRs, as in the encoding model (default
+        :data:`brainalign.timecourse.DEFAULT_DELAYS`).
     n_shifts : int
-        Circular shifts per pattern (the smallest p-value is 1 / (n_shifts + 1); FDR over
-        patterns x networks needs it well below alpha).
+        Circular shifts per pattern. The per-pattern FDR of the mapping needs p-values
+        below ``alpha / n_networks``; the empirical p-value stops at
+        ``1 / (n_shifts + 1)``, the tail fit goes below it.
     min_shift_tr : int
+    tail : {"gpd", "empirical"}
+        p-value method (:func:`brainalign.encoding.tail.permutation_p_values`).
     random_state : int or None
 
     Returns
@@ -130,6 +143,6 @@ def temporal_network_test(patterns: np.ndarray, bold: Sequence[np.ndarray], runs
                                            delays=list(delays), n_shifts=n_shifts,
                                            min_shift_tr=min_shift_tr,
                                            random_state=random_state))
-    statistic, p_values = shift_test_p_values(results)
-    return TemporalTest(statistic, p_values, int(n_shifts), int(min_shift_tr), len(bold),
-                        [int(d) for d in delays])
+    statistic, tested = shift_test_p_values(results, tail=tail)
+    return TemporalTest(statistic, tested.p_values, int(n_shifts), int(min_shift_tr), len(bold),
+                        [int(d) for d in delays], tested.method, tested.describe())
