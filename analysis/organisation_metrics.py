@@ -40,16 +40,15 @@ from pathlib import Path
 
 import numpy as np
 
-from brainalign.encoding import fit_encoding
+from brainalign.encoding import fit_encoding, pattern_maps
 from brainalign.models.registry import is_installed, load_model
 from brainalign.networks import load_atlas, map_patterns, organisation_metrics
 from brainalign.patterns import fit_atoms
 from brainalign.provenance import config_hash, provenance_block
 from brainalign.record import Recording, record_story
 from brainalign.simulate import simulate_fmri, space_from_atlas
-from brainalign.simulate.recovery import delay_summed_maps
 from brainalign.stimuli import bundled_story
-from brainalign.timecourse import recording_to_tr
+from brainalign.timecourse import DEFAULT_DELAYS, recording_to_tr
 
 logger = logging.getLogger("organisation_metrics")
 
@@ -70,7 +69,7 @@ class OrganisationConfig:
     n_subjects: int = 4
     n_patterns_planted: int = 7
     snr: float = 1.0
-    delays: tuple[int, ...] = (1, 2, 3, 4)
+    delays: tuple[int, ...] = DEFAULT_DELAYS
     n_perm_mapping: int = 200
     alpha: float = 0.05
     atlas: str = "yeo7"
@@ -86,12 +85,13 @@ def model_timecourses(name: str, story, config: OrganisationConfig, cache: Path)
 
 
 def subject_maps(atoms: np.ndarray, simulation, config: OrganisationConfig) -> list[np.ndarray]:
-    """Delay-summed encoding coefficient maps (n_atoms, n_targets) for every subject."""
+    """One encoding map per atom (``pattern_maps``: delays summed), (n_atoms, n_targets),
+    for every subject."""
     maps = []
     for subject, bold in enumerate(simulation.bold):
         result = fit_encoding(atoms, bold, simulation.runs, delays=list(config.delays),
                               n_perm=0, random_state=config.random_state)
-        maps.append(delay_summed_maps(result.coef, atoms.shape[1]))
+        maps.append(pattern_maps(result))
         logger.info("  encoding subject %d: median r %.3f", subject, np.nanmedian(result.r))
     return maps
 

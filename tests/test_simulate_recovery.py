@@ -8,9 +8,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from brainalign.simulate import roi_space, simulate_fmri
-from brainalign.simulate.recovery import (AtomMatch, assignment_accuracy, delay_summed_maps,
-                                          false_positive_share, match_atoms, score_mapping,
-                                          significance_auc)
+from brainalign.simulate.recovery import (AtomMatch, assignment_accuracy, false_positive_share,
+                                          match_atoms, score_mapping, significance_auc)
 
 
 def test_match_atoms_recovers_a_permutation_with_sign_flips_and_noise():
@@ -72,14 +71,6 @@ def test_false_positive_share():
     assert false_positive_share(["None"] * 3) == 0.0
     with pytest.raises(ValueError):
         false_positive_share([])
-
-
-def test_delay_summed_maps_sum_delay_major_coefficients():
-    coef = np.arange(2 * 3 * 4, dtype=float).reshape(6, 4)  # 2 delays, 3 features, 4 targets
-    maps = delay_summed_maps(coef, 3)
-    np.testing.assert_allclose(maps, coef[:3] + coef[3:])
-    with pytest.raises(ValueError, match="multiple"):
-        delay_summed_maps(coef, 4)
 
 
 def small_simulation(snr: float, seed: int = 0):

@@ -44,12 +44,14 @@ def test_high_snr_study_recovers_atoms_networks_and_responsive_targets():
     assert scores.assigned_network == sim.truth.pattern_network()
     assert scores.auc > 0.99
     assert scores.best_r > 0.6
-    # the two atoms that drive nothing map to no network (the temporal test); the spatial
-    # null alone hands them the networks of the atoms they correlate with
-    assert scores.false_positive_share == 0.0
+    # the spatial null alone hands both atoms that drive nothing the networks of the atoms
+    # they borrow coefficients from; the temporal test takes that away (each pattern is
+    # its own FDR family of 4 networks, so one of the two may still pass by chance, as one
+    # does here)
     spatial_only = score_recovery(sim, timecourses=timecourses, n_atoms=6, n_shifts=0,
                                   fit_atoms_kwargs=dict(method="kmeans"), **STUDY)
     assert spatial_only.accuracy == 1.0 and spatial_only.false_positive_share == 1.0
+    assert scores.false_positive_share <= 0.5
 
 
 def test_zero_snr_study_is_at_chance():
@@ -72,9 +74,9 @@ def test_zero_snr_study_is_at_chance():
 
 def test_null_simulations_map_about_five_percent_of_patterns():
     """Noise only: the raw mapping p-values are uniform and few patterns get a network."""
-    from brainalign.encoding import fit_encoding
+    from brainalign.encoding import fit_encoding, pattern_maps
     from brainalign.networks.mapping import map_patterns
-    from brainalign.simulate.recovery import delay_summed_maps, simulation_atlas
+    from brainalign.simulate.recovery import simulation_atlas
 
     rng = np.random.default_rng(5)
     atoms = rng.standard_normal((160, 6))
@@ -84,7 +86,7 @@ def test_null_simulations_map_about_five_percent_of_patterns():
                             n_runs=2, noise="white", random_state=seed)
         result = fit_encoding(atoms, sim.bold[0], sim.runs, delays=[1, 2], n_perm=0,
                               alphas=np.logspace(-1, 4, 6), n_inner_splits=3)
-        mapping = map_patterns(delay_summed_maps(result.coef, 6), simulation_atlas(sim),
+        mapping = map_patterns(pattern_maps(result), simulation_atlas(sim),
                                n_perm=200, random_state=seed)
         raw_p.append(mapping.p_values["correlation"].ravel())
         mapped.extend(name != "none" for name in mapping.assigned)
@@ -92,5 +94,7 @@ def test_null_simulations_map_about_five_percent_of_patterns():
     # 288 pattern x network tests: about 5% below .05 (binomial 99.9% range ~ 1%-11%)
     assert 0.01 <= np.mean(raw_p < 0.05) <= 0.11
     assert np.mean(raw_p < 0.5) == pytest.approx(0.5, abs=0.1)
-    # FDR over pattern x network pairs keeps mapped patterns at or below alpha
-    assert np.mean(mapped) <= 0.06
+    # FDR over each pattern's networks maps a signal-free pattern with probability <= .05:
+    # at most 9 of these 72 (binomial 99% bound; benchmarks/calibration_mapping.py checks
+    # the rate on 500+ patterns)
+    assert np.mean(mapped) <= 9 / 72

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from brainalign.timecourse.delays import DEFAULT_DELAYS
+
 logger = logging.getLogger(__name__)
 
 NONE_NETWORK = "none"
@@ -148,25 +150,6 @@ def false_positive_share(assigned_network: Sequence[str]) -> float:
     return float(np.mean([str(name).lower() != NONE_NETWORK for name in assigned_network]))
 
 
-def delay_summed_maps(coef: np.ndarray, n_features: int) -> np.ndarray:
-    """Pattern maps from delayed encoding coefficients: the sum over FIR delays.
-
-    Parameters
-    ----------
-    coef : ndarray, shape (n_delays * n_features, n_targets)
-        Delay-major columns (delay ``d``, feature ``f`` at row ``d * n_features + f``).
-    n_features : int
-
-    Returns
-    -------
-    maps : ndarray, shape (n_features, n_targets)
-    """
-    coef = np.asarray(coef, dtype=np.float64)
-    if coef.shape[0] % n_features:
-        raise ValueError(f"coef has {coef.shape[0]} rows, not a multiple of {n_features} features")
-    return coef.reshape(-1, n_features, coef.shape[1]).sum(axis=0)
-
-
 @dataclass
 class RecoveryScores:
     """Scores of one study run on one simulation.
@@ -273,7 +256,8 @@ def simulation_atlas(simulation: Any):
 
 
 def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = None,
-                   n_atoms: int = 16, atlas: Any = None, delays: Sequence[int] = (1, 2, 3, 4),
+                   n_atoms: int = 16, atlas: Any = None,
+                   delays: Sequence[int] = DEFAULT_DELAYS,
                    n_perm_encoding: int = 200, n_perm_mapping: int = 1000, n_shifts: int = 1000,
                    alpha: float = 0.05,
                    fit_atoms_kwargs: dict | None = None, encoding_kwargs: dict | None = None,
@@ -297,7 +281,8 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
         group labels; pass ``load_atlas("yeo7", "fsaverage5")`` or a volume atlas with
         its grid mask to get the spin / volume nulls).
     delays : sequence of int
-        FIR delays in TRs of the encoding model.
+        FIR delays in TRs of the encoding model (default
+        :data:`brainalign.timecourse.DEFAULT_DELAYS`).
     n_perm_encoding, n_perm_mapping : int
         Null draws of the encoding significance and of the network mapping's spatial null.
     n_shifts : int
@@ -313,10 +298,11 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
     Returns
     -------
     RecoveryScores
-        Pattern maps are the subject-mean of delay-summed encoding coefficients; the
-        AUC is computed per subject on its own encoding p-values and planted targets.
+        Pattern maps are the subject-mean of :func:`brainalign.encoding.pattern_maps`
+        (coefficients summed over delays); the AUC is computed per subject on its own
+        encoding p-values and planted targets.
     """
-    from brainalign.encoding import fit_encoding
+    from brainalign.encoding import fit_encoding, pattern_maps
     from brainalign.networks.mapping import map_patterns
 
     if patterns is None:
@@ -337,7 +323,7 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
         result = fit_encoding(atoms, bold, simulation.runs, delays=list(delays),
                               n_perm=n_perm_encoding, random_state=random_state,
                               **(encoding_kwargs or {}))
-        maps.append(delay_summed_maps(result.coef, atoms.shape[1]))
+        maps.append(pattern_maps(result))
         subject_r.append(result.r)
         subject_p.append(result.p_values if n_perm_encoding > 0 else None)
     atlas = atlas if atlas is not None else simulation_atlas(simulation)
