@@ -7,8 +7,8 @@ import tomllib
 import pytest
 
 from brainalign.pipeline.cache import StageCache
-from brainalign.pipeline.config import (ConfigError, example_toml, load_config, stage_config,
-                                        validate)
+from brainalign.pipeline.config import (SCAN_TABLE, ConfigError, example_toml, load_config,
+                                        stage_config, validate)
 
 
 def test_example_config_round_trips_to_defaults():
@@ -70,3 +70,62 @@ def test_stage_cache_publishes_only_complete_stages(tmp_path):
         (folder / "part.npy").write_bytes(b"x")
     assert cache.is_complete("record", config)
     assert (cache.path("record", config) / "part.npy").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("fmri, fragment", [
+    ({"source": "roi", "paths": ["a.tsv"]},
+     "fmri.source = 'roi' needs the time of each run's first volume on the words' clock: set "
+     "fmri.first_volume_s = [...] (seconds, one per run) or fmri.discarded_volumes = [...]"),
+    ({"first_volume_s": [20.0], "discarded_volumes": [10]},
+     "fmri.first_volume_s = [20.0] and fmri.discarded_volumes = [10] both given"),
+    ({"discarded_volumes": [-1]}, "fmri.discarded_volumes = [-1]; allowed: a list of integers >= 0"),
+    ({"first_volume_s": ["20"]}, "fmri.first_volume_s = ['20']; allowed: a list of numbers"),
+])
+def test_first_volume_keys_are_checked_and_required_for_real_data(fmri, fragment):
+    with pytest.raises(ConfigError) as err:
+        validate({"fmri": fmri})
+    assert fragment in str(err.value)
+    if fmri.get("source") == "roi":
+        assert validate({"fmri": {**fmri, "discarded_volumes": [10]}})["fmri"][
+            "discarded_volumes"] == [10]
+
+
+def test_networks_atlas_none_needs_the_report_off():
+    with pytest.raises(ConfigError, match='networks.atlas = "none" skips the network mapping.*'
+                       "outputs.report = false"):
+        validate({"networks": {"atlas": "none"}})
+    config = validate({"networks": {"atlas": "none"}, "outputs": {"report": False}})
+    assert config["networks"]["atlas"] == "none"
+    assert "first_volume_s = []" in example_toml() and '"none": skip' in example_toml()
+
+
+def test_load_config_expands_variables_and_resolves_paths_next_to_the_file(tmp_path, monkeypatch):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    path = folder / "study.toml"
+    path.write_text('[stories]\nbundled = false\n'
+                    'paths = ["${ALICE_ROOT:-../data}/story.TextGrid"]\n'
+                    '[fmri]\nsource = "roi"\ndiscarded_volumes = [10]\n'
+                    'paths = [["runs/r1.txt", "/abs/r2.txt"], "${ALICE_ROOT:-../data}/s2.txt"]\n')
+    monkeypatch.delenv("ALICE_ROOT", raising=False)
+    config = load_config(path)
+    assert config["stories"]["paths"] == [str(tmp_path / "data" / "story.TextGrid")]
+    assert config["fmri"]["paths"] == [[str(folder / "runs" / "r1.txt"), "/abs/r2.txt"],
+                                       str(tmp_path / "data" / "s2.txt")]
+    monkeypatch.setenv("ALICE_ROOT", "/elsewhere")
+    assert load_config(path)["stories"]["paths"] == ["/elsewhere/story.TextGrid"]
+    path.write_text('[stories]\npaths = ["${ALICE_UNSET_ROOT}/story.TextGrid"]\n')
+    with pytest.raises(ConfigError, match=r"stories.paths = '\$\{ALICE_UNSET_ROOT\}/story."
+                       r"TextGrid' uses \$\{ALICE_UNSET_ROOT\}, which is not set"):
+        load_config(path)
+
+
+def test_stages_on_the_tr_grid_are_keyed_on_the_resolved_scans(tmp_path):
+    cache = StageCache(tmp_path)
+    base = {**validate({}), SCAN_TABLE: {"s": {"tr_s": 2.0, "n_volumes": [362],
+                                               "first_volume_s": [20.0]}}}
+    shifted = {**base, SCAN_TABLE: {"s": {"tr_s": 2.0, "n_volumes": [362],
+                                          "first_volume_s": [0.0]}}}
+    assert cache.key("record", base) == cache.key("record", shifted)
+    for stage in ("timecourse", "patterns", "fmri", "encoding", "networks"):
+        assert cache.key(stage, base) != cache.key(stage, shifted), stage

@@ -219,7 +219,8 @@ def test_real_roi_tables_run_through_the_same_study(first_run, tmp_path):
                    header="\t".join(f"roi{i:03d}" for i in range(bold.shape[1])), comments="")
         tables.append(str(table))
     real = copy.deepcopy(config)
-    real["fmri"].update(source="roi", paths=tables)
+    # the bundled story's scan starts with each run's audio
+    real["fmri"].update(source="roi", paths=tables, first_volume_s=[0.0, 0.0])
     real["interventions"]["study_b"] = False
     summary = run_study(real, progress=False)
     status = summary.stage_status()
@@ -292,3 +293,80 @@ def test_study_on_a_local_dask_cluster_equals_the_serial_study(first_run, tmp_pa
         np.testing.assert_array_equal(a.alphas, b.alphas)
         np.testing.assert_array_equal(a.coef, b.coef)
     assert distributed.recovery["accuracy"] == serial.recovery["accuracy"]
+
+
+def write_two_run_study(folder, n_volumes=(12, 10)):
+    """A two-run TSV story (words 6 .. 21.5 s and 6 .. 17.5 s) and one subject's ROI tables,
+    one per run."""
+    rows = ["word\tonset\toffset\trun"]
+    for run, n_words in enumerate((16, 12)):
+        rows += [f"w{run}_{i}\t{6 + i}\t{6.5 + i}\t{run}" for i in range(n_words)]
+    story = folder / "two.tsv"
+    story.write_text("\n".join(rows) + "\n")
+    tables = []
+    for run, n in enumerate(n_volumes):
+        table = folder / f"sub-01_run-{run + 1}.tsv"
+        np.savetxt(table, np.random.default_rng(run).standard_normal((n, 3)), delimiter="\t")
+        tables.append(str(table))
+    return str(story), tables
+
+
+def real_study(story, paths, **fmri):
+    return validate({"stories": {"bundled": False, "paths": [story]},
+                     "fmri": {"source": "roi", "paths": paths, **fmri}})
+
+
+def test_study_stories_take_real_scans_from_the_brain_files_and_the_config(tmp_path):
+    from brainalign.pipeline.study import study_stories
+
+    story, tables = write_two_run_study(tmp_path)
+    (scanned,) = study_stories(real_study(story, [tables], discarded_volumes=[2, 3]))
+    assert scanned.n_volumes == (12, 10) and scanned.first_volume_s == (4.0, 6.0)
+    (scanned,) = study_stories(real_study(story, [tables], first_volume_s=[5.5, 0.0]))
+    assert scanned.first_volume_s == (5.5, 0.0) and scanned.tr_s == 2.0
+
+
+@pytest.mark.parametrize("paths, fmri, fragment", [
+    ("per-run", {"first_volume_s": [4.0]},
+     "fmri.first_volume_s has 1 entries but the stories have 2 run(s) (two: 2)"),
+    ("one-file", {"first_volume_s": [4.0, 4.0]},
+     "holds 12 volumes for 2 runs (two: 2) and the stories do not split them"),
+    ("per-run", {"discarded_volumes": [10, 0]},
+     "run 0: 14 of 16 word(s) outside the scan: words 6.000 .. 21.500 s, scan 20.000 .. "
+     "44.000 s"),
+])
+def test_study_stories_errors_name_the_keys_and_the_runs(tmp_path, paths, fmri, fragment):
+    from brainalign.pipeline.config import ConfigError
+    from brainalign.pipeline.study import study_stories
+
+    story, tables = write_two_run_study(tmp_path)
+    entry = tables if paths == "per-run" else tables[0]
+    with pytest.raises(ConfigError) as err:
+        study_stories(real_study(story, [entry], **fmri))
+    assert fragment in str(err.value)
+
+
+def test_study_stories_words_outside_the_scan_pass_only_when_allowed(tmp_path):
+    from brainalign.pipeline.study import study_stories
+
+    story, tables = write_two_run_study(tmp_path, n_volumes=(6, 10))  # run 0 ends at 16 s
+    config = real_study(story, [tables], first_volume_s=[4.0, 4.0], allow_words_outside_scan=True)
+    (scanned,) = study_stories(config)
+    assert scanned.run_summary()[0]["n_outside_scan"] == 6
+
+
+def test_a_story_with_its_own_scan_must_agree_with_the_data(tmp_path):
+    from brainalign.pipeline.config import ConfigError
+    from brainalign.pipeline.study import study_stories
+
+    story = bundled_story()
+    table = tmp_path / "sub-01.tsv"
+    np.savetxt(table, np.zeros((sum(story.n_volumes), 2)), delimiter="\t")
+    config = validate({"fmri": {"source": "roi", "paths": [str(table)],
+                                "first_volume_s": [0.0, 0.0]}})
+    assert study_stories(config)[0].n_volumes == story.n_volumes  # one file split by the story
+    config["fmri"]["first_volume_s"] = [20.0, 0.0]
+    with pytest.raises(ConfigError, match=r"carries its own scan \(\(132, 147\) volumes, first "
+                       r"at \(0.0, 0.0\) s\) but the study gives \(132, 147\) volumes, first at "
+                       r"\(20.0, 0.0\) s"):
+        study_stories(config)

@@ -32,7 +32,10 @@ def demo_config(out: str | Path) -> dict:
 def _run_and_print(config: dict, progress: bool) -> None:
     from brainalign.pipeline.study import run_study
 
-    summary = run_study(config, progress=progress)
+    try:
+        summary = run_study(config, progress=progress)
+    except ConfigError as err:  # e.g. the stories' scans against the brain data
+        raise click.ClickException(str(err)) from None
     rows = summary.rows()
     width = max(len(item) for item, _ in rows)
     click.echo("")
@@ -84,7 +87,12 @@ def config_group() -> None:
 @config_group.command("example")
 @click.option("--demo", "as_demo", is_flag=True, help="Print the demo's configuration instead.")
 def config_example(as_demo: bool) -> None:
-    """Print a study TOML with every key at its default (or the demo's file)."""
+    """Print a study TOML with every key at its default (or the demo's file).
+
+    Paths may use ${NAME} or ${NAME:-fallback} environment variables and are resolved
+    against the file's folder. Real fMRI needs fmri.first_volume_s or
+    fmri.discarded_volumes (when each run's first kept volume was acquired on the words'
+    clock); networks.atlas = "none" skips the network mapping."""
     if as_demo:
         click.echo(files("brainalign.pipeline").joinpath("demo.toml").read_text(), nl=False)
     else:
