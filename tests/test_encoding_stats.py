@@ -85,9 +85,9 @@ def test_refit_null_reproduces_the_fitted_scores():
                                                    Y[split.train], runs[split.train])
         design = StandardScaler().fit(X[split.train]).transform(X)
         folds.append(FoldOperator.from_design(design, split.train, split.test, model.alphas_))
-    p_values, observed = refit_null_test(Y, folds, runs, n_perm=100)
+    tested, observed = refit_null_test(Y, folds, runs, n_perm=100)
     np.testing.assert_allclose(observed, result.r, atol=1e-5)
-    assert np.all(p_values[result.r > 0.3] < 0.02)
+    assert np.all(tested.p_values[result.r > 0.3] < 0.02)
 
 
 def test_fold_mean_r_is_the_mean_of_within_fold_r():

@@ -46,6 +46,7 @@ from .partition import band_shift_null
 from .result import EncodingResult
 from .ridge import DEFAULT_ALPHAS, EncodingModel, valid_target_mask
 from .stats import fdr, fold_mean_r, null_indices, pearson_r, permutation_test, r2_score
+from .tail import permutation_p_values
 
 logger = logging.getLogger(__name__)
 
@@ -263,12 +264,14 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
     r2 = np.full(n_targets, np.nan)
     r2[valid] = r2_folds[:, valid].mean(0)
     p_values = np.full(n_targets, np.nan)
+    p_method = None
     if n_perm > 0 and null_scope == "refit":
         surrogate_base = Yv if cleaning is None else FoldCleaner(
             cleaning, runs, np.arange(n_tr), tr_s, confounds).remove_nuisance(Yv)
-        p_values[valid], _ = refit_null_test(surrogate_base, operators, runs, n_perm=n_perm,
-                                             method=null, block_tr=block_tr,
-                                             random_state=random_state)
+        tested, _ = refit_null_test(surrogate_base, operators, runs, n_perm=n_perm, method=null,
+                                    block_tr=block_tr, random_state=random_state)
+        p_values[valid] = tested.p_values
+        p_method = tested.describe()
     elif n_perm > 0:
         order = np.argsort(fold_of_tr, kind="stable")  # folds as consecutive rows for the null
         p_values[valid] = permutation_test(held_out[order], prediction[order],
@@ -298,7 +301,7 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
     predictions = np.full((n_tr, n_targets), np.nan, dtype=np.float32)
     predictions[:, valid] = prediction
 
-    partition_result = None
+    partition_result, unique_method = None, None
     if do_partition:
         partition_result = {"bands": names}
         for key, values_ in scores.items():
@@ -307,8 +310,10 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
             partition_result[key] = full
         p_unique = np.full((len(bands), n_targets), np.nan)
         if shift_r is not None:
-            observed, null_r = shift_r[:, 0], shift_r[:, 1:]
-            p_unique[:, valid] = (1.0 + (null_r >= observed[:, None] - 1e-12).sum(1)) / (1.0 + n_band_shifts)
+            # the full model with the band in place against it with the band shifted
+            tested = permutation_p_values(shift_r[:, 0] - 1e-12, shift_r[:, 1:].transpose(1, 0, 2))
+            p_unique[:, valid] = tested.p_values
+            unique_method = tested.describe()
         partition_result["p_unique"] = p_unique
         partition_result["p_unique_fdr"] = np.vstack([fdr(p, alpha=fdr_alpha)[1] for p in p_unique])
 
@@ -318,7 +323,7 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
                   alphas_grid=[float(a) for a in alphas],
                   alphas_grid_final=[float(a) for a in final.alphas_grid_],
                   grid_extensions={"folds": extensions[:-1], "final": extensions[-1]},
-                  null=null if n_perm > 0 else None, n_perm=n_perm,
+                  null=null if n_perm > 0 else None, n_perm=n_perm, p_values=p_method,
                   null_scope=null_scope if n_perm > 0 else None, block_tr=block_tr,
                   fdr="benjamini-hochberg (mne.stats.fdr_correction)",
                   bands=[band.describe() for band in bands],
@@ -333,8 +338,9 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
                       unique="r(full) - r(without the band), mean over outer folds",
                       null=f"{n_band_shifts} circular shifts of the band inside runs (at least "
                            f"{min_shift_tr} TRs), other bands and hyperparameters fixed",
-                      fdr="over targets, per band", split_r2="himalaya r2_score_split on "
-                      "test-fold-centred data and band predictions"),
+                      fdr="over targets, per band", p_values=unique_method,
+                      split_r2="himalaya r2_score_split on test-fold-centred data and band "
+                      "predictions"),
                   backend=getattr(final, "backend_", None), dtype=dtype,
                   r="mean over outer folds of the held-out Pearson r (the headline score)",
                   r_concat="Pearson r of the held-out predictions concatenated over folds",

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .stats import _torch_device, null_indices
+from .tail import permutation_p_values
 
 #: Memory budget of one batch of surrogates on CPU, in bytes.
 CPU_NULL_BYTES = 1 << 24
@@ -131,7 +132,7 @@ class FoldOperator:
 
 def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, n_perm: int = 1000,
                     method: str = "block", block_tr: int = 10, random_state=0,
-                    device: str = "auto", return_null: bool = False):
+                    device: str = "auto", tail: str = "gpd", return_null: bool = False):
     """p-values of the fold-mean held-out r with the data shuffled and the folds refitted.
 
     Parameters
@@ -145,13 +146,17 @@ def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, 
         :func:`brainalign.encoding.stats.null_indices`).
     n_perm, method, block_tr, random_state, device
         As in :func:`brainalign.encoding.stats.permutation_test`.
+    tail : {"gpd", "empirical"}
+        How p-values are read off the null (:func:`brainalign.encoding.tail.permutation_p_values`):
+        ``"gpd"`` resolves p-values below ``1 / (n_perm + 1)`` with a Pareto tail fit
+        where fewer than 10 draws exceed the observed r.
     return_null : bool
         Also return the null statistics.
 
     Returns
     -------
-    p_values : ndarray, shape (n_targets,)
-        ``(1 + #{null >= observed}) / (1 + n_perm)``.
+    p_values : PermutationPValues
+        p-values per target (``.p_values``) and how each was obtained.
     observed : ndarray, shape (n_targets,)
         The fold-mean r recomputed by the operators (equals the fitted model's ``r`` up
         to rounding).
@@ -219,7 +224,7 @@ def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, 
     statistic = statistic.cpu().numpy().astype(np.float64)
     observed, null = statistic[0], statistic[1:]
     tolerance = 16 * np.finfo(np.float32).eps  # float32 rounding: a tie counts as exceeding
-    p_values = (1.0 + (null >= observed - tolerance).sum(0)) / (1.0 + n_perm)
+    p_values = permutation_p_values(observed - tolerance, null, tail=tail)
     if return_null:
         return p_values, observed, null
     return p_values, observed

@@ -3,7 +3,7 @@
 Estimators on a torch device (CPU or CUDA), with scikit-learn's interface:
 :class:`KMeans`, :class:`DictionaryLearning`, :class:`FastICA`, :class:`GroupICA`.
 Study A (:mod:`~brainalign.patterns.study_a`): :func:`fit_atoms` -> :class:`Patterns`,
-:func:`choose_n_atoms`. Study B (:mod:`~brainalign.patterns.study_b`):
+:class:`AtomTransformer` (atoms fitted inside cross-validation folds), :func:`choose_n_atoms`. Study B (:mod:`~brainalign.patterns.study_b`):
 :func:`find_functional_networks` -> :class:`FunctionalNetworks`, :func:`group_templates`,
 :func:`match_networks`, :func:`recurrence_counts`.
 """
@@ -12,14 +12,15 @@ from brainalign.patterns.dictionary import DictionaryLearning, dictionary_object
 from brainalign.patterns.ica import FastICA, GroupICA
 from brainalign.patterns.kmeans import KMeans
 from brainalign.patterns.matching import iou_matrix, match_components, match_sets
-from brainalign.patterns.study_a import AtomCountSelection, Patterns, choose_n_atoms, fit_atoms
+from brainalign.patterns.study_a import (AtomCountSelection, AtomTransformer, Patterns,
+                                         choose_n_atoms, fit_atoms)
 from brainalign.patterns.study_b import (DEFAULT_Z_THRESHOLD, SAME_NETWORK_IOU, STUDY_Z_THRESHOLD,
                                          FunctionalNetworks, find_functional_networks,
                                          group_templates, match_networks, networks_from_maps,
                                          recurrence_counts)
 
 __all__ = [
-    "AtomCountSelection", "DEFAULT_Z_THRESHOLD", "DictionaryLearning", "FastICA",
+    "AtomCountSelection", "AtomTransformer", "DEFAULT_Z_THRESHOLD", "DictionaryLearning", "FastICA",
     "FunctionalNetworks", "GroupICA", "KMeans", "Patterns", "SAME_NETWORK_IOU",
     "STUDY_Z_THRESHOLD", "choose_n_atoms", "dictionary_objective", "find_functional_networks",
     "fit_atoms", "group_templates", "iou_matrix", "match_components", "match_networks",

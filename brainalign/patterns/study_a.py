@@ -6,7 +6,15 @@ decomposed into K atoms, representative time courses, and a sparse code per neur
     data (n_tr, n_neurons)  ~=  atoms (n_tr, K) @ loadings (K, n_neurons)
 
 A neuron's subgroup is the atom with the largest absolute loading, and its support is the
-set of atoms with a non-zero loading. The decomposition is sparse dictionary learning by
+set of atoms with a non-zero loading.
+
+Atom regressors: :meth:`Patterns.transform` is the one way to get atom time courses on
+any TRs (the least-squares projection of the standardised neuron time courses on the
+loadings), on the fitting TRs and on held-out TRs alike. ``Patterns.atoms`` is the fitted
+dictionary itself, defined on the fitting TRs only (k-means centroids equal ``transform``
+there; dictionary and ICA atoms come close). Inside cross-validation,
+:class:`AtomTransformer` fits atoms on each fold's training rows
+(``fit_encoding(..., preprocessing=AtomTransformer(64))`` or a :class:`~brainalign.encoding.Band`). The decomposition is sparse dictionary learning by
 default (:class:`~brainalign.patterns.dictionary.DictionaryLearning`: atoms over time,
 L1-sparse codes per neuron, codes by batched FISTA); k-means (atom = centroid time course,
 loading = cluster membership) and spatial ICA (atom = mixing time course, loading =
@@ -38,7 +46,9 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.metrics import adjusted_rand_score
+from sklearn.utils.validation import check_is_fitted
 
 from brainalign.patterns.dictionary import DictionaryLearning
 from brainalign.patterns.ica import FastICA
@@ -62,7 +72,8 @@ class Patterns:
     Attributes
     ----------
     atoms : ndarray, shape (n_time, K)
-        Representative time courses on the training TRs (``times_s``).
+        The fitted dictionary: representative time courses on the training TRs
+        (``times_s``). Regressors on any TRs come from :meth:`transform`.
     loadings : ndarray, shape (K, n_neurons)
         Code of each neuron (dictionary: sparse L1 codes; k-means: 1 for the neuron's
         cluster; ICA: the unit-variance neuron map).
@@ -73,6 +84,8 @@ class Patterns:
         Stories whose TRs were used for fitting (from the time courses' provenance).
     fit_runs : list of int
         Run labels of the TRs used for fitting.
+    fit_rows : ndarray of int, shape (n_time,), optional
+        Rows (TRs of the input) used for fitting.
     method : {"dictionary", "kmeans", "ica"}
     times_s : ndarray, shape (n_time,)
         Times of the training TRs.
@@ -98,6 +111,7 @@ class Patterns:
     stability: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    fit_rows: np.ndarray | None = None
 
     def __post_init__(self):
         n_time, k = self.atoms.shape
@@ -139,7 +153,7 @@ class Patterns:
         return table.div(table.sum(1), axis=0) if normalize else table
 
     def transform(self, data, chunk_size: int | None = None) -> np.ndarray:
-        """Atom time courses on new TRs: least squares of standardised ``data`` on the loadings.
+        """Atom regressors on any TRs: least squares of standardised ``data`` on the loadings.
 
         Parameters
         ----------
@@ -167,7 +181,8 @@ class Patterns:
         np.savez_compressed(
             path / "patterns.npz", atoms=self.atoms, loadings=self.loadings, subgroup=self.subgroup,
             times_s=self.times_s, neuron_mean=self.neuron_mean, neuron_scale=self.neuron_scale,
-            layer=self.neurons.layer, site=self.neurons.site.astype(str), unit=self.neurons.unit)
+            layer=self.neurons.layer, site=self.neurons.site.astype(str), unit=self.neurons.unit,
+            **({} if self.fit_rows is None else {"fit_rows": np.asarray(self.fit_rows)}))
         document = dict(method=self.method, fit_stories=list(self.fit_stories),
                         fit_runs=[int(r) for r in self.fit_runs], stability=self.stability,
                         params=self.params, provenance=self.provenance)
@@ -187,7 +202,8 @@ class Patterns:
                        method=document["method"], times_s=arrays["times_s"],
                        neuron_mean=arrays["neuron_mean"], neuron_scale=arrays["neuron_scale"],
                        stability=document["stability"], params=document["params"],
-                       provenance=document["provenance"])
+                       provenance=document["provenance"],
+                       fit_rows=arrays["fit_rows"] if "fit_rows" in arrays.files else None)
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -227,7 +243,13 @@ def _inputs(timecourses, neurons: NeuronTable | None, runs, times_s) -> _Inputs:
     return _Inputs(data, times_s, runs, neurons, [], {})
 
 
-def _training_rows(runs: np.ndarray, train_runs, held_out_runs) -> tuple[np.ndarray, list[int]]:
+def _training_rows(runs: np.ndarray, train_runs, held_out_runs, train_rows=None
+                   ) -> tuple[np.ndarray, list[int]]:
+    if (train_runs is None) == (train_rows is None):
+        raise ValueError("give exactly one of train_runs (run labels or 'all') and train_rows "
+                         "(the training rows of a split)")
+    if train_rows is not None:
+        return _explicit_rows(runs, train_rows, held_out_runs)
     available = sorted(int(r) for r in np.unique(runs))
     if isinstance(train_runs, str):
         if train_runs != "all":
@@ -247,6 +269,28 @@ def _training_rows(runs: np.ndarray, train_runs, held_out_runs) -> tuple[np.ndar
         raise ValueError(f"train_runs {train} must be non-empty run labels of the data "
                          f"(available runs: {available})")
     return np.flatnonzero(np.isin(runs, train)), train
+
+
+def _explicit_rows(runs: np.ndarray, train_rows, held_out_runs) -> tuple[np.ndarray, list[int]]:
+    """Validated training rows given as indices or a boolean mask, and the runs they touch."""
+    rows = np.asarray(train_rows)
+    if rows.dtype == bool:
+        if rows.shape != runs.shape:
+            raise ValueError(f"a boolean train_rows mask must have shape {runs.shape}, got {rows.shape}")
+        rows = np.flatnonzero(rows)
+    if rows.ndim != 1 or rows.size == 0 or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError("train_rows must be a non-empty 1-D array of row indices or a boolean mask")
+    if rows.min() < 0 or rows.max() >= len(runs) or len(np.unique(rows)) != len(rows):
+        raise ValueError(f"train_rows must be distinct row indices in [0, {len(runs)}), got "
+                         f"values from {rows.min()} to {rows.max()} ({len(rows)} rows)")
+    rows = np.sort(rows)
+    touched = sorted(int(r) for r in np.unique(runs[rows]))
+    held_out = sorted(set(int(r) for r in np.atleast_1d(held_out_runs))) if held_out_runs is not None else []
+    overlap = sorted(set(touched) & set(held_out))
+    if overlap:
+        raise ValueError(f"train_rows include rows of held-out runs {overlap}: atoms must be "
+                         "fitted on training rows only")
+    return rows, touched
 
 
 def _standardized_neurons(data, rows: np.ndarray, device: torch.device, standardize: bool,
@@ -323,7 +367,8 @@ def fit_atoms(
     timecourses,
     n_atoms: int = 64,
     *,
-    train_runs: Sequence[int] | Literal["all"],
+    train_runs: Sequence[int] | Literal["all"] | None = None,
+    train_rows: Sequence[int] | np.ndarray | None = None,
     held_out_runs: Sequence[int] | None = None,
     method: Method = "dictionary",
     alpha: float = 0.1,
@@ -349,7 +394,11 @@ def fit_atoms(
     n_atoms : int, default=64
         Number of atoms K.
     train_runs : sequence of int or "all"
-        Runs whose TRs the atoms are fitted on (required: choose explicitly).
+        Runs whose TRs the atoms are fitted on. Give this or ``train_rows`` (one of them
+        is required: choose explicitly).
+    train_rows : array of int or bool mask, optional
+        The training rows of any split instead (e.g. the training blocks of a single
+        run); the runs they touch become ``fit_runs``.
     held_out_runs : sequence of int, optional
         Runs reserved for evaluation; overlapping ``train_runs`` raises ValueError, and
         with ``train_runs="all"`` they are left out.
@@ -382,7 +431,7 @@ def fit_atoms(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     inputs = _inputs(timecourses, neurons, runs, times_s)
-    rows, train = _training_rows(inputs.runs, train_runs, held_out_runs)
+    rows, train = _training_rows(inputs.runs, train_runs, held_out_runs, train_rows)
     if not 1 <= n_atoms <= min(len(rows), inputs.data.shape[1]):
         raise ValueError(f"n_atoms must be between 1 and min(n_train_tr={len(rows)}, "
                          f"n_neurons={inputs.data.shape[1]}), got {n_atoms}")
@@ -397,7 +446,7 @@ def fit_atoms(
     patterns = Patterns(
         atoms=atoms, loadings=loadings, subgroup=_subgroups(loadings), neurons=inputs.neurons,
         fit_stories=inputs.stories, fit_runs=train, method=method, times_s=inputs.times_s[rows],
-        neuron_mean=mean, neuron_scale=scale, params=config,
+        neuron_mean=mean, neuron_scale=scale, params=config, fit_rows=rows,
         provenance=provenance_block(stage="patterns", study="A", config_hash=config_hash(config),
                                     device=str(device), n_train_tr=int(len(rows)),
                                     n_neurons=int(inputs.data.shape[1]),
@@ -410,6 +459,64 @@ def fit_atoms(
     if split_half:
         patterns.stability["split_half"] = _split_half(inputs, rows, random_state, **fit_kwargs)
     return patterns
+
+
+class AtomTransformer(TransformerMixin, BaseEstimator):
+    """Study A's atoms as a scikit-learn transformer: fitted on the rows it is given.
+
+    ``fit(X)`` fits :func:`fit_atoms` on every row of ``X`` (a cross-validation passes the
+    training rows of one fold, single-run data included); ``transform(X)`` gives the atom
+    regressors of any rows (:meth:`Patterns.transform`). Use it as the reduction of a
+    feature band, so that atoms are fitted inside every outer fold:
+    ``fit_encoding({"atoms": Band(neurons, preprocessing=AtomTransformer(64))}, ...)``.
+
+    Parameters
+    ----------
+    n_atoms, method, alpha, standardize, random_state, device, chunk_size
+        As in :func:`fit_atoms`.
+
+    Attributes
+    ----------
+    patterns_ : Patterns
+        The fitted atoms (neurons named ``unit`` 0..n_features-1 unless ``neurons`` given).
+    n_features_in_ : int
+    """
+
+    def __init__(self, n_atoms: int = 64, method: Method = "dictionary", alpha: float = 0.1,
+                 standardize: bool = True, random_state: int | None = 0, device=None,
+                 chunk_size: int | None = None, neurons: NeuronTable | None = None):
+        self.n_atoms = n_atoms
+        self.method = method
+        self.alpha = alpha
+        self.standardize = standardize
+        self.random_state = random_state
+        self.device = device
+        self.chunk_size = chunk_size
+        self.neurons = neurons
+
+    def fit(self, X, y=None) -> "AtomTransformer":
+        """Fit the atoms on every row of ``X`` (n_rows, n_neurons)."""
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_tr, n_neurons), got shape {X.shape}")
+        neurons = self.neurons if self.neurons is not None else NeuronTable(
+            np.zeros(X.shape[1], dtype=np.int32), np.full(X.shape[1], "unit"),
+            np.arange(X.shape[1], dtype=np.int32))
+        self.patterns_ = fit_atoms(X, self.n_atoms, train_runs="all", method=self.method,
+                                   alpha=self.alpha, standardize=self.standardize,
+                                   neurons=neurons, random_state=self.random_state,
+                                   device=self.device, chunk_size=self.chunk_size)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Atom regressors of any rows, shape (n_rows, n_atoms)."""
+        check_is_fitted(self, "patterns_")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must be (n_tr, {self.n_features_in_}) like the data the atoms "
+                             f"were fitted on, got shape {X.shape}")
+        return self.patterns_.transform(X)
 
 
 def _pair_summary(atoms_r: np.ndarray | None, loadings_r: np.ndarray, subgroups) -> dict:
