@@ -2,9 +2,10 @@
 
 Sections: stimulus and model; atom time courses; subgroup x layer heat map (with each
 subgroup's network); encoding score maps (nilearn static images on fsaverage5 and in MNI
-space, tables for ROIs; optional interactive ``view_surf``); the pattern x network matrix
-with significance marks; recovery against the planted truth; the study-B lesion check;
-output files; provenance. The page is built with :class:`brainalign.report.html.Report`
+space, tables for ROIs; optional interactive ``view_surf``); group maps with family-wise
+error control (t where p_FWE < ``group.alpha``, one figure per map; bars for ROIs); the
+pattern x network matrix with significance marks; recovery against the planted truth; the
+study-B lesion check; output files; provenance. The page is built with :class:`brainalign.report.html.Report`
 and the figures with :mod:`brainalign.report.figures`.
 """
 
@@ -119,6 +120,59 @@ def _interactive_view(section: Any, r: np.ndarray) -> None:
     section.raw_html(view.get_iframe(width=900, height=500))
 
 
+def _group_section(report: Report, study: Any, slug: str) -> None:
+    from brainalign.pipeline.group_stage import group_maps
+
+    alpha = study.config["group"]["alpha"]
+    section = report.section("Group maps")
+    section.text("Each subject's map is tested against zero across subjects by sign flipping, "
+                 "with the family-wise error rate controlled over the space's targets "
+                 "(brainalign.group.group_map): cluster mass or TFCE on the fsaverage mesh "
+                 "(MNE), nilearn's non-parametric inference in volumes, max-t over ROIs. "
+                 "Held-out r is Fisher z transformed; a band's unique r is tested as is. The "
+                 f"figures show the group t where p_FWE < {alpha} (ROIs: every ROI's t, "
+                 "significant ones starred).")
+    rows = []
+    for space in study.spaces:
+        groups = group_maps(study, slug, space)
+        if not groups:
+            continue
+        masker = study.brain(slug, space).masker
+        for measure, group in groups.items():
+            significant = group.significant(alpha)
+            rows.append([space, measure, group.method, group.n_perm, group.n_subjects,
+                         int(group.tested.sum()), int(significant.sum()),
+                         float(np.nanmax(group.t)), float(np.nanmin(group.p_fwe))])
+            title = f"{slug} {space}: group t of {measure}"
+            caption = (f"{space}, {measure}: {int(significant.sum())} of "
+                       f"{int(group.tested.sum())} tested targets at p_FWE < {alpha} "
+                       f"({group.method}, {group.n_perm} sign flips, {group.n_subjects} "
+                       "subjects)")
+            figure = _group_figure(group.t, significant, masker, title)
+            if figure is not None:
+                section.figure(figure, caption)
+    section.table(["space", "measure", "method", "permutations", "subjects", "tested targets",
+                   f"p_FWE < {alpha}", "max t", "min p_FWE"], rows)
+
+
+def _group_figure(t: np.ndarray, significant: np.ndarray, masker: Any, title: str) -> Any:
+    """The group t drawn in the masker's space: only where significant on surfaces and in
+    volumes, every ROI's bar (significant ones marked) in ROI tables; None for surfaces
+    other than fsaverage5."""
+    kind = type(masker).__name__
+    values = np.where(significant, t, 0.0)
+    if kind == "SurfaceMasker":
+        if masker.space_ != "fsaverage5" or masker.hemispheres_ != ["L", "R"]:
+            return None
+        images = masker.inverse_transform(values)
+        full = np.concatenate([images[h].darrays[0].data for h in masker.hemispheres_])
+        return figures.surface_map(full, title, threshold=1e-6)
+    if kind == "VolumeMasker":
+        return figures.volume_map(masker.inverse_transform(values), title, threshold=1e-6)
+    names = masker.target_names_ or [f"target{i:03d}" for i in range(len(t))]
+    return figures.roi_bars(t, names, title, "group t", marks=significant)
+
+
 def _mapping_section(report: Report, study: Any, slug: str) -> None:
     section = report.section("Patterns x networks")
     for space in study.spaces:
@@ -189,6 +243,8 @@ def write_report(study: Any, summary: Any, path: str | Path) -> Path:
     patterns = _atoms_section(report, study, slug)
     _subgroup_section(report, study, slug, patterns)
     _encoding_section(report, study, slug, study.config["outputs"]["interactive"])
+    if summary.group:
+        _group_section(report, study, slug)
     _mapping_section(report, study, slug)
     if summary.recovery:
         _recovery_section(report, study, summary)

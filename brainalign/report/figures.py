@@ -113,3 +113,30 @@ def volume_map(image, title: str, threshold: float | None = None) -> plt.Figure:
     plotting.plot_stat_map(image, threshold=threshold, title=title, figure=fig,
                            display_mode="ortho", colorbar=True)
     return fig
+
+
+def roi_bars(values: np.ndarray, names: Sequence[str], title: str, ylabel: str,
+             marks: np.ndarray | None = None) -> plt.Figure:
+    """One bar per ROI; ``marks`` (bool, same length) colours significant ROIs and stars them.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_rois,)
+        NaN bars are left empty.
+    names : sequence of str, length n_rois
+    """
+    values = np.asarray(values, dtype=float)
+    marks = np.zeros(len(values), bool) if marks is None else np.asarray(marks, bool)
+    fig, ax = plt.subplots(figsize=(min(14, max(5, 0.12 * len(values) + 2)), 3.5))
+    positions = np.arange(len(values))
+    ax.bar(positions, np.nan_to_num(values), color=np.where(marks, "#c0392b", "#9aa7b8"))
+    if marks.any():
+        ax.scatter(positions[marks], np.nan_to_num(values[marks]), marker="*", s=40, c="black",
+                   zorder=3)
+    step = max(1, len(values) // 40)
+    ax.set_xticks(positions[::step], list(names)[::step], rotation=90, fontsize=7)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
