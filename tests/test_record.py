@@ -257,12 +257,13 @@ def test_forward_stops_after_deepest_layer(tmp_path):
 
 def test_recording_contents(tmp_path):
     loaded = tiny_loaded("qwen2")
-    story = make_story(25).with_scan(2.0, (10, 10))
+    story = make_story(25).with_scan(2.0, (10, 10), first_volume_s=0.0)
     path = record_story(loaded, story, ["mlp.inner", "attn.out"], tmp_path, layers=[0, 2],
                         progress=False)
     assert path == tmp_path / story.name
     recording = Recording.open(path, verify=True)
     assert recording.story == story and recording.story.tr_s == 2.0
+    assert recording.story.first_volume_s == (0.0, 0.0)
     assert recording.sites == ("mlp.inner", "attn.out") and recording.layers == (0, 2)
     assert len(recording.neurons) == 2 * (48 + 32) and recording.n_words == 25
     full = recording.matrix()

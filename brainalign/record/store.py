@@ -130,6 +130,7 @@ def story_to_json(story: Story) -> dict:
         "name": story.name,
         "tr_s": story.tr_s,
         "n_volumes": list(story.n_volumes) if story.n_volumes is not None else None,
+        "first_volume_s": list(story.first_volume_s) if story.first_volume_s is not None else None,
         "source": story.source,
         "metadata": story.metadata,
         "words": {
@@ -146,10 +147,11 @@ def story_from_json(document: dict) -> Story:
     columns = document["words"]
     words = tuple(Word(t, float(a), float(b), int(r)) for t, a, b, r in zip(
         columns["text"], columns["onset_s"], columns["offset_s"], columns["run"]))
-    n_volumes = document.get("n_volumes")
+    n_volumes, first_volume_s = document.get("n_volumes"), document.get("first_volume_s")
     return Story(document["name"], words, document.get("tr_s"),
                  tuple(n_volumes) if n_volumes is not None else None,
-                 document.get("source"), document.get("metadata") or {})
+                 document.get("source"), document.get("metadata") or {},
+                 tuple(first_volume_s) if first_volume_s is not None else None)
 
 
 def write_json(path: Path, document: dict) -> str:
