@@ -20,7 +20,7 @@ from conftest import REPO, tiny_config
 from test_report import render_in_chromium
 
 CACHED_STAGES = ("record", "timecourse", "patterns", "fmri", "encoding", "networks",
-                 "interventions")
+                 "interventions", "group")
 
 
 def save_tiny_llama(folder):
@@ -99,6 +99,33 @@ def test_first_run_computes_every_stage_and_writes_outputs(first_run):
     lines = read_log(out)
     stage_lines = [line for line in lines if line.get("event") == "stage"]
     assert [line["stage"] for line in stage_lines] == list(CACHED_STAGES)
+
+
+def test_bands_are_partitioned_and_atoms_fitted_per_fold(first_run):
+    """The default study fits atoms + word rate with banded ridge, the atoms per outer fold,
+    and reports each band's unique r and the whole-story comparison."""
+    from brainalign.encoding import load
+
+    config, summary = first_run
+    encoding_dir = Path(next(run.path for run in summary.stages if run.stage == "encoding"))
+    results = [load(p) for p in sorted((encoding_dir / "tiny-llama" / "roi").glob("sub-*"))]
+    whole = [load(p) for p in sorted((encoding_dir / "tiny-llama" / "roi"
+                                      / "whole-story-atoms").glob("sub-*"))]
+    assert len(results) == len(whole) == 2
+    for result in results:
+        assert [b["name"] for b in result.bands] == ["atoms", "word_rate"]
+        assert result.bands[0]["delays"] == [1, 2, 3] and result.bands[1]["delays"] == []
+        assert result.cv["bands"][0]["fold_features"]["n_folds"] == 2
+        assert result.cv["cleaning"]["high_pass_hz"] == pytest.approx(1 / 128)
+        p_unique = result.partition["p_unique"]
+        assert p_unique.shape == (2, 160) and np.isfinite(p_unique).all()
+    entry = summary.encoding["tiny-llama/roi"]
+    assert set(entry["bands"]) == {"atoms", "word_rate"}
+    # the simulation plants the atoms, not the word rate
+    assert entry["bands"]["atoms"]["r_unique_mean"] > entry["bands"]["word_rate"]["r_unique_mean"]
+    assert np.isfinite(entry["atoms"]["whole_story_r_mean"])
+    assert "unique_r_atoms" in summary.maps["tiny-llama/roi"]
+    assert any(label.startswith("encoding tiny-llama/roi") for label, _ in summary.rows())
 
 
 def test_exported_r_map_matches_the_encoding_results(first_run):

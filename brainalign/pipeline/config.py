@@ -1,13 +1,23 @@
 """Study configuration: a TOML file describing every stage, validated against one schema.
 
 A study file has one table per stage (``[study]``, ``[model]``, ``[stories]``, ``[fmri]``,
-``[timecourse]``, ``[patterns]``, ``[encoding]``, ``[networks]``, ``[interventions]``,
-``[outputs]``, ``[compute]``). Every key has a type, a default and, where it is a
-choice, the allowed values; an unknown table or key, a wrong type or a value outside the
-allowed set raises :class:`ConfigError` naming the key (``patterns.method``) and what is
-allowed. :func:`stage_config` gives the part of the configuration each stage depends
+``[timecourse]``, ``[patterns]``, ``[encoding]``, ``[networks]``, ``[group]``,
+``[interventions]``, ``[outputs]``, ``[compute]``). Every key has a type, a default and,
+where it is a choice, the allowed values; an unknown table or key, a wrong type or a value
+outside the allowed set raises :class:`ConfigError` naming the key (``patterns.method``)
+and what is allowed. :func:`stage_config` gives the part of the configuration each stage depends
 on, which is what the stage cache hashes (changing ``patterns.n_atoms`` re-runs the
 patterns stage and everything after it, but reuses the recordings).
+
+Paths in ``stories.paths``, ``fmri.paths`` and ``fmri.mask`` may name environment
+variables, ``${NAME}`` or ``${NAME:-fallback}`` (the fallback is used when ``NAME`` is
+unset or empty); :func:`load_config` expands them and resolves relative paths against the
+config file's folder, as it does ``study.out``. A file can so point at data that each user
+keeps elsewhere, e.g. ``"${BRAINALIGN_SHARED_DATA:-../data}/alice_brennan2016/..."``.
+
+Time: for real fMRI the file must state when each run's first kept volume was acquired on
+the words' clock, ``fmri.first_volume_s`` (seconds) or ``fmri.discarded_volumes`` (with
+``stories.tr_s``); there is no default, since a wrong value shifts every feature.
 
 Parsing uses the standard library's ``tomllib`` (Python >= 3.11) or ``tomli``.
 """
@@ -15,6 +25,9 @@ Parsing uses the standard library's ``tomllib`` (Python >= 3.11) or ``tomli``.
 from __future__ import annotations
 
 import copy
+import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +78,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
                       "Where the brain data come from."),
         "spaces": Key(_LIST, ["fsaverage5"], doc="Target spaces of a simulation: "
                       "fsaverage5, MNI152_3mm, roi."),
-        "paths": Key(_LIST, [], doc="Data files for nifti/gifti/roi sources."),
+        "paths": Key(_LIST, [], doc="Data files for nifti/gifti/roi sources: one entry per "
+                     "subject, a file holding every run or a list of one file per run (in "
+                     "the stories' run order). The stories' volume counts are read from the "
+                     "first subject's files."),
+        "first_volume_s": Key(_LIST, [], doc="Real fMRI (this or discarded_volumes is "
+                              "required): stimulus time (s, on each run's word clock) of the "
+                              "first volume in the data, one per run of the stories in order. "
+                              "Simulated fMRI: for stories without their own scan (default "
+                              "0 s, the simulated scan starts with the words)."),
+        "discarded_volumes": Key(_LIST, [], doc="Instead of first_volume_s, when the words are "
+                                 "timed from the start of the acquisition: volumes discarded "
+                                 "before the data begin, one per run; the first kept volume "
+                                 "is at discarded_volumes x stories.tr_s."),
+        "allow_words_outside_scan": Key(_BOOL, False, doc="Accept words before the first or "
+                                        "after the last volume (e.g. speech during discarded "
+                                        "volumes); otherwise they stop the study."),
         "mask": Key(_STR, "", doc="Brain mask (nifti source)."),
         "snr": Key(_FLOAT, 1.0, doc="Simulation: signal-to-noise ratio (signal sd / noise sd)."),
         "noise": Key(_STR, "ar1", ("white", "ar1", "rest"), "Simulation: noise model."),
@@ -84,19 +112,61 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "alpha": Key(_FLOAT, 0.1, doc="L1 penalty of the codes (dictionary learning), in "
                      "correlation units: codes below it are zero."),
     },
+    "cleaning": {
+        "enabled": Key(_BOOL, True, doc="Clean features and targets alike inside each encoding "
+                       "fold, fitted on its training rows: each run's mean, a linear trend, "
+                       "cosine drifts below high_pass_hz, z-scoring (atoms are fitted on "
+                       "time courses cleaned the same way)."),
+        "high_pass_hz": Key(_FLOAT, 1.0 / 128.0, doc="Cut-off of the cosine drift basis, Hz "
+                            "(1/128 Hz, the SPM default); 0 turns the high-pass filter off."),
+    },
     "encoding": {
-        "delays": Key(_LIST, [1, 2, 3, 4], doc="FIR delays in TRs."),
-        "n_permutations": Key(_INT, 200, doc="Permutations of the significance null."),
+        "bands": Key(_LIST, ["atoms", "word_rate"], doc='Feature bands: "atoms" (the study\'s '
+                     'patterns, FIR delays), "word_rate" (word onsets convolved with the SPM '
+                     "HRF, no delays: the low-level control), and the names of extra_bands. "
+                     "Several bands are fitted with banded ridge and partitioned (each band "
+                     "alone, without it, its unique r with a shift null)."),
+        "extra_bands": Key(_LIST, [], doc="Your own bands, as [[encoding.extra_bands]] tables: "
+                           "name, path (a table with one row per volume of the stories' runs "
+                           "in order, before timecourse.trim), hrf_convolved (bool, default "
+                           "false: such bands get no delays) and optionally delays."),
+        "delays": Key(_LIST, [1, 2, 3, 4], doc="FIR delays in TRs of bands that are not "
+                      "HRF-convolved (brainalign.timecourse.DEFAULT_DELAYS)."),
+        "atoms_per_fold": Key(_BOOL, True, doc="Fit the atoms regressors on the training runs "
+                              "of each outer fold only (the maps and the network mapping use "
+                              "the atoms of all runs); the summary reports the held-out r with "
+                              "atoms fitted on the whole story beside it."),
+        "n_permutations": Key(_INT, 200, doc="Permutations of the significance null of r."),
+        "n_band_shifts": Key(_INT, 1000, doc="Circular shifts of a band in the null of its "
+                             "unique r (several bands only; 0 skips the test)."),
         "fdr_q": Key(_FLOAT, 0.05, doc="Benjamini-Hochberg level."),
     },
     "networks": {
-        "atlas": Key(_STR, "yeo7", doc="yeo7, yeo17, seitzman, dosenbach, cole-anticevic or a path."),
+        "atlas": Key(_STR, "yeo7", doc="yeo7, yeo17, seitzman, dosenbach, cole-anticevic, a "
+                     'path, or "none": skip the network mapping (e.g. a few ROIs that are not '
+                     "a network atlas; needs outputs.report = false)."),
         "null": Key(_STR, "auto", ("auto", "spin", "volume", "permutation"),
                     "Spatial null (auto: spin on surfaces, smooth surrogates in volumes)."),
-        "n_null": Key(_INT, 200, doc="Null maps per pattern."),
+        "n_null": Key(_INT, 1000, doc="Null maps per pattern (p-values below 1/(n+1) come "
+                      "from a Pareto fit to the null's tail)."),
         "n_shifts": Key(_INT, 1000, doc="Circular shifts per pattern of the temporal test "
                         "(unique held-out r on network signals); 0: spatial null only."),
         "alpha": Key(_FLOAT, 0.05, doc="Level at which a pattern is assigned a network."),
+    },
+    "group": {
+        "method": Key(_STR, "auto", ("auto", "maxt", "cluster", "tfce"),
+                      "Group maps' family-wise error control (brainalign.group.group_map): "
+                      "auto = cluster on surfaces and volumes, max-t on ROI tables; maxt = "
+                      "one p-value per target; cluster = cluster mass above cluster_p; tfce = "
+                      "threshold-free cluster enhancement (slowest)."),
+        "n_perm": Key(_INT, 1000, doc="Sign-flip permutations of each group map; 0 skips the "
+                      "group stage (it also needs at least 2 subjects)."),
+        "tail": Key(_INT, 1, (1, 0, -1), "1: group mean above zero (held-out r is informative "
+                    "only when positive); 0: two-sided; -1: below zero."),
+        "cluster_p": Key(_FLOAT, 0.001, doc="Cluster-forming threshold of method cluster: an "
+                         "uncorrected one-sample t-test p-value."),
+        "alpha": Key(_FLOAT, 0.05, doc="FWE level at which the report and summary count "
+                     "targets as significant."),
     },
     "interventions": {
         "study_b": Key(_BOOL, False, doc="Run a study-B lesion check."),
@@ -116,17 +186,27 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+#: Not a table of the file: the stories' resolved scans (``tr_s``, ``n_volumes``,
+#: ``first_volume_s`` per story), which come partly from files (story directories, brain
+#: data). :class:`brainalign.pipeline.study.Study` adds it, so that every stage on the TR
+#: grid is keyed on the scan it was computed for.
+SCAN_TABLE = "scan"
+
 #: Which tables each stage's output depends on (its own and everything upstream).
 STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "record": ("model", "stories"),
-    "timecourse": ("model", "stories", "timecourse"),
+    "timecourse": ("model", "stories", "timecourse", SCAN_TABLE),
     # a simulation plants the time courses of the study's own neuron subgroups
-    "fmri": ("model", "stories", "timecourse", "patterns", "fmri", "study"),
-    "patterns": ("model", "stories", "timecourse", "patterns", "study"),
-    "encoding": ("model", "stories", "timecourse", "patterns", "fmri", "encoding", "study"),
-    "networks": ("model", "stories", "timecourse", "patterns", "fmri", "encoding", "networks",
-                 "study"),
+    "fmri": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "study",
+             SCAN_TABLE),
+    "patterns": ("model", "stories", "timecourse", "cleaning", "patterns", "study", SCAN_TABLE),
+    "encoding": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "encoding",
+                 "study", SCAN_TABLE),
+    "networks": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "encoding",
+                 "networks", "study", SCAN_TABLE),
     "interventions": ("model", "stories", "interventions", "study"),
+    "group": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "encoding",
+              "group", "study", SCAN_TABLE),
 }
 
 
@@ -191,7 +271,7 @@ def _check_values(config: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(f"fmri.spaces contains {bad_spaces}; allowed values: {list(allowed_spaces)}")
     for table, name, low in (("patterns", "n_atoms", 2), ("encoding", "n_permutations", 0),
                              ("networks", "n_null", 0), ("networks", "n_shifts", 0),
-                             ("fmri", "n_subjects", 1),
+                             ("fmri", "n_subjects", 1), ("group", "n_perm", 0),
                              ("study", "seed", 0), ("compute", "n_workers", 1)):
         if config[table][name] < low:
             raise ConfigError(f"{table}.{name} = {config[table][name]} must be >= {low}")
@@ -205,32 +285,158 @@ def _check_values(config: dict[str, dict[str, Any]]) -> None:
     if config["fmri"]["source"] != "simulated" and not config["fmri"]["paths"]:
         raise ConfigError(f"fmri.paths is empty but fmri.source = {config['fmri']['source']!r} "
                           "needs data files")
+    _check_first_volumes(config["fmri"])
+    if config["networks"]["atlas"] == "none" and config["outputs"]["report"]:
+        raise ConfigError('networks.atlas = "none" skips the network mapping, which the report '
+                          "shows; set outputs.report = false (maps and tables are still written)")
     delays = config["encoding"]["delays"]
     if not delays or not all(isinstance(d, int) and d >= 0 for d in delays):
         raise ConfigError(f"encoding.delays = {delays!r}; allowed: a non-empty list of integers >= 0")
-    for table, name in (("encoding", "fdr_q"), ("networks", "alpha")):
+    _check_bands(config["encoding"])
+    if config["encoding"]["n_band_shifts"] < 0:
+        raise ConfigError(f"encoding.n_band_shifts = {config['encoding']['n_band_shifts']} "
+                          "must be >= 0")
+    if config["cleaning"]["high_pass_hz"] < 0:
+        raise ConfigError(f"cleaning.high_pass_hz = {config['cleaning']['high_pass_hz']} must be "
+                          ">= 0 (0: no high-pass filter)")
+    for table, name in (("encoding", "fdr_q"), ("networks", "alpha"), ("group", "cluster_p"),
+                        ("group", "alpha")):
         if not 0 < config[table][name] < 1:
             raise ConfigError(f"{table}.{name} = {config[table][name]} must lie in (0, 1)")
 
 
+def _check_first_volumes(fmri: dict[str, Any]) -> None:
+    """fmri.first_volume_s / fmri.discarded_volumes: at most one, required for real data."""
+    first, discarded = fmri["first_volume_s"], fmri["discarded_volumes"]
+    if first and discarded:
+        raise ConfigError(f"fmri.first_volume_s = {first} and fmri.discarded_volumes = "
+                          f"{discarded} both given; give one of them")
+    if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+               for t in first):
+        raise ConfigError(f"fmri.first_volume_s = {first!r}; allowed: a list of numbers "
+                          "(seconds, one per run)")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in discarded):
+        raise ConfigError(f"fmri.discarded_volumes = {discarded!r}; allowed: a list of integers "
+                          ">= 0 (one per run)")
+    if fmri["source"] != "simulated" and not (first or discarded):
+        raise ConfigError(
+            f"fmri.source = {fmri['source']!r} needs the time of each run's first volume on the "
+            "words' clock: set fmri.first_volume_s = [...] (seconds, one per run) or "
+            "fmri.discarded_volumes = [...] (volumes dropped before the data begin, one per "
+            "run, when the words are timed from the start of the acquisition); e.g. "
+            "discarded_volumes = [10] for a 2 s TR puts the first kept volume at 20 s")
+
+
+#: Keys holding paths that :func:`load_config` expands and resolves (lists may nest).
+PATH_KEYS = (("stories", "paths"), ("fmri", "paths"), ("fmri", "mask"))
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_path(value: str, base: Path, key: str) -> str:
+    """A path from a config file: ``${NAME}`` / ``${NAME:-fallback}`` expanded from the
+    environment, then made absolute against ``base`` (the config file's folder).
+
+    Raises
+    ------
+    ConfigError
+        When a variable without fallback is unset, naming the key and the variable.
+    """
+    def substitute(match: re.Match) -> str:
+        name, fallback = match.group(1), match.group(2)
+        found = os.environ.get(name)
+        if found:
+            return found
+        if fallback is None:
+            raise ConfigError(f"{key} = {value!r} uses ${{{name}}}, which is not set; set the "
+                              f"environment variable or write ${{{name}:-fallback}}")
+        return fallback
+
+    expanded = Path(_VARIABLE.sub(substitute, value))
+    return str(expanded if expanded.is_absolute() else (base / expanded).resolve())
+
+
+def _resolve_paths(value: Any, base: Path, key: str) -> Any:
+    if isinstance(value, list):
+        return [_resolve_paths(item, base, key) for item in value]
+    if isinstance(value, str) and value:
+        return expand_path(value, base, key)
+    return value
+
+
+#: Bands the study makes itself (``encoding.bands``).
+BUILT_IN_BANDS = ("atoms", "word_rate")
+
+
+def _check_bands(encoding: dict[str, Any]) -> None:
+    """``encoding.bands`` and ``encoding.extra_bands``: names, files, delays."""
+    extra = encoding["extra_bands"]
+    names = []
+    for index, entry in enumerate(extra):
+        where = f"encoding.extra_bands[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table (name, path, hrf_convolved, delays), "
+                              f"got {entry!r}")
+        unknown = sorted(set(entry) - {"name", "path", "hrf_convolved", "delays"})
+        if unknown:
+            raise ConfigError(f"{where} has unknown key(s) {unknown}; allowed: name, path, "
+                              "hrf_convolved, delays")
+        if not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise ConfigError(f"{where}.name must be a non-empty string")
+        if entry["name"] in BUILT_IN_BANDS:
+            raise ConfigError(f"{where}.name = {entry['name']!r} is a built-in band; choose "
+                              "another name")
+        if not isinstance(entry.get("path"), str) or not entry["path"]:
+            raise ConfigError(f"{where}.path must be a file path (a table, one row per volume)")
+        if not isinstance(entry.get("hrf_convolved", False), bool):
+            raise ConfigError(f"{where}.hrf_convolved must be true or false")
+        band_delays = entry.get("delays")
+        if band_delays is not None and not (isinstance(band_delays, list) and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in band_delays)):
+            raise ConfigError(f"{where}.delays = {band_delays!r}; allowed: a list of integers >= 0")
+        names.append(entry["name"])
+    if len(set(names)) != len(names):
+        raise ConfigError(f"encoding.extra_bands repeat names: {names}")
+    bands = encoding["bands"]
+    allowed = list(BUILT_IN_BANDS) + names
+    bad = [b for b in bands if b not in allowed]
+    if bad or "atoms" not in bands or len(set(bands)) != len(bands):
+        raise ConfigError(f"encoding.bands = {bands!r}; it must hold \"atoms\" once and may add "
+                          f"any of {allowed[1:]} (extra_bands by their names)")
+
+
 def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Read and validate a study TOML file; ``study.out`` is resolved next to the file."""
+    """Read and validate a study TOML file.
+
+    ``study.out`` and the paths of :data:`PATH_KEYS` are resolved against the file's
+    folder, after ``${NAME}`` / ``${NAME:-fallback}`` environment variables are expanded
+    in the paths (see the module docstring).
+    """
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
     config = validate(raw)
+    base = path.parent
     out = Path(config["study"]["out"])
-    config["study"]["out"] = str(out if out.is_absolute() else (path.parent / out).resolve())
+    config["study"]["out"] = str(out if out.is_absolute() else (base / out).resolve())
+    for table, name in PATH_KEYS:
+        config[table][name] = _resolve_paths(config[table][name], base, f"{table}.{name}")
+    for index, entry in enumerate(config["encoding"]["extra_bands"]):
+        entry["path"] = _resolve_paths(entry["path"], base, f"encoding.extra_bands[{index}].path")
     return config
 
 
 def stage_config(config: dict[str, dict[str, Any]], stage: str) -> dict[str, Any]:
-    """The tables a stage depends on (what its cache key hashes); ``study.out`` excluded."""
+    """The tables a stage depends on (what its cache key hashes); ``study.out`` excluded.
+
+    :data:`SCAN_TABLE` is included when the configuration holds it (a study adds it).
+    """
     if stage not in STAGE_DEPENDENCIES:
         raise KeyError(f"unknown stage {stage!r}; stages: {sorted(STAGE_DEPENDENCIES)}")
-    part = {table: dict(config[table]) for table in STAGE_DEPENDENCIES[stage]}
+    part = {table: dict(config[table]) for table in STAGE_DEPENDENCIES[stage]
+            if table in config}
     if "study" in part:
         part["study"].pop("out", None)
         part["study"].pop("name", None)

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from brainalign.pipeline.cache import StageCache
-from brainalign.pipeline.config import ConfigError
+from brainalign.pipeline.config import SCAN_TABLE, ConfigError
 from brainalign.provenance import config_hash, provenance_block
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,13 @@ class StudySummary:
     report : str
         Path of report.html ("" when not written).
     config_hash : str
+    group : dict
+        ``"<model>/<space>"`` -> measure -> the group map's test and its number of targets
+        with p_FWE < ``group.alpha`` (:func:`~brainalign.pipeline.group_stage.group_summary`).
+    encoding : dict
+        ``"<model>/<space>"`` -> mean held-out r, each band's mean r alone and unique r
+        with its FDR-significant targets per subject, and the atoms fitted per fold vs on
+        the whole story (:func:`~brainalign.pipeline.bands.encoding_summary`).
     """
 
     out: str
@@ -111,6 +118,8 @@ class StudySummary:
     notes: list = field(default_factory=list)
     report: str = ""
     config_hash: str = ""
+    group: dict = field(default_factory=dict)
+    encoding: dict = field(default_factory=dict)
 
     def stage_status(self) -> dict[str, str]:
         """Stage -> "computed" / "cached" / "skipped"."""
@@ -129,6 +138,14 @@ class StudySummary:
                     f"{k}={_fmt(value[k])}" for k in ("accuracy", "auc", "best_r") if k in value)))
             else:
                 rows.append((f"recovery {key}", _fmt(value)))
+        for key, entry in self.encoding.items():
+            parts = [f"r={_fmt(entry['r_mean'])}"]
+            parts += [f"unique {band}={_fmt(values['r_unique_mean'])}"
+                      for band, values in entry.get("bands", {}).items()]
+            if "atoms" in entry:
+                parts.append(f"atoms per fold {_fmt(entry['atoms']['per_fold_r_mean'])} vs "
+                             f"whole story {_fmt(entry['atoms']['whole_story_r_mean'])}")
+            rows.append((f"encoding {key}", ", ".join(parts)))
         if self.study_b:
             rows.append(("study B lesion", self.study_b.get("verdict", "")))
         rows.append(("report", self.report or "-"))
@@ -201,32 +218,125 @@ def study_models(config: dict) -> list[tuple[str, str]]:
     return [(s if slugs.count(s) == 1 else f"{s}-{i}", n) for i, (s, n) in enumerate(zip(slugs, names))]
 
 
-def study_stories(config: dict) -> list:
-    """The stories of a study with their scan timing (TR from ``stories.tr_s``).
+def real_masker(fmri: dict) -> Any:
+    """An unfitted masker for the real fMRI of ``fmri.source`` (nifti, gifti or roi)."""
+    from brainalign.brain import RoiTableMasker, SurfaceMasker, VolumeMasker
 
-    A story read from a file without scan timing gets, per run, enough volumes to cover
-    its last word.
+    if fmri["source"] == "nifti":
+        return VolumeMasker(mask_img=fmri["mask"] or None)
+    return SurfaceMasker() if fmri["source"] == "gifti" else RoiTableMasker()
+
+
+def _run_labels(stories: list) -> str:
+    return ", ".join(f"{s.name}: {s.n_runs}" for s in stories)
+
+
+def configured_first_volumes(config: dict, stories: list) -> list[float] | None:
+    """Per run of the stories (in order), the first-volume time the file states, or None.
+
+    From ``fmri.first_volume_s``, or ``fmri.discarded_volumes`` x ``stories.tr_s``.
+    """
+    fmri, tr_s = config["fmri"], float(config["stories"]["tr_s"])
+    key, values = (("fmri.first_volume_s", [float(t) for t in fmri["first_volume_s"]])
+                   if fmri["first_volume_s"] else
+                   ("fmri.discarded_volumes", [n * tr_s for n in fmri["discarded_volumes"]]))
+    if not values:
+        return None
+    n_runs = sum(s.n_runs for s in stories)
+    if len(values) != n_runs:
+        raise ConfigError(f"{key} has {len(values)} entries but the stories have {n_runs} "
+                          f"run(s) ({_run_labels(stories)}); give one per run, in order")
+    return values
+
+
+def brain_run_lengths(config: dict, stories: list) -> list[int]:
+    """Volumes of each run of the stories (in order), counted in the first subject's files.
+
+    A list entry in ``fmri.paths`` gives one file per run; a single file holds every run,
+    so its runs are split by the stories' own ``n_volumes`` when there are several runs.
+    """
+    fmri = config["fmri"]
+    entry = fmri["paths"][0]
+    n_runs = sum(s.n_runs for s in stories)
+    counts = real_masker(fmri).count_volumes(list(entry) if isinstance(entry, list) else entry)
+    if len(counts) == n_runs:
+        return counts
+    if isinstance(entry, list):
+        raise ConfigError(f"fmri.paths[0] lists {len(counts)} file(s) but the stories have "
+                          f"{n_runs} run(s) ({_run_labels(stories)}); give one file per run")
+    own = [n for s in stories for n in (s.n_volumes or ())]
+    if len(own) != n_runs or sum(own) != counts[0]:
+        raise ConfigError(f"fmri.paths[0] ({entry}) holds {counts[0]} volumes for {n_runs} runs "
+                          f"({_run_labels(stories)}) and the stories do not split them "
+                          f"(their own volumes: {own or 'none'}); give a list of one file per run")
+    return own
+
+
+def study_stories(config: dict) -> list:
+    """The stories of a study, each with the scan its time courses are resampled onto.
+
+    The TR is ``stories.tr_s``. Per run, over every story's runs in order:
+
+    - real fMRI: the volumes are counted in the first subject's files
+      (:func:`brain_run_lengths`), and the first volume is at ``fmri.first_volume_s`` or
+      ``fmri.discarded_volumes`` x TR (the configuration requires one of them);
+    - simulated fMRI: a story's own scan (the bundled story, a story directory) is kept; a
+      story without one gets volumes covering its last word, with its first volume at
+      the configured time, else at 0 s (the simulated scan starts with the words' clock).
+
+    A story's own scan that disagrees with the data's raises ConfigError, and so do words
+    outside the scan unless ``fmri.allow_words_outside_scan``.
     """
     from brainalign.stimuli import bundled_story, load_story
 
-    tr_s = float(config["stories"]["tr_s"])
+    tr_s, fmri = float(config["stories"]["tr_s"]), config["fmri"]
     stories = [bundled_story()] if config["stories"]["bundled"] else []
-    for path in config["stories"]["paths"]:
-        story = load_story(path)
-        if story.n_volumes is None or story.tr_s is None:
-            n_volumes = [int(math.ceil(max(w.offset_s for w in story.run_words(r)) / tr_s)) + 1
-                         for r in range(story.n_runs)]
-            logger.info("story %s has no scan timing: %s volumes of %.2f s", story.name,
-                        n_volumes, tr_s)
-            story = story.with_scan(tr_s, n_volumes)
-        elif abs(story.tr_s - tr_s) > 1e-9:
-            raise ConfigError(f"story {story.name!r} was scanned with TR {story.tr_s} s but "
-                              f"stories.tr_s = {tr_s}; set stories.tr_s to match")
-        stories.append(story)
+    stories += [load_story(path) for path in config["stories"]["paths"]]
     names = [s.name for s in stories]
     if len(set(names)) != len(names):
         raise ConfigError(f"stories have duplicate names {names}; rename the files")
-    return stories
+    first = configured_first_volumes(config, stories)
+    volumes = brain_run_lengths(config, stories) if fmri["source"] != "simulated" else None
+    scanned, start = [], 0
+    for story in stories:
+        runs = slice(start, start + story.n_runs)
+        start = runs.stop
+        if story.tr_s is not None and abs(story.tr_s - tr_s) > 1e-9:
+            raise ConfigError(f"story {story.name!r} was scanned with TR {story.tr_s} s but "
+                              f"stories.tr_s = {tr_s}; set stories.tr_s to match")
+        story_first = tuple(first[runs]) if first is not None else story.first_volume_s
+        story_volumes = tuple(volumes[runs]) if volumes is not None else story.n_volumes
+        if story.has_scan and (story_first, story_volumes) != (story.first_volume_s,
+                                                                story.n_volumes):
+            raise ConfigError(
+                f"story {story.name!r} carries its own scan ({story.n_volumes} volumes, first "
+                f"at {story.first_volume_s} s) but the study gives {story_volumes} volumes, "
+                f"first at {story_first} s (fmri.first_volume_s / discarded_volumes, the brain "
+                "files); make them agree")
+        if story_first is None:
+            story_first = (0.0,) * story.n_runs
+            logger.info("story %s has no scan: the simulated scan starts at 0 s", story.name)
+        if story_volumes is None:
+            story_volumes = tuple(
+                int(math.ceil((max(w.offset_s for w in story.run_words(r)) - story_first[r])
+                              / tr_s)) + 1 for r in range(story.n_runs))
+            logger.info("story %s has no scan: %s simulated volumes of %.2f s", story.name,
+                        story_volumes, tr_s)
+        try:
+            story = story.with_scan(tr_s, story_volumes, first_volume_s=story_first,
+                                    allow_words_outside_scan=fmri["allow_words_outside_scan"])
+        except ValueError as err:
+            raise ConfigError(f"{err} (set fmri.first_volume_s or fmri.discarded_volumes to the "
+                              "data's timing; fmri.allow_words_outside_scan = true accepts "
+                              "words outside the scan)") from None
+        scanned.append(story)
+    return scanned
+
+
+def scan_table(stories: list) -> dict:
+    """The resolved scan of each story, as hashed into the stage cache keys."""
+    return {story.name: {"tr_s": story.tr_s, "n_volumes": list(story.n_volumes),
+                         "first_volume_s": list(story.first_volume_s)} for story in stories}
 
 
 def _device(config: dict) -> str:
@@ -284,6 +394,9 @@ class Study:
         self.cache = StageCache(self.out)
         self.models = study_models(config)
         self.stories = study_stories(config)
+        # every stage on the TR grid is keyed on the scans it used, which come partly from
+        # files (story directories, brain data), not from the configuration alone
+        self.config = {**config, SCAN_TABLE: scan_table(self.stories)}
         self.runs: list[StageRun] = []
         self.notes: list[str] = []
 
@@ -345,10 +458,13 @@ class Study:
         from brainalign.timecourse import recording_to_tr
 
         options = self.config["timecourse"]
+        allow = self.config["fmri"]["allow_words_outside_scan"]
         for slug, _ in self.models:
+            # the study's stories carry the current scan (the recording's copy may predate it)
             parts = [recording_to_tr(self.recording(slug, story), method=options["method"],
-                                     zscore=options["zscore"], trim=tuple(options["trim"]),
-                                     progress=self.progress)
+                                     story=story, zscore=options["zscore"],
+                                     trim=tuple(options["trim"]),
+                                     allow_words_outside_scan=allow, progress=self.progress)
                      for story in self.stories]
             concatenate_timecourses(parts).save(folder / slug)
 
@@ -393,32 +509,39 @@ class Study:
 
     def build_real_fmri(self, folder: Path) -> None:
         """Each ``fmri.paths`` entry is one subject: a file holding every run, or a list of
-        one file per run, in the order of the stories' runs."""
+        one file per run, in the order of the stories' runs. Every subject must have the
+        stories' volumes (their scans, :func:`study_stories`); the TRs that
+        ``timecourse.trim`` drops from the time courses are dropped here too."""
         import nibabel as nib
         from sklearn.base import clone
 
-        from brainalign.brain import RoiTableMasker, SurfaceMasker, VolumeMasker, load_brain
+        from brainalign.brain import load_brain
+        from brainalign.timecourse import trim_mask
 
         fmri = self.config["fmri"]
-        prototype = {"nifti": VolumeMasker(mask_img=fmri["mask"] or None),
-                     "gifti": SurfaceMasker(), "roi": RoiTableMasker()}[fmri["source"]]
+        run_lengths = [n for story in self.stories for n in story.n_volumes]
+        first_volume_s = [t for story in self.stories for t in story.first_volume_s]
+        trim = tuple(self.config["timecourse"]["trim"])
         for slug, _ in self.models:
-            run_lengths = np.bincount(np.asarray(self.timecourses(slug).runs)).tolist()
             target = folder / slug / "data"
             target.mkdir(parents=True, exist_ok=True)
             masker = None
             for subject, entry in enumerate(fmri["paths"]):
                 imgs = list(entry) if isinstance(entry, list) else entry
                 if masker is None:  # fitted on the first subject, shared by all
-                    masker = clone(prototype)
+                    masker = clone(real_masker(fmri))
                     if not isinstance(entry, list):  # one file holds every run
                         masker.set_params(run_lengths=run_lengths)
-                brain = load_brain(imgs, masker, n_volumes=run_lengths)
+                brain = load_brain(imgs, masker, n_volumes=run_lengths,
+                                   first_volume_s=first_volume_s)
+                keep = trim_mask(brain.runs, trim)
                 np.savez_compressed(target / f"sub-{subject + 1:02d}.npz",
-                                    bold=brain.data.astype(np.float32), runs=brain.runs)
+                                    bold=brain.data[keep].astype(np.float32),
+                                    runs=brain.runs[keep])
             description = {"source": fmri["source"], "space": masker.space_,
                            "n_targets": int(masker.n_targets_),
-                           "target_names": masker.target_names_}
+                           "target_names": masker.target_names_, "n_volumes": run_lengths,
+                           "first_volume_s": first_volume_s, "trim": list(trim)}
             if fmri["source"] == "nifti":
                 nib.save(masker.mask_img_, target / "mask.nii.gz")
             if fmri["source"] == "gifti":
@@ -487,14 +610,17 @@ class Study:
     # -- patterns ------------------------------------------------------------------
     def build_patterns(self, folder: Path) -> None:
         from brainalign.patterns import fit_atoms
+        from brainalign.pipeline.bands import cleaned_timecourses
 
         options, seed = self.config["patterns"], self.config["study"]["seed"]
         for slug, _ in self.models:
-            # atoms are fitted on every run: the decomposition never sees brain data, and
-            # the encoding's run-wise cross-validation needs atom time courses on all TRs
-            patterns = fit_atoms(self.timecourses(slug), n_atoms=options["n_atoms"],
-                                 train_runs="all", method=options["method"],
-                                 alpha=options["alpha"], random_state=seed)
+            # the study's atoms are fitted on every run, cleaned as the encoding cleans its
+            # features: they give the maps and the network mapping; the encoding's held-out
+            # scores use atoms refitted inside each fold (encoding.atoms_per_fold)
+            patterns = fit_atoms(cleaned_timecourses(self.timecourses(slug), self.config),
+                                 n_atoms=options["n_atoms"], train_runs="all",
+                                 method=options["method"], alpha=options["alpha"],
+                                 random_state=seed)
             patterns.save(folder / slug)
 
     def patterns(self, slug: str) -> Any:
@@ -502,26 +628,47 @@ class Study:
 
         return Patterns.load(self.cache.path("patterns", self.config) / slug)
 
+    def atom_regressors(self, slug: str) -> np.ndarray:
+        """The atoms' time courses on every TR, shape (n_tr, n_atoms): the one way to atom
+        regressors, :meth:`Patterns.transform` of the cleaned neuron time courses."""
+        from brainalign.pipeline.bands import cleaned_timecourses
+
+        cleaned = cleaned_timecourses(self.timecourses(slug), self.config)
+        return np.asarray(self.patterns(slug).transform(cleaned.data), dtype=np.float64)
+
     # -- encoding ------------------------------------------------------------------
     def build_encoding(self, folder: Path) -> None:
+        from brainalign.encoding import Band
+        from brainalign.pipeline.bands import study_bands, study_cleaning
         from brainalign.pipeline.scale import map_units
         from brainalign.pipeline.units import EncodingUnit, encode_unit
 
         options, compute = self.config["encoding"], self.config["compute"]
+        common = dict(delays=list(options["delays"]), fdr_alpha=options["fdr_q"],
+                      random_state=self.config["study"]["seed"],
+                      clean=study_cleaning(self.config), tr_s=float(self.config["stories"]["tr_s"]))
         units, where = [], []
         for slug, name in self.models:
-            atoms = np.asarray(self.patterns(slug).atoms, dtype=np.float32)
+            bands = study_bands(self, slug)
+            whole_story = {"atoms": Band(self.atom_regressors(slug))}
             for space in self.spaces:
                 data = self.brain(slug, space)
                 for subject, bold in enumerate(data.bold):
                     label = f"sub-{subject + 1:02d}"
+                    provenance = {"model": name, "space": space, "subject": label,
+                                  "bands": list(bands)}
                     units.append(EncodingUnit(
-                        f"{slug}/{space}/{label}", atoms, bold, data.runs,
-                        dict(delays=list(options["delays"]), n_perm=options["n_permutations"],
-                             fdr_alpha=options["fdr_q"], random_state=self.config["study"]["seed"],
-                             provenance={"model": name, "space": space, "subject": label,
-                                         "features": "atoms"})))
+                        f"{slug}/{space}/{label}", bands, bold, data.runs,
+                        dict(common, n_perm=options["n_permutations"],
+                             n_band_shifts=options["n_band_shifts"], provenance=provenance)))
                     where.append(folder / slug / space / label)
+                    if options["atoms_per_fold"]:  # the comparison the summary reports
+                        units.append(EncodingUnit(
+                            f"{slug}/{space}/whole-story-atoms/{label}", whole_story, bold,
+                            data.runs, dict(common, n_perm=0, provenance={
+                                **provenance, "bands": ["atoms"],
+                                "atoms": "fitted on the whole story (comparison)"})))
+                        where.append(folder / slug / space / "whole-story-atoms" / label)
         _event(f"encoding {len(units)} units on {compute['scheduler']}", event="encoding",
                n_units=len(units), scheduler=compute["scheduler"])
         results = map_units(encode_unit, units, scheduler=compute["scheduler"],
@@ -529,10 +676,14 @@ class Study:
         for result, path in zip(results, where):
             result.save(path)
 
-    def encodings(self, slug: str, space: str) -> list:
+    def encodings(self, slug: str, space: str, whole_story_atoms: bool = False) -> list:
+        """The subjects' encoding results (``whole_story_atoms``: the comparison fits with
+        atoms fitted on the whole story; empty when not made)."""
         from brainalign.encoding import load
 
         root = self.cache.path("encoding", self.config) / slug / space
+        if whole_story_atoms:
+            root = root / "whole-story-atoms"
         return [load(path) for path in sorted(root.glob("sub-*"))]
 
     # -- networks ------------------------------------------------------------------
@@ -542,21 +693,22 @@ class Study:
         from brainalign.networks.mapping import (layer_network_composition, map_patterns,
                                                  subgroup_networks)
         from brainalign.networks.temporal import temporal_network_test
-        from brainalign.simulate.recovery import delay_summed_maps, score_mapping
+        from brainalign.simulate.recovery import score_mapping
 
         options, seed = self.config["networks"], self.config["study"]["seed"]
         pairs = [(slug, space) for slug, _ in self.models for space in self.spaces]
         for slug, space in tqdm(pairs, desc="network mapping", disable=not self.progress):
             patterns = self.patterns(slug)
             atoms = np.asarray(patterns.atoms, dtype=np.float64)
+            regressors = self.atom_regressors(slug)
             results = self.encodings(slug, space)
-            maps = np.mean([delay_summed_maps(r.coef, atoms.shape[1]) for r in results], axis=0)
+            maps = self.pattern_maps(slug, space)
             data = self.brain(slug, space)
             mapping_atlas = self.mapping_atlas(space, data)
             temporal = None
             if options["n_shifts"] > 0:
                 temporal = temporal_network_test(
-                    atoms, data.bold, data.runs, mapping_atlas.atlas,
+                    regressors, data.bold, data.runs, mapping_atlas.atlas,
                     delays=list(self.config["encoding"]["delays"]),
                     n_shifts=options["n_shifts"], random_state=seed)
             mapping = map_patterns(maps, mapping_atlas.atlas, null=options["null"],
@@ -584,6 +736,14 @@ class Study:
                                   mapping_atlas=mapping_atlas.atlas.name,
                                   planted_network_names=list(data.simulation.space.network_names))
             _write_json(target / "recovery.json", scores.to_dict())
+
+    def pattern_maps(self, slug: str, space: str) -> np.ndarray:
+        """One map per atom: delay-summed encoding coefficients, mean over subjects,
+        shape (n_atoms, n_targets)."""
+        from brainalign.encoding import pattern_maps
+
+        return np.mean([pattern_maps(r, band="atoms") for r in self.encodings(slug, space)],
+                       axis=0)
 
     def mapping(self, slug: str, space: str) -> Any:
         from brainalign.networks.mapping import NetworkMapping
@@ -615,6 +775,7 @@ class Study:
         import shutil
 
         from brainalign.export import save_map
+        from brainalign.pipeline.group_stage import export_group_maps
 
         maps_dir, tables_dir = self.out / "maps", self.out / "tables"
         maps: dict[str, dict[str, str]] = {}
@@ -623,11 +784,13 @@ class Study:
         for slug, name in self.models:
             for space in self.spaces:
                 results = self.encodings(slug, space)
-                pattern_maps = np.load(self.networks_file(slug, space, "pattern_maps.npy"))
+                pattern_maps = self.pattern_maps(slug, space).astype(np.float32)
                 data = self.brain(slug, space)
                 masker = data.masker
                 sidecar = {"model": name, "sites": self.config["model"]["sites"],
-                           "features": "atoms", "n_atoms": int(pattern_maps.shape[0]),
+                           "features": "atoms", "bands": encoding["bands"],
+                           "atoms_per_fold": encoding["atoms_per_fold"],
+                           "n_atoms": int(pattern_maps.shape[0]),
                            "delays_tr": encoding["delays"], "tr_s": self.config["stories"]["tr_s"],
                            "n_subjects": len(results), "simulated": data.simulation is not None,
                            "config_hash": config_hash(self.config)}
@@ -639,13 +802,21 @@ class Study:
                     "r": str(save_map(np.nan_to_num(mean_r), masker, maps_dir,
                                       {**entities, "desc": "encoding", "stat": "r"},
                                       {**sidecar, "description": "held-out Pearson r of the "
-                                       "atom encoding model, mean over subjects"})),
+                                       "encoding model (all bands), mean over subjects"})),
                     "patterns": str(save_map(pattern_maps, masker, maps_dir,
                                              {**entities, "desc": "patterns", "stat": "coef"},
                                              {**sidecar, "description": "one map per atom: "
                                               "delay-summed encoding coefficients, mean over "
                                               "subjects (rows follow atom order)"})),
                 }
+                partitions = [r.partition for r in results if r.partition is not None]
+                for k, band in enumerate(partitions[0]["bands"] if partitions else []):
+                    unique = np.nanmean([p["r_unique"][k] for p in partitions], axis=0)
+                    maps[key][f"unique_r_{band}"] = str(save_map(
+                        np.nan_to_num(unique).astype(np.float32), masker, maps_dir,
+                        {**entities, "desc": f"unique{band.replace('_', '')}", "stat": "r"},
+                        {**sidecar, "band": band, "description": f"unique held-out r of band "
+                         f"{band!r}: r(all bands) - r(all but {band!r}), mean over subjects"}))
                 if encoding["n_permutations"] > 0:
                     fraction = np.mean([r.significant(encoding["fdr_q"]) for r in results], axis=0)
                     maps[key]["significant_fraction"] = str(save_map(
@@ -653,6 +824,8 @@ class Study:
                         {**entities, "desc": "encoding", "stat": "fracsig"},
                         {**sidecar, "description": f"share of subjects whose target is FDR "
                          f"significant at q={encoding['fdr_q']}"}))
+                maps[key].update(export_group_maps(self, slug, space, masker, maps_dir,
+                                                   entities, sidecar))
                 for name, path in list(maps[key].items()):  # surfaces: both hemispheres
                     if "hemi-L" in Path(path).name:
                         maps[key][f"{name}_right"] = str(Path(path).with_name(
@@ -712,6 +885,9 @@ class Study:
         if self.config["encoding"]["n_permutations"] == 0:
             notes.append("encoding.n_permutations = 0: no target-wise p-values; the "
                          "significance AUC ranks targets by held-out r")
+        if self.config["networks"]["atlas"] == "none":
+            notes.append('networks.atlas = "none": no network mapping; pattern maps are the '
+                         "atoms' delay-summed encoding coefficients over the targets")
         if self.config["fmri"]["source"] == "simulated":
             notes.append(f"simulated fMRI: the study's {self.config['patterns']['n_atoms']} "
                          f"atoms are planted, {self.config['fmri']['n_planted']} of them each "
@@ -763,29 +939,37 @@ def run_study(config: dict, progress: bool = True) -> StudySummary:
     """
     from tqdm.auto import tqdm
 
+    from brainalign.pipeline.bands import encoding_summary
+    from brainalign.pipeline.group_stage import group_summary, run_group_stage
+
     started = time.perf_counter()
     out = Path(config["study"]["out"])
     handler = _attach_log(out)
     try:
         study = Study(config, progress=progress)
+        config = study.config  # with the stories' resolved scans: hashed and recorded
         _event("study started", event="study_start", out=str(out),
                config_hash=config_hash(config))
         steps = [("record", study.build_record), ("timecourse", study.build_timecourse),
                  ("patterns", study.build_patterns), ("fmri", study.build_fmri),
-                 ("encoding", study.build_encoding), ("networks", study.build_networks)]
-        if config["interventions"]["study_b"]:
-            steps.append(("interventions", study.build_interventions))
+                 ("encoding", study.build_encoding), ("networks", study.build_networks),
+                 ("interventions", study.build_interventions)]
+        skipped = {"networks": config["networks"]["atlas"] == "none",
+                   "interventions": not config["interventions"]["study_b"]}
         bar = tqdm(steps, desc="study", unit="stage", disable=not progress)
         for name, build in bar:
             bar.set_postfix_str(name)
-            study.stage(name, build)
-        if not config["interventions"]["study_b"]:
-            study.skip("interventions")
+            if skipped.get(name):
+                study.skip(name)
+            else:
+                study.stage(name, build)
+        run_group_stage(study)
         maps, tables = study.export() if config["outputs"]["maps"] else ({}, {})
         summary = StudySummary(
             out=str(out), wall_s=0.0, stages=study.runs, recovery=study.recovery(), maps=maps,
             tables=tables, study_b=study.study_b(), sizes=study.sizes(),
-            notes=study.collect_notes(), config_hash=config_hash(config))
+            notes=study.collect_notes(), config_hash=config_hash(config),
+            group=group_summary(study), encoding=encoding_summary(study))
         if config["outputs"]["report"]:
             from brainalign.pipeline.study_report import write_report
 

@@ -7,7 +7,7 @@ scale.map_units` runs a list of them serially or on a Dask cluster with identica
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -24,8 +24,8 @@ class EncodingUnit:
     ----------
     name : str
         Subject / space label carried into the result's provenance.
-    X : ndarray, shape (n_tr, n_features)
-        Regressors on the TR grid (e.g. atom time courses).
+    X : ndarray (n_tr, n_features) or dict of name -> Band
+        Regressors on the TR grid (e.g. the study's feature bands).
     Y : ndarray, shape (n_tr, n_targets)
         Brain time courses.
     runs : ndarray of int, shape (n_tr,)
@@ -34,7 +34,7 @@ class EncodingUnit:
     """
 
     name: str
-    X: np.ndarray
+    X: Any
     Y: np.ndarray
     runs: np.ndarray
     options: dict = field(default_factory=dict)

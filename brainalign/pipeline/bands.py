@@ -1,0 +1,150 @@
+"""The feature bands of a study's encoding models, cleaned like the brain data.
+
+A study fits each subject's fMRI with named bands (``encoding.bands``):
+
+* ``atoms``: the study's patterns. With ``encoding.atoms_per_fold`` (the default) they are
+  fitted on the training runs of each outer fold only
+  (:func:`brainalign.encoding.fold_features` with an
+  :class:`~brainalign.patterns.AtomTransformer`, once per model and reused for every
+  subject); the final fit, the maps and the network mapping use the atoms of the patterns
+  stage (fitted on every run), whose regressors are :meth:`Patterns.transform` of the
+  cleaned time courses;
+* ``word_rate``: every word's onset convolved with the SPM HRF on the scan (no FIR
+  delays), the low-level control a reviewer asks for;
+* ``encoding.extra_bands``: tables with one row per volume of the stories' runs.
+
+Neuron time courses are cleaned (``[cleaning]``) with the same per-run nuisance model the
+encoding fits inside its folds, so that atoms describe the signal the encoding models see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from brainalign.pipeline.config import ConfigError
+
+
+def study_cleaning(config: dict):
+    """The :class:`~brainalign.encoding.Cleaning` of a study, or False when disabled."""
+    from brainalign.encoding import Cleaning
+
+    options = config["cleaning"]
+    if not options["enabled"]:
+        return False
+    return Cleaning(high_pass_hz=options["high_pass_hz"] or None)
+
+
+def cleaned_timecourses(timecourses, config: dict):
+    """Neuron time courses cleaned run by run on all their TRs, as the atoms are fitted on."""
+    from brainalign.encoding.cleaning import FoldCleaner
+
+    cleaning = study_cleaning(config)
+    if not cleaning:
+        return timecourses
+    cleaner = FoldCleaner(cleaning, timecourses.runs, np.arange(timecourses.n_tr),
+                          float(config["stories"]["tr_s"]))
+    data = cleaner.apply(np.asarray(timecourses.data)).astype(np.float32)
+    provenance = dict(timecourses.provenance, cleaning=dict(cleaning.describe(),
+                                                            fitted="each whole run"))
+    return dataclasses.replace(timecourses, data=data, provenance=provenance)
+
+
+def word_rate(stories: list, trim) -> np.ndarray:
+    """Word onsets convolved with the SPM HRF on every story's scan, trimmed like the time
+    courses: shape (n_tr_kept, 1)."""
+    from brainalign.timecourse import trim_mask, tr_grid, words_to_tr
+
+    parts = []
+    for story in stories:
+        rate = words_to_tr(np.ones(len(story.words)), story, method="hrf")
+        parts.append(rate[trim_mask(tr_grid(story)[1], tuple(trim))])
+    return np.concatenate(parts)[:, None]
+
+
+def extra_band(entry: dict, stories: list, trim):
+    """A band from a table file with one row per volume of the stories' runs."""
+    from brainalign.brain import read_table
+    from brainalign.encoding import Band
+    from brainalign.encoding.bands import INHERIT
+    from brainalign.timecourse import tr_grid, trim_mask
+
+    values, _ = read_table(entry["path"])
+    keep = np.concatenate([trim_mask(tr_grid(story)[1], tuple(trim)) for story in stories])
+    if len(values) != len(keep):
+        raise ConfigError(f"encoding.extra_bands {entry['name']!r}: {entry['path']} has "
+                          f"{len(values)} rows but the stories' runs have {len(keep)} volumes "
+                          "(one row per volume, runs in order, before timecourse.trim)")
+    return Band(values[keep], delays=entry.get("delays", INHERIT),
+                hrf_convolved=bool(entry.get("hrf_convolved", False)))
+
+
+def study_bands(study, slug: str) -> dict[str, Any]:
+    """Band name -> :class:`~brainalign.encoding.Band` of one model, in ``encoding.bands`` order."""
+    from brainalign.encoding import Band, FoldFeatures, fold_features
+    from brainalign.patterns import AtomTransformer
+
+    config = study.config
+    options, trim = config["encoding"], config["timecourse"]["trim"]
+    timecourses = study.timecourses(slug)
+    regressors = study.atom_regressors(slug)
+    atoms = regressors
+    if options["atoms_per_fold"]:
+        patterns = config["patterns"]
+        made = fold_features(np.asarray(timecourses.data), timecourses.runs,
+                             AtomTransformer(patterns["n_atoms"], method=patterns["method"],
+                                             alpha=patterns["alpha"],
+                                             random_state=config["study"]["seed"]),
+                             clean=study_cleaning(config), tr_s=float(config["stories"]["tr_s"]))
+        # the final fit uses the patterns stage's atoms, so that maps follow its atom order
+        atoms = FoldFeatures(made.train_rows, made.features, regressors, made.description)
+    extra = {entry["name"]: entry for entry in options["extra_bands"]}
+    bands = {}
+    for name in options["bands"]:
+        if name == "atoms":
+            bands[name] = Band(atoms)
+        elif name == "word_rate":
+            bands[name] = Band(word_rate(study.stories, trim), hrf_convolved=True)
+        else:
+            bands[name] = extra_band(extra[name], study.stories, trim)
+    return bands
+
+
+def encoding_summary(study) -> dict:
+    """Per ``"<model>/<space>"``: mean held-out r, each band's mean r alone and unique r and
+    its count of FDR-significant targets, and the per-fold vs whole-story atoms comparison."""
+    summary = {}
+    q = study.config["encoding"]["fdr_q"]
+    for slug, _ in study.models:
+        for space in study.spaces:
+            results = study.encodings(slug, space)
+            entry = {"r_mean": _mean(r.r for r in results)}
+            partitions = [r.partition for r in results if r.partition is not None]
+            if partitions:
+                names = partitions[0]["bands"]
+                entry["bands"] = {name: {
+                    "r_alone_mean": _mean(p["r_alone"][k] for p in partitions),
+                    "r_unique_mean": _mean(p["r_unique"][k] for p in partitions),
+                    "n_targets_unique_fdr": [int(np.sum(np.nan_to_num(p["p_unique_fdr"][k], nan=1)
+                                                        < q)) for p in partitions]}
+                    for k, name in enumerate(names)}
+            whole = study.encodings(slug, space, whole_story_atoms=True)
+            if whole:
+                per_fold = _mean(r.partition["r_alone"][r.partition["bands"].index("atoms")]
+                                 if r.partition is not None else r.r for r in results)
+                entry["atoms"] = {"per_fold_r_mean": per_fold,
+                                  "whole_story_r_mean": _mean(r.r for r in whole),
+                                  "note": "atoms band alone: fitted per outer fold (headline) "
+                                          "vs fitted on the whole story"}
+                entry["atoms"]["whole_story_minus_per_fold"] = (
+                    entry["atoms"]["whole_story_r_mean"] - per_fold)
+            summary[f"{slug}/{space}"] = entry
+    return summary
+
+
+def _mean(arrays) -> float:
+    """Mean over subjects and targets, ignoring invalid (NaN) targets."""
+    values = [np.asarray(a, dtype=np.float64) for a in arrays]
+    return float(np.nanmean(np.concatenate([v.ravel() for v in values]))) if values else float("nan")
