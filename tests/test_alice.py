@@ -62,13 +62,34 @@ def test_first_kept_volume_at_20_s_matches_the_release_word_rate_regressor():
 
 
 def test_reduced_analysis_finds_word_rate_signal():
+    """The pre-registered analysis on 3 subjects, with two cheap word-level features standing
+    in for the language model (word length and the words' position in the story)."""
+    from sklearn.decomposition import PCA
+
+    from brainalign.encoding import fold_features
+
     module = _analysis_module()
-    config = module.AliceConfig(n_subjects=3, models=("word_rate",), n_perm=200,
-                                candidate_offsets_s=(0.0, 10.0, 20.0, 30.0), sweep_components=())
-    document = module.run(shared_data("alice_brennan2016"), config, cache_dir=REPO / "unused")
-    summary = document["summary"]
-    assert summary["offset_s"] == 20.0 and summary["rate_corr"] > 0.95
-    r_group = np.array(list(summary["r_group"]["word_rate"].values()))
-    assert r_group.shape == (6,) and np.all(r_group > 0.1)
-    assert summary["rois_llm_beats_published"] is None
-    assert all(0 <= n <= 3 for n in summary["n_sig_subjects"]["word_rate"].values())
+    config = module.AliceConfig(n_subjects=3, n_perm=50, n_band_shifts=50, n_split_halves=20,
+                                spheres_mm=(6,), exploratory_components=0)
+    path = shared_data("alice_brennan2016")
+    data = load_alice(path)
+    words = np.array([[len(w.text), i / len(data.story.words)]
+                      for i, w in enumerate(data.story.words)])
+    llm = words_to_tr(words, data.story, method="hrf")
+    atoms = fold_features(llm, None, PCA(1), n_blocks=5, tr_s=2.0)
+    result = module.analyse_sphere(6, path, llm, atoms, config, None)
+    rois = list(data.roi_names)
+    r_group = np.array([result["r_group"]["word_rate"][roi] for roi in rois])
+    assert np.all(r_group > 0.1), r_group
+    for key in ("unique_r_llm_beyond_word_rate", "unique_r_llm_beyond_published"):
+        assert set(result[key]) == set(rois)
+        assert all(0 < entry["p"] <= 1 and entry["p"] <= entry["p_fdr"] <= 1
+                   for entry in result[key].values())
+    assert all(0 <= n <= 3 for counts in result["n_sig_subjects"].values() for n in counts.values())
+    ceilings = result["noise_ceiling"]
+    for roi in rois:   # Spearman-Brown from the split-half correlation to the whole group
+        half = ceilings["split_half_r"][roi]
+        assert ceilings["split_half_sb"][roi] == pytest.approx(2 * half / (1 + half), abs=2e-4)
+        assert -1 < ceilings["isc_loso"][roi] < 1
+    assert result["atoms_per_fold_over_full"].keys() == set(rois)
+    assert module.PROTOCOL.startswith("Data.") and "1,000 circular shifts" in module.PROTOCOL

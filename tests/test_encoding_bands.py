@@ -173,6 +173,14 @@ def test_cleaning_is_fitted_on_training_rows_only():
     cleaner = FoldCleaner(Cleaning(), runs, train, tr_s=2.0)
     np.testing.assert_allclose(cleaner.apply(values)[train], cleaner.apply(changed)[train])
     assert cleaner.own_fit_runs == []
+    # the held-out block is cleaned on its own rows (mean and trend removed there), with
+    # nothing taken from the training rows
+    moved_train = values.copy()
+    moved_train[:80] += 100 * np.linspace(0, 1, 80)[:, None]
+    held_out = cleaner.remove_nuisance(values)[80:]
+    np.testing.assert_allclose(cleaner.remove_nuisance(moved_train)[80:], held_out, atol=1e-9)
+    np.testing.assert_allclose(held_out.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(np.polyfit(np.arange(40), held_out, 1)[0], 0, atol=1e-9)
     np.testing.assert_allclose(cleaner.remove_nuisance(values), cleaner.matrix() @ values,
                                atol=1e-10)
 

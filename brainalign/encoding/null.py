@@ -23,8 +23,9 @@ approximation.
 Cleaning inside folds (:mod:`brainalign.encoding.cleaning`) is linear in the data, so a
 fold's operator also carries its cleaning rows: ``y_train = C[train] y`` and
 ``y_test = C[test] y``. Surrogates shuffle the data cleaned run by run on all of its rows
-(no drift left to scatter across blocks); a fold's cleaning of those equals its cleaning of
-the raw data, because each fold's cleaning removes the whole nuisance space.
+(no drift left to scatter across blocks); the fold's cleaning of those is its cleaning of
+the raw data up to the small slow remainder that a held-out block's own basis does not
+span, and the observed statistic is computed the same way as the null.
 Written by hand: no maintained library offers this for many targets.
 """
 

@@ -156,10 +156,15 @@ def _band_shift_null(values, delays, runs, train, test, Y, weights, band, orders
     r = np.zeros((n_orders, Y.shape[1]))
     batch = int(max(1, min(n_orders, SHIFT_BYTES // (8 * len(runs) * max(len(runs), n_shifted) * 3))))
 
+    chunk = int(max(1, SHIFT_BYTES // (8 * batch * len(runs) * 3)))   # targets at once
+
     def score(prediction, columns):
         prediction = prediction - prediction.mean(axis=1, keepdims=True)
         norm = np.linalg.norm(prediction, axis=1)
         return (prediction * y_test[:, columns]).sum(1) / np.where(norm > 0, norm, 1.0)
+
+    def chunks(columns):
+        return (columns[i:i + chunk] for i in range(0, len(columns), chunk))
 
     if n_shifted <= n_fixed:
         # M = fixed bands + I, per group; L = the reordered band
@@ -180,10 +185,12 @@ def _band_shift_null(values, delays, runs, train, test, Y, weights, band, orders
                 low = basis.T @ (scale * shifted_train)                    # (B, n_train, p)
                 weighted = inverse_d[None, :, None] * low
                 core = np.eye(low.shape[2]) + low.transpose(0, 2, 1) @ weighted
-                u = np.linalg.solve(core, low.transpose(0, 2, 1) @ d_y)
-                inner = d_y[None] - weighted @ u                           # (B, n_train, T)
-                prediction = cross @ inner + (scale * shifted_test) @ (low.transpose(0, 2, 1) @ inner)
-                r[start:start + len(shifted), columns] = score(prediction, columns)
+                for part in chunks(np.arange(len(columns))):
+                    u = np.linalg.solve(core, low.transpose(0, 2, 1) @ d_y[:, part])
+                    inner = d_y[None, :, part] - weighted @ u              # (B, n_train, T)
+                    prediction = cross @ inner + (scale * shifted_test) @ (
+                        low.transpose(0, 2, 1) @ inner)
+                    r[start:start + len(shifted), columns[part]] = score(prediction, columns[part])
         return r
     # M = reordered band + I, per order; L = the fixed bands, per group
     fixed_train = np.hstack([fixed[b] for b in others])[train]
@@ -194,20 +201,19 @@ def _band_shift_null(values, delays, runs, train, test, Y, weights, band, orders
         kernel = shifted[:, train] @ shifted[:, train].transpose(0, 2, 1)
         eigenvalues, basis = np.linalg.eigh(kernel)                         # (B, n), (B, n, n)
         basis_t = basis.transpose(0, 2, 1)
-        y_rotated = basis_t @ y_train                                       # (B, n_train, T)
         fixed_rotated = basis_t @ fixed_train                               # (B, n_train, p_o)
         cross_band = (shifted[:, test] @ shifted[:, train].transpose(0, 2, 1)) @ basis
         for index, group in enumerate(groups):
-            columns = np.flatnonzero(inverse == index)
             scale = np.sqrt(group[band_of_column])
             inverse_d = 1.0 / (1.0 + group[band] * np.clip(eigenvalues, 0, None))   # (B, n)
             low = fixed_rotated * scale
             weighted = inverse_d[:, :, None] * low
-            d_y = inverse_d[:, :, None] * y_rotated[:, :, columns]
             core = np.eye(low.shape[2]) + low.transpose(0, 2, 1) @ weighted
-            u = np.linalg.solve(core, low.transpose(0, 2, 1) @ d_y)
-            inner = d_y - weighted @ u
-            prediction = ((fixed_test * scale) @ (low.transpose(0, 2, 1) @ inner)
-                          + group[band] * (cross_band @ inner))
-            r[start:start + len(shifted), columns] = score(prediction, columns)
+            for columns in chunks(np.flatnonzero(inverse == index)):
+                d_y = inverse_d[:, :, None] * (basis_t @ y_train[:, columns])   # (B, n_train, T)
+                u = np.linalg.solve(core, low.transpose(0, 2, 1) @ d_y)
+                inner = d_y - weighted @ u
+                prediction = ((fixed_test * scale) @ (low.transpose(0, 2, 1) @ inner)
+                              + group[band] * (cross_band @ inner))
+                r[start:start + len(shifted), columns] = score(prediction, columns)
     return r
