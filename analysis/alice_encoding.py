@@ -59,6 +59,12 @@ An exploratory row keeps the configuration an earlier session chose on these sam
 (SmolLM2 resid of layers 9, 12, 15, 18, 21, PCA 20 inside folds), now run with the same
 cleaning and CV; it is labelled exploratory and is not part of the protocol.
 
+Disclosure. While writing the package's cleaning, one choice was made after looking at
+these data: a held-out block is cleaned on its own rows, because extrapolating the
+training rows' drift fit into it gave erratic group r for word rate alone (0.04-0.58
+across ROIs). Apart from the earlier session's results for the exploratory configuration,
+no language-model result on these data was seen before this protocol was fixed.
+
 Writes JSON with a "summary" (protocol, r_group, unique_r_llm_beyond_word_rate,
 unique_r_llm_beyond_published, n_sig_subjects, atoms_per_fold_over_full, noise ceilings,
 exploratory) and the details.
