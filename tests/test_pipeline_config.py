@@ -18,6 +18,44 @@ def test_example_config_round_trips_to_defaults():
     assert config["model"]["names"] == ["smollm2-135m"]
 
 
+def test_one_delay_default_and_the_band_defaults():
+    from brainalign.encoding.cleaning import DEFAULT_HIGH_PASS_HZ
+    from brainalign.timecourse import DEFAULT_DELAYS
+
+    config = validate({})
+    assert tuple(config["encoding"]["delays"]) == DEFAULT_DELAYS
+    assert config["encoding"]["bands"] == ["atoms", "word_rate"]
+    assert config["cleaning"]["high_pass_hz"] == DEFAULT_HIGH_PASS_HZ
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ({"encoding": {"bands": ["word_rate"]}}, 'it must hold "atoms" once'),
+    ({"encoding": {"bands": ["atoms", "mystery"]}}, "may add any of ['word_rate']"),
+    ({"encoding": {"extra_bands": [{"name": "x"}]}}, "extra_bands[0].path must be a file path"),
+    ({"encoding": {"extra_bands": [{"name": "word_rate", "path": "a.tsv"}]}},
+     "'word_rate' is a built-in band"),
+    ({"encoding": {"extra_bands": [{"name": "pub", "path": "a.tsv", "delays": [-1]}]}},
+     "extra_bands[0].delays = [-1]"),
+    ({"encoding": {"extra_bands": [{"name": "pub", "path": "a.tsv", "lag": 2}]}},
+     "unknown key(s) ['lag']"),
+    ({"cleaning": {"high_pass_hz": -1.0}}, "cleaning.high_pass_hz = -1.0 must be >= 0"),
+])
+def test_bad_bands_and_cleaning_name_the_key(raw, fragment):
+    with pytest.raises(ConfigError) as error:
+        validate(raw)
+    assert fragment in str(error.value)
+
+
+def test_extra_band_paths_resolve_next_to_the_config(tmp_path):
+    (tmp_path / "study.toml").write_text(
+        '[encoding]\nbands = ["atoms", "published"]\n'
+        '[[encoding.extra_bands]]\nname = "published"\npath = "bands/published.tsv"\n'
+        'hrf_convolved = true\n')
+    config = load_config(tmp_path / "study.toml")
+    band = config["encoding"]["extra_bands"][0]
+    assert band["path"] == str(tmp_path / "bands" / "published.tsv") and band["hrf_convolved"]
+
+
 @pytest.mark.parametrize("raw, fragment", [
     ({"patterns": {"method": "pca"}}, "patterns.method = 'pca' is not allowed; allowed values: "
                                       "['dictionary', 'kmeans', 'ica']"),

@@ -1,0 +1,37 @@
+"""A study's feature bands: the word-rate control, extra bands from files, cleaned atoms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainalign.pipeline.bands import extra_band, word_rate
+from brainalign.pipeline.config import ConfigError
+from brainalign.stimuli import bundled_story
+from brainalign.timecourse import words_to_tr
+
+
+def test_word_rate_is_the_hrf_of_the_word_onsets_trimmed_like_the_time_courses():
+    story = bundled_story()
+    full = words_to_tr(np.ones(len(story.words)), story, method="hrf")
+    rate = word_rate([story], trim=[2, 1])
+    n_first, n_second = story.n_volumes
+    expected = np.concatenate([full[2:n_first - 1], full[n_first + 2:-1]])
+    np.testing.assert_allclose(rate[:, 0], expected)
+    assert rate.shape == (sum(story.n_volumes) - 6, 1) and rate.min() >= 0
+
+
+def test_extra_band_reads_one_row_per_volume_and_checks_the_count(tmp_path):
+    story = bundled_story()
+    n_volumes = sum(story.n_volumes)
+    values = np.arange(n_volumes * 2, dtype=float).reshape(n_volumes, 2)
+    path = tmp_path / "published.tsv"
+    np.savetxt(path, values, delimiter="\t", header="a\tb", comments="")
+    band = extra_band({"name": "published", "path": str(path), "hrf_convolved": True},
+                      [story], trim=[1, 0])
+    np.testing.assert_array_equal(band.values, np.delete(values, [0, story.n_volumes[0]], axis=0))
+    assert band.hrf_convolved and band.delays == "inherit"
+    np.savetxt(path, values[:-3], delimiter="\t")
+    with pytest.raises(ConfigError, match=f"has {n_volumes - 3} rows but the stories' runs have "
+                                          f"{n_volumes} volumes"):
+        extra_band({"name": "published", "path": str(path)}, [story], trim=[0, 0])
