@@ -245,6 +245,27 @@ def score_mapping(simulation: Any, estimated_atoms: np.ndarray, estimated_assign
     )
 
 
+def planted_link_tests(mapping: Any, scores: RecoveryScores) -> list[dict[str, Any]]:
+    """Each planted link's statistics in a mapping: the planted network, the estimated
+    pattern matched to the planted one, and at that pair every statistic of the mapping
+    with its p-value, p_fdr and p-value method (JSON-ready dicts)."""
+    links = []
+    for planted, estimated in zip(scores.planted_network,
+                                  scores.details["matched_estimated_index"]):
+        if planted == NONE_NETWORK or estimated < 0 or planted not in mapping.networks:
+            continue
+        network = mapping.networks.index(planted)
+        link: dict[str, Any] = {"network": planted, "estimated_index": int(estimated),
+                                "assigned": mapping.assigned[estimated]}
+        for name, values in mapping.statistics.items():
+            link[name] = float(values[estimated, network])
+            link[f"p_{name}"] = float(mapping.p_values[name][estimated, network])
+            link[f"p_fdr_{name}"] = float(mapping.p_fdr[name][estimated, network])
+            link[f"p_method_{name}"] = str(mapping.p_method[name][estimated, network])
+        links.append(link)
+    return links
+
+
 def simulation_atlas(simulation: Any):
     """The simulation's group network labels as a ``brainalign.networks.Atlas``."""
     from brainalign.networks import Atlas
@@ -338,6 +359,7 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
                            temporal=temporal, random_state=random_state,
                            **(mapping_kwargs or {}))
     scores = score_mapping(simulation, atoms, mapping.assigned, subject_r, subject_p)
+    scores.details.update(planted_links=planted_link_tests(mapping, scores))
     scores.details.update(null=mapping.null, n_perm_mapping=n_perm_mapping,
                           n_perm_encoding=n_perm_encoding, n_shifts=n_shifts,
                           delays=list(delays), alpha=alpha,
