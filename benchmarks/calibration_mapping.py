@@ -166,7 +166,8 @@ def summarise(runs: list[dict], alpha: float) -> dict[str, Any]:
 def mapping_calibration(*, noises: Sequence[str] = ("rest", "smooth"), n_simulations: int = 32,
                         n_atoms: int = 16, n_subjects: int = 2, n_perm: int = 1000,
                         n_shifts: int = 1000, mesh: str = "fsaverage4", atlas: str = "yeo17",
-                        alpha: float = 0.05, workers: int = 2, seed: int = 0) -> dict[str, Any]:
+                        alpha: float = 0.05, workers: int = 2, seed: int = 0,
+                        quick: bool = False) -> dict[str, Any]:
     """False-positive rates of the network mapping on null simulations.
 
     Parameters
@@ -184,6 +185,8 @@ def mapping_calibration(*, noises: Sequence[str] = ("rest", "smooth"), n_simulat
     workers : int
         Processes (simulations run in parallel, one BLAS thread each).
     seed : int
+    quick : bool
+        Smoke run: 2 simulations per background and 200 draws (rates not meaningful).
 
     Returns
     -------
@@ -193,6 +196,8 @@ def mapping_calibration(*, noises: Sequence[str] = ("rest", "smooth"), n_simulat
     """
     from brainalign.provenance import provenance_block
 
+    if quick:
+        n_simulations, n_perm, n_shifts = 2, 200, 200
     started = time.perf_counter()
     by_noise = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -220,7 +225,8 @@ def mapping_calibration(*, noises: Sequence[str] = ("rest", "smooth"), n_simulat
             "config": dict(noises=list(noises), n_simulations=n_simulations, n_atoms=n_atoms,
                            n_subjects=n_subjects, n_perm=n_perm, n_shifts=n_shifts, mesh=mesh,
                            atlas=atlas, alpha=alpha, n_tr=2 * N_TR_PER_RUN, runs=2,
-                           atoms="independent AR(1), phi 0.6", seed=seed, workers=workers),
+                           atoms="independent AR(1), phi 0.6", seed=seed, workers=workers,
+                           quick=quick),
             "seconds": time.perf_counter() - started,
             "machine": "2-core CPU dev machine (shared)",
             "provenance": provenance_block(stage="benchmark.calibration_mapping")}
@@ -235,11 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    options = dict(noises=args.noise.split(","), n_simulations=args.n_simulations,
-                   workers=args.workers)
-    if args.quick:
-        options.update(n_simulations=2, n_perm=200, n_shifts=200)
-    result = mapping_calibration(**options)
+    result = mapping_calibration(noises=args.noise.split(","), n_simulations=args.n_simulations,
+                                 workers=args.workers, quick=args.quick)
     print(json.dumps(result, indent=2, default=str))
     return result
 
