@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -239,10 +240,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-simulations", type=int, default=32)
     parser.add_argument("--noise", default="rest,smooth")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parent / "results" / "calibration_mapping.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     result = mapping_calibration(noises=args.noise.split(","), n_simulations=args.n_simulations,
                                  workers=args.workers, quick=args.quick)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str))
     print(json.dumps(result, indent=2, default=str))
     return result
 

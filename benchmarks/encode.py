@@ -12,13 +12,18 @@ alternately, the minimum reported):
   the same splits, alphas and target batch (torch_cuda backend). Skipped, with the reason
   recorded, when torch sees no CUDA device.
 * ``cpu``: T=600, 64 features, 5,000 targets, same settings on the numpy backend.
+* ``banded_cpu``: the same T with two feature bands (8 and 64 features), 1,000 targets,
+  16 band-weight candidates: ``BandedEncodingModel.fit`` (primal) vs
+  ``himalaya.ridge.BandedRidgeCV.fit`` on the same centred bands, splits, alphas and
+  candidates (target <= 1.2).
 * ``sklearn``: scikit-learn ``RidgeCV(alpha_per_target=True)`` on CPU (efficient
   leave-one-out, the only per-target-alpha mode scikit-learn offers) at 20,000 targets
   for the GPU problem's time points and features when CUDA is there, else on the cpu
   row's problem.
 
 The overhead ratio is brainalign / himalaya on the same problem in the same process
-(target <= 1.1).
+(target <= 1.1 for plain ridge, <= 1.2 for banded ridge). brainalign's alpha-grid extension
+is turned off in these rows so that both solve the same grid.
 """
 
 from __future__ import annotations
@@ -33,13 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from brainalign.encoding import EncodingModel, inner_splits
+from brainalign.encoding import BandedEncodingModel, EncodingModel, inner_splits
 from brainalign.encoding.backend import cuda_available, himalaya_backend, target_batch_size
 from brainalign.provenance import provenance_block
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_SIZE = dict(n_samples=3000, n_features=256, n_targets=200_000)
 CPU_SIZE = dict(n_samples=600, n_features=64, n_targets=5000)
+BANDED_SIZE = dict(n_samples=600, n_features=(8, 64), n_targets=1000)
+N_ITER = 16
 N_ALPHAS, N_SPLITS = 20, 5
 
 
@@ -88,7 +95,7 @@ def compare(size: dict, backend: str, repeats: int) -> dict:
 
     def run_brainalign():
         EncodingModel(alphas=alphas, n_inner_splits=N_SPLITS, backend=backend,
-                      n_targets_batch=batch, dtype="float32").fit(X, Y, runs)
+                      n_targets_batch=batch, dtype="float32", extend_grid=False).fit(X, Y, runs)
         synchronize(backend)
 
     def run_himalaya():
@@ -104,6 +111,38 @@ def compare(size: dict, backend: str, repeats: int) -> dict:
     return {**size, "n_alphas": N_ALPHAS, "n_inner_splits": N_SPLITS, "backend": backend,
             "n_targets_batch": batch, "dtype": "float32", "repeats": repeats,
             "brainalign_s": round(brainalign_s, 4), "himalaya_s": round(himalaya_s, 4),
+            "overhead_ratio": round(brainalign_s / himalaya_s, 3)}
+
+
+def compare_banded(repeats: int) -> dict:
+    """BandedEncodingModel vs himalaya's BandedRidgeCV on two bands, numpy backend."""
+    from himalaya.ridge import BandedRidgeCV
+
+    sizes = BANDED_SIZE["n_features"]
+    X, Y = make_problem(BANDED_SIZE["n_samples"], sum(sizes), BANDED_SIZE["n_targets"])
+    alphas = np.logspace(-1, 7, N_ALPHAS)
+    runs = np.zeros(BANDED_SIZE["n_samples"], dtype=int)
+    splits, _ = inner_splits(runs, N_SPLITS)
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+
+    def run_brainalign():
+        BandedEncodingModel(band_sizes=sizes, alphas=alphas, n_iter=N_ITER, n_inner_splits=N_SPLITS,
+                            backend="numpy", solver="primal", dtype="float32",
+                            extend_grid=False).fit(X, Y, runs)
+
+    def run_himalaya():
+        with himalaya_backend("numpy"):
+            BandedRidgeCV(groups="input", fit_intercept=False, cv=splits, random_state=0,
+                          solver_params=dict(n_iter=N_ITER, alphas=alphas.astype(np.float32),
+                                             progress_bar=False, warn=False)
+                          ).fit([Xc[:, :sizes[0]], Xc[:, sizes[0]:]], Yc)
+
+    brainalign_s, himalaya_s = best_of([run_brainalign, run_himalaya], repeats)
+    return {"n_samples": BANDED_SIZE["n_samples"], "band_sizes": list(sizes),
+            "n_targets": BANDED_SIZE["n_targets"], "n_iter": N_ITER, "n_alphas": N_ALPHAS,
+            "n_inner_splits": N_SPLITS, "backend": "numpy", "solver": "primal",
+            "dtype": "float32", "repeats": repeats, "brainalign_s": round(brainalign_s, 4),
+            "himalaya_s": round(himalaya_s, 4),
             "overhead_ratio": round(brainalign_s / himalaya_s, 3)}
 
 
@@ -138,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         rows["sklearn"] = sklearn_row(CPU_SIZE["n_samples"], CPU_SIZE["n_features"],
                                       CPU_SIZE["n_targets"], args.repeats)
     rows["cpu"] = compare(CPU_SIZE, "numpy", args.repeats)
+    rows["banded_cpu"] = compare_banded(args.repeats)
 
     headline = rows["gpu"] if has_cuda else rows["cpu"]
     cpus = os.cpu_count() or 0
@@ -150,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         "sklearn_config": f"{rows['sklearn']['n_samples']} x {rows['sklearn']['n_features']}, "
                           f"{rows['sklearn']['n_targets']} targets",
         "target": "overhead_ratio <= 1.1",
+        "banded_overhead_ratio": rows["banded_cpu"]["overhead_ratio"],
+        "banded_config": "cpu: T=600, bands of 8 and 64 features, 1000 targets, 16 weight "
+                         "candidates (BandedRidgeCV primal)",
+        "banded_target": "banded_overhead_ratio <= 1.2",
     }
     document = {"summary": summary, "rows": rows,
                 "provenance": provenance_block(script="benchmarks/encode.py", cpu_count=cpus,

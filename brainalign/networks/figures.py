@@ -43,7 +43,8 @@ def plot_pattern_network_matrix(mapping: NetworkMapping, path: str | Path,
     """
     statistic = statistic or mapping.statistic
     values = mapping.statistics[statistic]
-    significant = mapping.p_fdr[statistic] < mapping.alpha
+    significant = (mapping.passes["spatial"] if statistic == mapping.statistic
+                   else mapping.p_fdr[statistic] < mapping.alpha)
     n_patterns, n_networks = values.shape
     figure = Figure(figsize=(1.2 + 0.45 * n_networks, 1.2 + 0.22 * n_patterns))
     axes = figure.add_subplot()

@@ -179,17 +179,18 @@ def _mapping_section(report: Report, study: Any, slug: str) -> None:
         mapping = study.mapping(slug, space)
         statistic = mapping.statistic
         values = mapping.statistics[statistic]
-        marks = mapping.p_fdr[statistic] < mapping.alpha
+        marks = mapping.passes["spatial"]
         section.figure(figures.heatmap(values, mapping.patterns, mapping.networks,
-                                       f"{space}: {statistic} (* FDR p < {mapping.alpha})",
+                                       f"{space}: {statistic} (* passes, FDR per pattern "
+                                       f"< {mapping.alpha})",
                                        statistic, marks=marks, cmap="RdBu_r"),
                        f"{space}: pattern x network {statistic}, {mapping.null} null with "
                        f"{mapping.n_perm} draws")
         if "unique_r" in mapping.statistics:
             section.figure(figures.heatmap(
                 mapping.statistics["unique_r"], mapping.patterns, mapping.networks,
-                f"{space}: unique held-out r (* FDR p < {mapping.alpha})", "unique r",
-                marks=mapping.p_fdr["unique_r"] < mapping.alpha, cmap="RdBu_r"),
+                f"{space}: unique held-out r (* passes, FDR per pattern < {mapping.alpha})",
+                "unique r", marks=mapping.passes["temporal"], cmap="RdBu_r"),
                 f"{space}: what each pattern adds to the held-out prediction of each "
                 f"network's mean signal, against {mapping.temporal.get('n_shifts')} circular "
                 f"shifts of the pattern; a pattern is assigned a network only where both this "
