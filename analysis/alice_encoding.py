@@ -129,7 +129,9 @@ def llm_words(data: AliceData, site: str, layers, config: AliceConfig, cache_dir
 
     loaded = load_model(config.model_name)
     started = time.perf_counter()
-    path = record_story(loaded, data.story, [site], cache_dir / config.model_name,
+    # one folder per site and layer set: a recording folder holds one set of settings
+    layer_label = "all" if layers is None else "-".join(str(i) for i in layers)
+    path = record_story(loaded, data.story, [site], cache_dir / config.model_name / f"{site}_{layer_label}",
                         layers=None if layers is None else list(layers),
                         context_tokens=config.context_tokens, progress=False)
     recording = Recording.open(path)
