@@ -4,10 +4,12 @@ Each null simulation draws ``n_atoms`` independent AR(1) pattern time courses (p
 two runs of 140 TRs) and ``n_subjects`` BOLD data sets on an fsaverage mesh that contain
 no trace of them, then runs the mapping exactly as a study does: a ridge encoding model
 per subject (:func:`brainalign.encoding.fit_encoding`), one map per pattern
-(:func:`brainalign.encoding.pattern_maps`, subject mean), the spin test of each map
-against each Yeo-17 network (:func:`brainalign.networks.map_patterns`), and the temporal
+(:func:`brainalign.encoding.pattern_maps`, subject mean), the correlation of each map
+with each Yeo-17 network against the maps of circularly shifted patterns
+(:func:`brainalign.networks.spatial_shift_test`, the study pipeline's default spatial
+null; the spin test of the same maps is run beside it for comparison), and the temporal
 test of each pattern's unique held-out r on the network signals
-(:func:`brainalign.networks.temporal_network_test`), both at the package defaults
+(:func:`brainalign.networks.temporal_network_test`), all at the package defaults
 (1,000 draws, tail p-values, FDR over each pattern's networks). Two backgrounds:
 
 - ``rest``: brainspace's real resting-state run (fsaverage5 subject, random segments),
@@ -15,8 +17,9 @@ test of each pattern's unique held-out r on the network signals
 - ``smooth``: AR(1) time courses of random Gaussian bumps on the sphere (FWHM 20 mm)
   plus a little white noise: smooth in space and time, but not network-shaped.
 
-Reported per background: the share of spatial p-values < .05, of temporal p-values
-< .05 (patterns x networks), and of patterns assigned a network (the rule), together with
+Reported per background: the share of spatial p-values < .05 (shift null; ``spin_p_fpr``
+for the spin test), of temporal p-values < .05 (patterns x networks), and of patterns
+assigned a network (the rule; ``assigned_fpr_spin`` with the spin test), together with
 the same at .01, the share of p-values below .05 / 1,088 (what BH over all pairs of 64
 atoms x Yeo-17 would need for a lone pass), and the assignment rate of two alternative
 rules (spatial test alone; BH over all pairs of a simulation). Headline
@@ -92,7 +95,8 @@ def null_simulation(seed: int, noise: str, mesh: str, atlas_name: str, n_atoms: 
     from threadpoolctl import threadpool_limits
 
     from brainalign.encoding import fit_encoding, pattern_maps
-    from brainalign.networks import load_atlas, map_patterns, temporal_network_test
+    from brainalign.networks import (load_atlas, map_patterns, spatial_shift_test,
+                                     temporal_network_test)
     from brainalign.simulate import space_from_atlas
     from brainalign.simulate.noise import ar1_filter
 
@@ -109,9 +113,14 @@ def null_simulation(seed: int, noise: str, mesh: str, atlas_name: str, n_atoms: 
                         for subject in bold], axis=0)
         temporal = temporal_network_test(atoms, bold, runs, atlas, n_shifts=n_shifts,
                                          random_state=seed)
-        mapping = map_patterns(maps, atlas, n_perm=n_perm, alpha=alpha, temporal=temporal,
-                               random_state=seed)
+        spatial = spatial_shift_test(atoms, bold, runs, atlas, n_shifts=n_perm,
+                                     random_state=seed)
+        mapping = map_patterns(maps, atlas, null="shift", spatial=spatial, alpha=alpha,
+                               temporal=temporal)
+        spin = map_patterns(maps, atlas, n_perm=n_perm, alpha=alpha, temporal=temporal,
+                            random_state=seed)
     return {"seed": seed, "spatial_p": mapping.p_values["correlation"],
+            "spin_p": spin.p_values["correlation"], "spin_assigned": np.array(spin.assigned),
             "temporal_p": mapping.p_values["unique_r"],
             "spatial_positive": mapping.statistics["correlation"] > 0,
             "temporal_positive": mapping.statistics["unique_r"] > 0,
@@ -136,6 +145,8 @@ def _global_bh_assigned(run: dict, alpha: float) -> np.ndarray:
 def summarise(runs: list[dict], alpha: float) -> dict[str, Any]:
     """False-positive rates over all simulations of one background."""
     spatial = np.concatenate([run["spatial_p"].ravel() for run in runs])
+    spin = np.concatenate([run["spin_p"].ravel() for run in runs])
+    spin_assigned = np.concatenate([run["spin_assigned"] != "none" for run in runs])
     temporal = np.concatenate([run["temporal_p"].ravel() for run in runs])
     assigned = np.concatenate([run["assigned"] != "none" for run in runs])
     spatial_only = np.concatenate([run["passes"]["spatial"].any(axis=1) for run in runs])
@@ -150,6 +161,8 @@ def summarise(runs: list[dict], alpha: float) -> dict[str, Any]:
         "spatial_p_fpr": float(np.mean(spatial < alpha)),
         "temporal_p_fpr": float(np.mean(temporal < alpha)),
         "assigned_fpr": float(np.mean(assigned)),
+        "spin_p_fpr": float(np.mean(spin < alpha)),
+        "assigned_fpr_spin": float(np.mean(spin_assigned)),
         "spatial_p_fpr_01": float(np.mean(spatial < 0.01)),
         "temporal_p_fpr_01": float(np.mean(temporal < 0.01)),
         "spatial_p_below_lone_bh_threshold": float(np.mean(spatial < lone_threshold)),
@@ -179,7 +192,8 @@ def mapping_calibration(*, noises: Sequence[str] = ("rest", "smooth"), n_simulat
         Null simulations per background (each ``n_atoms`` patterns x the atlas's networks).
     n_atoms, n_subjects : int
     n_perm, n_shifts : int
-        Draws of the spin test and of the temporal test (the package defaults).
+        Draws of the spatial nulls (shift and spin) and of the temporal test (the package
+        defaults).
     mesh, atlas : str
         fsaverage mesh and network atlas.
     alpha : float
@@ -217,11 +231,11 @@ def mapping_calibration(*, noises: Sequence[str] = ("rest", "smooth"), n_simulat
     first = by_noise[noises[0]]
     mapping_fpr = {
         "headline": first["assigned_fpr"],
-        "headline_is": f"share of signal-free patterns assigned a network (spatial and "
-                       f"temporal tests, FDR over each pattern's networks) on {noises[0]} "
-                       f"background, alpha {alpha}",
+        "headline_is": f"share of signal-free patterns assigned a network (spatial shift "
+                       f"and temporal tests, FDR over each pattern's networks) on "
+                       f"{noises[0]} background, alpha {alpha}",
         **{f"{key}_{noise}": value[key] for noise, value in by_noise.items()
-           for key in ("spatial_p_fpr", "temporal_p_fpr", "assigned_fpr")}}
+           for key in ("spatial_p_fpr", "temporal_p_fpr", "assigned_fpr", "spin_p_fpr")}}
     return {"mapping_fpr": mapping_fpr, "by_noise": by_noise, "targets": TARGETS,
             "config": dict(noises=list(noises), n_simulations=n_simulations, n_atoms=n_atoms,
                            n_subjects=n_subjects, n_perm=n_perm, n_shifts=n_shifts, mesh=mesh,

@@ -10,7 +10,8 @@ the pattern step. For a range of SNRs the script simulates several subjects on a
 fsaverage mesh (fsaverage4 by default: 5,124 vertices, the first vertices of
 fsaverage5) with AR(1) background noise (``--noise rest`` uses brainspace's real resting
 state), runs the study (ridge encoding per subject with FIR delays 1-4 TRs -> network
-mapping: spin test of the subject-mean coefficient maps, and the temporal test of each
+mapping: the subject-mean coefficient maps against those of circularly shifted atoms
+(``--spatial-null spin`` for the spin test), and the temporal test of each
 atom's unique held-out r on the network signals against circular shifts; ``--n-shifts 0``
 leaves the spatial test alone) and scores it with
 :func:`brainalign.simulate.recovery.score_recovery`. Null simulations (no planted signal)
@@ -20,7 +21,7 @@ atoms that drive nothing but are mapped anyway is reported too.
 Few links: the same 16 atoms mapped onto Yeo-17 (16 x 17 = 272 pairs) when only
 ``--few-links`` (3) of them drive a network each, on several seeds (each plants a
 different random choice of atoms into random networks), with the package's default
-draws (1,000 rotations, 1,000 shifts): the share of planted links whose atom is assigned
+draws (1,000 spatial-null shifts, 1,000 temporal shifts): the share of planted links whose atom is assigned
 its network (``few_links_accuracy``, target >= 0.9), and on null simulations of the same
 16 atoms the share of patterns assigned a network (``few_links_null_fpr``, target
 <= 0.06). Few significant pairs is where a correction over all pairs with permutation
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-atoms", type=int, default=16)
     parser.add_argument("--n-perm-mapping", type=int, default=1000)
     parser.add_argument("--n-perm-encoding", type=int, default=0)
+    parser.add_argument("--spatial-null", default="shift",
+                        help="the mapping's spatial null: shift (the study default), auto, spin")
     parser.add_argument("--n-shifts", type=int, default=1000,
                         help="circular shifts per atom of the temporal test (0: spatial only)")
     parser.add_argument("--few-links", type=int, default=3,
@@ -278,7 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
         source = dict(timecourses=timecourses, n_patterns=args.n_patterns,
                       n_clusters=args.n_atoms)
     study = dict(atlas=atlas, n_perm_encoding=args.n_perm_encoding,
-                 n_perm_mapping=args.n_perm_mapping, n_shifts=args.n_shifts, alpha=0.05,
+                 n_perm_mapping=args.n_perm_mapping, n_shifts=args.n_shifts,
+                 spatial_null=args.spatial_null, alpha=0.05,
                  random_state=args.seed)
     atlas17 = load_atlas("yeo17", args.mesh)
     space17 = space_from_atlas(atlas17)

@@ -44,14 +44,22 @@ def test_high_snr_study_recovers_atoms_networks_and_responsive_targets():
     assert scores.assigned_network == sim.truth.pattern_network()
     assert scores.auc > 0.99
     assert scores.best_r > 0.6
-    # the spatial null alone hands both atoms that drive nothing the networks of the atoms
-    # they borrow coefficients from; the temporal test takes that away (each pattern is
-    # its own FDR family of 4 networks, so one of the two may still pass by chance, as one
-    # does here)
-    spatial_only = score_recovery(sim, timecourses=timecourses, n_atoms=6, n_shifts=0,
-                                  fit_atoms_kwargs=dict(method="kmeans"), **STUDY)
-    assert spatial_only.accuracy == 1.0 and spatial_only.false_positive_share == 1.0
+    # a permutation null of the maps alone hands both atoms that drive nothing the networks
+    # of the atoms they borrow coefficients from; the temporal test takes that away (each
+    # pattern is its own FDR family of 4 networks, so one of the two may still pass by
+    # chance, as one does here)
+    permutation_only = score_recovery(sim, timecourses=timecourses, n_atoms=6, n_shifts=0,
+                                      spatial_null="auto", fit_atoms_kwargs=dict(method="kmeans"),
+                                      **STUDY)
+    assert permutation_only.details["null"] == "permutation"
+    assert permutation_only.accuracy == 1.0 and permutation_only.false_positive_share == 1.0
     assert scores.false_positive_share <= 0.5
+    # against the maps of time-shifted atoms (the default), the same spatial test alone
+    # keeps every planted link and gives neither bystander a network
+    shift_only = score_recovery(sim, timecourses=timecourses, n_atoms=6, n_shifts=0,
+                                fit_atoms_kwargs=dict(method="kmeans"), **STUDY)
+    assert shift_only.details["null"] == "shift"
+    assert shift_only.accuracy == 1.0 and shift_only.false_positive_share == 0.0
 
 
 def test_zero_snr_study_is_at_chance():

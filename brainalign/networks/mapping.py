@@ -16,7 +16,12 @@ model, or z maps over vertices, voxels or ROIs) and every network of an
 and p-values of each statistic under a spatial null from :mod:`.nulls` (spin test of the
 network maps on fsaverage meshes; phase-randomised surrogates of the pattern maps on
 volumes, whose surrogate significant set is the same number of top-valued targets;
-permutation for ROIs). The null statistics are kept, so that p-values resolve below
+permutation for ROIs), or, for the correlation, against the maps of circularly shifted
+patterns (``null="shift"`` with ``spatial=``, a
+:class:`~brainalign.networks.spatial.SpatialShiftTest`). The spatial nulls of
+:mod:`.nulls` ask whether a map looks like a network; on network-organised background
+activity every map does, whatever its pattern, so only the shift null keeps its
+false-positive rate at alpha there (it is the study pipeline's default). The null statistics are kept, so that p-values resolve below
 1 / (n_perm + 1) where few null draws exceed the observation: a generalised Pareto fit to
 the null's tail (:func:`brainalign.encoding.tail.permutation_p_values`; ``tail=``), whose
 method per test is recorded (``p_method`` and the ``inference`` sidecar block).
@@ -57,12 +62,13 @@ from brainalign.encoding.tail import permutation_p_values
 from brainalign.networks.atlases import Atlas
 from brainalign.networks.nulls import (fsaverage_sphere, permutation_indices,
                                        phase_randomized_surrogates, spin_indices)
+from brainalign.networks.spatial import SpatialShiftTest
 from brainalign.networks.temporal import TemporalTest
 from brainalign.provenance import provenance_block
 
 #: Statistics computed for each pattern x network pair (the last three need `significant`).
 STATISTICS = ("correlation", "dice", "jaccard", "enrichment")
-NULLS = ("auto", "spin", "volume", "permutation")
+NULLS = ("auto", "spin", "volume", "permutation", "shift")
 
 
 @dataclass
@@ -345,6 +351,7 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
                  sphere: tuple[np.ndarray, np.ndarray] | None = None,
                  threshold: float = 0.5, device: str | None = None,
                  temporal: TemporalTest | None = None,
+                 spatial: SpatialShiftTest | None = None,
                  random_state: int | np.random.Generator | None = 0) -> NetworkMapping:
     """Compare each pattern's brain map with each network of an atlas.
 
@@ -361,9 +368,11 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     significant : ndarray of bool, shape (n_patterns, n_targets) or (n_targets,), optional
         Targets significant after FDR correction (e.g. ``EncodingResult.p_fdr < .05``
         per pattern); enables dice, jaccard and enrichment.
-    null : {"auto", "spin", "volume", "permutation"}
+    null : {"auto", "spin", "volume", "permutation", "shift"}
         Spatial null (see :mod:`brainalign.networks.nulls`). ``"auto"``: spin on fsaverage
         meshes, phase-randomised surrogates on volumes, permutation otherwise.
+        ``"shift"``: the correlation and its p-values come from ``spatial`` (maps of
+        time-shifted patterns; ``n_perm`` is then its number of shifts).
     n_perm : int
         Null draws (rotations, surrogates or permutations). The per-pattern FDR needs
         p-values below ``alpha / n_networks``; 1000 draws resolve that empirically for
@@ -391,6 +400,9 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     temporal : TemporalTest, optional
         From :func:`~brainalign.networks.temporal.temporal_network_test` on the same
         patterns and atlas: a network then passes only where its test passes too.
+    spatial : SpatialShiftTest, optional
+        From :func:`~brainalign.networks.spatial.spatial_shift_test` on the same patterns
+        and atlas; required by, and only used with, ``null="shift"``.
     random_state : int, Generator or None
         Seed of the null.
 
@@ -423,6 +435,21 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     if temporal is not None and temporal.p_values.shape != shape:
         raise ValueError(f"temporal test is {temporal.p_values.shape} (patterns x networks) "
                          f"but the mapping is {shape}")
+    kind = _choose_null(null, atlas)
+    if (kind == "shift") != (spatial is not None):
+        raise ValueError("null='shift' and spatial= (a SpatialShiftTest) go together; got "
+                         f"null={null!r} and spatial={type(spatial).__name__}")
+    if spatial is not None:
+        if spatial.p_values.shape != shape:
+            raise ValueError(f"spatial test is {spatial.p_values.shape} (patterns x networks) "
+                             f"but the mapping is {shape}")
+        if statistic != "correlation" or significant is not None:
+            raise ValueError("null='shift' tests the correlation only: use "
+                             "statistic='correlation' and no significant mask")
+        if spatial.alternative != alternative:
+            raise ValueError(f"the spatial test is {spatial.alternative!r}, the mapping "
+                             f"{alternative!r}")
+        n_perm = spatial.n_shifts
 
     valid = np.all(np.isfinite(maps), axis=0)
     if atlas.medial_wall is not None:
@@ -435,25 +462,29 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
     networks = atlas.indicators()
     inside = (networks > threshold).astype(np.float64) if atlas.probabilistic else networks
 
-    observed = _all_statistics(maps, significant, networks, inside, valid)
-    kind = _choose_null(null, atlas)
-    rng = np.random.default_rng(random_state)
-    null_statistics = {name: np.empty((n_perm,) + shape) for name in observed}
-    for draw, values in enumerate(_null_draws(maps, significant, networks, inside, valid,
-                                              atlas, kind, n_perm, rng, sphere, device)):
-        for name, value in values.items():
-            null_statistics[name][draw] = value
-
     def magnitude(values: np.ndarray) -> np.ndarray:
         return np.abs(values) if alternative == "two-sided" else values
 
     p_values, p_method, described = {}, {}, {}
-    for name, values in observed.items():
-        tested = permutation_p_values(magnitude(values), magnitude(null_statistics[name]),
-                                      tail=tail)
-        p_values[name] = np.where(np.isnan(tested.p_values), 1.0, tested.p_values)
-        p_method[name] = tested.method
-        described[name] = tested.describe()
+    if spatial is not None:
+        observed = {"correlation": np.asarray(spatial.statistic, dtype=np.float64)}
+        p_values["correlation"] = np.asarray(spatial.p_values, dtype=np.float64)
+        p_method["correlation"] = np.asarray(spatial.p_method, dtype=str)
+        described["correlation"] = spatial.p_value_method
+    else:
+        observed = _all_statistics(maps, significant, networks, inside, valid)
+        rng = np.random.default_rng(random_state)
+        null_statistics = {name: np.empty((n_perm,) + shape) for name in observed}
+        for draw, values in enumerate(_null_draws(maps, significant, networks, inside, valid,
+                                                  atlas, kind, n_perm, rng, sphere, device)):
+            for name, value in values.items():
+                null_statistics[name][draw] = value
+        for name, values in observed.items():
+            tested = permutation_p_values(magnitude(values), magnitude(null_statistics[name]),
+                                          tail=tail)
+            p_values[name] = np.where(np.isnan(tested.p_values), 1.0, tested.p_values)
+            p_method[name] = tested.method
+            described[name] = tested.describe()
     # the settings are the same for every statistic; the counts per method are not
     inference = {"p_values": {**described[statistic], "n_tests_by_method": {
                      name: value["n_tests_by_method"] for name, value in described.items()}},
@@ -489,7 +520,8 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
                                   tail=tail, threshold=threshold,
                                   random_state=str(random_state),
                                   n_valid_targets=int(valid.sum()),
-                                  temporal=None if temporal is None else temporal.describe())
+                                  temporal=None if temporal is None else temporal.describe(),
+                                  spatial=None if spatial is None else spatial.describe())
     return NetworkMapping(names, list(atlas.labels), observed, p_values, p_fdr, statistic,
                           assigned, confidence, kind, n_perm, alpha, atlas.describe(),
                           provenance, {} if temporal is None else temporal.describe(),

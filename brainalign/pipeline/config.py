@@ -145,8 +145,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "atlas": Key(_STR, "yeo7", doc="yeo7, yeo17, seitzman, dosenbach, cole-anticevic, a "
                      'path, or "none": skip the network mapping (e.g. a few ROIs that are not '
                      "a network atlas; needs outputs.report = false)."),
-        "null": Key(_STR, "auto", ("auto", "spin", "volume", "permutation"),
-                    "Spatial null (auto: spin on surfaces, smooth surrogates in volumes)."),
+        "null": Key(_STR, "shift", ("shift", "auto", "spin", "volume", "permutation"),
+                    "Spatial null. shift: maps of the atoms circularly shifted in time (the "
+                    "only one calibrated on network-organised background activity); auto: "
+                    "spin on surfaces, smooth surrogates in volumes, permutation for ROIs."),
         "n_null": Key(_INT, 1000, doc="Null maps per pattern (p-values below 1/(n+1) come "
                       "from a Pareto fit to the null's tail)."),
         "n_shifts": Key(_INT, 1000, doc="Circular shifts per pattern of the temporal test "
@@ -270,7 +272,7 @@ def _check_values(config: dict[str, dict[str, Any]]) -> None:
     if bad_spaces:
         raise ConfigError(f"fmri.spaces contains {bad_spaces}; allowed values: {list(allowed_spaces)}")
     for table, name, low in (("patterns", "n_atoms", 2), ("encoding", "n_permutations", 0),
-                             ("networks", "n_null", 0), ("networks", "n_shifts", 0),
+                             ("networks", "n_null", 1), ("networks", "n_shifts", 0),
                              ("fmri", "n_subjects", 1), ("group", "n_perm", 0),
                              ("study", "seed", 0), ("compute", "n_workers", 1)):
         if config[table][name] < low:

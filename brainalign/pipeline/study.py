@@ -692,7 +692,9 @@ class Study:
 
         from brainalign.networks.mapping import (layer_network_composition, map_patterns,
                                                  subgroup_networks)
+        from brainalign.networks.spatial import spatial_shift_test
         from brainalign.networks.temporal import temporal_network_test
+        from brainalign.pipeline.bands import study_cleaning
         from brainalign.simulate.recovery import score_mapping
 
         options, seed = self.config["networks"], self.config["study"]["seed"]
@@ -711,10 +713,17 @@ class Study:
                     regressors, data.bold, data.runs, mapping_atlas.atlas,
                     delays=list(self.config["encoding"]["delays"]),
                     n_shifts=options["n_shifts"], random_state=seed)
+            spatial = None
+            if options["null"] == "shift":
+                spatial = spatial_shift_test(
+                    regressors, data.bold, data.runs, mapping_atlas.atlas,
+                    delays=list(self.config["encoding"]["delays"]), n_shifts=options["n_null"],
+                    clean=study_cleaning(self.config),
+                    tr_s=float(self.config["stories"]["tr_s"]), random_state=seed)
             mapping = map_patterns(maps, mapping_atlas.atlas, null=options["null"],
                                    n_perm=options["n_null"], alpha=options["alpha"],
                                    pattern_names=[f"atom{k:02d}" for k in range(len(maps))],
-                                   temporal=temporal, random_state=seed)
+                                   temporal=temporal, spatial=spatial, random_state=seed)
             target = folder / slug / space
             target.mkdir(parents=True, exist_ok=True)
             mapping.to_json(target / "network_mapping.json")  # to_tsv writes mapping.json

@@ -280,7 +280,7 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
                    n_atoms: int = 16, atlas: Any = None,
                    delays: Sequence[int] = DEFAULT_DELAYS,
                    n_perm_encoding: int = 200, n_perm_mapping: int = 1000, n_shifts: int = 1000,
-                   alpha: float = 0.05,
+                   spatial_null: str = "shift", alpha: float = 0.05,
                    fit_atoms_kwargs: dict | None = None, encoding_kwargs: dict | None = None,
                    mapping_kwargs: dict | None = None, random_state: int = 0) -> RecoveryScores:
     """Run the study (patterns -> encoding -> network mapping) on a simulation and score it.
@@ -306,6 +306,11 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
         :data:`brainalign.timecourse.DEFAULT_DELAYS`).
     n_perm_encoding, n_perm_mapping : int
         Null draws of the encoding significance and of the network mapping's spatial null.
+    spatial_null : str
+        ``"shift"`` (the study's default): maps of circularly shifted atoms
+        (:func:`~brainalign.networks.spatial.spatial_shift_test`, with the encoding's
+        ``clean`` and ``tr_s``); otherwise a ``null`` of :func:`map_patterns` (``"auto"``,
+        ``"spin"``, ...).
     n_shifts : int
         Circular shifts per pattern of the mapping's temporal test
         (:func:`~brainalign.networks.temporal.temporal_network_test`); 0 maps on the
@@ -355,9 +360,18 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
         temporal = temporal_network_test(atoms, simulation.bold, simulation.runs, atlas,
                                          delays=list(delays), n_shifts=n_shifts,
                                          random_state=random_state)
-    mapping = map_patterns(np.mean(maps, axis=0), atlas, n_perm=n_perm_mapping, alpha=alpha,
-                           temporal=temporal, random_state=random_state,
-                           **(mapping_kwargs or {}))
+    spatial = None
+    if spatial_null == "shift":
+        from brainalign.networks.spatial import spatial_shift_test
+
+        encoding = encoding_kwargs or {}
+        spatial = spatial_shift_test(atoms, simulation.bold, simulation.runs, atlas,
+                                     delays=list(delays), n_shifts=n_perm_mapping,
+                                     clean=encoding.get("clean", True), tr_s=encoding.get("tr_s"),
+                                     random_state=random_state)
+    mapping = map_patterns(np.mean(maps, axis=0), atlas, null=spatial_null, n_perm=n_perm_mapping,
+                           alpha=alpha, temporal=temporal, spatial=spatial,
+                           random_state=random_state, **(mapping_kwargs or {}))
     scores = score_mapping(simulation, atoms, mapping.assigned, subject_r, subject_p)
     scores.details.update(planted_links=planted_link_tests(mapping, scores))
     scores.details.update(null=mapping.null, n_perm_mapping=n_perm_mapping,
