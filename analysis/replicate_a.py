@@ -6,10 +6,11 @@ Usage::
 
 Two parts, each through brainalign's public API:
 
-1. Real data (Brennan et al. 2016, "Alice" ROI time courses): the results of
-   ``analysis/alice_encoding.py`` (its JSON in ``analysis/results/alice_encoding.json``,
-   or a fresh run of its ``run`` function with ``--rerun-alice``): do SmolLM2 neuron
-   features predict the language ROIs better than the study's published predictors?
+1. Real data (Brennan et al. 2016, "Alice" ROI time courses): the pre-registered results
+   of ``analysis/alice_encoding.py`` (its JSON in ``analysis/results/alice_encoding.json``,
+   or a fresh run of its ``run`` function with ``--rerun-alice``), reported without a
+   target: SmolLM2's held-out r and its unique r beyond word rate and beyond the study's
+   published predictors.
 2. Simulated whole brain: the demo study (``brainalign/pipeline/demo.toml``) at a larger
    size (more atoms, subjects, permutations and null maps) run by
    :func:`brainalign.pipeline.study.run_study`: SmolLM2 reads the bundled story, neuron
@@ -75,20 +76,19 @@ def rows_for(alice: dict, study: dict) -> list[dict]:
         rows.append({"result": name, "value": value, "expected": expected,
                      "tolerance": tolerance, "pass": bool(ok)})
 
-    summary = alice["summary"]
-    add("Alice: word-rate regressor vs TextGrid timing (r)", summary["rate_corr"], ">= 0.9",
-        summary["rate_corr"] >= 0.9)
-    beats = summary["rois_llm_beats_published"]
-    add("Alice: ROIs where SmolLM2 beats the published predictors", beats, "6 of 6",
-        beats is not None and beats >= 5, ">= 5")
-    llm_r = summary["r_group"]["llm"]
-    add("Alice: group-average held-out r of SmolLM2 (min over ROIs)", min(llm_r.values()),
-        "> 0.3", min(llm_r.values()) > 0.3)
-    llm_sig, published_sig = summary["n_sig_subjects"]["llm"], summary["n_sig_subjects"]["published"]
-    more = sum(llm_sig[roi] >= published_sig[roi] for roi in llm_sig)
-    add("Alice: ROIs where SmolLM2 is FDR-significant in as many subjects as the published "
-        "predictors", more, f"{len(llm_sig)} of {len(llm_sig)}", more >= len(llm_sig) - 1,
-        f">= {len(llm_sig) - 1}")
+    # the Alice analysis is pre-registered with no target for the science: its rows report
+    # what came out (6 mm spheres) and never fail
+    summary, sphere = alice["summary"], "6mm"
+    llm_r = summary["r_group"][sphere]["llm"]
+    add("Alice: group held-out r of SmolLM2 (min over ROIs)", min(llm_r.values()),
+        "reported", True, "no target")
+    for control in ("word_rate", "published"):
+        unique = summary[f"unique_r_llm_beyond_{control}"][sphere]
+        add(f"Alice: smallest unique r of SmolLM2 beyond {control.replace('_', ' ')}",
+            min(roi["r"] for roi in unique.values()), "reported", True, "no target")
+        add(f"Alice: ROIs where that unique r has FDR p < .05",
+            sum(roi["p_fdr"] < 0.05 for roi in unique.values()), f"of {len(unique)}", True,
+            "no target")
     recovery = study["recovery"]
     add("Simulation: network assignment accuracy (mean over spaces)", recovery["accuracy"],
         "1.0", recovery["accuracy"] >= 0.75, ">= 0.75")
