@@ -1,7 +1,8 @@
 """Every word gets exactly its own tokens: WordPiece, byte-level BPE and SentencePiece.
 
-The tokenizers are the registry models' own (minilm-l6: WordPiece; smollm2-135m:
-byte-level BPE; gemma3-270m: SentencePiece), loaded alone from their installed files.
+The tokenizers are the registry models' own (minilm-l6-sentence-f32: WordPiece;
+smollm2-135m-instruct-q4: byte-level BPE; gemma3-270m-base-q4km: SentencePiece), loaded alone
+from their installed files.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from hypothesis import strategies as st
 from brainalign.models.registry import REGISTRY, _materialise_gguf, is_installed, locate
 from brainalign.record.alignment import AlignmentError, align_words
 
-TOKENIZERS = {"wordpiece": "minilm-l6", "bytelevel-bpe": "smollm2-135m",
-              "sentencepiece": "gemma3-270m"}
+TOKENIZERS = {"wordpiece": "minilm-l6-sentence-f32",
+              "bytelevel-bpe": "smollm2-135m-instruct-q4",
+              "sentencepiece": "gemma3-270m-base-q4km"}
 
 
 @pytest.fixture(scope="module", params=sorted(TOKENIZERS))

@@ -15,7 +15,7 @@ def test_example_config_round_trips_to_defaults():
     config = validate(tomllib.loads(example_toml()))
     assert config == validate({})
     assert config["patterns"]["n_atoms"] == 64
-    assert config["model"]["names"] == ["smollm2-135m"]
+    assert config["model"]["names"] == ["smollm2-135m-instruct-q4"]
 
 
 def test_one_delay_default_and_the_band_defaults():

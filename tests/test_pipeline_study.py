@@ -276,7 +276,8 @@ def test_config_example_and_demo_files_validate(tmp_path):
         config = load_config(path)
         assert config["study"]["out"].startswith(str(tmp_path))
     assert config["fmri"]["spaces"] == ["fsaverage5", "MNI152_3mm"]
-    assert config["model"]["names"] == ["smollm2-135m"] and config["interventions"]["study_b"]
+    assert config["model"]["names"] == ["smollm2-135m-instruct-q4"]
+    assert config["interventions"]["study_b"]
 
 
 def test_run_command_names_the_bad_key(tmp_path):

@@ -8,11 +8,14 @@ from pathlib import Path
 import click
 
 from brainalign.cli import main
+from brainalign.models.registry import (DEFAULT_CAUSAL_MODEL, ModelNotInstalledError,
+                                        UnknownModelError)
 
 
 @main.command("lesion")
-@click.option("--model", "model_name", default="smollm2-135m", show_default=True,
-              help="Registry name, local directory or hub id.")
+@click.option("--model", "model_name", default=DEFAULT_CAUSAL_MODEL, show_default=True,
+              help="Registry name or alias (see `brainalign models`), local directory, .gguf "
+              "file or Hugging Face id owner/name (needs network access).")
 @click.option("--neurons", "neurons_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True, help='JSON {"name": ..., "units": {"L27.mlp.out": [3, 17, ...]}}.')
 @click.option("--mode", type=click.Choice(["zero", "keep_only", "scale", "add"]), default="zero",
@@ -39,7 +42,10 @@ def lesion_command(model_name, neurons_path, mode, value, text_path, language, m
         raise click.UsageError("give exactly one of --text FILE or --udhr LANGUAGE")
     text = read_prose(text_path) if text_path else read_udhr(language).text()
     neuron_set = NeuronSet.from_dict(json.loads(neurons_path.read_text()))
-    loaded = load_model(model_name, device=device)
+    try:
+        loaded = load_model(model_name, device=device)
+    except (UnknownModelError, ModelNotInstalledError) as err:
+        raise click.ClickException(str(err)) from None
     options = dict(kind=loaded.kind, max_tokens=max_tokens, window=window, stride=stride)
     intact = score_text(loaded.model, loaded.tokenizer, text, **options)
     with edit_neurons(loaded.model, neuron_set, mode, value=value):

@@ -30,11 +30,13 @@ def demo_config(out: str | Path) -> dict:
 
 
 def _run_and_print(config: dict, progress: bool) -> None:
+    from brainalign.models.registry import ModelNotInstalledError, UnknownModelError
     from brainalign.pipeline.study import run_study
 
     try:
         summary = run_study(config, progress=progress)
-    except ConfigError as err:  # e.g. the stories' scans against the brain data
+    except (ConfigError, UnknownModelError, ModelNotInstalledError) as err:
+        # e.g. the stories' scans against the brain data, or a model name that names nothing
         raise click.ClickException(str(err)) from None
     rows = summary.rows()
     width = max(len(item) for item, _ in rows)
@@ -56,7 +58,8 @@ def _run_and_print(config: dict, progress: bool) -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bars.")
 def demo(out: str, scheduler: str | None, progress: bool) -> None:
-    """The embedded default study: SmolLM2-135M reads the bundled story, simulated fMRI
+    """The embedded default study: SmolLM2-135M-Instruct (smollm2-135m-instruct-q4, GGUF
+    Q4_1 dequantised to float32) reads the bundled story, simulated fMRI
     with planted Yeo networks on fsaverage5 and in MNI space, study A and a study-B
     lesion check; maps, tables, report.html and summary.json in OUT."""
     config = demo_config(out)

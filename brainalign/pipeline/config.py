@@ -61,7 +61,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key(_INT, 0, doc="Seed for every random step."),
     },
     "model": {
-        "names": Key(_LIST, ["smollm2-135m"], doc="Registry names, paths or hub ids."),
+        "names": Key(_LIST, ["smollm2-135m-instruct-q4"],
+                     doc="Registry names or aliases (`brainalign models`), paths or hub ids."),
         "sites": Key(_LIST, ["mlp.out"], doc="Neuron sites to record."),
         "layers": Key((str, list), "all", doc='"all" or a list of layer indices.'),
         "context_tokens": Key(_INT, 256, doc="Tokens of context each word is read with."),
@@ -266,7 +267,8 @@ def _check_values(config: dict[str, dict[str, Any]]) -> None:
     if isinstance(layers, list) and not all(isinstance(i, int) and i >= 0 for i in layers):
         raise ConfigError(f"model.layers = {layers!r}; allowed: a list of integers >= 0")
     if not config["model"]["names"]:
-        raise ConfigError("model.names is empty; give at least one model (e.g. 'smollm2-135m')")
+        raise ConfigError("model.names is empty; give at least one model "
+                          "(e.g. 'smollm2-135m-instruct-q4')")
     allowed_spaces = ("fsaverage5", "MNI152_3mm", "MNI152_2mm", "roi")
     bad_spaces = [s for s in config["fmri"]["spaces"] if s not in allowed_spaces]
     if bad_spaces:
