@@ -183,7 +183,7 @@ def test_full_context_equals_one_unhooked_forward(tmp_path, family, pooling):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["smollm2-135m", "minilm-l6"])
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct-q4", "minilm-l6-sentence-f32"])
 def test_registry_model_equals_one_unhooked_forward(tmp_path, name):
     from conftest import model_or_skip
 

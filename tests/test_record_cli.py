@@ -85,3 +85,37 @@ def test_clear_errors(tmp_path, model_dir):
 def test_parse_layers():
     assert parse_layers("0,5,10-12") == [0, 5, 10, 11, 12]
     assert parse_layers(None) is None and parse_layers("all") is None
+
+
+def test_record_to_tr_with_a_scan_given_on_the_command_line(tmp_path, model_dir):
+    from brainalign.models.registry import load_model
+    from brainalign.stimuli import load_story
+    from brainalign.timecourse import NeuronTimecourses, recording_to_tr
+
+    path = tmp_path / "scanned.tsv"
+    write_table(make_story(80, "scanned", seed=4), path)  # two runs of 40 words, 0.3 s each
+    base = ["record", "--model", str(model_dir), "--story", str(path), "--site", "resid",
+            "--context-tokens", "12", "--device", "cpu"]
+    refused = CliRunner().invoke(main, base + ["--to-tr", "--out", str(tmp_path / "no")])
+    assert refused.exit_code != 0 and "--scan-tr" in refused.output
+    assert "Traceback" not in refused.output
+    partial = CliRunner().invoke(main, base + ["--scan-tr", "2", "--out", str(tmp_path / "x")])
+    assert partial.exit_code != 0 and "together" in partial.output
+
+    scan = ["--scan-tr", "2", "--scan-volumes", "8,7", "--scan-first-volume", "-1,0"]
+    out = tmp_path / "tr"
+    result = CliRunner().invoke(main, base + scan + ["--to-tr", "--tr-method", "hrf",
+                                                     "--trim", "1,0", "--dtype", "float16",
+                                                     "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "scanned: 96 neurons x 13 TRs (80 words), float16" in result.output
+    recorded = NeuronTimecourses.load(out / "scanned")
+    assert recorded.data.dtype == np.float16 and recorded.provenance["method"] == "hrf"
+
+    # the same as recording words with the API, then resampling them
+    story = load_story(path).with_scan(2.0, [8, 7], first_volume_s=[-1.0, 0.0])
+    words = record_story(load_model(str(model_dir)), story, ["resid"], tmp_path / "words",
+                         context_tokens=12, progress=False)
+    reference = recording_to_tr(Recording.open(words), "hrf", trim=(1, 0), device="cpu")
+    np.testing.assert_allclose(recorded.data.astype(np.float64), reference.data, rtol=0,
+                               atol=np.abs(reference.data).max() * 2.0 ** -10)

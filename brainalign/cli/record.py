@@ -1,4 +1,5 @@
-"""``brainalign record``: record neuron values word by word on one or more stories.
+"""``brainalign record``: record neuron values word by word (or straight to the TR grid,
+``--to-tr``) on one or more stories.
 
 A thin layer over :func:`brainalign.record.record_story`; the progress bar is the
 recorder's (tqdm), the closing summary is read back from each recording's manifest.
@@ -12,7 +13,8 @@ from pathlib import Path
 import click
 
 from brainalign.cli import main
-from brainalign.models.registry import DEFAULT_CAUSAL_MODEL
+from brainalign.models.registry import (DEFAULT_CAUSAL_MODEL, ModelNotInstalledError,
+                                        UnknownModelError)
 from brainalign.models.sites import SITE_NAMES
 from brainalign.record.recorder import POOLINGS
 
@@ -39,7 +41,8 @@ def parse_layers(text: str | None) -> list[int] | None:
 
 @main.command("record")
 @click.option("--model", "model_name", default=DEFAULT_CAUSAL_MODEL, show_default=True,
-              help="Registry name, local checkpoint directory or Hugging Face id.")
+              help="Registry name or alias (see `brainalign models`), local checkpoint "
+              "directory, .gguf file or Hugging Face id owner/name (needs network access).")
 @click.option("--story", "story_paths", multiple=True, type=click.Path(exists=True),
               help="Story file or directory (TextGrid, Gentle JSON, TSV/CSV, story dir); "
               "repeat for several stories. Default: the bundled story.")
@@ -56,19 +59,64 @@ def parse_layers(text: str | None) -> list[int] | None:
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--overwrite", is_flag=True, help="Replace recordings made with other settings.")
+@click.option("--layout", "layout_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="TOML/JSON file declaring where the sites are (models not recognised "
+              "automatically; see brainalign.models.sites).")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+              help="Storage dtype of the values written (default float16 on CUDA, float32 "
+              "on CPU; pooling and resampling run in float32).")
+@click.option("--to-tr", is_flag=True,
+              help="Record straight to the TR grid of each story's scan: word rows are "
+              "resampled and z-scored per run on the device; writes NeuronTimecourses.")
+@click.option("--tr-method", type=click.Choice(["lanczos", "hrf"]), default="lanczos",
+              show_default=True, help="Word -> TR resampling for --to-tr.")
+@click.option("--trim", default="0,0", show_default=True,
+              help="TRs dropped at the start and end of every run, for --to-tr.")
+@click.option("--scan-tr", type=float, default=None,
+              help="Repetition time (s) of the scan, for stories that do not carry theirs.")
+@click.option("--scan-volumes", default=None,
+              help="Volumes per run, e.g. '132,147' (with --scan-tr and --scan-first-volume).")
+@click.option("--scan-first-volume", default=None,
+              help="Stimulus time (s) of each run's first volume, e.g. '20' or '20,0'; no "
+              "default, since a wrong value shifts every time course.")
 def record_command(model_name, story_paths, sites, out_dir, layers, context_tokens,
-                   stride_tokens, pooling, batch_size, device, overwrite) -> None:
-    """Record neuron values, pooled to words, while a model reads stories."""
+                   stride_tokens, pooling, batch_size, device, overwrite, layout_path, dtype,
+                   to_tr, tr_method, trim, scan_tr, scan_volumes, scan_first_volume) -> None:
+    """Record neuron values, pooled to words (or straight to TRs), while a model reads stories."""
+    import json
+
     import torch
 
     from brainalign.models.registry import load_model
-    from brainalign.record import Recording, record_story
+    from brainalign.record import record_story
     from brainalign.stimuli import bundled_story, load_story
+    from brainalign.timecourse.timecourses import TrResampling
 
     layer_list = parse_layers(layers)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     stories = [load_story(path) for path in story_paths] or [bundled_story()]
-    loaded = load_model(model_name, device=device)
+    stories = [_with_scan(story, scan_tr, scan_volumes, scan_first_volume) for story in stories]
+    resampling = None
+    if to_tr:
+        missing = [s.name for s in stories if not s.has_scan]
+        if missing:
+            raise click.ClickException(
+                f"--to-tr needs each story's scan; {', '.join(missing)} has none: give "
+                "--scan-tr, --scan-volumes and --scan-first-volume")
+        try:
+            resampling = TrResampling(tr_method, trim=_numbers(trim, int, "--trim"))
+        except ValueError as err:
+            raise click.ClickException(str(err)) from None
+    try:
+        loaded = load_model(model_name, device=device)
+    except (UnknownModelError, ModelNotInstalledError) as err:
+        raise click.ClickException(str(err)) from None
+    if layout_path is not None:
+        from brainalign.models.sites import load_layout
+        try:
+            loaded.layout = load_layout(layout_path)
+        except ValueError as err:
+            raise click.ClickException(str(err)) from None
     rows = []
     for story in stories:
         started = time.time()
@@ -76,17 +124,42 @@ def record_command(model_name, story_paths, sites, out_dir, layers, context_toke
             path = record_story(loaded, story, list(dict.fromkeys(sites)), out_dir,
                                 layers=layer_list, context_tokens=context_tokens,
                                 stride_tokens=stride_tokens, pooling=pooling,
-                                batch_size=batch_size, overwrite=overwrite)
+                                batch_size=batch_size, overwrite=overwrite, dtype=dtype,
+                                to_tr=resampling)
         except (ValueError, FileExistsError) as err:
             raise click.ClickException(str(err)) from None
-        recording = Recording.open(path)
-        timing = recording.manifest["timing"]
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
         skipped = (Path(path) / "manifest.json").stat().st_mtime < started
-        rows.append((story.name, recording.n_words, len(recording.neurons),
-                     timing["seconds"], timing["story_tokens_per_s"], Path(path), skipped))
+        rows.append((story.name, manifest, Path(path), skipped))
     click.echo(f"\nmodel {model_name} on {device}; sites {', '.join(sites)}; "
                f"pooling {pooling}")
-    for name, n_words, n_neurons, seconds, tokens_per_s, path, skipped in rows:
+    for name, manifest, path, skipped in rows:
         note = " (already recorded, skipped)" if skipped else ""
-        click.echo(f"{name}: {n_neurons} neurons x {n_words} words in {seconds:.1f} s "
-                   f"({tokens_per_s:,.0f} tokens/s) -> {path}{note}")
+        grid = (f"{manifest['n_tr']} TRs ({manifest['n_words']} words)"
+                if manifest.get("grid") == "tr" else f"{manifest['n_words']} words")
+        timing = manifest["timing"]
+        click.echo(f"{name}: {manifest['n_neurons']} neurons x {grid}, "
+                   f"{manifest.get('dtype', 'float32')}, in {timing['seconds']:.1f} s "
+                   f"({timing['story_tokens_per_s']:,.0f} tokens/s) -> {path}{note}")
+
+
+def _numbers(text: str, kind, option: str) -> list:
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}",
+                                 param_hint=option) from None
+
+
+def _with_scan(story, tr_s, volumes, first_volume):
+    """The story with the scan given on the command line (all three options, or none)."""
+    given = [tr_s is not None, volumes is not None, first_volume is not None]
+    if not any(given):
+        return story
+    if not all(given):
+        raise click.UsageError("give --scan-tr, --scan-volumes and --scan-first-volume together")
+    try:
+        return story.with_scan(tr_s, _numbers(volumes, int, "--scan-volumes"),
+                               first_volume_s=_numbers(first_volume, float, "--scan-first-volume"))
+    except ValueError as err:
+        raise click.ClickException(f"story {story.name!r}: {err}") from None

@@ -34,21 +34,28 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
 
 from brainalign.models.registry import LoadedModel
 from brainalign.models.sites import Site, StopForward, resolve_sites, site_hooks
-from brainalign.provenance import config_hash, provenance_block
+from brainalign.provenance import config_hash, file_sha256, provenance_block
 from brainalign.record.alignment import WordAlignment, align_words
-from brainalign.record.store import (FORMAT, FORMAT_VERSION, MANIFEST, STORY_FILE,
-                                     IncompleteRecordingError, ShardWriter, partial_dir,
+from brainalign.record.neurons import NeuronTable
+from brainalign.record.store import (DISK_DTYPES, FORMAT, FORMAT_VERSION, MANIFEST, STORY_FILE,
+                                     IncompleteRecordingError, ShardWriter, hash_threads,
+                                     partial_dir,
                                      publish, read_manifest, remove_stale_partials,
                                      shard_path, story_to_json, verify_checksums, write_json,
                                      write_small_array)
+
 from brainalign.stimuli.story import Story
+
+if TYPE_CHECKING:  # brainalign.timecourse imports brainalign.record: imported when used
+    from brainalign.record.to_tr import TrStream
+    from brainalign.timecourse.timecourses import TrResampling
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,7 @@ POOLINGS = ("mean", "first", "last")
 DEFAULT_CONTEXT_TOKENS = 512
 #: Order in which a block computes its sites (the last one of the deepest layer stops).
 _SITE_ORDER = {"attn.out": 0, "mlp.inner": 1, "mlp.out": 2, "resid": 3}
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -241,75 +249,115 @@ def pool_to_words(hidden: torch.Tensor, batch: _Batch, pooling: Pooling) -> torc
     return summed.div_(batch.word_counts[:, None])
 
 
-class _ShardPipeline:
-    """Two sets of host buffers and a writer thread appending them to the shards.
+#: Bytes of one pinned host buffer of :class:`_HostPipeline` (at least one row of a site).
+HOST_BUFFER_BYTES = 64 * 2**20
 
-    The hook copies a batch's pooled rows into the free buffer set (non-blocking on CUDA,
-    into pinned memory); :meth:`submit` hands the set to the writer thread, which waits
-    for the copies, appends the rows to each (site, layer) shard and frees the set.
+
+def storage_dtype(dtype: str | None, device: torch.device) -> str:
+    """The storage dtype's name: ``dtype``, or float16 on CUDA and float32 elsewhere."""
+    name = dtype or ("float16" if device.type == "cuda" else "float32")
+    if name not in DISK_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DISK_DTYPES)} (or None for float16 on "
+                         f"CUDA, float32 on CPU), got {dtype!r}")
+    return name
+
+
+def _numpy_rows(host: torch.Tensor) -> np.ndarray:
+    """A host tensor as the numpy array written to disk (bfloat16 as its 16-bit patterns)."""
+    if host.dtype == torch.bfloat16:
+        return host.view(torch.int16).numpy().view(np.uint16)
+    return host.numpy()
+
+
+class _HostPipeline:
+    """Device rows -> pinned host buffers -> disk, with copies, writes and hashes overlapping.
+
+    :meth:`write` splits a device tensor of rows into pieces of at most
+    :data:`HOST_BUFFER_BYTES`, copies each into a free host buffer (asynchronously on
+    CUDA, into pinned memory) and queues it; a writer thread appends it to its shard, and
+    a pool of :func:`~brainalign.record.store.hash_threads` threads hashes it
+    (:meth:`ShardWriter.hash_piece`) and frees the buffer. Host memory is a fixed number
+    of buffers (two more than the hashing threads), whatever the story's length.
     """
 
-    def __init__(self, writers: dict[str, ShardWriter], widths: dict[str, int],
-                 max_words: int, device: torch.device):
-        pin = device.type == "cuda"
+    def __init__(self, writers: dict[str, ShardWriter], max_width: int, dtype: torch.dtype,
+                 device: torch.device):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.writers = writers
-        self.buffers = [{key: torch.empty((max_words, width), dtype=torch.float32,
-                                          pin_memory=pin) for key, width in widths.items()}
-                        for _ in range(2)]
-        self.free = [threading.Event(), threading.Event()]
-        for event in self.free:
-            event.set()
         self.device = device
-        self.current = 0
-        self.queue: queue.Queue = queue.Queue()
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        elements = max(max_width, HOST_BUFFER_BYTES // itemsize)
+        pin = device.type == "cuda"
+        n_hashers = hash_threads()
+        self.buffers = [torch.empty(elements, dtype=dtype, pin_memory=pin)
+                        for _ in range(n_hashers + 2)]
+        self.free: queue.Queue = queue.Queue()
+        for index in range(len(self.buffers)):
+            self.free.put(index)
+        self.to_write: queue.Queue = queue.Queue()
+        self.hashers = ThreadPoolExecutor(max_workers=n_hashers,
+                                          thread_name_prefix="brainalign-hash")
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._write_loop, name="brainalign-shards",
+        self.thread = threading.Thread(target=self._write_loop, name="brainalign-write",
                                        daemon=True)
         self.thread.start()
 
-    def acquire(self) -> dict[str, torch.Tensor]:
-        """The next free buffer set (waits for the writer if both are busy)."""
-        self._raise_error()
-        self.free[self.current].wait()
-        self._raise_error()
-        self.free[self.current].clear()
-        return self.buffers[self.current]
-
-    def submit(self, n_words: int) -> None:
-        """Hand the current buffer set, holding ``n_words`` rows, to the writer."""
-        done = None
-        if self.device.type == "cuda":
-            done = torch.cuda.Event()
-            done.record()
-        self.queue.put((self.current, n_words, done))
-        self.current = 1 - self.current
+    def write(self, key: str, rows: torch.Tensor) -> None:
+        """Queue ``rows`` (n, width) of the shard ``key``, already in the storage dtype."""
+        if not len(rows):
+            return
+        per_buffer = max(1, self.buffers[0].numel() // rows.shape[1])
+        for piece in rows.split(per_buffer):
+            self._raise_error()
+            index = self.free.get()
+            self._raise_error()
+            host = self.buffers[index][:piece.numel()].view(piece.shape)
+            host.copy_(piece, non_blocking=True)
+            done = None
+            if self.device.type == "cuda":
+                done = torch.cuda.Event()
+                done.record()
+            self.to_write.put((key, index, host, done))
 
     def _write_loop(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            index, n_words, done = item
+        while (item := self.to_write.get()) is not None:
+            key, index, host, done = item
             try:
                 if done is not None:
                     done.synchronize()
                 if self.error is None:
-                    for key, writer in self.writers.items():
-                        writer.append(self.buffers[index][key][:n_words].numpy())
+                    rows = _numpy_rows(host)
+                    piece = self.writers[key].write(rows)
+                    self.hashers.submit(self._hash, key, piece, rows, index)
+                    continue
             except BaseException as err:  # handed to the main thread
                 self.error = err
-            finally:
-                self.free[index].set()
+            self.free.put(index)
+
+    def _hash(self, key: str, piece: int, rows: np.ndarray, index: int) -> None:
+        try:
+            if self.error is None:
+                self.writers[key].hash_piece(piece, rows)
+        except BaseException as err:
+            self.error = err
+        finally:
+            self.free.put(index)
 
     def _raise_error(self) -> None:
         if self.error is not None:
             raise RuntimeError("writing recording shards failed") from self.error
 
     def close(self) -> None:
-        """Wait for every submitted batch to be written."""
-        self.queue.put(None)
+        """Wait for every queued piece to be written and hashed."""
+        self.to_write.put(None)
         self.thread.join()
+        self.hashers.shutdown(wait=True)
         self._raise_error()
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
 
 
 def _story_words_hash(story: Story) -> str:
@@ -352,6 +400,8 @@ def record_story(
     stride_tokens: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    dtype: str | None = None,
+    to_tr: TrResampling | bool | None = None,
 ) -> Path:
     """Record the values of neuron sites, pooled to words, while ``loaded`` reads ``story``.
 
@@ -361,7 +411,8 @@ def record_story(
         From :func:`brainalign.models.registry.load_model` (model, fast tokenizer, kind,
         provenance).
     story : Story
-        The words, in reading order; context flows across run boundaries.
+        The words, in reading order; context flows across run boundaries. With ``to_tr``
+        it must carry its scan (:meth:`Story.with_scan`).
     sites : iterable of str
         Site names (``mlp.inner``, ``mlp.out``, ``resid``, ``attn.out``).
     out_dir : path-like
@@ -383,13 +434,27 @@ def record_story(
         Replace an existing complete recording made with other settings.
     progress : bool
         Show a tqdm progress bar over tokens.
+    dtype : {"float32", "float16", "bfloat16"}, optional
+        Storage dtype of the values written (pooling and resampling run in float32).
+        Default float16 on CUDA (half the bytes to copy and write), float32 on CPU.
+        bfloat16 is for word rows only (its 16-bit patterns are stored; read back as
+        float32). Stated in the manifest and the provenance.
+    to_tr : TrResampling or bool, optional
+        Record straight to the TR grid of the story's scan: each batch's word rows are
+        resampled, trimmed and z-scored per run on the device (:mod:`brainalign.record.to_tr`)
+        and only TR rows reach the host. ``True`` uses :class:`TrResampling`'s defaults
+        (Lanczos, no trimming, z-scored), the same as :func:`recording_to_tr`'s.
 
     Returns
     -------
     Path
-        The story's recording directory (open it with :meth:`Recording.open`).
+        The story's recording directory: open it with :meth:`Recording.open`, or, with
+        ``to_tr``, with :meth:`NeuronTimecourses.load`.
     """
     from tqdm.auto import tqdm
+
+    from brainalign.record.to_tr import TrStream
+    from brainalign.timecourse.timecourses import TIMECOURSE_DATA, TrResampling
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -399,7 +464,15 @@ def record_story(
     if device is not None and torch.device(device) != loaded.device:
         model.to(device)
     device = loaded.device
-    resolved = resolve_sites(model, list(sites), layers)
+    stored = storage_dtype(dtype, device)
+    resampling = TrResampling() if to_tr is True else (to_tr or None)
+    if resampling is not None:
+        if stored == "bfloat16":
+            raise ValueError("TR time courses are stored in float16 or float32 (z-scored values "
+                             "fit float16, which keeps 3 more bits than bfloat16); got "
+                             "dtype='bfloat16'")
+        story.check_scan(resampling.allow_words_outside_scan)
+    resolved = resolve_sites(model, list(sites), layers, layout=getattr(loaded, "layout", None))
     if not resolved:
         raise ValueError("no sites to record: give at least one site name")
     alignment = align_words(loaded.tokenizer, story.texts)
@@ -411,7 +484,12 @@ def record_story(
         "model_sha256": loaded.provenance.get("file_sha256"),
         "sites": [s.key for s in resolved], "context": asdict(policy), "pooling": pooling,
         "compute_dtype": compute_dtype, "story_words": _story_words_hash(story),
+        "dtype": stored,
     }
+    if resampling is not None:
+        settings["to_tr"] = {**resampling.provenance(), "tr_s": story.tr_s,
+                             "n_volumes": list(story.n_volumes),
+                             "first_volume_s": list(story.first_volume_s)}
     settings_hash = config_hash(settings)
     if not story.name or story.name.startswith(".") or "/" in story.name or os.sep in story.name:
         raise ValueError(f"story name {story.name!r} cannot name a directory: use a name "
@@ -428,15 +506,24 @@ def record_story(
 
     windows = plan_windows(alignment, policy)
     batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
-    max_words = max(int(alignment.token_word[b[-1].keep_stop - 1] -
-                        alignment.token_word[b[0].keep_start]) + 1 for b in batches)
-    writers = {s.key: ShardWriter(partial / shard_path(s.name, s.layer),
-                                  (alignment.n_words, s.width)) for s in resolved}
-    pipeline = _ShardPipeline(writers, {s.key: s.width for s in resolved}, max_words, device)
+    torch_dtype = _TORCH_DTYPES[stored]
+    widths = {s.key: s.width for s in resolved}
+    if resampling is None:
+        writers = {s.key: ShardWriter(partial / shard_path(s.name, s.layer),
+                                      (alignment.n_words, s.width), DISK_DTYPES[stored])
+                   for s in resolved}
+        stream = None
+    else:
+        stream = TrStream(story, resampling, widths, device, torch_dtype)
+        writers = {"data": ShardWriter(partial / TIMECOURSE_DATA,
+                                       (stream.n_rows_kept, stream.n_neurons), DISK_DTYPES[stored])}
+    pipeline = _HostPipeline(writers, max(widths.values()) if stream is None else
+                             stream.n_neurons, torch_dtype, device)
     deepest = max(resolved, key=lambda s: (s.layer, _SITE_ORDER[s.name]))
     pad_id = loaded.tokenizer.pad_token_id
     pad_id = int(pad_id) if pad_id is not None else int(alignment.input_ids[0])
     use_mask = loaded.kind == "encoder"  # causal: right padding never reaches kept tokens
+    not_finite = torch.zeros((), dtype=torch.bool, device=device)
     n_tokens_fed = 0
     started = time.perf_counter()
     bar = tqdm(total=alignment.n_tokens, unit="tok", desc=f"record {story.name}",
@@ -444,11 +531,16 @@ def record_story(
     try:
         for windows_in_batch in batches:
             batch = _make_batch(alignment, windows_in_batch, pad_id, device)
-            buffers = pipeline.acquire()
+            segments = None if stream is None else stream.segments(batch.first_word, batch.n_words)
 
-            def on_site(site: Site, hidden: torch.Tensor, batch=batch, buffers=buffers):
+            def on_site(site: Site, hidden: torch.Tensor, batch=batch, segments=segments):
                 pooled = pool_to_words(hidden, batch, pooling)
-                buffers[site.key][:batch.n_words].copy_(pooled, non_blocking=True)
+                if stream is not None:
+                    stream.add(site.key, pooled, segments)
+                    return None
+                rows = pooled.to(torch_dtype)
+                not_finite.logical_or_(~torch.isfinite(rows).all())
+                pipeline.write(site.key, rows)
                 return None
 
             with torch.inference_mode(), site_hooks(model, resolved, on_site, stop_after=deepest):
@@ -458,13 +550,25 @@ def record_story(
                           use_cache=False)
                 except StopForward:
                     pass
-            pipeline.submit(batch.n_words)
+            if stream is not None:
+                last_run = story.words[batch.first_word + batch.n_words - 1].run
+                for _, rows in stream.finished_runs(last_run):
+                    pipeline.write("data", rows)
             n_tokens_fed += batch.n_tokens_fed
             bar.update(windows_in_batch[-1].keep_stop - windows_in_batch[0].keep_start)
+        if stream is not None:
+            for _, rows in stream.finished_runs(stream.n_runs):
+                pipeline.write("data", rows)
         pipeline.close()
-        checksums = {shard_path(s.name, s.layer): writers[s.key].close() for s in resolved}
+        if stream is not None:
+            stream.check_finite()
+        elif bool(not_finite):
+            raise ValueError(f"recording {story.name!r}: the model produced NaN or inf values, "
+                             f"or values beyond {stored}'s range; record with dtype='float32'")
+        checksums = {Path(w.path).relative_to(partial).as_posix(): w.close()
+                     for w in writers.values()}
     except BaseException:
-        if pipeline.thread.is_alive():
+        if pipeline.running:
             with contextlib.suppress(Exception):  # the original error is re-raised below
                 pipeline.close()
         for writer in writers.values():
@@ -479,29 +583,55 @@ def record_story(
     checksums["tokens/token_word.npy"] = write_small_array(
         partial / "tokens" / "token_word.npy", alignment.token_word)
     checksums[STORY_FILE] = write_json(partial / STORY_FILE, story_to_json(story))
+    provenance = provenance_block(
+        model=loaded.provenance, story_name=story.name, story_source=story.source,
+        sites=sorted({s.name for s in resolved}), layers=sorted({s.layer for s in resolved}),
+        context=asdict(policy), pooling=pooling, compute_dtype=compute_dtype,
+        stored_dtype=stored, device=str(device),
+        tokenizer=type(loaded.tokenizer).__name__, alignment="tokenizer character offsets",
+        grid="word" if stream is None else "tr",
+    )
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "complete": True,
+        "grid": "word" if stream is None else "tr", "dtype": stored,
         "story": story.name, "n_words": alignment.n_words, "n_tokens": alignment.n_tokens,
         "n_neurons": sum(s.width for s in resolved),
         "arrays": [{"site": s.name, "layer": s.layer, "width": s.width,
-                    "file": shard_path(s.name, s.layer), "shape": [alignment.n_words, s.width],
-                    "dtype": "float32", "module": s.module_path, "capture": s.capture}
+                    "file": shard_path(s.name, s.layer) if stream is None else TIMECOURSE_DATA,
+                    "shape": [alignment.n_words, s.width] if stream is None
+                    else [stream.n_rows_kept, s.width],
+                    "dtype": stored, "module": s.module_path, "capture": s.capture}
                    for s in resolved],
         "checksums": checksums,
         "settings": settings, "settings_hash": settings_hash,
         "timing": {"seconds": seconds, "tokens_fed": n_tokens_fed,
                    "story_tokens_per_s": alignment.n_tokens / seconds if seconds else None,
                    "n_windows": len(windows), "batch_size": batch_size},
-        "provenance": provenance_block(
-            model=loaded.provenance, story_name=story.name, story_source=story.source,
-            sites=sorted({s.name for s in resolved}), layers=sorted({s.layer for s in resolved}),
-            context=asdict(policy), pooling=pooling, compute_dtype=compute_dtype,
-            stored_dtype="float32", device=str(device),
-            tokenizer=type(loaded.tokenizer).__name__, alignment="tokenizer character offsets",
-        ),
+        "provenance": provenance,
     }
+    if stream is not None:
+        manifest["n_tr"] = stream.n_rows_kept
+        checksums.update(_write_timecourse_axes(partial, story, resampling, stream, resolved,
+                                                provenance))
     write_json(partial / MANIFEST, manifest)
     publish(partial, final)
-    logger.info("recorded %s: %d words x %d neurons in %.1f s -> %s", story.name,
-                alignment.n_words, manifest["n_neurons"], seconds, final)
+    logger.info("recorded %s: %d words x %d neurons%s in %.1f s -> %s", story.name,
+                alignment.n_words, manifest["n_neurons"],
+                "" if stream is None else f" to {stream.n_rows_kept} TRs", seconds, final)
     return final
+
+
+def _write_timecourse_axes(partial: Path, story: Story, resampling: TrResampling,
+                           stream: TrStream, resolved: list[Site], recording: dict) -> dict:
+    """The axes and provenance files of a TR-grid recording (its ``data.npy`` is written);
+    their checksums."""
+    from brainalign.timecourse.timecourses import (TIMECOURSE_AXES, NeuronTimecourses,
+                                                   timecourse_provenance)
+
+    neurons = NeuronTable.from_sites((s.layer, s.name, s.width) for s in resolved)
+    timecourses = NeuronTimecourses(
+        np.empty((stream.n_rows_kept, len(neurons)), dtype=np.float32),  # shape only
+        stream.times_s[stream.keep], stream.runs[stream.keep], neurons,
+        timecourse_provenance(story, resampling, recording, resampled_on=str(stream.device)))
+    timecourses.save_axes(partial)
+    return {name: file_sha256(partial / name) for name in TIMECOURSE_AXES}

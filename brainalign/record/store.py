@@ -7,12 +7,18 @@ One directory per story::
         story.json             the Story (words with times, runs, TR), as read back by .story
         tokens/token_ids.npy   the story's tokens (int64) and the word of each token
         tokens/token_word.npy
-        <site>/L<layer>.npy    (n_words, width) float32, one file per (site, layer)
+        <site>/L<layer>.npy    (n_words, width), one file per (site, layer), in the storage
+                               dtype: float32, float16, or bfloat16 kept as its 16-bit
+                               patterns (numpy has no bfloat16; read back as float32)
+
+A recording made straight to the TR grid (``record_story(..., to_tr=...)``) is instead a
+:class:`~brainalign.timecourse.NeuronTimecourses` directory (``data.npy``, ``axes.npz``,
+``provenance.json``) with the same ``manifest.json`` (``"grid": "tr"``) and ``story.json``.
 
 Shards are plain NumPy ``.npy`` files (readable by any tool, memory-mapped by
 ``numpy.load(mmap_mode="r")``). They are written row block by row block through
-:class:`ShardWriter`, which hashes the bytes as they go, so neither the writer nor the
-checksum ever holds a whole array. A recording is first written to a private
+:class:`ShardWriter`, which hashes each block as it goes (on several threads), so
+neither the writer nor the checksum ever holds a whole array. A recording is first written to a private
 ``.<name>.partial-<pid>`` folder and renamed into place only once its manifest is written:
 a run killed at any point leaves nothing that :meth:`Recording.open` accepts as complete.
 Leans on numpy's ``.npy`` format helpers and the standard library.
@@ -38,6 +44,49 @@ MANIFEST = "manifest.json"
 STORY_FILE = "story.json"
 FORMAT = "brainalign.recording"
 FORMAT_VERSION = 1
+#: A shard is flushed to disk every this many bytes while it is written, so that the
+#: disk works alongside the model instead of after it (the page cache would otherwise
+#: hold everything until the final fsync).
+SYNC_BYTES = 256 * 2**20
+#: Storage dtypes and how each is kept on disk.
+DISK_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
+               "bfloat16": np.dtype(np.uint16)}
+
+
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values kept as their 16-bit patterns -> float32 (exact)."""
+    return (np.asarray(bits).astype(np.uint32) << 16).view(np.float32)
+
+
+class BFloat16Shard:
+    """A memory-mapped bfloat16 shard, read as float32 one selection at a time.
+
+    Indexing (``shard[:, a:b]``) and ``numpy.asarray(shard)`` return float32; only the
+    selected part is read from disk.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, bits: np.ndarray):
+        self.bits = bits
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.bits.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.bits.ndim
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return bfloat16_to_float32(self.bits[index])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        values = bfloat16_to_float32(self.bits)
+        return values if dtype is None else values.astype(dtype)
 
 
 class IncompleteRecordingError(FileNotFoundError):
@@ -52,9 +101,12 @@ def shard_path(site: str, layer: int) -> str:
 class ShardWriter:
     """Stream a 2-D float array into a ``.npy`` file, row block by row block.
 
-    The header is written for the final shape up front; :meth:`append` adds rows in order
-    and feeds every byte written into a SHA-256, so the checksum of the finished file is
-    known without reading it back.
+    The header is written for the final shape up front; :meth:`append` (or :meth:`write`
+    then :meth:`hash_piece`) adds rows in order. Each written piece of rows gets its own
+    SHA-256, so pieces can be hashed by several threads while later ones are written; the
+    shard's checksum (:meth:`close`) is the SHA-256 of the header's digest followed by the
+    pieces' digests, with the pieces' row counts, so it is known without reading the file
+    back and :func:`pieces_checksum` recomputes it from the file.
 
     Parameters
     ----------
@@ -70,13 +122,17 @@ class ShardWriter:
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = np.dtype(dtype)
         self.rows_written = 0
-        self._digest = hashlib.sha256()
+        self._unsynced = 0
+        self._piece_digests: list[bytes | None] = []
+        self._piece_rows: list[int] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
                   "shape": self.shape}
-        np.lib.format.write_array_header_1_0(self._HashingFile(self._handle, self._digest),
+        header_digest = hashlib.sha256()
+        np.lib.format.write_array_header_1_0(self._HashingFile(self._handle, header_digest),
                                              header)
+        self._header_digest = header_digest.digest()
 
     class _HashingFile:
         """File wrapper that hashes what numpy's header writer writes."""
@@ -89,7 +145,12 @@ class ShardWriter:
             return self.handle.write(data)
 
     def append(self, rows: np.ndarray) -> None:
-        """Write the next ``rows`` (shape ``(n, n_columns)``, this writer's dtype)."""
+        """Write the next ``rows`` (shape ``(n, n_columns)``, this writer's dtype) and hash them."""
+        self.hash_piece(self.write(rows), rows)
+
+    def write(self, rows: np.ndarray) -> int:
+        """Write the next ``rows`` without hashing them; the piece's index, for
+        :meth:`hash_piece` (which another thread may call, in any order)."""
         if rows.ndim != 2 or rows.shape[1] != self.shape[1] or rows.dtype != self.dtype:
             raise ValueError(f"{self.path.name}: expected rows of shape (n, {self.shape[1]}) "
                              f"{self.dtype}, got {rows.shape} {rows.dtype}")
@@ -97,24 +158,80 @@ class ShardWriter:
             raise ValueError(f"{self.path.name}: {self.rows_written + len(rows)} rows would "
                              f"exceed the declared {self.shape[0]}")
         data = memoryview(np.ascontiguousarray(rows)).cast("B")
-        self._digest.update(data)
         self._handle.write(data)
         self.rows_written += len(rows)
+        self._piece_digests.append(None)
+        self._piece_rows.append(len(rows))
+        self._unsynced += data.nbytes
+        if self._unsynced >= SYNC_BYTES:  # start the disk early rather than all at close
+            self._handle.flush()
+            getattr(os, "fdatasync", os.fsync)(self._handle.fileno())
+            self._unsynced = 0
+        return len(self._piece_digests) - 1
+
+    def hash_piece(self, index: int, rows: np.ndarray) -> None:
+        """Hash piece ``index`` (the ``rows`` given to :meth:`write`); thread-safe."""
+        self._piece_digests[index] = _rows_digest(rows)
 
     def discard(self) -> None:
         """Close the file without checks (the recording is being abandoned)."""
         if not self._handle.closed:
             self._handle.close()
 
-    def close(self) -> str:
-        """Flush to disk; the file's SHA-256. Raises if fewer rows than declared arrived."""
+    def close(self) -> dict:
+        """Flush to disk; the checksum (see :func:`pieces_checksum`). Raises if fewer rows
+        than declared arrived, or a piece was never hashed."""
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self._handle.close()
         if self.rows_written != self.shape[0]:
             raise ValueError(f"{self.path.name}: {self.rows_written} rows written, "
                              f"{self.shape[0]} declared")
-        return self._digest.hexdigest()
+        if any(d is None for d in self._piece_digests):
+            raise ValueError(f"{self.path.name}: a written piece was never hashed")
+        return {"sha256_of_pieces": _combine(self._header_digest, self._piece_digests),
+                "piece_rows": list(self._piece_rows)}
+
+
+def _rows_digest(rows) -> bytes:
+    return hashlib.sha256(memoryview(np.ascontiguousarray(rows)).cast("B")).digest()
+
+
+def _combine(header_digest: bytes, piece_digests: list[bytes]) -> str:
+    return hashlib.sha256(header_digest + b"".join(piece_digests)).hexdigest()
+
+
+def pieces_checksum(path: Path, piece_rows: list[int], threads: int | None = None) -> str:
+    """Recompute a shard's checksum from its file (pieces hashed on ``threads`` threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(handle)
+        header_bytes = handle.tell()
+        handle.seek(0)
+        header_digest = hashlib.sha256(handle.read(header_bytes)).digest()
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    starts = header_bytes + row_bytes * np.concatenate([[0], np.cumsum(piece_rows)[:-1]])
+    if sum(piece_rows) != shape[0] or os.path.getsize(path) != header_bytes + row_bytes * shape[0]:
+        return "size mismatch"
+
+    def digest(start_and_rows):
+        start, rows = start_and_rows
+        with open(path, "rb") as piece:
+            piece.seek(int(start))
+            return hashlib.sha256(piece.read(rows * row_bytes)).digest()
+
+    with ThreadPoolExecutor(max_workers=threads or hash_threads()) as pool:
+        digests = list(pool.map(digest, zip(starts.tolist(), piece_rows)))
+    return _combine(header_digest, digests)
+
+
+def hash_threads() -> int:
+    """Threads that hash shard pieces (hashlib releases the GIL on large buffers)."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def write_small_array(path: Path, array: np.ndarray) -> str:
@@ -218,13 +335,22 @@ def read_manifest(path: str | os.PathLike) -> dict:
 
 
 def verify_checksums(path: str | os.PathLike, manifest: dict | None = None) -> list[str]:
-    """Files of a recording whose size or SHA-256 differ from the manifest (empty if none)."""
+    """Files of a recording whose size or checksum differ from the manifest (empty if none).
+
+    Small files carry a plain SHA-256; shards carry :class:`ShardWriter`'s checksum of
+    pieces, recomputed by :func:`pieces_checksum`.
+    """
     path = Path(path)
     manifest = manifest or read_manifest(path)
     bad = []
     for relative, expected in manifest["checksums"].items():
         file = path / relative
-        if not file.is_file() or file_sha256(file) != expected:
+        if not file.is_file():
+            bad.append(relative)
+        elif isinstance(expected, dict):
+            if pieces_checksum(file, expected["piece_rows"]) != expected["sha256_of_pieces"]:
+                bad.append(relative)
+        elif file_sha256(file) != expected:
             bad.append(relative)
     return bad
 
@@ -269,6 +395,10 @@ class Recording:
         """
         path = Path(path)
         manifest = read_manifest(path)
+        if manifest.get("grid", "word") != "word":
+            raise IncompleteRecordingError(
+                f"{path} was recorded straight to the TR grid: open it with "
+                "brainalign.timecourse.NeuronTimecourses.load")
         if verify:
             bad = verify_checksums(path, manifest)
             if bad:
@@ -284,20 +414,31 @@ class Recording:
     def n_words(self) -> int:
         return int(self.manifest["n_words"])
 
+    @property
+    def dtype(self) -> str:
+        """Storage dtype of the shards (``float32``, ``float16`` or ``bfloat16``)."""
+        return self.manifest.get("dtype", "float32")
+
+    def _load(self, entry: dict):
+        shard = np.load(self.path / entry["file"], mmap_mode="r")
+        return BFloat16Shard(shard) if entry.get("dtype") == "bfloat16" else shard
+
     def block(self, site: str, layer: int) -> np.ndarray:
-        """One (site, layer) shard, memory-mapped, shape ``(n_words, width)`` float32."""
+        """One (site, layer) shard, memory-mapped, shape ``(n_words, width)``, in the storage
+        dtype (a :class:`BFloat16Shard`, read as float32, for bfloat16)."""
         for entry in self.manifest["arrays"]:
             if entry["site"] == site and entry["layer"] == layer:
-                return np.load(self.path / entry["file"], mmap_mode="r")
+                return self._load(entry)
         raise KeyError(f"no {site!r} layer {layer} in {self.path} (sites {list(self.sites)}, "
                        f"layers {list(self.layers)})")
 
     def matrix(self, sites: Iterable[str] | None = None,
                layers: Iterable[int] | None = None) -> np.ndarray:
-        """Word-by-neuron values, shape ``(n_words, n_neurons)`` float32.
+        """Word-by-neuron values, shape ``(n_words, n_neurons)``, in the storage dtype.
 
         Columns follow ``self.neurons.select(self.neurons.mask(sites, layers))``. A single
-        (site, layer) is returned memory-mapped; several are concatenated in memory.
+        (site, layer) is returned memory-mapped (see :meth:`block`); several are
+        concatenated in memory (float32 for bfloat16 recordings).
         """
         sites = None if sites is None else [sites] if isinstance(sites, str) else list(sites)
         layers = None if layers is None else [layers] if isinstance(layers, int) else list(layers)
@@ -307,7 +448,7 @@ class Recording:
                            f"layers {list(self.layers)})")
         chosen = [a for a in self.manifest["arrays"]
                   if (sites is None or a["site"] in sites) and (layers is None or a["layer"] in layers)]
-        blocks = [np.load(self.path / a["file"], mmap_mode="r") for a in chosen]
+        blocks = [self._load(a) for a in chosen]
         if len(blocks) == 1:
             return blocks[0]
         return np.concatenate(blocks, axis=1)

@@ -5,11 +5,11 @@ from brainalign.timecourse.delays import DEFAULT_DELAYS, Delayer, delay_features
 from brainalign.timecourse.resample import hrf_matrix, lanczos_kernel, lanczos_matrix, tr_times
 from brainalign.timecourse.runs import (check_runs, run_slices, runs_from_lengths, trim_mask,
                                         trim_runs, zscore_runs)
-from brainalign.timecourse.timecourses import (NeuronTimecourses, recording_to_tr, tr_grid,
-                                               words_to_tr)
+from brainalign.timecourse.timecourses import (NeuronTimecourses, TrResampling, recording_to_tr,
+                                               tr_grid, words_to_tr)
 
 __all__ = [
-    "DEFAULT_DELAYS", "Delayer", "NeuronTimecourses", "check_runs", "delay_features", "delays_in_trs", "hrf_matrix",
+    "DEFAULT_DELAYS", "Delayer", "NeuronTimecourses", "TrResampling", "check_runs", "delay_features", "delays_in_trs", "hrf_matrix",
     "lanczos_kernel", "lanczos_matrix", "recording_to_tr", "run_slices", "runs_from_lengths",
     "tr_grid", "tr_times", "trim_mask", "trim_runs", "words_to_tr", "zscore_runs",
 ]

@@ -38,6 +38,8 @@ import numpy as np
 
 METHODS = ("lanczos", "hrf")
 HRF_MODELS = ("spm", "glover")
+#: Length of the canonical HRF kernel (s): a word moves no volume later than this.
+HRF_LENGTH_S = 32.0
 
 
 def tr_times(n_volumes: int, tr_s: float, first_volume_s: float) -> np.ndarray:
@@ -111,7 +113,7 @@ def lanczos_matrix(word_times_s: np.ndarray, tr_times_s: np.ndarray, tr_s: float
 
 
 def hrf_samples(tr_s: float, hrf_model: Literal["spm", "glover"] = "spm",
-                oversampling: int = 50, time_length_s: float = 32.0) -> tuple[np.ndarray, float]:
+                oversampling: int = 50, time_length_s: float = HRF_LENGTH_S) -> tuple[np.ndarray, float]:
     """nilearn's canonical HRF on a fine grid.
 
     Returns
@@ -132,7 +134,7 @@ def hrf_samples(tr_s: float, hrf_model: Literal["spm", "glover"] = "spm",
 
 def hrf_matrix(onsets_s: np.ndarray, tr_times_s: np.ndarray, tr_s: float,
                hrf_model: Literal["spm", "glover"] = "spm", oversampling: int = 50,
-               time_length_s: float = 32.0) -> np.ndarray:
+               time_length_s: float = HRF_LENGTH_S) -> np.ndarray:
     """HRF convolution matrix for one run: impulses at word onsets, read at TR times.
 
     Parameters

@@ -27,12 +27,16 @@ import numpy as np
 from brainalign.provenance import provenance_block
 from brainalign.record.neurons import NeuronTable
 from brainalign.stimuli.story import Story
-from brainalign.timecourse.resample import METHODS, hrf_matrix, lanczos_matrix, tr_times
+from brainalign.timecourse.resample import (HRF_LENGTH_S, METHODS, hrf_matrix, lanczos_matrix,
+                                             tr_times)
 from brainalign.timecourse.runs import check_runs, trim_mask, zscore_runs
 
 logger = logging.getLogger(__name__)
 
 Method = Literal["lanczos", "hrf"]
+#: Files of a saved :class:`NeuronTimecourses`: the values, then the axes and provenance.
+TIMECOURSE_DATA = "data.npy"
+TIMECOURSE_AXES = ("axes.npz", "provenance.json")
 
 
 @dataclass
@@ -41,7 +45,7 @@ class NeuronTimecourses:
 
     Attributes
     ----------
-    data : ndarray, shape (n_tr, n_neurons), float32
+    data : ndarray, shape (n_tr, n_neurons), float32 (float16 when recorded so)
     times_s : ndarray, shape (n_tr,), float64
         Time of each TR in seconds, on the clock of its run's words.
     runs : ndarray of int, shape (n_tr,)
@@ -84,24 +88,32 @@ class NeuronTimecourses:
                                  self.neurons.select(index), dict(self.provenance))
 
     def save(self, path: str | Path) -> Path:
-        """Write to a directory: ``data.npy``, ``axes.npz`` (times, runs, neuron table), ``provenance.json``."""
+        """Write to a directory: ``data.npy`` (float16 data stays float16, anything else is
+        written as float32), ``axes.npz`` (times, runs, neuron table), ``provenance.json``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        np.save(path / "data.npy", np.asarray(self.data, dtype=np.float32))
-        np.savez(path / "axes.npz", times_s=self.times_s, runs=self.runs,
-                 layer=self.neurons.layer, site=self.neurons.site.astype(str), unit=self.neurons.unit)
-        (path / "provenance.json").write_text(json.dumps(self.provenance, indent=2, default=str))
+        dtype = np.float16 if self.data.dtype == np.float16 else np.float32
+        np.save(path / TIMECOURSE_DATA, np.asarray(self.data, dtype=dtype))
+        self.save_axes(path)
         return path
+
+    def save_axes(self, path: str | Path) -> None:
+        """Write everything but ``data.npy`` (for writers that stream the values themselves)."""
+        path = Path(path)
+        axes, provenance = TIMECOURSE_AXES
+        np.savez(path / axes, times_s=self.times_s, runs=self.runs,
+                 layer=self.neurons.layer, site=self.neurons.site.astype(str), unit=self.neurons.unit)
+        (path / provenance).write_text(json.dumps(self.provenance, indent=2, default=str))
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> "NeuronTimecourses":
         """Read a directory written by :meth:`save` (``data`` memory-mapped when ``mmap``)."""
         path = Path(path)
-        data = np.load(path / "data.npy", mmap_mode="r" if mmap else None)
-        with np.load(path / "axes.npz") as axes:
+        data = np.load(path / TIMECOURSE_DATA, mmap_mode="r" if mmap else None)
+        with np.load(path / TIMECOURSE_AXES[0]) as axes:
             neurons = NeuronTable(axes["layer"], axes["site"], axes["unit"])
             times_s, runs = axes["times_s"], axes["runs"]
-        provenance = json.loads((path / "provenance.json").read_text())
+        provenance = json.loads((path / TIMECOURSE_AXES[1]).read_text())
         return cls(data, times_s, runs, neurons, provenance)
 
 
@@ -147,23 +159,98 @@ def _word_time(method: Method, word_time: str | None) -> str:
     return word_time
 
 
-def _run_kernels(story: Story, method: Method, word_time: str, window: int,
-                 cutoff_mult: float, hrf_model: str, oversampling: int
+@dataclass(frozen=True)
+class TrResampling:
+    """How word values become TR values: the settings of :func:`words_to_tr` and
+    :func:`recording_to_tr`, gathered for the recorder's on-device route
+    (:func:`brainalign.record.record_story` with ``to_tr=``).
+
+    Attributes
+    ----------
+    method : {"lanczos", "hrf"}
+    word_time : {"onset", "middle"}, optional
+        Default: word middle for Lanczos, onset for HRF impulses.
+    window, cutoff_mult : Lanczos parameters.
+    hrf_model, oversampling : HRF parameters.
+    trim : (int, int)
+        TRs dropped at the start and end of every run (before z-scoring).
+    zscore : bool
+        Z-score every neuron within each run (after trimming).
+    allow_words_outside_scan : bool
+        Accept words before the first volume or after the last (see :meth:`Story.check_scan`).
+    """
+
+    method: Method = "lanczos"
+    word_time: str | None = None
+    window: int = 3
+    cutoff_mult: float = 1.0
+    hrf_model: str = "spm"
+    oversampling: int = 50
+    trim: tuple[int, int] = (0, 0)
+    zscore: bool = True
+    allow_words_outside_scan: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "word_time", _word_time(self.method, self.word_time))
+        object.__setattr__(self, "trim", tuple(int(t) for t in self.trim))
+        if len(self.trim) != 2 or min(self.trim) < 0:
+            raise ValueError(f"trim must be two TR counts >= 0 (start, end), got {self.trim}")
+
+    def word_times(self, story: Story) -> np.ndarray:
+        """Sample time of every word (s, on its run's clock), shape (n_words,)."""
+        onsets = np.array([w.onset_s for w in story.words], dtype=np.float64)
+        if self.word_time == "onset":
+            return onsets
+        return (onsets + np.array([w.offset_s for w in story.words], dtype=np.float64)) / 2.0
+
+    def kernel(self, word_times_s: np.ndarray, tr_times_s: np.ndarray, tr_s: float) -> np.ndarray:
+        """Resampling matrix (n_tr, n_words) between any words and volumes of one run."""
+        if self.method == "lanczos":
+            return lanczos_matrix(word_times_s, tr_times_s, tr_s, self.window, self.cutoff_mult)
+        return hrf_matrix(word_times_s, tr_times_s, tr_s, self.hrf_model, self.oversampling)
+
+    def support_s(self, tr_s: float) -> tuple[float, float]:
+        """Lags (s) outside which the kernel is zero: volume time - word time lies in
+        ``[-before, after]``; returned as ``(before, after)``."""
+        if self.method == "lanczos":
+            reach = self.window * 2.0 * tr_s / self.cutoff_mult
+            return reach, reach
+        return 0.0, HRF_LENGTH_S
+
+    def provenance(self) -> dict:
+        """The settings as provenance entries (those of :func:`recording_to_tr`)."""
+        return dict(
+            method=self.method, allow_words_outside_scan=self.allow_words_outside_scan,
+            word_time=self.word_time,
+            lanczos={"window": self.window, "cutoff_mult": self.cutoff_mult}
+            if self.method == "lanczos" else None,
+            hrf={"model": self.hrf_model, "oversampling": self.oversampling}
+            if self.method == "hrf" else None,
+            trim=list(self.trim), zscore=self.zscore)
+
+
+def timecourse_provenance(story: Story, resampling: TrResampling, recording: dict,
+                          sites=None, layers=None, **extra) -> dict:
+    """The provenance block of a :class:`NeuronTimecourses` made from a recording."""
+    return provenance_block(
+        stage="timecourse", story=story.name, tr_s=story.tr_s,
+        n_volumes=list(story.n_volumes), first_volume_s=list(story.first_volume_s),
+        n_words_outside_scan=[row["n_outside_scan"] for row in story.run_summary()],
+        **resampling.provenance(),
+        sites=None if sites is None else list(sites), layers=None if layers is None else list(layers),
+        recording=dict(recording), **extra)
+
+
+def _run_kernels(story: Story, resampling: TrResampling
                  ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
     """For each run: (TR slice in the output, word indices, kernel (n_tr_run, n_words_run))."""
     word_runs = np.array([w.run for w in story.words])
-    onsets = np.array([w.onset_s for w in story.words], dtype=np.float64)
-    offsets = np.array([w.offset_s for w in story.words], dtype=np.float64)
-    times_w = onsets if word_time == "onset" else (onsets + offsets) / 2.0
+    times_w = resampling.word_times(story)
     times_tr, runs_tr = tr_grid(story)
     start = 0
     for run, n_volumes in enumerate(story.n_volumes):
         word_index = np.flatnonzero(word_runs == run)
-        run_times = times_tr[runs_tr == run]
-        if method == "lanczos":
-            kernel = lanczos_matrix(times_w[word_index], run_times, story.tr_s, window, cutoff_mult)
-        else:
-            kernel = hrf_matrix(times_w[word_index], run_times, story.tr_s, hrf_model, oversampling)
+        kernel = resampling.kernel(times_w[word_index], times_tr[runs_tr == run], story.tr_s)
         yield slice(start, start + n_volumes), word_index, kernel
         start += n_volumes
 
@@ -209,11 +296,11 @@ def words_to_tr(values: np.ndarray, story: Story, method: Method = "lanczos", *,
     if bad_rows.any():
         raise ValueError(f"values hold NaN or inf on {int(bad_rows.sum())} word(s) "
                          f"(first at word {int(np.argmax(bad_rows))})")
-    word_time = _word_time(method, word_time)
+    resampling = TrResampling(method, word_time, window, cutoff_mult, hrf_model, oversampling,
+                              allow_words_outside_scan=allow_words_outside_scan)
     story.check_scan(allow_words_outside_scan)
     out = np.zeros((sum(story.n_volumes), values.shape[1]), dtype=np.float64)
-    for tr_slice, word_index, kernel in _run_kernels(story, method, word_time, window,
-                                                     cutoff_mult, hrf_model, oversampling):
+    for tr_slice, word_index, kernel in _run_kernels(story, resampling):
         out[tr_slice] = kernel @ values[word_index]
     return out[:, 0] if squeeze else out
 
@@ -277,7 +364,8 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
         raise ValueError(f"story {story.name!r} ({len(story.words)} words) does not have the "
                          f"words of the recording of {recording.story.name!r} "
                          f"({len(recording.story.words)} words)")
-    word_time = _word_time(method, word_time)
+    resampling = TrResampling(method, word_time, window, cutoff_mult, hrf_model, oversampling,
+                              trim, zscore, allow_words_outside_scan)
     story.check_scan(allow_words_outside_scan)
     if chunk_neurons < 1:
         raise ValueError(f"chunk_neurons must be >= 1, got {chunk_neurons}")
@@ -289,8 +377,7 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
         raise ValueError(f"no recorded neurons at sites {sites} and layers {layers}")
     times_s, runs = tr_grid(story)
     keep = trim_mask(runs, trim)
-    kernels = list(_run_kernels(story, method, word_time, window, cutoff_mult, hrf_model,
-                                oversampling))
+    kernels = list(_run_kernels(story, resampling))
     torch_device = _resolve_device(device)
     if torch_device is not None:
         import torch
@@ -336,16 +423,6 @@ def recording_to_tr(recording: RecordingLike, method: Method = "lanczos", *,
             resampled = zscore_runs(resampled, runs[keep])
         data[:, columns[start:stop]] = resampled
 
-    provenance = provenance_block(
-        stage="timecourse", story=story.name, method=method, tr_s=story.tr_s,
-        n_volumes=list(story.n_volumes), first_volume_s=list(story.first_volume_s),
-        n_words_outside_scan=[row["n_outside_scan"] for row in story.run_summary()],
-        allow_words_outside_scan=allow_words_outside_scan, word_time=word_time,
-        lanczos={"window": window, "cutoff_mult": cutoff_mult} if method == "lanczos" else None,
-        hrf={"model": hrf_model, "oversampling": oversampling} if method == "hrf" else None,
-        trim=list(trim), zscore=zscore,
-        sites=None if sites is None else list(sites), layers=None if layers is None else list(layers),
-        recording=dict(recording.provenance),
-    )
+    provenance = timecourse_provenance(story, resampling, recording.provenance, sites, layers)
     return NeuronTimecourses(data, times_s[keep], runs[keep], neurons, provenance)
 
