@@ -7,13 +7,23 @@ Rows (tokens/s over the same context windows and batches):
 (b) brainalign ``record_story`` recording ``mlp.inner`` of every layer, pooled to words on
               the device and streamed to disk (alignment, hooks, pooling, copies, writes,
               checksums and manifest all included in the time).
-(c) naive     a forward hook per layer that keeps ``.float().cpu()`` of every token's
+(c) tr        ``record_story(..., to_tr=True, dtype="float16")``: the same, but each
+              batch's word rows are resampled to the scan's 2 s TR grid and z-scored per
+              run on the device; only float16 TR rows reach the host and the disk.
+(d) naive     a forward hook per layer that keeps ``.float().cpu()`` of every token's
               ``mlp.inner`` in a Python list (what most research code does).
+
+(b) stores float16 on CUDA and float32 on CPU (the defaults). On CUDA the run also
+measures what bounds a recording that must leave the device: the device -> pinned host
+copy bandwidth and the disk's write bandwidth (write + fsync in the output folder), and
+reports bytes per story token of (b) and (c) with the bound
+``min(bare, d2h / bytes per token, disk / bytes per token)`` in tokens/s.
 
 On CUDA: a Llama-3-8B-shaped and a Llama-3.2-1B-shaped model built from configs with
 random bf16 weights (no download), 8 windows x 1024 tokens. On CPU: SmolLM2-135M on the
 bundled story. The CPU run also records host memory (peak RSS above the level before the
-call) at two story lengths. Writes JSON (default ``benchmarks/results/record.json``).
+call) at two story lengths, word rows and TR rows. Writes JSON (default
+``benchmarks/results/record.json``).
 
     python benchmarks/record.py [--device cuda|cpu] [--tokenizer DIR] [--out PATH]
 """
@@ -32,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from brainalign.models.registry import LoadedModel, load_model
+from brainalign.models.registry import DEFAULT_CAUSAL_MODEL, LoadedModel, load_model
 from brainalign.models.sites import resolve_sites
 from brainalign.provenance import provenance_block
 from brainalign.record import align_words, context_policy, plan_windows, record_story
@@ -83,9 +93,11 @@ def peak_rss_growth(function) -> tuple[int, float]:
 
 
 def repeat_story(words: list[str], n_words: int, name: str) -> Story:
-    """A story of ``n_words`` words cycling through ``words``, 0.3 s each, one run."""
+    """A story of ``n_words`` words cycling through ``words``, 0.3 s each, one run, with a
+    2 s scan from 0 s that covers every word."""
     texts = [words[i % len(words)] for i in range(n_words)]
-    return Story(name, tuple(Word(t, 0.3 * i, 0.3 * i + 0.25) for i, t in enumerate(texts)))
+    story = Story(name, tuple(Word(t, 0.3 * i, 0.3 * i + 0.25) for i, t in enumerate(texts)))
+    return story.with_scan(2.0, [int(0.3 * (n_words - 1) / 2.0) + 2], first_volume_s=0.0)
 
 
 def story_for_tokens(tokenizer, n_tokens: int, name: str) -> Story:
@@ -131,12 +143,15 @@ def time_bare(loaded, story, context_tokens, stride_tokens, batch_size) -> dict:
             "n_windows": len(windows), "tok_s": alignment.n_tokens / seconds}
 
 
-def time_brainalign(loaded, story, context_tokens, stride_tokens, batch_size, out_dir) -> dict:
-    """(b): record_story, mlp.inner of all layers, pooled to words, streamed to disk."""
+def time_brainalign(loaded, story, context_tokens, stride_tokens, batch_size, out_dir,
+                    **options) -> dict:
+    """(b), or (c) with ``to_tr=True``: record_story, mlp.inner of all layers, streamed to disk."""
     kwargs = dict(context_tokens=context_tokens, stride_tokens=stride_tokens,
-                  batch_size=batch_size, overwrite=True, progress=False)
+                  batch_size=batch_size, overwrite=True, progress=False, **options)
     out_dir.mkdir(parents=True, exist_ok=True)
-    warm_up = Story(f"{story.name}-warm-up", story.words[:64])
+    warm_up = story.words[:64]
+    warm_up = Story(f"{story.name}-warm-up", warm_up).with_scan(
+        2.0, [int(warm_up[-1].onset_s / 2.0) + 2], first_volume_s=0.0)
     record_story(loaded, warm_up, ["mlp.inner"], out_dir / "warm-up", **kwargs)
     _sync(loaded.device)
     timed = Path(tempfile.mkdtemp(dir=out_dir))  # fresh: a finished recording would be skipped
@@ -145,12 +160,52 @@ def time_brainalign(loaded, story, context_tokens, stride_tokens, batch_size, ou
     _sync(loaded.device)
     seconds = time.perf_counter() - started
     manifest = json.loads((path / "manifest.json").read_text())
-    bytes_written = sum(f.stat().st_size for f in path.rglob("*.npy"))
+    bytes_written = sum(f.stat().st_size for f in path.rglob("*.npy")  # the values only
+                        if f.parent.name != "tokens")
     shutil.rmtree(timed)
     return {"seconds": seconds, "story_tokens": manifest["n_tokens"],
-            "n_words": manifest["n_words"], "n_neurons": manifest["n_neurons"],
-            "bytes_written": bytes_written,
+            "n_words": manifest["n_words"], "n_tr": manifest.get("n_tr"),
+            "n_neurons": manifest["n_neurons"], "dtype": manifest["dtype"],
+            "grid": manifest["grid"], "bytes_written": bytes_written,
+            "bytes_per_token": bytes_written / manifest["n_tokens"],
             "tok_s": manifest["n_tokens"] / seconds}
+
+
+def device_to_host_bandwidth(device: torch.device, n_bytes: int = 2**30) -> float:
+    """Bytes/s of one device -> pinned host copy of ``n_bytes`` (best of 3)."""
+    source = torch.empty(n_bytes, dtype=torch.uint8, device=device)
+    target = torch.empty(n_bytes, dtype=torch.uint8, pin_memory=True)
+    best = float("inf")
+    for _ in range(3):
+        _sync(device)
+        started = time.perf_counter()
+        target.copy_(source, non_blocking=True)
+        _sync(device)
+        best = min(best, time.perf_counter() - started)
+    del source, target
+    return n_bytes / best
+
+
+def disk_write_bandwidth(folder: Path, n_bytes: int = 2**30) -> float:
+    """Bytes/s of writing ``n_bytes`` to a new file in ``folder`` and fsyncing it (best of 2)."""
+    block = os.urandom(2**26)
+    best = float("inf")
+    for attempt in range(2):
+        path = folder / f"disk-bandwidth-{attempt}.bin"
+        started = time.perf_counter()
+        with open(path, "wb") as handle:
+            for _ in range(n_bytes // len(block)):
+                handle.write(block)
+            handle.flush()
+            os.fsync(handle.fileno())
+        best = min(best, time.perf_counter() - started)
+        path.unlink()
+    return n_bytes / best
+
+
+def bound_tok_s(bare_tok_s: float, bytes_per_token: float, d2h: float, disk: float) -> float:
+    """Fastest possible recording: the forward pass, or moving its bytes to host and disk."""
+    return min(bare_tok_s, d2h / bytes_per_token, disk / bytes_per_token)
 
 
 def time_naive(loaded, story, context_tokens, stride_tokens, batch_size) -> dict:
@@ -182,8 +237,9 @@ def time_naive(loaded, story, context_tokens, stride_tokens, batch_size) -> dict
             "tok_s": alignment.n_tokens / seconds}
 
 
-def gpu_row(shape: str, device: torch.device, out_dir: Path, tokenizer) -> dict:
-    """One Llama-3-shaped model with random bf16 weights: (a), (b), (c) on 8 x 1024 tokens."""
+def gpu_row(shape: str, device: torch.device, out_dir: Path, tokenizer,
+            bandwidth: dict) -> dict:
+    """One Llama-3-shaped model with random bf16 weights: (a)-(d) on 8 x 1024 tokens."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     config = LlamaConfig(vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
@@ -197,13 +253,20 @@ def gpu_row(shape: str, device: torch.device, out_dir: Path, tokenizer) -> dict:
     settings = dict(context_tokens=0, stride_tokens=1024, batch_size=8)
     bare = time_bare(loaded, story, **settings)
     brainalign = time_brainalign(loaded, story, out_dir=out_dir / shape, **settings)
+    tr = time_brainalign(loaded, story, out_dir=out_dir / shape, to_tr=True, **settings)
     naive = time_naive(loaded, story, **settings)
     del model, loaded
     torch.cuda.empty_cache()
+    word_bound = bound_tok_s(bare["tok_s"], brainalign["bytes_per_token"], **bandwidth)
+    tr_bound = bound_tok_s(bare["tok_s"], tr["bytes_per_token"], **bandwidth)
     return {"model": f"Llama-3-{shape.upper()}-shaped, random bf16 weights", "shape": shape,
             "n_layers": config.num_hidden_layers, "windows": "8 x 1024 tokens",
-            "bare": bare, "brainalign": brainalign, "naive": naive,
-            "ratio": brainalign["tok_s"] / bare["tok_s"]}
+            "bare": bare, "brainalign": brainalign, "tr": tr, "naive": naive,
+            "word_bound_tok_s": word_bound, "tr_bound_tok_s": tr_bound,
+            "ratio": brainalign["tok_s"] / bare["tok_s"],
+            "ratio_word_vs_bound": brainalign["tok_s"] / word_bound,
+            "ratio_tr": tr["tok_s"] / bare["tok_s"],
+            "ratio_tr_vs_bound": tr["tok_s"] / tr_bound}
 
 
 def gpu_tokenizer(folder: Path | None):
@@ -214,7 +277,7 @@ def gpu_tokenizer(folder: Path | None):
     is loaded.
     """
     if folder is None:
-        return load_model("smollm2-135m", device="cpu").tokenizer
+        return load_model(DEFAULT_CAUSAL_MODEL, device="cpu").tokenizer
     from transformers import PreTrainedTokenizerFast
 
     # the tokenizer.json alone: readable by any transformers release with fast tokenizers
@@ -223,40 +286,57 @@ def gpu_tokenizer(folder: Path | None):
 
 
 def cpu_row(loaded, out_dir: Path, repeats: int) -> dict:
-    """SmolLM2-135M on the bundled story: (a), (b) and (c), best of ``repeats``."""
+    """SmolLM2-135M on the bundled story: (a)-(d), best of ``repeats``."""
     story = bundled_story()
     settings = dict(context_tokens=512, stride_tokens=512, batch_size=4)
-    bare, brainalign = [], []
-    for _ in range(repeats):  # alternate, so load on a shared machine hits both alike
+    bare, brainalign, tr = [], [], []
+    for _ in range(repeats):  # alternate, so load on a shared machine hits all alike
         bare.append(time_bare(loaded, story, **settings))
         brainalign.append(time_brainalign(loaded, story, out_dir=out_dir / "cpu", **settings))
-    bare_best = max(bare, key=lambda r: r["tok_s"])
-    brainalign_best = max(brainalign, key=lambda r: r["tok_s"])
+        tr.append(time_brainalign(loaded, story, out_dir=out_dir / "cpu", to_tr=True,
+                                  dtype="float16", **settings))
+    bare_best, brainalign_best, tr_best = (max(rows, key=lambda r: r["tok_s"])
+                                           for rows in (bare, brainalign, tr))
     naive = time_naive(loaded, story, **settings)
-    return {"model": "smollm2-135m (SmolLM2-135M-Instruct, float32)", "story": story.name,
+    return {"model": f"{DEFAULT_CAUSAL_MODEL} (SmolLM2-135M-Instruct, Q4_1 dequantised to float32)",
+            "story": story.name,
             "settings": settings, "threads": torch.get_num_threads(),
-            "bare": bare_best, "brainalign": brainalign_best, "naive": naive,
+            "bare": bare_best, "brainalign": brainalign_best, "tr": tr_best, "naive": naive,
             "all_bare_tok_s": [r["tok_s"] for r in bare],
             "all_brainalign_tok_s": [r["tok_s"] for r in brainalign],
-            "ratio": brainalign_best["tok_s"] / bare_best["tok_s"]}
+            "all_tr_tok_s": [r["tok_s"] for r in tr],
+            "ratio": brainalign_best["tok_s"] / bare_best["tok_s"],
+            "ratio_tr": tr_best["tok_s"] / bare_best["tok_s"]}
 
 
-def memory_rows(loaded, out_dir: Path, factors=(1, 2)) -> list[dict]:
+def repeat_runs(words: list[str], n_runs: int, name: str) -> Story:
+    """``n_runs`` runs, each ``words`` at 0.3 s per word, with a 2 s scan covering each."""
+    run = repeat_story(words, len(words), name)
+    story = Story(name, tuple(Word(w.text, w.onset_s, w.offset_s, r)
+                              for r in range(n_runs) for w in run.words))
+    return story.with_scan(2.0, list(run.n_volumes) * n_runs, first_volume_s=0.0)
+
+
+def memory_rows(loaded, out_dir: Path, factors=(1, 2), **options) -> list[dict]:
     """Peak host memory of record_story (all layers of mlp.inner) at two story lengths.
 
-    One window per batch, so that both lengths run several batches and fill both host
-    buffer sets (a story that fits in one batch touches only one of them).
+    One window per batch, so that both lengths run several batches and cycle through the
+    host buffers (a story that fits in one batch touches only some of them). Word rows:
+    one run, ``factor`` times the bundled story's words. TR rows (``to_tr``): ``factor``
+    runs of the bundled story's length, since the recorder holds the TR rows of the run
+    being read (two at a run boundary).
     """
     words = bundled_story().texts
     rows = []
     for factor in factors:
-        story = repeat_story(words, factor * len(words), f"memory-x{factor}")
+        story = (repeat_runs(words, factor, f"memory-runs-x{factor}") if options.get("to_tr")
+                 else repeat_story(words, factor * len(words), f"memory-x{factor}"))
         growth, seconds = peak_rss_growth(lambda: record_story(
             loaded, story, ["mlp.inner"], out_dir / "memory", context_tokens=512,
-            stride_tokens=512, batch_size=1, overwrite=True, progress=False))
+            stride_tokens=512, batch_size=1, overwrite=True, progress=False, **options))
         n_neurons = sum(s.width for s in resolve_sites(loaded.model, ["mlp.inner"]))
         rows.append({"n_words": len(story.words), "recorded_bytes": len(story.words) * n_neurons * 4,
-                     "peak_rss_growth_bytes": growth, "seconds": seconds})
+                     "peak_rss_growth_bytes": growth, "seconds": seconds, **options})
     return rows
 
 
@@ -271,18 +351,32 @@ def main() -> None:
                              "without the registry's model package (default: the registry's)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    summary = {"device": None, "ratio_8b": None, "ratio_1b": None, "ratio_cpu": None,
-               "naive_tok_s_8b": None, "bare_tok_s_8b": None, "brainalign_tok_s_8b": None}
+    summary = {"device": None, "ratio_8b_tr": None, "ratio_1b_tr": None,
+               "ratio_8b_word_vs_bound": None, "ratio_cpu": None, "ratio_8b": None,
+               "ratio_1b": None, "naive_tok_s_8b": None, "bare_tok_s_8b": None,
+               "brainalign_tok_s_8b": None}
     result: dict = {"summary": summary, "rows": {}}
     with tempfile.TemporaryDirectory(prefix="brainalign-bench-") as scratch:
         scratch = Path(scratch)
         if device.type == "cuda":
             summary["device"] = torch.cuda.get_device_name(device)
             tokenizer = gpu_tokenizer(args.tokenizer)
+            bandwidth = {"d2h": device_to_host_bandwidth(device),
+                         "disk": disk_write_bandwidth(scratch)}
+            result["bandwidth_bytes_per_s"] = bandwidth
+            summary["d2h_gb_s"] = bandwidth["d2h"] / 1e9
+            summary["disk_gb_s"] = bandwidth["disk"] / 1e9
             for shape in ("8b", "1b"):
-                row = gpu_row(shape, device, scratch, tokenizer)
+                row = gpu_row(shape, device, scratch, tokenizer, bandwidth)
                 result["rows"][shape] = row
                 summary[f"ratio_{shape}"] = row["ratio"]
+                summary[f"ratio_{shape}_tr"] = row["ratio_tr"]
+                summary[f"ratio_{shape}_tr_vs_bound"] = row["ratio_tr_vs_bound"]
+                summary[f"ratio_{shape}_word_vs_bound"] = row["ratio_word_vs_bound"]
+                summary[f"bytes_per_token_{shape}"] = {
+                    "word": row["brainalign"]["bytes_per_token"],
+                    "tr": row["tr"]["bytes_per_token"]}
+            summary["tr_tok_s_8b"] = result["rows"]["8b"]["tr"]["tok_s"]
             summary["naive_tok_s_8b"] = result["rows"]["8b"]["naive"]["tok_s"]
             summary["bare_tok_s_8b"] = result["rows"]["8b"]["bare"]["tok_s"]
             summary["brainalign_tok_s_8b"] = result["rows"]["8b"]["brainalign"]["tok_s"]
@@ -290,20 +384,25 @@ def main() -> None:
         else:
             summary["device"] = f"CPU ({platform.processor() or platform.machine()}, " \
                                 f"{os.cpu_count()} cores)"
-            loaded = load_model("smollm2-135m", device="cpu")
+            loaded = load_model(DEFAULT_CAUSAL_MODEL, device="cpu")
             # host memory first, before the naive peer fills the allocator's free lists
             record_story(loaded, Story("warm-up", bundled_story().words[:64]), ["mlp.inner"],
                          scratch / "warm-up", overwrite=True, progress=False)
             result["memory"] = memory_rows(loaded, scratch)
+            result["memory_tr"] = memory_rows(loaded, scratch, factors=(2, 8), to_tr=True,
+                                              dtype="float16")
             row = cpu_row(loaded, scratch, args.repeats)
             result["rows"]["cpu"] = row
-            summary["ratio_cpu"] = row["ratio"]
+            summary["ratio_cpu"] = row["ratio_tr"]
+            summary["ratio_cpu_word"] = row["ratio"]
             summary["bare_tok_s_cpu"] = row["bare"]["tok_s"]
             summary["brainalign_tok_s_cpu"] = row["brainalign"]["tok_s"]
+            summary["tr_tok_s_cpu"] = row["tr"]["tok_s"]
             summary["naive_tok_s_cpu"] = row["naive"]["tok_s"]
-            growth = [r["peak_rss_growth_bytes"] for r in result["memory"]]
-            summary["peak_rss_growth_mb"] = {r["n_words"]: round(g / 2**20, 1)
-                                             for r, g in zip(result["memory"], growth)}
+            for key in ("memory", "memory_tr"):
+                summary[f"peak_rss_growth_mb{key[6:]}"] = {
+                    r["n_words"]: round(r["peak_rss_growth_bytes"] / 2**20, 1)
+                    for r in result[key]}
             summary["reason"] = ("GPU rows (8B, 1B shapes) not measured: no CUDA device on "
                                  "this machine; run with --device cuda")
     result["provenance"] = provenance_block(benchmark="record", device=args.device,
