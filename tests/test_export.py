@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import types
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -127,3 +129,190 @@ def test_save_encoding_maps_writes_each_statistic_with_nan_for_invalid_targets(t
     assert sidecar["statistic"] == "pfdr" and sidecar["site"] == "mlp.out"
     assert sidecar["encoding_provenance"] == {"model": "tiny"}
     assert sidecar["config_hash"] == json.loads(paths["r"].with_suffix(".json").read_text())["config_hash"]
+
+
+# -- maps that viewers read right ---------------------------------------------------------
+
+class _Result:
+    """The parts of an EncodingResult that Study.export reads."""
+
+    def __init__(self, rng, n_targets, subject):
+        self.r = rng.uniform(-0.1, 0.5, n_targets)
+        self.valid_targets = np.ones(n_targets, bool)
+        self.partition = {"bands": ["atoms", "wordrate"],
+                          "r_unique": rng.uniform(-0.05, 0.2, (2, n_targets))}
+        self.p_fdr = rng.uniform(0, 0.2, n_targets)
+        self.provenance = {"subject": subject}
+
+    def significant(self, q=0.05):
+        return self.p_fdr < q
+
+
+class _Cache:
+    def __init__(self, root):
+        self.root = root
+
+    def is_complete(self, name, config):
+        return name == "group"
+
+    def path(self, name, config):
+        return self.root / name
+
+
+def small_mni_mask():
+    """A block of voxels of nilearn's 3 mm MNI152 mask, on its grid (a fast volume space)."""
+    from brainalign.pipeline.spaces import mni_mask
+
+    brain = mni_mask("MNI152_3mm")
+    block = np.zeros(brain.shape, np.uint8)
+    block[20:30, 30:40, 25:33] = 1
+    return nib.Nifti1Image(block * (np.asarray(brain.dataobj) > 0), brain.affine)
+
+
+def two_space_study(root):
+    """A Study whose stages are stand-ins: one model, spaces fsaverage5, MNI152_3mm and roi."""
+    from brainalign.pipeline.group_stage import build_group
+    from brainalign.pipeline.spaces import space_masker
+    from brainalign.pipeline.study import Study
+
+    spaces = ["fsaverage5", "MNI152_3mm", "roi"]
+    maskers = {"fsaverage5": space_masker("fsaverage5", 20484),
+               "MNI152_3mm": space_masker("MNI152_3mm", int(np.asarray(
+                   small_mni_mask().dataobj).sum()), mask_img=small_mni_mask()),
+               "roi": space_masker("roi", 12)}
+    rng = np.random.default_rng(0)
+    results = {space: [_Result(rng, maskers[space].n_targets_, f"sub-{i:02d}") for i in (1, 2, 3)]
+               for space in spaces}
+    patterns = {space: rng.standard_normal((3, maskers[space].n_targets_)) for space in spaces}
+
+    class StandInStudy(Study):
+        def __init__(self):  # no stories or models: the stages' outputs are given
+            self.config = {"study": {"seed": 0}, "model": {"sites": ["mlp.out"]},
+                           "stories": {"tr_s": 2.0},
+                           "fmri": {"source": "simulated", "spaces": spaces},
+                           "encoding": {"bands": ["atoms", "wordrate"], "atoms_per_fold": True,
+                                        "delays": [1, 2], "n_permutations": 10, "fdr_q": 0.05},
+                           "group": {"method": "maxt", "n_perm": 20, "tail": 1,
+                                     "cluster_p": 0.001, "alpha": 0.05}}
+            self.out = root / "out"
+            self.cache = _Cache(root / "cache")
+            self.models = [("tiny-llm", "org/tiny-llm")]
+            self.notes, self.runs = [], []
+
+        def encodings(self, slug, space, whole_story_atoms=False):
+            return results[space]
+
+        def pattern_maps(self, slug, space):
+            return patterns[space]
+
+        def brain(self, slug, space):
+            return types.SimpleNamespace(masker=maskers[space], simulation=object())
+
+        def networks_file(self, slug, space, name):
+            return root / "no-networks" / name
+
+    study = StandInStudy()
+    build_group(study, study.cache.path("group", study.config))
+    return study
+
+
+def entities_of(path):
+    stem = path.name.split(".")[0]
+    return dict(part.split("-", 1) for part in stem.split("_")[:-1])
+
+
+@pytest.fixture(scope="module")
+def exported_study(tmp_path_factory):
+    study = two_space_study(tmp_path_factory.mktemp("export"))
+    maps, _ = study.export()
+    return study, maps
+
+
+def test_study_export_sidecars_name_the_model_space_stat_and_desc_of_every_space(exported_study):
+    study, maps = exported_study
+    (slug, name), = study.models
+    labels = {"fsaverage5": "fsaverage5", "MNI152_3mm": "MNI152NLin2009aSym", "roi": "roi"}
+    expected = {("encoding", "r"), ("patterns", "coef"), ("uniqueatoms", "r"),
+                ("uniquewordrate", "r"), ("encoding", "fracsig")}
+    expected |= {(desc, stat) for desc in ("group", "groupuniqueatoms", "groupuniquewordrate")
+                 for stat in ("t", "pfwe", "mean")}
+    sidecars = sorted((study.out / "maps").glob("*.json"))
+    map_files = [p for p in (study.out / "maps").iterdir() if p.suffix != ".json"]
+    assert len(sidecars) == len(map_files) == len(expected) * (2 + 1 + 1)  # L, R, volume, roi
+    seen = {space: set() for space in labels}
+    for path in sidecars:
+        sidecar = json.loads(path.read_text())
+        entities = entities_of(path)
+        space = sidecar["study_space"]
+        assert sidecar["model"] == name, path.name  # every space, not only the first
+        assert entities["model"] == slug.replace("-", "")
+        assert sidecar["space"] == entities["space"] == labels[space], path.name
+        assert sidecar["map"]["space"] == labels[space]
+        assert (sidecar["desc"], sidecar["stat"]) == (entities["desc"], entities["stat"])
+        assert sidecar["map"]["file"].startswith(path.name[:-len(".json")])
+        seen[space].add((sidecar["desc"], sidecar["stat"]))
+    assert seen == {space: expected for space in labels}
+    for space in labels:  # the summary's paths, both hemispheres included
+        assert all(Path(p).exists() for p in maps[f"{slug}/{space}"].values())
+    assert "r_right" in maps[f"{slug}/fsaverage5"]
+
+
+def test_exported_nifti_is_mni_coded_in_mm_and_gifti_arrays_are_named(exported_study):
+    study, maps = exported_study
+    (slug, _), = study.models
+    volume = maps[f"{slug}/MNI152_3mm"]
+    assert "space-MNI152NLin2009aSym_res-3" in Path(volume["r"]).name
+    for key in ("r", "patterns", "group_t"):
+        header = nib.load(volume[key]).header
+        assert int(header["sform_code"]) == 4 and int(header["qform_code"]) == 4, key
+        assert header.get_xyzt_units()[0] == "mm"
+        np.testing.assert_allclose(header.get_qform(), header.get_sform(), atol=1e-4)
+        np.testing.assert_allclose(header.get_sform(), small_mni_mask().affine, atol=1e-4)
+    surface = maps[f"{slug}/fsaverage5"]
+    for key in ("patterns", "patterns_right"):
+        image = nib.load(surface[key])
+        assert [d.meta["Name"] for d in image.darrays] == ["atom00", "atom01", "atom02"]
+    assert [d.meta["Name"] for d in nib.load(surface["r"]).darrays] == ["r"]
+    assert [d.meta["Name"] for d in nib.load(surface["group_pfwe_right"]).darrays] == ["pfwe"]
+    sidecar = json.loads(Path(volume["patterns"].replace(".nii.gz", ".json")).read_text())
+    assert sidecar["map"]["map_names"] == ["atom00", "atom01", "atom02"]
+
+
+def test_exported_maps_load_in_nilearn_plotting(exported_study):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nilearn import datasets, plotting
+    from nilearn.image import index_img
+    from nilearn.surface import load_surf_data
+
+    study, maps = exported_study
+    (slug, _), = study.models
+    volume = maps[f"{slug}/MNI152_3mm"]
+    plotting.plot_stat_map(volume["r"], display_mode="ortho")
+    plotting.plot_stat_map(index_img(volume["patterns"], 2), display_mode="z", cut_coords=2)
+    fsaverage = datasets.load_fsaverage("fsaverage5")
+    surface = maps[f"{slug}/fsaverage5"]
+    for key, hemi in (("r", "left"), ("r_right", "right")):
+        plotting.plot_surf_stat_map(fsaverage["inflated"].parts[hemi], surface[key], hemi=hemi)
+    atoms = load_surf_data(surface["patterns"])
+    assert atoms.shape == (10242, 3)
+    plotting.plot_surf_stat_map(fsaverage["inflated"].parts["left"], atoms[:, 1], hemi="left")
+    plt.close("all")
+
+
+def test_volume_maps_carry_the_masker_space_code(tmp_path):
+    masker, _ = volume_masker()  # MNI152NLin2009cAsym: code 4
+    path = save_map(np.ones(masker.n_targets_, np.float32), masker, tmp_path, {"stat": "r"})
+    header = nib.load(path).header
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (4, 4)
+    assert header.get_xyzt_units() == ("mm", "unknown")
+    other = VolumeMasker(mask_img=masker.mask_img, space="T1w").fit()  # not a template: aligned
+    header = nib.load(save_map(np.ones(other.n_targets_, np.float32), other, tmp_path,
+                               {"stat": "r"})).header
+    assert (int(header["sform_code"]), int(header["qform_code"])) == (2, 2)
+    assert header.get_xyzt_units()[0] == "mm"
+    with pytest.raises(ValueError, match="names: 1 given for 2 maps"):
+        save_map(np.ones((2, masker.n_targets_), np.float32), masker, tmp_path, {"stat": "r"},
+                 names=["a"])

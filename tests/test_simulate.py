@@ -166,7 +166,7 @@ def test_save_load_round_trip_volume_space(tmp_path):
     atlas[6:10, 2:10, 2:7] = 2
     space = volume_space(nib.Nifti1Image(atlas, affine), ["A", "B"],
                          mask_img=nib.Nifti1Image(mask, affine))
-    assert space.n_targets == 512 and space.name == "MNI152NLin6Asym_3mm"
+    assert space.n_targets == 512 and space.name == "MNI152NLin2009aSym_3mm"
     rng = np.random.default_rng(0)
     sim = simulate_fmri(space=space, atoms=rng.standard_normal((80, 2)), tr_s=2.0, snr=1.0,
                         noise="smooth_ar", n_subjects=2, n_runs=2, random_state=5)
@@ -233,7 +233,7 @@ def test_volume_space_from_the_yeo_mni_atlas_through_load_atlas():
     folder = shared_data("yeo2011_mni")
     atlas = load_atlas("yeo7", "MNI152NLin6Asym_2mm", path=folder)
     space = space_from_atlas(atlas, resolution_mm=3)
-    assert space.name == "MNI152NLin6Asym_3mm" and space.kind == "volume"
+    assert space.name == "MNI152NLin2009aSym_3mm" and space.kind == "volume"
     assert space.network_names == list(atlas.labels)
     counts = np.bincount(space.labels, minlength=8)
     assert np.all(counts[1:] > 500)  # every network keeps hundreds of 3 mm voxels

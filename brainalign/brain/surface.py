@@ -172,7 +172,8 @@ class SurfaceMasker(BrainMasker):
             raise ValueError(f"hemispheres have different numbers of time points: {counts}")
         return next(iter(counts.values()))
 
-    def inverse_transform(self, values, fill_value: float = 0.0) -> dict:
+    def inverse_transform(self, values, fill_value: float = 0.0,
+                          names: Sequence[str] | None = None) -> dict:
         """Per-vertex values as one GIfTI image per hemisphere.
 
         Parameters
@@ -180,20 +181,32 @@ class SurfaceMasker(BrainMasker):
         values : array, shape (n_targets,) or (n_maps, n_targets)
         fill_value : float
             Value written at vertices outside the mask.
+        names : sequence of str, optional
+            One name per map (e.g. ``"r"``, ``"atom03"``), stored as each data array's
+            ``Name`` metadata; default ``"map"`` for one map, else ``"map00"``, ``"map01"``...
 
         Returns
         -------
         dict hemisphere -> nibabel.gifti.GiftiImage
-            One float32 data array (n_vertices,) per map.
+            One named float32 data array (n_vertices,) per map.
         """
         import nibabel as nib
 
         values, _ = self._check_values(values)
+        if names is None:
+            width = max(2, len(str(len(values) - 1)))
+            names = (["map"] if len(values) == 1
+                     else [f"map{i:0{width}d}" for i in range(len(values))])
+        names = [str(name) for name in names]
+        if len(names) != len(values):
+            raise ValueError(f"names: {len(names)} given for {len(values)} maps")
         images = {}
         for hemi in self.hemispheres_:
             full = np.full((len(values), self.n_vertices_[hemi]), fill_value, dtype=np.float32)
             full[:, self.mask_[hemi]] = values[:, self.hemi_slices_[hemi]]
-            darrays = [nib.gifti.GiftiDataArray(row, datatype="NIFTI_TYPE_FLOAT32") for row in full]
+            darrays = [nib.gifti.GiftiDataArray(row, datatype="NIFTI_TYPE_FLOAT32",
+                                                meta={"Name": name})
+                       for row, name in zip(full, names)]
             meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary": _STRUCTURES[hemi]})
             images[hemi] = nib.gifti.GiftiImage(darrays=darrays, meta=meta)
         return images

@@ -13,6 +13,41 @@ import numpy as np
 
 from brainalign.brain.base import CLEANING_PARAMETERS, BrainMasker
 
+#: BIDS / TemplateFlow name of the template behind nilearn's bundled MNI152 images
+#: (``load_mni152_template``, ``load_mni152_brain_mask``): the ICBM 2009a nonlinear
+#: symmetric template (nilearn's files are ``mni_icbm152_*_tal_nlin_sym_09a``).
+NILEARN_MNI_SPACE = "MNI152NLin2009aSym"
+
+#: NIfTI ``sform_code`` / ``qform_code`` of images in an MNI152 template space.
+NIFTI_XFORM_MNI = 4
+
+
+def xform_code(space: str | None) -> int | None:
+    """The NIfTI xform code a space name implies: 4 (MNI152) for ``MNI152...`` names (and
+    plain ``"MNI"``), 3 for ``Talairach``, else None (unknown)."""
+    label = (space or "").lower()
+    if label == "mni" or label.startswith("mni152"):
+        return NIFTI_XFORM_MNI
+    if label.startswith("talairach"):
+        return 3
+    return None
+
+
+def label_image(img, space: str | None):
+    """The image with its sform and qform both set to its affine, coded for ``space``
+    (4 for MNI152, else the image's own sform code, or 2 "aligned"), and mm units.
+
+    Viewers (FSLeyes, Mango, MRIcroGL, nilearn) then place it in the template's
+    coordinates; the 4th axis of map images holds maps, not time, so its unit stays unset.
+    """
+    header = img.header
+    _, own_code = header.get_sform(coded=True)
+    code = xform_code(space) or int(own_code) or 2
+    img.set_sform(img.affine, code=code)
+    img.set_qform(img.affine, code=code)
+    header.set_xyzt_units(xyz="mm")
+    return img
+
 
 class VolumeMasker(BrainMasker):
     __doc__ = """Masker for 4D NIfTI images (one per run, or one holding all runs).
@@ -22,7 +57,9 @@ class VolumeMasker(BrainMasker):
     mask_img : Niimg-like or path, optional
         Binary brain mask; computed from the first image at fit time when None.
     space : str, optional
-        Template space of the images (e.g. ``"MNI152NLin2009cAsym"``), used in file names.
+        Template space of the images (e.g. ``"MNI152NLin2009cAsym"`` for fMRIPrep output,
+        :data:`NILEARN_MNI_SPACE` for nilearn's bundled MNI152 mask), used in file names
+        and in the NIfTI xform codes of the maps written back.
     smoothing_fwhm : float, optional
         Spatial smoothing in mm (nilearn).
     mask_strategy : str, default "epi"
@@ -96,6 +133,8 @@ class VolumeMasker(BrainMasker):
         -------
         nibabel.Nifti1Image
             3D for 1-D input, else 4D with one volume per map; zero outside the mask.
+            Its sform and qform carry code 4 (MNI152) when ``space`` names an MNI152
+            template, and its units are mm (:func:`label_image`).
         """
         values, single = self._check_values(values)
         img = self.nifti_masker_.inverse_transform(values.astype(np.float32))
@@ -103,4 +142,4 @@ class VolumeMasker(BrainMasker):
             from nilearn.image import index_img
 
             img = index_img(img, 0)
-        return img
+        return label_image(img, self.space_)

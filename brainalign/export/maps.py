@@ -88,9 +88,20 @@ def _resolution_label(masker: VolumeMasker) -> str | None:
     return str(int(round(res))) if np.isclose(res, round(res)) else None
 
 
+def map_names(entities: Mapping[str, Any], n_maps: int | None) -> list[str]:
+    """Default names of a file's maps: its ``stat`` label (else ``desc``, else ``"map"``)
+    for one map, that label with a zero-padded index (``"coef00"``...) for several."""
+    label = str(entities.get("stat") or entities.get("desc") or "map")
+    if n_maps is None:
+        return [label]
+    width = max(2, len(str(n_maps - 1)))
+    return [f"{label}{i:0{width}d}" for i in range(n_maps)]
+
+
 def save_map(values: np.ndarray, brain, out_dir: str | Path,
              entities: Mapping[str, Any] | None = None,
-             sidecar: Mapping[str, Any] | None = None) -> Path:
+             sidecar: Mapping[str, Any] | None = None,
+             names: list[str] | None = None) -> Path:
     """Write per-target values as a brain map with a JSON sidecar.
 
     Parameters
@@ -106,13 +117,20 @@ def save_map(values: np.ndarray, brain, out_dir: str | Path,
         (volumes), ``hemi`` is set per file for surfaces.
     sidecar : mapping, optional
         Description of the map (model, site, features, delays, cv, alphas, ...). A
-        ``config_hash`` of it, package versions and a UTC timestamp are added.
+        ``config_hash`` of it, package versions and a UTC timestamp are added, and the
+        file's ``space``, ``desc`` and ``stat`` entities (unless the description has them).
+    names : list of str, optional
+        One name per map (e.g. ``["atom00", "atom01", ...]``); default :func:`map_names`.
+        GIfTI data arrays carry them as ``Name`` metadata; every sidecar lists them under
+        ``map.map_names``.
 
     Returns
     -------
     Path
         The map file: ``.nii.gz`` (volume), ``.tsv`` (ROI table), or the left-hemisphere
         ``.func.gii`` for surfaces (its right-hemisphere sibling has ``hemi-R``).
+        NIfTI maps in an MNI152 space have sform and qform code 4 and mm units
+        (:func:`brainalign.brain.volume.label_image`).
     """
     import nibabel as nib
 
@@ -125,7 +143,14 @@ def save_map(values: np.ndarray, brain, out_dir: str | Path,
     entities.setdefault("space", masker.space_)
     description = _jsonable(dict(sidecar or {}))
     description.setdefault("config_hash", config_hash(description))
-    map_info = {"n_maps": None if single else int(values_2d.shape[0]),
+    for key in ("space", "desc", "stat"):  # after the hash: it describes the content only
+        if entities.get(key) is not None:
+            description.setdefault(key, str(entities[key]))
+    n_maps = None if single else int(values_2d.shape[0])
+    names = [str(name) for name in names] if names is not None else map_names(entities, n_maps)
+    if len(names) != values_2d.shape[0]:
+        raise ValueError(f"names: {len(names)} given for {values_2d.shape[0]} maps")
+    map_info = {"n_maps": n_maps, "map_names": names,
                 "n_targets": int(masker.n_targets_), "masker": type(masker).__name__,
                 "space": masker.space_, "outside_mask_value": 0.0}
 
@@ -135,7 +160,7 @@ def save_map(values: np.ndarray, brain, out_dir: str | Path,
         sidecar_path.write_text(json.dumps(_jsonable(block), indent=2, default=str))
 
     if isinstance(masker, SurfaceMasker):
-        images = masker.inverse_transform(values_2d[0] if single else values_2d)
+        images = masker.inverse_transform(values_2d[0] if single else values_2d, names=names)
         paths = {}
         for hemi, image in images.items():
             path = out_dir / bids_name({**entities, "hemi": hemi}, "map", ".func.gii")

@@ -50,7 +50,10 @@ class SpaceAtlas:
 
 
 def mni_mask(space: str):
-    """nilearn's bundled MNI152 brain mask at the space's resolution (3 or 2 mm)."""
+    """nilearn's bundled MNI152 brain mask at the space's resolution (3 or 2 mm).
+
+    Its template is ICBM 2009a nonlinear symmetric, so maps on it are labelled
+    ``space-MNI152NLin2009aSym`` (:data:`brainalign.brain.volume.NILEARN_MNI_SPACE`)."""
     from nilearn.datasets import load_mni152_brain_mask
 
     return load_mni152_brain_mask(resolution=3 if space == "MNI152_3mm" else 2)
@@ -158,6 +161,7 @@ def space_masker(space: str, n_targets: int, target_names: list[str] | None = No
         Volume spaces: the target voxels (default nilearn's MNI152 brain mask).
     """
     from brainalign.brain import RoiTableMasker, SurfaceMasker, VolumeMasker
+    from brainalign.brain.volume import NILEARN_MNI_SPACE
 
     if space == "fsaverage5":
         n_hemi = n_targets // 2
@@ -168,7 +172,7 @@ def space_masker(space: str, n_targets: int, target_names: list[str] | None = No
         masker = RoiTableMasker(names=names).fit()
     else:
         masker = VolumeMasker(mask_img=mask_img if mask_img is not None else mni_mask(space),
-                              space="MNI152NLin6Asym").fit()
+                              space=NILEARN_MNI_SPACE).fit()
     if masker.n_targets_ != n_targets:
         raise ValueError(f"space {space!r} has {masker.n_targets_} targets, the maps {n_targets}")
     return masker

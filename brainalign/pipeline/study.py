@@ -796,7 +796,8 @@ class Study:
                 pattern_maps = self.pattern_maps(slug, space).astype(np.float32)
                 data = self.brain(slug, space)
                 masker = data.masker
-                sidecar = {"model": name, "sites": self.config["model"]["sites"],
+                sidecar = {"model": name, "study_space": space,
+                           "sites": self.config["model"]["sites"],
                            "features": "atoms", "bands": encoding["bands"],
                            "atoms_per_fold": encoding["atoms_per_fold"],
                            "n_atoms": int(pattern_maps.shape[0]),
@@ -816,7 +817,9 @@ class Study:
                                              {**entities, "desc": "patterns", "stat": "coef"},
                                              {**sidecar, "description": "one map per atom: "
                                               "delay-summed encoding coefficients, mean over "
-                                              "subjects (rows follow atom order)"})),
+                                              "subjects (rows follow atom order)"},
+                                             names=[f"atom{k:02d}"
+                                                    for k in range(len(pattern_maps))])),
                 }
                 partitions = [r.partition for r in results if r.partition is not None]
                 for k, band in enumerate(partitions[0]["bands"] if partitions else []):
@@ -835,9 +838,10 @@ class Study:
                          f"significant at q={encoding['fdr_q']}"}))
                 maps[key].update(export_group_maps(self, slug, space, masker, maps_dir,
                                                    entities, sidecar))
-                for name, path in list(maps[key].items()):  # surfaces: both hemispheres
+                # surfaces: both hemispheres (a name of its own: ``name`` is the model's)
+                for map_name, path in list(maps[key].items()):
                     if "hemi-L" in Path(path).name:
-                        maps[key][f"{name}_right"] = str(Path(path).with_name(
+                        maps[key][f"{map_name}_right"] = str(Path(path).with_name(
                             Path(path).name.replace("hemi-L", "hemi-R")))
                 for table in ("mapping.tsv", "mapping_assignments.tsv", "neurons.tsv",
                               "layer_networks.tsv"):

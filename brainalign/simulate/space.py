@@ -30,7 +30,7 @@ class TargetSpace:
     Attributes
     ----------
     name : str
-        ``"fsaverage5"`` (or ``"fsaverage4"``, ``"fsaverage3"``), ``"MNI152NLin6Asym_3mm"``
+        ``"fsaverage5"`` (or ``"fsaverage4"``, ``"fsaverage3"``), ``"MNI152NLin2009aSym_3mm"``
         (or ``_2mm``) or ``"roi"``.
     labels : ndarray of int, shape (n_targets,)
         Network of each target: ``k`` means ``network_names[k - 1]``; 0 means no network.
@@ -148,6 +148,8 @@ def volume_space(atlas_img: Any, network_names: Sequence[str], resolution_mm: in
     from nilearn.datasets import load_mni152_brain_mask
     from nilearn.image import load_img, resample_to_img
 
+    from brainalign.brain.volume import NILEARN_MNI_SPACE
+
     if mask_img is None:
         if resolution_mm not in (2, 3):
             raise ValueError(f"resolution_mm must be 2 or 3, got {resolution_mm!r}")
@@ -160,8 +162,8 @@ def volume_space(atlas_img: Any, network_names: Sequence[str], resolution_mm: in
     ijk = np.argwhere(mask)
     coordinates = ijk @ mask_img.affine[:3, :3].T + mask_img.affine[:3, 3]
     voxel_mm = int(round(abs(mask_img.affine[0, 0])))
-    return TargetSpace(f"MNI152NLin6Asym_{voxel_mm}mm", labels, list(network_names), coordinates,
-                       mask_img)
+    return TargetSpace(f"{NILEARN_MNI_SPACE}_{voxel_mm}mm", labels, list(network_names),
+                       coordinates, mask_img)
 
 
 def roi_space(labels: np.ndarray, network_names: Sequence[str],
