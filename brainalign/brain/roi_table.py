@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.utils import check_array
 
 from brainalign.brain.base import CLEANING_PARAMETERS, BrainMasker
 from brainalign.brain.tables import read_table
@@ -31,6 +32,8 @@ class RoiTableMasker(BrainMasker):
     ----------
     n_targets_ : int
         Number of ROIs.
+    n_features_in_ : int
+        Number of ROIs (columns a table must have), as scikit-learn names it.
     target_names_ : list of str
     space_ : str
         ``"roi"``.
@@ -46,11 +49,48 @@ class RoiTableMasker(BrainMasker):
         self.names = names
         self.delimiter = delimiter
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # a region's time course may hold NaN: it is passed through, and load_brain reports
+        # and excludes such targets (as EncodingModel does)
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def _sklearn_expected_failed_checks(self) -> dict[str, str]:
+        """scikit-learn estimator checks expected to fail, with the reason (pass it as
+        ``expected_failed_checks`` to ``check_estimator``/``parametrize_with_checks``)."""
+        return {
+            "check_transformer_data_not_an_array": (
+                "a masker takes tables (files, DataFrames, arrays) and a list or tuple of "
+                "them is one table per run, so a list of rows is read as many one-row runs"),
+            "check_fit1d": (
+                "a 1-D array is one ROI's time course (n_tr,), read as a one-column table"),
+        }
+
     def _is_run_list(self, imgs) -> bool:
         return isinstance(imgs, (list, tuple))
 
+    def _table(self, img) -> tuple[np.ndarray, list[str] | None]:
+        """Values (n_tr, n_rois) and header of one table; arrays are checked as scikit-learn
+        checks them (dense, numeric, not complex), and every table must be non-empty."""
+        if not (isinstance(img, (str, pd.DataFrame)) or hasattr(img, "__fspath__")):
+            img = check_array(img, accept_sparse=False, ensure_2d=False, dtype="numeric",
+                              ensure_all_finite=False, input_name="table")
+        values, header = read_table(img, self.delimiter)
+        check_array(values, ensure_all_finite=False, input_name="table")  # no empty table
+        return values, header
+
     def _read_one(self, img) -> np.ndarray:
-        return read_table(img, self.delimiter)[0]
+        values = self._table(img)[0]
+        if hasattr(self, "n_targets_") and values.shape[1] != self.n_targets_:
+            hint = (" A 1-D array is read as one ROI's time course; if it holds one TR of "
+                    "several ROIs, Reshape your data with array.reshape(1, -1)."
+                    if np.ndim(img) == 1 and not isinstance(img, str) else "")
+            raise ValueError(f"X has {values.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {self.n_targets_} features as input: the table has "
+                             f"{values.shape[1]} ROI columns, the masker was fitted with "
+                             f"{self.n_targets_}.{hint}")
+        return values
 
     def _count_one(self, img) -> int:
         return len(read_table(img, self.delimiter)[0])
@@ -63,9 +103,13 @@ class RoiTableMasker(BrainMasker):
         imgs : path, DataFrame, array (n_tr, n_rois), or a list of those (one per run), optional
         """
         header = None
+        if self._is_run_list(imgs) and len(imgs) == 0:
+            raise ValueError("RoiTableMasker.fit got an empty list of runs; expected a table "
+                             "(path, DataFrame or array (n_tr, n_rois)) or a list of them, "
+                             "one per run")
         if imgs is not None:
             first = imgs[0] if self._is_run_list(imgs) else imgs
-            values, header = read_table(first, self.delimiter)
+            values, header = self._table(first)
             n_targets = values.shape[1]
         elif self.names is not None:
             n_targets = len(self.names)
@@ -79,6 +123,7 @@ class RoiTableMasker(BrainMasker):
         else:
             self.target_names_ = header or [f"roi{i:03d}" for i in range(n_targets)]
         self.n_targets_ = n_targets
+        self.n_features_in_ = n_targets
         self.space_ = "roi"
         return self
 

@@ -23,12 +23,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from brainalign.patterns.streaming import (centered_gram, column_mean, default_chunk_rows,
-                                           fitted_input, resolve_device, row_chunks, to_device)
+                                           fitted_input, output_dtype, resolve_device, row_chunks,
+                                           to_device, validated_input)
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +83,33 @@ class FastICA(TransformerMixin, BaseEstimator):
         self.device = device
         self.chunk_size = chunk_size
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
     def fit(self, X, y=None) -> "FastICA":
         """Estimate the unmixing matrix from ``X`` (n_samples, n_features); returns self."""
         self._fit(X)
         return self
 
     def fit_transform(self, X, y=None) -> np.ndarray:
-        """Fit and return the unit-variance sources, shape (n_samples, n_components)."""
-        return self._fit(X).cpu().numpy()
+        """Fit and return the unit-variance sources, shape (n_samples, n_components).
+
+        Computed in float32 on the device; float64 input gives float64 sources."""
+        sources, dtype = self._fit(X)
+        return sources.cpu().numpy().astype(dtype, copy=False)
 
     def transform(self, X) -> np.ndarray:
-        """Sources of ``X``: ``(X - mean_) @ components_.T``, shape (n_samples, n_components)."""
-        X, device = fitted_input(self, X, "components_")
-        return self._sources(X, torch.as_tensor(self.components_, device=device),
-                             torch.as_tensor(self.mean_, device=device)).cpu().numpy()
+        """Sources of ``X``: ``(X - mean_) @ components_.T``, shape (n_samples, n_components).
+
+        float32 input gives float32 sources; float64 input gives float64 sources, the
+        product computed in float64 from the float32 copy of ``X`` on the device."""
+        X, device, dtype = fitted_input(self, X, "components_")
+        torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
+        return self._sources(X, torch.as_tensor(self.components_, device=device, dtype=torch_dtype),
+                             torch.as_tensor(self.mean_, device=device, dtype=torch_dtype)
+                             ).cpu().numpy()
 
     def inverse_transform(self, S) -> np.ndarray:
         """Data from sources: ``S @ mixing_.T + mean_``, shape (n_samples, n_features)."""
@@ -103,11 +118,13 @@ class FastICA(TransformerMixin, BaseEstimator):
 
     def _sources(self, X, components, mean) -> torch.Tensor:
         chunk = default_chunk_rows(X.shape[1], self.chunk_size)
-        return torch.cat([(X[rows] - mean) @ components.T
+        return torch.cat([(X[rows].to(components.dtype) - mean) @ components.T
                           for rows in row_chunks(X.shape[0], chunk)])
 
-    def _fit(self, X) -> torch.Tensor:
+    def _fit(self, X) -> tuple[torch.Tensor, np.dtype]:
         device = resolve_device(self.device)
+        X = validated_input(self, X, reset=True)
+        dtype = output_dtype(X)
         X = to_device(X, device, self.chunk_size)
         n_samples, n_features = X.shape
         if not 1 <= self.n_components <= min(n_samples, n_features):
@@ -158,8 +175,7 @@ class FastICA(TransformerMixin, BaseEstimator):
         self.whitening_ = whitening32.cpu().numpy()
         self.explained_variance_ = (eigvals / n_samples).to(torch.float32).cpu().numpy()
         self.n_iter_ = n_iter
-        self.n_features_in_ = n_features
-        return sources
+        return sources, dtype
 
 
 def _leading_components(X: torch.Tensor, n_components: int, chunk: int) -> torch.Tensor:
@@ -220,8 +236,9 @@ class GroupICA(BaseEstimator):
 
         Returns self.
         """
-        if isinstance(inputs, (np.ndarray, torch.Tensor)) and np.ndim(inputs) == 2:
-            inputs = [inputs]
+        if sparse.issparse(inputs) or (isinstance(inputs, (np.ndarray, torch.Tensor))
+                                       and inputs.ndim <= 2):
+            inputs = [inputs]  # one input; validated_input explains what is wrong with it
         if len(inputs) == 0:
             raise ValueError("GroupICA.fit needs at least one input (n_time, n_space) array")
         device = resolve_device(self.device)
@@ -229,12 +246,13 @@ class GroupICA(BaseEstimator):
         reduced = []
         n_space = None
         for i, data in enumerate(inputs):
-            X = to_device(data, device, self.chunk_size, name=f"inputs[{i}]")
-            if n_space is None:
-                n_space = X.shape[1]
-            elif X.shape[1] != n_space:
-                raise ValueError(f"inputs[{i}] has {X.shape[1]} columns, expected {n_space} "
+            if i > 0 and np.ndim(data) == 2 and np.shape(data)[1] != n_space:
+                raise ValueError(f"inputs[{i}] has {np.shape(data)[1]} columns, expected {n_space} "
                                  "(every input must share the spatial axis)")
+            data = validated_input(self, data, reset=i == 0, name=f"inputs[{i}]",
+                                   ensure_min_samples=2)
+            X = to_device(data, device, self.chunk_size, name=f"inputs[{i}]")
+            n_space = X.shape[1]
             chunk = default_chunk_rows(X.shape[1], self.chunk_size)
             k = min(per_input, X.shape[0] - 1, X.shape[1])
             if k < 1:
@@ -254,5 +272,4 @@ class GroupICA(BaseEstimator):
         maps = maps * torch.where(skew < 0, -1.0, 1.0)[:, None]
         self.components_ = maps.cpu().numpy()
         self.group_subspace_ = subspace.cpu().numpy()
-        self.n_features_in_ = n_space
         return self

@@ -23,7 +23,8 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils import check_random_state
 
 from brainalign.patterns.streaming import (column_mean, default_chunk_rows, fitted_input,
-                                           resolve_device, row_chunks, to_device)
+                                           resolve_device, row_chunks, to_device,
+                                           validated_input)
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +73,17 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.device = device
         self.chunk_size = chunk_size
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
     # -- public API ---------------------------------------------------------------------
 
     def fit(self, X, y=None) -> "KMeans":
         """Cluster the rows of ``X`` (n_samples, n_features); returns self."""
         device = resolve_device(self.device)
-        X = to_device(X, device, self.chunk_size)
+        X = to_device(validated_input(self, X, reset=True), device, self.chunk_size)
         n_samples, n_features = X.shape
         if not 1 <= self.n_clusters <= n_samples:
             raise ValueError(
@@ -101,36 +107,44 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         self.labels_ = labels.cpu().numpy()
         self.inertia_ = float(inertia)
         self.n_iter_ = int(n_iter)
-        self.n_features_in_ = n_features
         return self
 
     def predict(self, X) -> np.ndarray:
         """Index of the closest centre for each row of ``X``, shape (n_samples,)."""
-        labels, _ = self._assign(*self._prepared(X))
+        labels, _ = self._assign(*self._prepared(X)[:4])
         return labels.cpu().numpy()
 
     def transform(self, X) -> np.ndarray:
-        """Euclidean distance of each row to each centre, shape (n_samples, n_clusters)."""
-        X, x_sq, centers, chunk = self._prepared(X)
+        """Euclidean distance of each row to each centre, shape (n_samples, n_clusters).
+
+        float32 input gives float32 distances; float64 input gives float64 distances,
+        computed in float64 from the float32 copy of ``X`` on the device (the expanded form
+        loses digits to cancellation in float32)."""
+        X, x_sq, centers, chunk, dtype = self._prepared(X)
+        if dtype == np.float64:
+            centers = centers.double()
+            x_sq = torch.cat([(X[rows].double() ** 2).sum(1)
+                              for rows in row_chunks(X.shape[0], chunk)])
         c_sq = (centers ** 2).sum(1)
-        out = [torch.sqrt((x_sq[rows, None] - 2 * X[rows] @ centers.T + c_sq).clamp_min(0))
+        out = [torch.sqrt((x_sq[rows, None] - 2 * X[rows].to(centers.dtype) @ centers.T
+                           + c_sq).clamp_min(0))
                for rows in row_chunks(X.shape[0], chunk)]
         return torch.cat(out).cpu().numpy()
 
     def score(self, X, y=None) -> float:
         """Opposite of the inertia of ``X`` under the fitted centres."""
-        X, _, centers, chunk = self._prepared(X)
+        X, _, centers, chunk, _ = self._prepared(X)
         labels, _ = self._assign(X, None, centers, chunk)
         return -self._inertia(X, centers, labels, chunk)
 
     # -- internals ----------------------------------------------------------------------
 
     def _prepared(self, X):
-        X, device = fitted_input(self, X, "cluster_centers_")
+        X, device, dtype = fitted_input(self, X, "cluster_centers_")
         chunk = default_chunk_rows(max(X.shape[1], self.n_clusters), self.chunk_size)
         x_sq = torch.cat([(X[rows] ** 2).sum(1) for rows in row_chunks(X.shape[0], chunk)])
         centers = torch.as_tensor(self.cluster_centers_, device=device)
-        return X, x_sq, centers, chunk
+        return X, x_sq, centers, chunk, dtype
 
     def _scaled_tol(self, X: torch.Tensor, chunk: int) -> float:
         if self.tol == 0:

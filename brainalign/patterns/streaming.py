@@ -21,7 +21,8 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from sklearn.utils.validation import check_is_fitted
+from scipy import sparse
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 #: Number of float32 values a default row chunk may hold (256 MiB).
 DEFAULT_CHUNK_VALUES = 1 << 26
@@ -132,8 +133,75 @@ def centered_gram(X: torch.Tensor, mean: torch.Tensor, chunk_rows: int) -> torch
 
 
 
-def fitted_input(estimator, X, fitted_attribute: str) -> tuple[torch.Tensor, torch.device]:
-    """``X`` on the estimator's device, after checking it is fitted and ``X`` is as wide.
+def validated_input(estimator, X, *, reset: bool, name: str = "X",
+                    ensure_min_samples: int = 1):
+    """``X`` checked with scikit-learn's rules, without a host copy of large numeric arrays.
+
+    Sets (``reset=True``) or checks (``reset=False``) ``n_features_in_`` and
+    ``feature_names_in_`` through :func:`sklearn.utils.validation.validate_data`. A 2-D
+    numeric numpy array (a memmap included, float16 included) or torch tensor is returned
+    as is: :func:`to_device` converts it block by block and rejects NaN/inf on the device.
+    Anything else (lists, DataFrames, object or complex arrays, 1-D or empty arrays)
+    goes through :func:`sklearn.utils.check_array`, which raises scikit-learn's usual
+    messages ("Reshape your data", "0 sample(s)", "Complex data not supported"...).
+    Sparse input is refused with a ``TypeError`` naming what is expected.
+
+    Parameters
+    ----------
+    estimator : estimator being fitted or applied
+    X : array-like, shape (n_samples, n_features)
+    reset : bool
+        True in ``fit``, False in ``transform``/``predict``.
+    name : str
+        Name used in error messages.
+    ensure_min_samples : int
+        Fewest rows accepted.
+
+    Returns
+    -------
+    ndarray or torch.Tensor, shape (n_samples, n_features)
+    """
+    what = type(estimator).__name__
+    if sparse.issparse(X):
+        raise TypeError(f"{what} expects a dense (n_samples, n_features) array for {name}; got "
+                        f"sparse input ({type(X).__name__}, shape {X.shape}), which is not "
+                        "supported: convert it with .toarray()")
+    if isinstance(X, torch.Tensor):
+        if X.ndim != 2:
+            raise ValueError(f"{what} expects {name} as a 2-D (n_samples, n_features) tensor; got "
+                             f"shape {tuple(X.shape)}. Reshape your data")
+        if X.is_complex():
+            raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
+        if X.shape[0] < ensure_min_samples or X.shape[1] < 1:
+            raise ValueError(f"Found tensor {name} with shape {tuple(X.shape)}; {what} needs at "
+                             f"least {ensure_min_samples} sample(s) and 1 feature(s)")
+        validate_data(estimator, X, reset=reset, skip_check_array=True)
+        return X
+    ndim = getattr(X, "ndim", 2)
+    if ndim != 2:
+        raise ValueError(f"{what} expects {name} as a 2-D (n_samples, n_features) array; got "
+                         f"{ndim}-D input of shape {np.shape(X)}. Reshape your data, e.g. with "
+                         "X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample")
+    numeric = isinstance(X, np.ndarray) and (np.issubdtype(X.dtype, np.floating)
+                                             or np.issubdtype(X.dtype, np.integer))
+    if numeric and X.shape[0] >= ensure_min_samples and X.shape[1] >= 1:
+        validate_data(estimator, X, reset=reset, skip_check_array=True)
+        return X
+    return validate_data(estimator, X, reset=reset, accept_sparse=False,
+                         dtype=(np.float64, np.float32), ensure_min_samples=ensure_min_samples)
+
+
+def output_dtype(X) -> np.dtype:
+    """dtype of results computed (in float32 on the device) for input ``X``: float64 for
+    float64 input, so that scikit-learn pipelines keep their precision, else float32."""
+    dtype = getattr(X, "dtype", None)
+    wide = dtype == torch.float64 if isinstance(X, torch.Tensor) else dtype == np.float64
+    return np.dtype(np.float64) if wide else np.dtype(np.float32)
+
+
+def fitted_input(estimator, X, fitted_attribute: str) -> tuple[torch.Tensor, torch.device, np.dtype]:
+    """``X`` on the estimator's device, after checking it is fitted and ``X`` is as wide;
+    also the dtype results should be returned in (:func:`output_dtype`).
 
     Parameters
     ----------
@@ -144,8 +212,5 @@ def fitted_input(estimator, X, fitted_attribute: str) -> tuple[torch.Tensor, tor
     """
     check_is_fitted(estimator, fitted_attribute)
     device = resolve_device(estimator.device)
-    X = to_device(X, device, estimator.chunk_size)
-    if X.shape[1] != estimator.n_features_in_:
-        raise ValueError(f"X has {X.shape[1]} features, but {type(estimator).__name__} was "
-                         f"fitted with {estimator.n_features_in_}")
-    return X, device
+    X = validated_input(estimator, X, reset=False)
+    return to_device(X, device, estimator.chunk_size), device, output_dtype(X)

@@ -140,6 +140,14 @@ class Delayer(TransformerMixin, BaseEstimator):
         self.tr_s = tr_s
         self.runs = runs
 
+    def _sklearn_expected_failed_checks(self) -> dict[str, str]:
+        """scikit-learn estimator checks expected to fail, with the reason (pass it as
+        ``expected_failed_checks`` to ``check_estimator``/``parametrize_with_checks``)."""
+        reason = ("rows are consecutive time points (TRs): a delayed copy of row t is row "
+                  "t - d, so transforming {} changes the output by design")
+        return {"check_methods_sample_order_invariance": reason.format("shuffled rows"),
+                "check_methods_subset_invariance": reason.format("a subset of the rows")}
+
     def _runs_for(self, n_tr: int, runs: np.ndarray | None) -> np.ndarray:
         if runs is None and self.runs is not None:
             if len(self.runs) != n_tr:
