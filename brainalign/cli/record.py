@@ -15,8 +15,12 @@ import click
 from brainalign.cli import main
 from brainalign.models.registry import (DEFAULT_CAUSAL_MODEL, ModelNotInstalledError,
                                         UnknownModelError)
-from brainalign.models.sites import SITE_NAMES
-from brainalign.record.recorder import POOLINGS
+
+# brainalign.models.sites.SITE_NAMES and brainalign.record.recorder.POOLINGS, spelled out
+# here because those modules import torch and every command (even --help) reads these
+# options; tests/test_cli_terminal.py checks that they match.
+SITE_NAMES = ("mlp.inner", "mlp.out", "resid", "attn.out")
+POOLINGS = ("mean", "first", "last")
 
 
 def parse_layers(text: str | None) -> list[int] | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from brainalign.cli import main
+from brainalign.cli.cache import disk_size, human
 from brainalign.pipeline.config import ConfigError, example_toml, load_config, validate
 
 try:  # Python >= 3.11
@@ -48,6 +49,10 @@ def _run_and_print(config: dict, progress: bool) -> None:
     for note in summary.notes:
         click.echo(f"note: {note}")
     click.echo(f"summary: {Path(summary.out) / 'summary.json'}")
+    cache = Path(summary.out) / "cache"
+    if cache.is_dir():
+        click.echo(f"cache: {cache} ({human(disk_size(cache))}: the stages, kept so that a rerun "
+                   f"resumes; `brainalign cache clear {summary.out}` deletes them)")
 
 
 @main.command("demo")

@@ -35,11 +35,12 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from brainalign.provenance import file_sha256
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded: the CLI starts without it
+    import torch
 
 ModelKind = Literal["causal", "encoder"]
 
@@ -436,6 +437,8 @@ class LoadedModel:
 
 def default_dtype(device: str | torch.device) -> torch.dtype:
     """bfloat16 on CUDA, float32 on CPU (the recorder's precision policy)."""
+    import torch
+
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
@@ -482,8 +485,10 @@ def _materialise_gguf(name: str, gguf: Path, kind: ModelKind) -> tuple[Path, str
     """Dequantise a GGUF once into a safetensors checkpoint in the cache."""
     target, digest = _gguf_cache(name, gguf)
     if not (target / "complete.json").exists():
-        model, tokenizer = _load_checkpoint(gguf.parent, gguf.name, kind, torch.float32)
+        import torch
         from safetensors.torch import save_model
+
+        model, tokenizer = _load_checkpoint(gguf.parent, gguf.name, kind, torch.float32)
 
         # Written to a private folder, then renamed: concurrent processes never see half.
         partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
