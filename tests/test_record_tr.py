@@ -214,3 +214,34 @@ def test_shards_in_small_pieces_verify_and_catch_corruption(causal, word_recordi
     shard.flush()
     del shard
     assert store.verify_checksums(path) == ["mlp.inner/L02.npy"]
+
+
+def test_truncated_or_changed_shards_are_caught_on_open_and_read(causal, word_recording,
+                                                                 tmp_path, monkeypatch):
+    import shutil
+
+    import brainalign.record.recorder as recorder
+
+    monkeypatch.setattr(recorder, "HOST_BUFFER_BYTES", 4096)  # several pieces per shard
+    path = record_story(causal, word_recording.story, ["resid"], tmp_path / "a",
+                        **SMALL_WINDOWS)
+    copy = tmp_path / "b" / path.name
+    shutil.copytree(path, copy)
+    shard = path / "resid" / "L01.npy"
+    with open(shard, "r+b") as handle:  # truncated by a full disk or an interrupted copy
+        handle.truncate(shard.stat().st_size - 100)
+    with pytest.raises(IncompleteRecordingError, match=r"resid/L01\.npy.*truncated"):
+        Recording.open(path)
+
+    changed = np.load(copy / "resid" / "L01.npy", mmap_mode="r+")
+    changed[301, 7] = 0.5  # finite, plausible garbage in the second run's rows
+    changed.flush()
+    del changed
+    recording = Recording.open(copy)  # sizes are right
+    np.testing.assert_array_equal(recording.block("resid", 0), word_recording.block("resid", 0))
+    with pytest.raises(IncompleteRecordingError, match=r"L01\.npy: rows \d+\.\.\d+ differ"):
+        recording.block("resid", 1)
+    with pytest.raises(IncompleteRecordingError, match="CRC-32"):
+        recording_to_tr(recording, device="cpu")
+    unchecked = Recording.open(copy, check_blocks=False)
+    assert unchecked.block("resid", 1)[301, 7] == np.float32(0.5)

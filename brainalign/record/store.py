@@ -30,7 +30,8 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -124,6 +125,7 @@ class ShardWriter:
         self.rows_written = 0
         self._unsynced = 0
         self._piece_digests: list[bytes | None] = []
+        self._piece_crc32: list[int | None] = []
         self._piece_rows: list[int] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "wb")
@@ -161,6 +163,7 @@ class ShardWriter:
         self._handle.write(data)
         self.rows_written += len(rows)
         self._piece_digests.append(None)
+        self._piece_crc32.append(None)
         self._piece_rows.append(len(rows))
         self._unsynced += data.nbytes
         if self._unsynced >= SYNC_BYTES:  # start the disk early rather than all at close
@@ -170,8 +173,11 @@ class ShardWriter:
         return len(self._piece_digests) - 1
 
     def hash_piece(self, index: int, rows: np.ndarray) -> None:
-        """Hash piece ``index`` (the ``rows`` given to :meth:`write`); thread-safe."""
-        self._piece_digests[index] = _rows_digest(rows)
+        """Hash piece ``index`` (the ``rows`` given to :meth:`write`): its SHA-256, and the
+        CRC-32 that readers check (:meth:`Recording.block`); thread-safe."""
+        data = memoryview(np.ascontiguousarray(rows)).cast("B")
+        self._piece_digests[index] = hashlib.sha256(data).digest()
+        self._piece_crc32[index] = zlib.crc32(data)
 
     def discard(self) -> None:
         """Close the file without checks (the recording is being abandoned)."""
@@ -190,43 +196,87 @@ class ShardWriter:
         if any(d is None for d in self._piece_digests):
             raise ValueError(f"{self.path.name}: a written piece was never hashed")
         return {"sha256_of_pieces": _combine(self._header_digest, self._piece_digests),
-                "piece_rows": list(self._piece_rows)}
-
-
-def _rows_digest(rows) -> bytes:
-    return hashlib.sha256(memoryview(np.ascontiguousarray(rows)).cast("B")).digest()
+                "piece_rows": list(self._piece_rows), "piece_crc32": list(self._piece_crc32)}
 
 
 def _combine(header_digest: bytes, piece_digests: list[bytes]) -> str:
     return hashlib.sha256(header_digest + b"".join(piece_digests)).hexdigest()
 
 
-def pieces_checksum(path: Path, piece_rows: list[int], threads: int | None = None) -> str:
-    """Recompute a shard's checksum from its file (pieces hashed on ``threads`` threads)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, header bytes) of a ``.npy`` file, from its header alone."""
     with open(path, "rb") as handle:
         version = np.lib.format.read_magic(handle)
         read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                        else np.lib.format.read_array_header_2_0)
         shape, _, dtype = read_header(handle)
-        header_bytes = handle.tell()
-        handle.seek(0)
-        header_digest = hashlib.sha256(handle.read(header_bytes)).digest()
+        return shape, dtype, handle.tell()
+
+
+def check_shard_size(path: Path, shape: tuple[int, int], dtype: str) -> None:
+    """Raise :class:`IncompleteRecordingError`, naming the file, unless ``path`` is a
+    ``.npy`` of ``shape`` in the storage ``dtype`` with exactly the bytes that takes."""
+    try:
+        found_shape, found_dtype, header_bytes = _npy_layout(path)
+    except (OSError, ValueError) as err:
+        raise IncompleteRecordingError(f"{path}: not a readable .npy shard ({err}); record the "
+                                       "story again") from None
+    expected = header_bytes + int(np.prod(shape)) * DISK_DTYPES[dtype].itemsize
+    size = os.path.getsize(path)
+    if tuple(found_shape) != tuple(shape) or found_dtype != DISK_DTYPES[dtype] or size != expected:
+        raise IncompleteRecordingError(
+            f"{path}: expected a {tuple(shape)} {dtype} shard of {expected:,} bytes, found "
+            f"{tuple(found_shape)} {found_dtype} in {size:,} bytes (truncated or replaced); "
+            "record the story again")
+
+
+def _piece_ranges(path: Path, piece_rows: list[int]) -> tuple[bytes, list[tuple[int, int]]]:
+    """The header's bytes and each piece's (byte offset, byte length) in a shard."""
+    shape, dtype, header_bytes = _npy_layout(path)
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     starts = header_bytes + row_bytes * np.concatenate([[0], np.cumsum(piece_rows)[:-1]])
-    if sum(piece_rows) != shape[0] or os.path.getsize(path) != header_bytes + row_bytes * shape[0]:
-        return "size mismatch"
+    with open(path, "rb") as handle:
+        header = handle.read(header_bytes)
+    return header, [(int(a), n * row_bytes) for a, n in zip(starts.tolist(), piece_rows)]
 
-    def digest(start_and_rows):
-        start, rows = start_and_rows
+
+def _map_pieces(path: Path, ranges: list[tuple[int, int]], function, threads: int | None):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(item):
+        start, length = item
         with open(path, "rb") as piece:
-            piece.seek(int(start))
-            return hashlib.sha256(piece.read(rows * row_bytes)).digest()
+            piece.seek(start)
+            return function(piece.read(length))
 
     with ThreadPoolExecutor(max_workers=threads or hash_threads()) as pool:
-        digests = list(pool.map(digest, zip(starts.tolist(), piece_rows)))
-    return _combine(header_digest, digests)
+        return list(pool.map(read, ranges))
+
+
+def pieces_checksum(path: Path, piece_rows: list[int], threads: int | None = None) -> str:
+    """Recompute a shard's checksum from its file (pieces hashed on ``threads`` threads)."""
+    shape, _, header_bytes = _npy_layout(path)
+    header, ranges = _piece_ranges(path, piece_rows)
+    if sum(piece_rows) != shape[0] or os.path.getsize(path) != ranges[-1][0] + ranges[-1][1]:
+        return "size mismatch"
+    digests = _map_pieces(path, ranges, lambda data: hashlib.sha256(data).digest(), threads)
+    return _combine(hashlib.sha256(header).digest(), digests)
+
+
+def check_piece_crc32(path: Path, checksum: dict, threads: int | None = None) -> None:
+    """Raise :class:`IncompleteRecordingError`, naming the file and rows, if a piece of the
+    shard no longer has the CRC-32 recorded when it was written (a cheap check, run on
+    every first read of a shard by :meth:`Recording.block`)."""
+    piece_rows, expected = checksum["piece_rows"], checksum["piece_crc32"]
+    _, ranges = _piece_ranges(path, piece_rows)
+    found = _map_pieces(path, ranges, zlib.crc32, threads)
+    bad = [i for i, (a, b) in enumerate(zip(found, expected)) if a != b]
+    if bad:
+        first = int(np.sum(piece_rows[:bad[0]]))
+        raise IncompleteRecordingError(
+            f"{path}: rows {first}..{first + piece_rows[bad[0]] - 1} differ from what was "
+            f"recorded (CRC-32 mismatch in {len(bad)} of {len(piece_rows)} pieces); the file "
+            "was changed or damaged after recording: record the story again")
 
 
 def hash_threads() -> int:
@@ -374,6 +424,8 @@ class Recording:
         Model, context policy, pooling, dtypes, package versions, story source.
     manifest : dict
         The full manifest (shapes, checksums, configuration).
+    check_blocks : bool
+        Check each shard's pieces against their CRC-32 the first time it is read.
     """
 
     path: Path
@@ -383,15 +435,25 @@ class Recording:
     layers: tuple[int, ...]
     provenance: dict
     manifest: dict
+    check_blocks: bool = True
+    _checked: set = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, verify: bool = False) -> "Recording":
+    def open(cls, path: str | os.PathLike, verify: bool = False,
+             check_blocks: bool = True) -> "Recording":
         """Open a recording directory (written by :func:`brainalign.record.record_story`).
+
+        Every shard's size is checked against the manifest (a truncated or replaced file
+        raises :class:`IncompleteRecordingError` naming it).
 
         Parameters
         ----------
         verify : bool
             Recompute every file's SHA-256 and compare with the manifest (reads all data).
+        check_blocks : bool
+            Check each shard's pieces against the CRC-32 recorded with them the first time
+            the shard is read (about one extra pass over it at memory speed); recordings
+            made before piece checksums existed are read unchecked.
         """
         path = Path(path)
         manifest = read_manifest(path)
@@ -403,12 +465,15 @@ class Recording:
             bad = verify_checksums(path, manifest)
             if bad:
                 raise IncompleteRecordingError(f"{path}: checksum mismatch for {bad}")
+        for entry in manifest["arrays"]:
+            check_shard_size(path / entry["file"], entry["shape"], entry.get("dtype", "float32"))
         story = story_from_json(json.loads((path / STORY_FILE).read_text(encoding="utf-8")))
         arrays = manifest["arrays"]
         neurons = NeuronTable.from_sites((a["layer"], a["site"], a["width"]) for a in arrays)
         sites = tuple(dict.fromkeys(a["site"] for a in arrays))
         layers = tuple(sorted({a["layer"] for a in arrays}))
-        return cls(path, story, neurons, sites, layers, manifest["provenance"], manifest)
+        return cls(path, story, neurons, sites, layers, manifest["provenance"], manifest,
+                   check_blocks)
 
     @property
     def n_words(self) -> int:
@@ -420,7 +485,17 @@ class Recording:
         return self.manifest.get("dtype", "float32")
 
     def _load(self, entry: dict):
-        shard = np.load(self.path / entry["file"], mmap_mode="r")
+        """A shard, memory-mapped; its pieces' CRC-32 checked on its first read."""
+        checksum = self.manifest["checksums"].get(entry["file"])
+        if (self.check_blocks and entry["file"] not in self._checked
+                and isinstance(checksum, dict) and "piece_crc32" in checksum):
+            check_piece_crc32(self.path / entry["file"], checksum)
+            self._checked.add(entry["file"])
+        try:
+            shard = np.load(self.path / entry["file"], mmap_mode="r")
+        except (OSError, ValueError) as err:
+            raise IncompleteRecordingError(f"{self.path / entry['file']}: cannot be read "
+                                           f"({err})") from None
         return BFloat16Shard(shard) if entry.get("dtype") == "bfloat16" else shard
 
     def block(self, site: str, layer: int) -> np.ndarray:
