@@ -7,6 +7,8 @@ per-run cleaning shared by all brainalign maskers (:mod:`brainalign.brain.base`)
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,6 +19,8 @@ from brainalign.brain.base import CLEANING_PARAMETERS, BrainMasker
 #: (``load_mni152_template``, ``load_mni152_brain_mask``): the ICBM 2009a nonlinear
 #: symmetric template (nilearn's files are ``mni_icbm152_*_tal_nlin_sym_09a``).
 NILEARN_MNI_SPACE = "MNI152NLin2009aSym"
+
+logger = logging.getLogger(__name__)
 
 #: NIfTI ``sform_code`` / ``qform_code`` of images in an MNI152 template space.
 NIFTI_XFORM_MNI = 4
@@ -49,6 +53,26 @@ def label_image(img, space: str | None):
     return img
 
 
+def _describe(img) -> str:
+    """A file name for messages: the path, or the in-memory image's own file name."""
+    if isinstance(img, (str, os.PathLike)):
+        return repr(str(img))
+    name = getattr(img, "get_filename", lambda: None)()
+    return repr(str(name)) if name else f"(in-memory {type(img).__name__})"
+
+
+def _grid(img) -> str:
+    """Shape, voxel size and origin of an image's first three axes, on one line."""
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
+    origin = np.asarray(img.affine)[:3, 3]
+    return (f"shape {tuple(int(n) for n in img.shape[:3])}, voxels {np.round(zooms, 3).tolist()} "
+            f"mm, affine {np.round(np.asarray(img.affine)[:3], 3).tolist()}"
+            if not np.allclose(np.asarray(img.affine)[:3, :3], np.diag(zooms) * np.sign(
+                np.diag(np.asarray(img.affine)[:3, :3])))
+            else f"shape {tuple(int(n) for n in img.shape[:3])}, voxels "
+                 f"{np.round(zooms, 3).tolist()} mm, origin {np.round(origin, 3).tolist()} mm")
+
+
 class VolumeMasker(BrainMasker):
     __doc__ = """Masker for 4D NIfTI images (one per run, or one holding all runs).
 
@@ -64,6 +88,10 @@ class VolumeMasker(BrainMasker):
         Spatial smoothing in mm (nilearn).
     mask_strategy : str, default "epi"
         nilearn's strategy when the mask is computed.
+    resample_to_mask : bool, default False
+        When an image's grid (shape or affine) differs from the mask's: False refuses it
+        (naming both grids), True lets nilearn resample the image onto the mask's grid
+        (continuous interpolation) and logs a warning naming both grids.
     """ + CLEANING_PARAMETERS + """
     Attributes
     ----------
@@ -82,7 +110,8 @@ class VolumeMasker(BrainMasker):
                  smoothing_fwhm: float | None = None, mask_strategy: str = "epi",
                  detrend: bool = False, standardize: Any = False, high_pass: float | None = None,
                  low_pass: float | None = None, t_r: float | None = None,
-                 standardize_confounds: bool = True, run_lengths: Sequence[int] | None = None):
+                 standardize_confounds: bool = True, run_lengths: Sequence[int] | None = None,
+                 resample_to_mask: bool = False):
         super().__init__(detrend=detrend, standardize=standardize, high_pass=high_pass,
                          low_pass=low_pass, t_r=t_r, standardize_confounds=standardize_confounds,
                          run_lengths=run_lengths)
@@ -90,18 +119,50 @@ class VolumeMasker(BrainMasker):
         self.space = space
         self.smoothing_fwhm = smoothing_fwhm
         self.mask_strategy = mask_strategy
+        self.resample_to_mask = resample_to_mask
 
     def _is_run_list(self, imgs) -> bool:
         return isinstance(imgs, (list, tuple))
 
-    def _read_one(self, img) -> np.ndarray:
-        return np.atleast_2d(self.nifti_masker_.transform(img))
-
-    def _count_one(self, img) -> int:
+    def _load_4d(self, img):
+        """The image (a proxy: only the header is read), refused unless it is 4-D."""
         from nilearn.image import load_img
 
-        shape = load_img(img).shape  # a proxy image: only the header is read
-        return shape[3] if len(shape) == 4 else 1
+        try:
+            loaded = load_img(img)
+        except Exception as err:
+            raise ValueError(f"fMRI {_describe(img)}: cannot be read as a NIfTI image ({err})") from None
+        if len(loaded.shape) != 4:
+            raise ValueError(
+                f"fMRI {_describe(img)} has shape {tuple(loaded.shape)} ({len(loaded.shape)}-D); "
+                "allowed: a 4-D image (x, y, z, time) per run, or a list of 4-D runs: a single "
+                "3-D volume is not a time series")
+        return loaded
+
+    def _check_grid(self, img, loaded) -> None:
+        """Refuse (or, with ``resample_to_mask``, log) an image off the mask's grid."""
+        mask = self.mask_img_
+        same = (tuple(loaded.shape[:3]) == tuple(mask.shape[:3])
+                and np.allclose(loaded.affine, mask.affine, atol=1e-3))
+        if same:
+            return
+        detail = (f"fMRI {_describe(img)} grid {_grid(loaded)} differs from the mask's "
+                  f"{_grid(mask)}")
+        if not self.resample_to_mask:
+            raise ValueError(
+                f"{detail}; brainalign does not resample silently: put data and mask on one "
+                "grid, or opt in with VolumeMasker(resample_to_mask=True) (study config: "
+                "fmri.resample_mask = true) to resample each image onto the mask's grid")
+        logger.warning("%s: resampling the image onto the mask's grid (nilearn, continuous "
+                       "interpolation), as resample_to_mask=True asks", detail)
+
+    def _read_one(self, img) -> np.ndarray:
+        loaded = self._load_4d(img)
+        self._check_grid(img, loaded)
+        return np.atleast_2d(self.nifti_masker_.transform(loaded))
+
+    def _count_one(self, img) -> int:
+        return self._load_4d(img).shape[3]
 
     def fit(self, imgs=None, y=None) -> "VolumeMasker":
         """Fit the nilearn masker (computing a mask from ``imgs`` when none was given)."""
@@ -110,6 +171,8 @@ class VolumeMasker(BrainMasker):
         if self.mask_img is None and imgs is None:
             raise ValueError("VolumeMasker.fit needs mask_img or images to compute a mask from")
         first = imgs[0] if self._is_run_list(imgs) else imgs
+        if self.mask_img is None:
+            first = self._load_4d(first)
         self.nifti_masker_ = NiftiMasker(mask_img=self.mask_img, smoothing_fwhm=self.smoothing_fwhm,
                                          mask_strategy=self.mask_strategy, standardize=None,
                                          detrend=False)

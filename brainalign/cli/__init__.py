@@ -46,6 +46,75 @@ def configure_logging(verbose: int) -> Callable[[], None]:
     return restore
 
 
+def check_device(device: str | None, option: str = "--device") -> str | None:
+    """``device`` checked by :func:`brainalign.models.registry.check_device`, a usage error
+    (one line, exit 2) naming ``option`` when torch cannot compute on it."""
+    from brainalign.models.registry import check_device as check
+
+    try:
+        return check(device, what=option)
+    except ValueError as err:
+        raise click.BadParameter(str(err).removeprefix(f"{option} "), param_hint=option) from None
+
+
+def check_out_file(path, option: str = "--out") -> None:
+    """Refuse, before any work, an output file whose folder is missing or not writable."""
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise click.BadParameter(f"{str(path)!r} is a directory; give a file path", param_hint=option)
+    if parent.exists() and not parent.is_dir():
+        raise click.BadParameter(f"{str(parent)!r} (the folder of {str(path)!r}) is a file, not "
+                                 "a folder", param_hint=option)
+    if not parent.is_dir():
+        raise click.BadParameter(f"folder {str(parent)!r} does not exist; create it first",
+                                 param_hint=option)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"folder {str(parent)!r} is not writable", param_hint=option)
+
+
+def check_out_dir(path, option: str = "--out") -> None:
+    """Refuse, before any work, an output folder that cannot be created or written: a
+    file in its place, or a nearest existing parent folder that is not writable."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(f"{str(path)!r} exists and is not a folder", param_hint=option)
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise click.BadParameter(f"{str(existing)!r} (a parent of {str(path)!r}) is not a folder",
+                                 param_hint=option)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"folder {str(existing)!r} is not writable", param_hint=option)
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, so that a failure
+    leaves no partial file."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @click.group()
 @click.version_option(package_name="brainalign")
 @click.option("-v", "--verbose", count=True,

@@ -40,12 +40,28 @@ def lesion_command(model_name, neurons_path, mode, value, text_path, language, m
 
     if (text_path is None) == (language is None):
         raise click.UsageError("give exactly one of --text FILE or --udhr LANGUAGE")
+    from brainalign.cli import check_device, check_out_file
+
+    device = check_device(device)
+    check_out_file(out)
     text = read_prose(text_path) if text_path else read_udhr(language).text()
-    neuron_set = NeuronSet.from_dict(json.loads(neurons_path.read_text()))
+    try:
+        neuron_set = NeuronSet.from_dict(json.loads(neurons_path.read_text()))
+    except json.JSONDecodeError as err:
+        raise click.ClickException(f"--neurons {neurons_path}: not valid JSON ({err})") from None
+    except ValueError as err:
+        raise click.ClickException(f"--neurons {neurons_path}: {err}") from None
+    if neuron_set.size == 0:
+        raise click.ClickException(f"--neurons {neurons_path}: the neuron set is empty; nothing "
+                                   "would be edited")
     try:
         loaded = load_model(model_name, device=device)
     except (UnknownModelError, ModelNotInstalledError) as err:
         raise click.ClickException(str(err)) from None
+    try:  # every site must exist and every unit lie inside its site, before any scoring
+        neuron_set.sites(loaded.model)
+    except ValueError as err:
+        raise click.ClickException(f"--neurons {neurons_path}: {err}") from None
     options = dict(kind=loaded.kind, max_tokens=max_tokens, window=window, stride=stride)
     intact = score_text(loaded.model, loaded.tokenizer, text, **options)
     with edit_neurons(loaded.model, neuron_set, mode, value=value):
@@ -63,4 +79,6 @@ def lesion_command(model_name, neurons_path, mode, value, text_path, language, m
                                                    neurons_sha256=file_sha256(neurons_path),
                                                    text=str(text_path) if text_path else f"udhr:{language}",
                                                    max_tokens=max_tokens, window=window, stride=stride)}
-        out.write_text(json.dumps(document, indent=1))
+        from brainalign.cli import write_text_atomic
+
+        write_text_atomic(out, json.dumps(document, indent=1))

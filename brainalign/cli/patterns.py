@@ -33,14 +33,23 @@ def atoms_command(timecourses_dir: Path, out_dir: Path, n_atoms: int, train_runs
                   held_out_runs: str, method: str, alpha: float, seed: int, stability_seeds: str,
                   split_half: bool, device: str | None) -> None:
     """Fit atoms on TIMECOURSES_DIR (a saved NeuronTimecourses) and save Patterns to OUT_DIR."""
+    from brainalign.cli import check_device, check_out_dir
     from brainalign.patterns import fit_atoms
     from brainalign.timecourse import NeuronTimecourses
 
-    timecourses = NeuronTimecourses.load(timecourses_dir, mmap=True)
-    patterns = fit_atoms(
-        timecourses, n_atoms, train_runs="all" if train_runs == "all" else _ints(train_runs),
-        held_out_runs=_ints(held_out_runs), method=method, alpha=alpha, random_state=seed,
-        stability_seeds=_ints(stability_seeds), split_half=split_half, device=device)
+    device = check_device(device)
+    check_out_dir(out_dir, "OUT_DIR")
+    try:
+        timecourses = NeuronTimecourses.load(timecourses_dir, mmap=True)
+    except (ValueError, OSError) as err:
+        raise click.ClickException(f"TIMECOURSES_DIR: {err}") from None
+    try:
+        patterns = fit_atoms(
+            timecourses, n_atoms, train_runs="all" if train_runs == "all" else _ints(train_runs),
+            held_out_runs=_ints(held_out_runs), method=method, alpha=alpha, random_state=seed,
+            stability_seeds=_ints(stability_seeds), split_half=split_half, device=device)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
     path = patterns.save(out_dir)
     sizes = np.bincount(patterns.subgroup[patterns.subgroup >= 0], minlength=n_atoms)
     click.echo(f"{n_atoms} atoms on runs {patterns.fit_runs}; subgroup sizes {sizes.tolist()}")
@@ -60,14 +69,27 @@ def atoms_command(timecourses_dir: Path, out_dir: Path, n_atoms: int, train_runs
 def networks_command(activations: Path, neurons_npz: Path, out_dir: Path, n_components: int,
                      z_threshold: float, two_sided: bool, seed: int, device: str | None) -> None:
     """Functional networks of ACTIVATIONS (.npy, tokens x neurons) with NEURONS_NPZ (layer, site, unit)."""
+    from brainalign.cli import check_device, check_out_dir
     from brainalign.patterns import find_functional_networks
     from brainalign.record.neurons import NeuronTable
 
-    with np.load(neurons_npz) as table:
-        neurons = NeuronTable(table["layer"], table["site"], table["unit"])
-    data = np.load(activations, mmap_mode="r")
-    networks = find_functional_networks(data, neurons, n_components, z_threshold, two_sided,
-                                        random_state=seed, device=device)
+    device = check_device(device)
+    check_out_dir(out_dir, "OUT_DIR")
+    try:
+        with np.load(neurons_npz) as table:
+            neurons = NeuronTable(table["layer"], table["site"], table["unit"])
+    except (ValueError, OSError, KeyError) as err:
+        raise click.ClickException(f"NEURONS_NPZ {neurons_npz}: not a neuron table (.npz with "
+                                   f"layer, site, unit): {err}") from None
+    try:
+        data = np.load(activations, mmap_mode="r")
+    except (ValueError, OSError) as err:
+        raise click.ClickException(f"ACTIVATIONS {activations}: not a .npy array: {err}") from None
+    try:
+        networks = find_functional_networks(data, neurons, n_components, z_threshold, two_sided,
+                                            random_state=seed, device=device)
+    except ValueError as err:
+        raise click.ClickException(f"ACTIVATIONS {activations}: {err}") from None
     path = networks.save(out_dir)
     click.echo(f"{len(networks)} networks, sizes {[len(n) for n in networks.networks]}; "
                f"union {len(networks.union())} of {networks.n_neurons} neurons")

@@ -33,6 +33,10 @@ def parse_layers(text: str | None) -> list[int] | None:
         try:
             if "-" in part:
                 first, last = (int(x) for x in part.split("-", 1))
+                if last < first:
+                    raise click.BadParameter(
+                        f"range {part!r} in {text!r} is reversed; write it low-high, "
+                        f"e.g. '{last}-{first}'", param_hint="--layers")
                 layers.extend(range(first, last + 1))
             else:
                 layers.append(int(part))
@@ -96,8 +100,11 @@ def record_command(model_name, story_paths, sites, out_dir, layers, context_toke
     from brainalign.stimuli import bundled_story, load_story
     from brainalign.timecourse.timecourses import TrResampling
 
+    from brainalign.cli import check_device, check_out_dir
+
     layer_list = parse_layers(layers)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_out_dir(out_dir)
+    device = check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
     stories = [load_story(path) for path in story_paths] or [bundled_story()]
     stories = [_with_scan(story, scan_tr, scan_volumes, scan_first_volume) for story in stories]
     resampling = None

@@ -81,7 +81,7 @@ def run(config_path: str, progress: bool) -> None:
     """Run (or resume) the study described by CONFIG_PATH (a TOML file; see
     ``brainalign config example``)."""
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, check_files=True)
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
     _run_and_print(config, progress)

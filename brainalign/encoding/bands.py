@@ -127,13 +127,9 @@ class ResolvedBand:
 
 
 def _check_delays(name: str, delays) -> list[int]:
-    delays = [] if delays is None else list(np.atleast_1d(np.asarray(delays)).tolist())
-    if not all(float(d).is_integer() and d >= 0 for d in delays):
-        raise ValueError(f"band {name!r}: delays must be whole numbers of TRs >= 0 (the "
-                         f"stimulus precedes the response), got {delays}")
-    if len(set(delays)) != len(delays):
-        raise ValueError(f"band {name!r}: delays repeat: {delays}")
-    return [int(d) for d in delays]
+    from brainalign.timecourse.delays import check_fir_delays
+
+    return check_fir_delays(delays, f"band {name!r}: delays")
 
 
 def resolve_bands(X, n_tr: int, delays=DEFAULT_DELAYS, preprocessing=None) -> list[ResolvedBand]:

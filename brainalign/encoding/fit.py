@@ -34,7 +34,7 @@ import logging
 import numpy as np
 
 from brainalign.provenance import config_hash, provenance_block
-from brainalign.timecourse.delays import DEFAULT_DELAYS
+from brainalign.timecourse.delays import DEFAULT_DELAYS, check_fir_delays
 from brainalign.timecourse.runs import check_runs
 
 from .banded import DEFAULT_N_ITER, BandedEncodingModel
@@ -185,12 +185,15 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
     if Y.ndim != 2 or Y.shape[0] == 0:
         raise ValueError(f"Y must be (n_tr, n_targets) with at least one TR; got shape {Y.shape}")
     n_tr, n_targets = Y.shape
+    if delays is not None:
+        check_fir_delays(delays, "delays")
     bands = resolve_bands(X, n_tr, delays, preprocessing)
     runs = check_runs(runs, n_tr)
     for name, value, low in (("n_perm", n_perm, 0), ("n_band_shifts", n_band_shifts, 0),
                              ("block_tr", block_tr, 1), ("min_shift_tr", min_shift_tr, 1),
                              ("n_iter", n_iter, 1), ("n_inner_splits", n_inner_splits, 2)):
-        if int(value) != value or value < low:
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if null_scope not in ("refit", "predictions"):
         raise ValueError(f"null_scope must be 'refit' or 'predictions', got {null_scope!r}")

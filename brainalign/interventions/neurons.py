@@ -63,14 +63,23 @@ class NeuronSet:
     name: str = ""
 
     def __post_init__(self):
-        clean = {}
+        clean: dict[str, np.ndarray] = {}
         for key, index in self.units.items():
-            parse_site_key(key)
-            index = np.unique(np.asarray(index, dtype=np.int64).ravel())
+            layer, site = parse_site_key(key)
+            raw = np.asarray(index)
+            if raw.size and not (np.issubdtype(raw.dtype, np.integer) or (
+                    np.issubdtype(raw.dtype, np.floating) and np.all(raw == np.rint(raw)))):
+                raise ValueError(f"site {key}: unit indices must be integers, got "
+                                 f"{raw.ravel()[:5].tolist()}")
+            index = np.unique(raw.astype(np.int64).ravel())
             if index.size and index[0] < 0:
-                raise ValueError(f"site {key}: negative unit index {index[0]}")
+                raise ValueError(f"site {key}: negative unit index {index[0]}; allowed: "
+                                 "0 <= unit < the site's width")
             if index.size:
-                clean[key] = index
+                # "L0.mlp.out" and "L00.mlp.out" name the same site: keep the padded key
+                # (the one Site.key uses), merging duplicates
+                padded = site_key(layer, site)
+                clean[padded] = np.union1d(clean[padded], index) if padded in clean else index
         object.__setattr__(self, "units", dict(sorted(clean.items(), key=lambda kv: parse_site_key(kv[0]))))
 
     # -- construction -------------------------------------------------------------------
@@ -100,9 +109,24 @@ class NeuronSet:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "NeuronSet":
-        """Inverse of :meth:`to_dict` (JSON-friendly)."""
-        return cls({k: np.asarray(v, dtype=np.int64) for k, v in data["units"].items()},
-                   name=data.get("name", ""))
+        """Inverse of :meth:`to_dict` (JSON-friendly).
+
+        Raises
+        ------
+        ValueError
+            When ``data`` is not ``{"name": ..., "units": {site key: [unit, ...]}}``.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("units"), Mapping):
+            raise ValueError('expected a JSON object {"name": ..., "units": {"L27.mlp.out": '
+                             f"[3, 17, ...]}}}}, got {_short(data)}")
+        units = {}
+        for key, value in data["units"].items():
+            if not isinstance(value, (list, tuple)) or not all(
+                    isinstance(u, int) and not isinstance(u, bool) for u in value):
+                raise ValueError(f"units[{key!r}] = {_short(value)}; allowed: a list of "
+                                 "integer unit indices")
+            units[key] = np.asarray(value, dtype=np.int64)
+        return cls(units, name=data.get("name", ""))
 
     def to_dict(self) -> dict:
         """``{"name": ..., "units": {site key: [unit, ...]}}`` for JSON."""
@@ -171,19 +195,32 @@ class NeuronSet:
         return _sites_for_keys(model, self.units, self.units)
 
 
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _sites_for_keys(model: torch.nn.Module, keys: Iterable[str],
                     units: Mapping[str, np.ndarray]) -> list[Site]:
     wanted = [parse_site_key(k) for k in keys]
     sites = []
     for site_name in sorted({s for _, s in wanted}):
         layers = sorted({layer for layer, s in wanted if s == site_name})
-        sites.extend(resolve_sites(model, [site_name], layers))
+        try:
+            sites.extend(resolve_sites(model, [site_name], layers))
+        except ValueError as err:
+            named = [site_key(layer, site_name) for layer in layers]
+            raise ValueError(f"neuron set site(s) {named}: {err}") from None
+    bad = []
     for site in sites:
         index = units.get(site.key)
         if index is not None and index.size and index[-1] >= site.width:
-            raise ValueError(
-                f"site {site.key} has {site.width} units but the neuron set names unit {index[-1]}"
-            )
+            outside = index[index >= site.width]
+            bad.append(f"site {site.key} has {site.width} units (allowed 0..{site.width - 1}) "
+                       f"but the neuron set names unit(s) {outside[:5].tolist()}"
+                       + (f" and {outside.size - 5} more" if outside.size > 5 else ""))
+    if bad:
+        raise ValueError("; ".join(bad))
     return sites
 
 
@@ -227,8 +264,7 @@ def edit_neurons(
             if name in SITE_NAMES:
                 keys.extend(s.key for s in resolve_sites(model, [name]))
             else:
-                parse_site_key(name)
-                keys.append(name)
+                keys.append(site_key(*parse_site_key(name)))
         sites = _sites_for_keys(model, keys, neuron_set.units)
     else:
         sites = neuron_set.sites(model)

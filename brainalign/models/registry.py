@@ -510,6 +510,91 @@ def _materialise_gguf(name: str, gguf: Path, kind: ModelKind) -> tuple[Path, str
     return target, digest
 
 
+def _config_layers(config: dict) -> int | None:
+    for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    nested = config.get("text_config")
+    return _config_layers(nested) if isinstance(nested, dict) else None
+
+
+def _gguf_layers(path: Path) -> int | None:
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+        field_ = reader.fields.get("general.architecture")
+        arch = bytes(field_.parts[field_.data[0]]).decode()
+        count = reader.fields.get(f"{arch}.block_count")
+        return int(count.parts[count.data[0]][0])
+    except Exception:  # unreadable header, missing package: the load will say more
+        return None
+
+
+def layer_count(name: str) -> int | None:
+    """Number of transformer blocks of a model, read from its ``config.json`` or GGUF
+    header without loading weights (nor joining split GGUF files); None when it cannot be
+    told offline (a hub id, an unreadable file).
+
+    Raises
+    ------
+    ModelNotInstalledError
+        For a registry model whose packages are not installed.
+    """
+    spec = registry_spec(name)
+    if spec is not None:
+        dirs = [_module_dir(module) for module in spec.modules]
+        if any(d is None for d in dirs):
+            locate(spec)  # raises ModelNotInstalledError naming the packages
+        # a split GGUF is read once joined (the parts are byte ranges of one file)
+        path = (cache_dir() / "models" / spec.relative_path if spec.gguf_parts
+                else dirs[0] / spec.relative_path)
+        if not path.exists():
+            return None
+    else:
+        path = Path(name).expanduser()
+        if not path.exists():
+            return None
+    if path.is_dir():
+        try:
+            return _config_layers(json.loads((path / "config.json").read_text()))
+        except (OSError, ValueError):
+            return None
+    if path.suffix == ".gguf":
+        return _gguf_layers(path)
+    return None
+
+
+def check_device(device: "str | torch.device | None", what: str = "device") -> "str | None":
+    """``device`` if torch can compute on it here, else a one-line ValueError naming it.
+
+    None passes (the caller's default). ``"cuda"`` on a build or machine without CUDA, or
+    a string torch does not parse (``"gpu"``), is refused before anything is loaded.
+    """
+    if device is None:
+        return None
+    import torch
+
+    allowed = "cpu, cuda, cuda:N (N a GPU index), mps"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{what} {str(device)!r} is not a torch device; allowed: {allowed}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{what} {str(device)!r}: this torch build or machine has no CUDA "
+                             "device (torch.cuda.is_available() is False); use cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"{what} {str(device)!r}: only {torch.cuda.device_count()} CUDA "
+                             f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif parsed.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ValueError(f"{what} {str(device)!r}: MPS is not available here; use cpu")
+    elif parsed.type != "cpu":
+        raise ValueError(f"{what} {str(device)!r} is not supported; allowed: {allowed}")
+    return device
+
+
 def load_model(
     name: str,
     device: str | torch.device = "cpu",
@@ -539,6 +624,7 @@ def load_model(
     ModelNotInstalledError
         A registry model whose packages are not installed.
     """
+    check_device(device)
     dtype = dtype or default_dtype(device)
     provenance: dict = {"model_id": name}
     spec = registry_spec(name)

@@ -38,7 +38,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {str(device)!r} is not a torch device; allowed: cpu, cuda, "
+                         "cuda:N, mps") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was requested but torch sees no CUDA device")
     return device

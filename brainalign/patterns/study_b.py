@@ -190,6 +190,12 @@ def find_functional_networks(
     if activations.ndim != 2 or activations.shape[1] != len(neurons):
         raise ValueError(f"activations must be (n_tokens, n_neurons={len(neurons)}), "
                          f"got shape {tuple(activations.shape)}")
+    for start in range(0, activations.shape[0], 4096):  # in blocks: may be memory-mapped
+        block = np.asarray(activations[start:start + 4096])
+        if not np.isfinite(block).all():
+            row = start + int(np.flatnonzero(~np.isfinite(block).all(1))[0])
+            raise ValueError(f"activations hold NaN or infinite values (first at token row "
+                             f"{row}); allowed: finite values only")
     ica = FastICA(n_components, max_iter=max_iter, tol=tol, random_state=random_state,
                   device=device, chunk_size=chunk_size)
     maps = ica.fit_transform(activations.T).T  # neurons are the samples: maps over neurons

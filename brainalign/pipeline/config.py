@@ -96,6 +96,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                         "after the last volume (e.g. speech during discarded "
                                         "volumes); otherwise they stop the study."),
         "mask": Key(_STR, "", doc="Brain mask (nifti source)."),
+        "resample_mask": Key(_BOOL, False, doc="nifti source: resample images whose grid "
+                             "(shape or affine) differs from fmri.mask onto the mask's grid, "
+                             "with a warning; false refuses them."),
         "snr": Key(_FLOAT, 1.0, doc="Simulation: signal-to-noise ratio (signal sd / noise sd)."),
         "noise": Key(_STR, "ar1", ("white", "ar1", "rest"), "Simulation: noise model."),
         "n_subjects": Key(_INT, 2, doc="Simulation: number of subjects."),
@@ -189,6 +192,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+#: Target spaces of a simulated study (``fmri.spaces``).
+SPACES = ("fsaverage5", "MNI152_3mm", "MNI152_2mm", "roi")
+
 #: Not a table of the file: the stories' resolved scans (``tr_s``, ``n_volumes``,
 #: ``first_volume_s`` per story), which come partly from files (story directories, brain
 #: data). :class:`brainalign.pipeline.study.Study` adds it, so that every stage on the TR
@@ -226,87 +232,121 @@ def validate(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ConfigError
         Naming the offending table or key, and the allowed tables, keys, types or values.
     """
+    config, errors = _validate_collect(raw)
+    raise_errors(errors)
+    return config
+
+
+def raise_errors(errors: list[str]) -> None:
+    """Raise one :class:`ConfigError` holding every message (one line, ``; ``-separated)."""
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
+    if errors:
+        raise ConfigError(f"{len(errors)} errors in the study configuration: " + "; ".join(
+            f"({i}) {message}" for i, message in enumerate(errors, 1)))
+
+
+def _validate_collect(raw: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The configuration with defaults filled in (a key of the wrong type or value takes its
+    default, so that the other checks still run) and every error found."""
+    errors: list[str] = []
+    if not isinstance(raw, dict):
+        return {}, [f"a study configuration must be a table of tables, got {type(raw).__name__}"]
     unknown_tables = sorted(set(raw) - set(SCHEMA))
     if unknown_tables:
-        raise ConfigError(f"unknown table(s) {unknown_tables}; allowed tables: {sorted(SCHEMA)}")
+        errors.append(f"unknown table(s) {unknown_tables}; allowed tables: {sorted(SCHEMA)}")
     config: dict[str, dict[str, Any]] = {}
     for table, keys in SCHEMA.items():
         given = raw.get(table, {})
         if not isinstance(given, dict):
-            raise ConfigError(f"[{table}] must be a table of keys, got {type(given).__name__}")
+            errors.append(f"[{table}] must be a table of keys, got {type(given).__name__}")
+            given = {}
         unknown = sorted(set(given) - set(keys))
         if unknown:
-            raise ConfigError(f"unknown key(s) {[f'{table}.{k}' for k in unknown]}; allowed keys "
-                              f"in [{table}]: {sorted(keys)}")
+            errors.append(f"unknown key(s) {[f'{table}.{k}' for k in unknown]}; allowed keys "
+                          f"in [{table}]: {sorted(keys)}")
         section = {}
         for name, key in keys.items():
             value = given.get(name, copy.deepcopy(key.default))
             ok = isinstance(value, key.types) and not (
                 isinstance(value, bool) and bool not in key.types)
             if not ok:
-                raise ConfigError(f"{table}.{name} must be of type {_type_name(key.types)}, got "
-                                  f"{value!r} ({type(value).__name__})")
-            if key.choices is not None and value not in key.choices:
-                raise ConfigError(f"{table}.{name} = {value!r} is not allowed; allowed values: "
-                                  f"{list(key.choices)}")
+                errors.append(f"{table}.{name} must be of type {_type_name(key.types)}, got "
+                              f"{value!r} ({type(value).__name__})")
+                value = copy.deepcopy(key.default)
+            elif key.choices is not None and value not in key.choices:
+                errors.append(f"{table}.{name} = {value!r} is not allowed; allowed values: "
+                              f"{list(key.choices)}")
+                value = copy.deepcopy(key.default)
             section[name] = value
         config[table] = section
-    _check_values(config)
-    return config
+    errors.extend(_check_values(config))
+    return config, errors
 
 
-def _check_values(config: dict[str, dict[str, Any]]) -> None:
+def _check_values(config: dict[str, dict[str, Any]]) -> list[str]:
+    """Every error of the values (types already checked), as messages."""
     from brainalign.models.sites import SITE_NAMES
+    from brainalign.timecourse.delays import check_fir_delays
 
+    errors: list[str] = []
     bad_sites = [s for s in config["model"]["sites"] if s not in SITE_NAMES]
     if bad_sites:
-        raise ConfigError(f"model.sites contains {bad_sites}; allowed values: {list(SITE_NAMES)}")
+        errors.append(f"model.sites contains {bad_sites}; allowed values: {list(SITE_NAMES)}")
     layers = config["model"]["layers"]
     if isinstance(layers, str) and layers != "all":
-        raise ConfigError(f'model.layers = {layers!r}; allowed: "all" or a list of integers')
-    if isinstance(layers, list) and not all(isinstance(i, int) and i >= 0 for i in layers):
-        raise ConfigError(f"model.layers = {layers!r}; allowed: a list of integers >= 0")
+        errors.append(f'model.layers = {layers!r}; allowed: "all" or a list of integers')
+    if isinstance(layers, list) and not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers):
+        errors.append(f"model.layers = {layers!r}; allowed: a list of integers >= 0")
     if not config["model"]["names"]:
-        raise ConfigError("model.names is empty; give at least one model "
-                          "(e.g. 'smollm2-135m-instruct-q4')")
-    allowed_spaces = ("fsaverage5", "MNI152_3mm", "MNI152_2mm", "roi")
-    bad_spaces = [s for s in config["fmri"]["spaces"] if s not in allowed_spaces]
+        errors.append("model.names is empty; give at least one model "
+                      "(e.g. 'smollm2-135m-instruct-q4')")
+    elif not all(isinstance(n, str) and n for n in config["model"]["names"]):
+        errors.append(f"model.names = {config['model']['names']!r}; allowed: a list of model "
+                      "names or paths (strings)")
+    bad_spaces = [s for s in config["fmri"]["spaces"] if s not in SPACES]
     if bad_spaces:
-        raise ConfigError(f"fmri.spaces contains {bad_spaces}; allowed values: {list(allowed_spaces)}")
+        errors.append(f"fmri.spaces contains {bad_spaces}; allowed values: {list(SPACES)}")
     for table, name, low in (("patterns", "n_atoms", 2), ("encoding", "n_permutations", 0),
                              ("networks", "n_null", 1), ("networks", "n_shifts", 0),
                              ("fmri", "n_subjects", 1), ("group", "n_perm", 0),
-                             ("study", "seed", 0), ("compute", "n_workers", 1)):
+                             ("study", "seed", 0), ("compute", "n_workers", 1),
+                             ("model", "context_tokens", 1), ("encoding", "n_band_shifts", 0)):
         if config[table][name] < low:
-            raise ConfigError(f"{table}.{name} = {config[table][name]} must be >= {low}")
+            errors.append(f"{table}.{name} = {config[table][name]} must be >= {low}")
     if (config["fmri"]["source"] == "simulated"
             and config["fmri"]["n_planted"] > config["patterns"]["n_atoms"]):
-        raise ConfigError(f"fmri.n_planted = {config['fmri']['n_planted']} exceeds "
-                          f"patterns.n_atoms = {config['patterns']['n_atoms']}: the planted "
-                          "patterns are the study's atoms")
+        errors.append(f"fmri.n_planted = {config['fmri']['n_planted']} exceeds "
+                      f"patterns.n_atoms = {config['patterns']['n_atoms']}: the planted "
+                      "patterns are the study's atoms")
     if not config["stories"]["bundled"] and not config["stories"]["paths"]:
-        raise ConfigError("stories: set bundled = true or give stories.paths")
+        errors.append("stories: set bundled = true or give stories.paths")
     if config["fmri"]["source"] != "simulated" and not config["fmri"]["paths"]:
-        raise ConfigError(f"fmri.paths is empty but fmri.source = {config['fmri']['source']!r} "
-                          "needs data files")
-    _check_first_volumes(config["fmri"])
+        errors.append(f"fmri.paths is empty but fmri.source = {config['fmri']['source']!r} "
+                      "needs data files")
+    for check, part in ((_check_first_volumes, config["fmri"]), (_check_bands, config["encoding"])):
+        try:
+            check(part)
+        except ConfigError as err:
+            errors.append(str(err))
     if config["networks"]["atlas"] == "none" and config["outputs"]["report"]:
-        raise ConfigError('networks.atlas = "none" skips the network mapping, which the report '
-                          "shows; set outputs.report = false (maps and tables are still written)")
-    delays = config["encoding"]["delays"]
-    if not delays or not all(isinstance(d, int) and d >= 0 for d in delays):
-        raise ConfigError(f"encoding.delays = {delays!r}; allowed: a non-empty list of integers >= 0")
-    _check_bands(config["encoding"])
-    if config["encoding"]["n_band_shifts"] < 0:
-        raise ConfigError(f"encoding.n_band_shifts = {config['encoding']['n_band_shifts']} "
-                          "must be >= 0")
+        errors.append('networks.atlas = "none" skips the network mapping, which the report '
+                      "shows; set outputs.report = false (maps and tables are still written)")
+    try:
+        check_fir_delays(config["encoding"]["delays"], "encoding.delays", allow_empty=False)
+    except ValueError as err:
+        errors.append(str(err))
     if config["cleaning"]["high_pass_hz"] < 0:
-        raise ConfigError(f"cleaning.high_pass_hz = {config['cleaning']['high_pass_hz']} must be "
-                          ">= 0 (0: no high-pass filter)")
+        errors.append(f"cleaning.high_pass_hz = {config['cleaning']['high_pass_hz']} must be "
+                      ">= 0 (0: no high-pass filter)")
+    if not config["stories"]["tr_s"] > 0:
+        errors.append(f"stories.tr_s = {config['stories']['tr_s']} must be > 0 (seconds)")
     for table, name in (("encoding", "fdr_q"), ("networks", "alpha"), ("group", "cluster_p"),
                         ("group", "alpha")):
         if not 0 < config[table][name] < 1:
-            raise ConfigError(f"{table}.{name} = {config[table][name]} must lie in (0, 1)")
+            errors.append(f"{table}.{name} = {config[table][name]} must lie in (0, 1)")
+    return errors
 
 
 def _check_first_volumes(fmri: dict[str, Any]) -> None:
@@ -409,27 +449,132 @@ def _check_bands(encoding: dict[str, Any]) -> None:
                           f"any of {allowed[1:]} (extra_bands by their names)")
 
 
-def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
+def load_config(path: str | Path, check_files: bool = False) -> dict[str, dict[str, Any]]:
     """Read and validate a study TOML file.
 
     ``study.out`` and the paths of :data:`PATH_KEYS` are resolved against the file's
     folder, after ``${NAME}`` / ``${NAME:-fallback}`` environment variables are expanded
     in the paths (see the module docstring).
+
+    Every error is reported at once, in one :class:`ConfigError`. With ``check_files``,
+    the checks of :func:`check_resources` (files exist, atlas, layers against each
+    model's own configuration, device, output folder) are added to them.
     """
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
-    config = validate(raw)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the study file: {err}") from err
+    config, errors = _validate_collect(raw)
     base = path.parent
     out = Path(config["study"]["out"])
     config["study"]["out"] = str(out if out.is_absolute() else (base / out).resolve())
     for table, name in PATH_KEYS:
-        config[table][name] = _resolve_paths(config[table][name], base, f"{table}.{name}")
+        try:
+            config[table][name] = _resolve_paths(config[table][name], base, f"{table}.{name}")
+        except ConfigError as err:
+            errors.append(str(err))
     for index, entry in enumerate(config["encoding"]["extra_bands"]):
-        entry["path"] = _resolve_paths(entry["path"], base, f"encoding.extra_bands[{index}].path")
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            try:
+                entry["path"] = _resolve_paths(entry["path"], base,
+                                               f"encoding.extra_bands[{index}].path")
+            except ConfigError as err:
+                errors.append(str(err))
+    if check_files:
+        errors.extend(check_resources(config))
+    if errors:
+        try:
+            raise_errors(errors)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
     return config
+
+
+def _flat_paths(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [p for item in value for p in _flat_paths(item)]
+    return [value] if isinstance(value, str) and value else []
+
+
+def check_resources(config: dict[str, dict[str, Any]]) -> list[str]:
+    """What the schema cannot see, checked before any stage runs, as a list of messages.
+
+    - every path of ``stories.paths``, ``fmri.paths``, ``fmri.mask`` and the extra bands
+      exists;
+    - ``networks.atlas`` is a known atlas name, ``"none"`` or an existing file;
+    - each model name names something loadable (registry, local path, hub id), and
+      ``model.layers`` lie inside each model's layer count, read from its ``config.json``
+      or GGUF header without loading weights;
+    - ``model.device`` is usable here;
+    - ``study.out`` can be created and written.
+    """
+    import os
+
+    errors: list[str] = []
+    for table, name in PATH_KEYS:
+        missing = [p for p in _flat_paths(config[table][name]) if not Path(p).exists()]
+        if missing:
+            errors.append(f"{table}.{name}: no such file or folder: {missing}")
+    for index, entry in enumerate(config["encoding"]["extra_bands"]):
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"] \
+                and not Path(entry["path"]).exists():
+            errors.append(f"encoding.extra_bands[{index}].path: no such file: {entry['path']!r}")
+    atlas = config["networks"]["atlas"]
+    try:
+        from brainalign.networks.atlases import ATLAS_NAMES
+    except Exception:  # pragma: no cover - the networks extra is missing
+        ATLAS_NAMES = ("yeo7", "yeo17", "seitzman", "dosenbach", "cole-anticevic")
+    if atlas != "none" and atlas.lower() not in ATLAS_NAMES and not Path(atlas).exists():
+        errors.append(f"networks.atlas = {atlas!r} is neither a known atlas nor an existing "
+                      f"file; allowed: {list(ATLAS_NAMES)}, \"none\" or a path")
+    errors.extend(_check_models(config["model"]))
+    out = Path(config["study"]["out"])
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if out.exists() and not out.is_dir():
+        errors.append(f"study.out = {str(out)!r} exists and is not a folder")
+    elif not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        errors.append(f"study.out = {str(out)!r}: folder {str(existing)!r} is not writable")
+    return errors
+
+
+def _check_models(model: dict[str, Any]) -> list[str]:
+    from brainalign.models.registry import (ModelNotInstalledError, UnknownModelError,
+                                            check_device, layer_count, registry_spec,
+                                            resolve_source)
+
+    errors: list[str] = []
+    if model["device"] != "auto":
+        try:
+            check_device(model["device"], "model.device")
+        except ValueError as err:
+            errors.append(str(err))
+    layers = model["layers"]
+    wanted = [i for i in layers if isinstance(i, int)] if isinstance(layers, list) else []
+    for index, name in enumerate(model["names"]):
+        if not isinstance(name, str):
+            continue
+        try:
+            if registry_spec(name) is None:
+                resolve_source(name)
+            n_layers = layer_count(name)
+        except (UnknownModelError, ModelNotInstalledError) as err:
+            errors.append(f"model.names[{index}]: {err}")
+            continue
+        bad = [i for i in wanted if n_layers is not None and not 0 <= i < n_layers]
+        if bad:
+            errors.append(f"model.layers = {layers}: layer(s) {bad} out of range for "
+                          f"{name!r}, which has {n_layers} layers (0..{n_layers - 1})")
+    return errors
+
+
+def preflight(config: dict[str, dict[str, Any]]) -> None:
+    """Raise one :class:`ConfigError` with every problem of :func:`check_resources`."""
+    raise_errors(check_resources(config))
 
 
 def stage_config(config: dict[str, dict[str, Any]], stage: str) -> dict[str, Any]:

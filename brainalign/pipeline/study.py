@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -223,7 +224,8 @@ def real_masker(fmri: dict) -> Any:
     from brainalign.brain import RoiTableMasker, SurfaceMasker, VolumeMasker
 
     if fmri["source"] == "nifti":
-        return VolumeMasker(mask_img=fmri["mask"] or None)
+        return VolumeMasker(mask_img=fmri["mask"] or None,
+                            resample_to_mask=fmri.get("resample_mask", False))
     return SurfaceMasker() if fmri["source"] == "gifti" else RoiTableMasker()
 
 
@@ -955,11 +957,24 @@ def run_study(config: dict, progress: bool = True) -> StudySummary:
     from brainalign.pipeline.bands import encoding_summary
     from brainalign.pipeline.group_stage import group_summary, run_group_stage
 
+    from brainalign.pipeline.config import preflight
+
     started = time.perf_counter()
+    # every problem the configuration's files, models and atlas have, before any stage
+    # runs and before the output folder is made
+    preflight(config)
     out = Path(config["study"]["out"])
+    created = not out.exists()
     handler = _attach_log(out)
     try:
-        study = Study(config, progress=progress)
+        try:
+            study = Study(config, progress=progress)
+        except BaseException:
+            if created:  # nothing was computed: leave no folder behind
+                logging.getLogger("brainalign").removeHandler(handler)
+                handler.close()
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         config = study.config  # with the stories' resolved scans: hashed and recorded
         _event("study started", event="study_start", out=str(out),
                config_hash=config_hash(config))

@@ -37,6 +37,33 @@ from brainalign.timecourse.runs import check_runs, run_slices
 DEFAULT_DELAYS: tuple[int, ...] = (1, 2, 3, 4)
 
 
+def check_fir_delays(delays, key: str = "delays", allow_empty: bool = True) -> list[int]:
+    """FIR delays of an encoding model as a list of int, or a one-line ValueError.
+
+    The encoding models take whole TR counts ``>= 0`` (see the sign convention above: a
+    negative delay would let the stimulus *after* a volume predict it), each once. The
+    same check serves ``fit_encoding(delays=...)``, a band's own delays and the study
+    configuration's ``encoding.delays``, so all three give the same message after ``key``.
+    """
+    given = [] if delays is None else delays
+    try:
+        values = list(np.atleast_1d(np.asarray(given, dtype=object)).ravel().tolist())
+    except Exception:  # pragma: no cover - anything numpy cannot hold
+        values = [given]
+    ok = all(isinstance(d, (int, float, np.integer, np.floating)) and not isinstance(d, bool)
+             and float(d).is_integer() and d >= 0 for d in values)
+    shown = values if not isinstance(delays, str) else delays
+    allowed = f"allowed: a {'' if allow_empty else 'non-empty '}list of distinct integers >= 0"
+    if not ok or isinstance(delays, str):
+        raise ValueError(f"{key} = {shown!r}: FIR delays must be whole numbers of TRs >= 0 "
+                         f"(the stimulus precedes the response); {allowed}")
+    if not values and not allow_empty:
+        raise ValueError(f"{key} = []: {allowed}")
+    if len(set(int(d) for d in values)) != len(values):
+        raise ValueError(f"{key} = {shown!r}: delays repeat; {allowed}")
+    return [int(d) for d in values]
+
+
 def delays_in_trs(delays: Sequence[float], unit: Literal["tr", "s"] = "tr",
                   tr_s: float | None = None) -> np.ndarray:
     """Delays as integer TR counts.

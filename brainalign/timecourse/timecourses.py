@@ -109,7 +109,17 @@ class NeuronTimecourses:
     def load(cls, path: str | Path, mmap: bool = True) -> "NeuronTimecourses":
         """Read a directory written by :meth:`save` (``data`` memory-mapped when ``mmap``)."""
         path = Path(path)
+        missing = [name for name in (TIMECOURSE_DATA, *TIMECOURSE_AXES) if not (path / name).is_file()]
+        if missing:
+            what = ("a word-level recording (it has manifest.json): resample it to the TR grid "
+                    "first (brainalign record --to-tr, or brainalign.timecourse.recording_to_tr)"
+                    if (path / "manifest.json").is_file() and not (path / TIMECOURSE_DATA).is_file()
+                    else "not a saved NeuronTimecourses folder")
+            raise ValueError(f"{path} is {what}; missing {missing}")
         data = np.load(path / TIMECOURSE_DATA, mmap_mode="r" if mmap else None)
+        if data.ndim != 2:
+            raise ValueError(f"{path / TIMECOURSE_DATA} has shape {data.shape}; expected "
+                             "(n_tr, n_neurons)")
         with np.load(path / TIMECOURSE_AXES[0]) as axes:
             neurons = NeuronTable(axes["layer"], axes["site"], axes["unit"])
             times_s, runs = axes["times_s"], axes["runs"]
