@@ -205,6 +205,13 @@ def load_map(path: str | Path, brain) -> np.ndarray:
             raise ValueError(f"surface map name has no hemi-L/hemi-R entity: {path.name}")
         source = {h: path.with_name(path.name.replace(match.group(0), f"hemi-{h}"))
                   for h in masker.hemispheres_}
+    elif path.name.endswith((".nii", ".nii.gz")):
+        from nilearn.image import load_img, new_img_like
+
+        source = load_img(str(path))
+        if source.ndim == 3:  # one map: read as a single volume (fMRI must be 4-D)
+            source = new_img_like(source, np.asarray(source.dataobj)[..., None],
+                                  copy_header=True)
     else:
         source = str(path)
     values = masker.extract_signals(source)[0].astype(np.float32)
