@@ -68,10 +68,10 @@ def test_importing_the_cli_does_not_import_torch():
 
 def test_record_choices_match_the_modules_they_stand_for():
     from brainalign.cli import record
-    from brainalign.models.sites import SITE_NAMES
+    from brainalign.models.sites import ALL_SITE_NAMES
     from brainalign.record.recorder import POOLINGS
 
-    assert record.SITE_NAMES == SITE_NAMES
+    assert record.SITE_NAMES == ALL_SITE_NAMES
     assert record.POOLINGS == POOLINGS
 
 

@@ -462,3 +462,29 @@ def test_recorder_uses_the_loaded_models_layout(tmp_path):
     wrong = dataclasses.replace(loaded, layout={**LLAMA_LAYOUT, "attn.out": ["self_attn.out", "output"]})
     with pytest.raises(ValueError, match="no sub-module 'self_attn.out'"):
         record_story(wrong, story, ["attn.out"], tmp_path / "wrong", layers=[1], progress=False)
+
+
+def test_recording_a_mixture_of_experts_with_its_router(tmp_path):
+    """record_story on a tiny Mixtral: routing weights pooled to words sum to 1 (top-2,
+    renormalised), and each word's expert units are zero exactly where its tokens were
+    routed to no expert."""
+    import numpy as np
+    from test_record import make_story, tiny_tokenizer
+
+    from brainalign.models.registry import LoadedModel
+    from brainalign.record import Recording, record_story
+
+    model = tiny_model("mixtral")
+    loaded = LoadedModel(model=model, tokenizer=tiny_tokenizer("causal"), name="tiny-mixtral",
+                         kind="causal", architecture="mixtral",
+                         provenance={"model_id": "tiny-mixtral"})
+    recording = Recording.open(record_story(loaded, make_story(40), ["mlp.router", "mlp.inner"],
+                                            tmp_path, pooling="first", progress=False))
+    for layer in recording.layers:
+        router = np.asarray(recording.block("mlp.router", layer), dtype=np.float64)
+        inner = np.asarray(recording.block("mlp.inner", layer), dtype=np.float64)
+        assert router.shape == (40, N_EXPERTS) and inner.shape == (40, N_EXPERTS * EXPERT_FFN)
+        np.testing.assert_allclose(router.sum(axis=1), 1.0, atol=1e-5)
+        assert ((router > 0).sum(axis=1) == 2).all()  # first token of each word: top-2
+        active = np.abs(inner.reshape(40, N_EXPERTS, EXPERT_FFN)).sum(axis=2) > 0
+        np.testing.assert_array_equal(active, router > 0)

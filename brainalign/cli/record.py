@@ -16,10 +16,11 @@ from brainalign.cli import main
 from brainalign.models.registry import (DEFAULT_CAUSAL_MODEL, ModelNotInstalledError,
                                         UnknownModelError)
 
-# brainalign.models.sites.SITE_NAMES and brainalign.record.recorder.POOLINGS, spelled out
-# here because those modules import torch and every command (even --help) reads these
-# options; tests/test_cli_terminal.py checks that they match.
-SITE_NAMES = ("mlp.inner", "mlp.out", "resid", "attn.out")
+# brainalign.models.sites.ALL_SITE_NAMES and brainalign.record.recorder.POOLINGS, spelled
+# out here because those modules import torch and every command (even --help) reads these
+# options; tests/test_cli_terminal.py checks that they match. mlp.router exists only in
+# mixture-of-experts blocks.
+SITE_NAMES = ("mlp.inner", "mlp.out", "resid", "attn.out", "mlp.router")
 POOLINGS = ("mean", "first", "last")
 
 

@@ -64,7 +64,7 @@ POOLINGS = ("mean", "first", "last")
 #: Left context of causal models, in tokens, when none is given.
 DEFAULT_CONTEXT_TOKENS = 512
 #: Order in which a block computes its sites (the last one of the deepest layer stops).
-_SITE_ORDER = {"attn.out": 0, "mlp.inner": 1, "mlp.out": 2, "resid": 3}
+_SITE_ORDER = {"attn.out": 0, "mlp.router": 1, "mlp.inner": 2, "mlp.out": 3, "resid": 4}
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
