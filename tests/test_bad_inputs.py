@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_record import VOCABULARY, tiny_loaded
+from test_record import VOCABULARY, save_tiny_model, tiny_loaded
 
 from brainalign.cli import main
 
@@ -29,10 +29,7 @@ def files(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("bad-inputs")
-    loaded = tiny_loaded("llama", seed=1)
-    model_dir = root / "model"
-    loaded.model.save_pretrained(model_dir)
-    loaded.tokenizer.save_pretrained(model_dir)
+    model_dir = save_tiny_model(root / "model", seed=1)
     (root / "text.txt").write_text(" ".join(VOCABULARY[i % len(VOCABULARY)] for i in range(40)))
     neuron_files = {
         "unpadded_unit_too_big": {"units": {"L0.mlp.out": [99999]}},

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
-from test_record import tiny_loaded
+from test_record import save_tiny_model, tiny_loaded
 
 from brainalign.cli import main
 from brainalign.models import registry
@@ -27,11 +27,7 @@ def tiny_dir(tmp_path_factory):
     """A tiny Llama checkpoint folder standing in for a registry model's files."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    directory = tmp_path_factory.mktemp("tiny-registry-llama")
-    loaded = tiny_loaded("llama")
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    yield directory
+    yield save_tiny_model(tmp_path_factory.mktemp("tiny-registry-llama"))
     torch.set_num_threads(threads)
 
 

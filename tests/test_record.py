@@ -92,6 +92,15 @@ def tiny_loaded(family: str = "llama", seed: int = 0, **config_changes) -> Loade
                        provenance={"model_id": f"tiny-{family}", "source": "test config"})
 
 
+def save_tiny_model(directory, family: str = "llama", seed: int = 0):
+    """Write :func:`tiny_loaded`'s model and tokenizer to ``directory`` as
+    ``save_pretrained`` does (a checkpoint folder ``load_model`` reads); the folder."""
+    loaded = tiny_loaded(family, seed)
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    return directory
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny matrices: one intra-op thread avoids spin-waiting on a busy machine."""
@@ -425,10 +434,7 @@ KILLED_RUN = textwrap.dedent("""
 
 
 def test_sigkill_midway_leaves_nothing_complete_and_rerun_is_identical(tmp_path):
-    model_dir = tmp_path / "tiny-llama"
-    loaded = tiny_loaded("llama")
-    loaded.model.save_pretrained(model_dir)
-    loaded.tokenizer.save_pretrained(model_dir)
+    model_dir = save_tiny_model(tmp_path / "tiny-llama")
     out = tmp_path / "killed"
     script = KILLED_RUN.format(tests=str(REPO / "tests"), model=str(model_dir), out=str(out))
     process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,

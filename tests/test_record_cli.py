@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_record import make_story, tiny_loaded
+from test_record import make_story, save_tiny_model
 
 from brainalign.cli import main
 from brainalign.cli.record import parse_layers
@@ -19,11 +19,7 @@ def model_dir(tmp_path_factory):
     """A tiny Llama checkpoint with its tokenizer, as ``save_pretrained`` writes them."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    loaded = tiny_loaded("llama")
-    loaded.model.save_pretrained(directory)
-    loaded.tokenizer.save_pretrained(directory)
-    yield directory
+    yield save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
     torch.set_num_threads(threads)
 
 
