@@ -121,6 +121,12 @@ class FoldCleaner:
         Repetition time (s), for the high-pass filter.
     confounds : array, shape (n_tr, n_confounds), optional
         Nuisance time courses (e.g. motion), regressed out within each run.
+    censored : array of int, optional
+        Scrubbed rows (e.g. high motion): every segment is cleaned as without them, its
+        nuisance coefficients fitted on its other rows and applied to all of its rows (a
+        censored row is cleaned, not dropped, so that FIR delays of the features stay on the
+        acquisition grid), and they do not enter the z-scoring scale. The caller keeps them
+        out of model fits and scores.
 
     Attributes
     ----------
@@ -128,19 +134,22 @@ class FoldCleaner:
         Rows cleaned together: per run its training rows (the run's nuisance basis on
         those rows), and each contiguous block of its held-out rows (a basis of its own,
         as for a run of that length); ``coef_map`` (n_regressors, n_rows) maps the
-        segment's values to its nuisance coefficients.
+        segment's values to its nuisance coefficients (zero columns at censored rows).
     own_fit_runs : list of int
         Runs with no training rows (held out whole).
     """
 
     def __init__(self, cleaning: Cleaning, runs, train, tr_s: float | None = None,
-                 confounds=None):
+                 confounds=None, censored=None):
         runs = check_runs(runs, len(runs))
         self.cleaning = cleaning
         self.n_rows = len(runs)
-        self.train = np.asarray(train)
         is_train = np.zeros(self.n_rows, dtype=bool)
-        is_train[self.train] = True
+        is_train[np.asarray(train)] = True
+        self.is_censored = np.zeros(self.n_rows, dtype=bool)
+        if censored is not None:
+            self.is_censored[np.asarray(censored, dtype=int)] = True
+        self.train = np.flatnonzero(is_train & ~self.is_censored)
         if confounds is not None:
             confounds = np.asarray(confounds, dtype=np.float64)
             confounds = confounds[:, None] if confounds.ndim == 1 else confounds
@@ -155,8 +164,7 @@ class FoldCleaner:
             basis = _nuisance_basis(n_run, cleaning, tr_s, run_confounds)
             fit_rows = np.flatnonzero(is_train[part])
             if len(fit_rows):
-                self.segments.append((part.start + fit_rows, basis[fit_rows],
-                                      np.linalg.pinv(basis[fit_rows])))
+                self._add_segment(part.start + fit_rows, basis[fit_rows])
             else:
                 self.own_fit_runs.append(index)
             # held-out rows: each contiguous block is cleaned on its own, as a run of its
@@ -167,8 +175,15 @@ class FoldCleaner:
                     continue
                 block_basis = _nuisance_basis(len(block), cleaning, tr_s,
                                               None if run_confounds is None else run_confounds[block])
-                self.segments.append((part.start + block, block_basis,
-                                      np.linalg.pinv(block_basis)))
+                self._add_segment(part.start + block, block_basis)
+
+    def _add_segment(self, rows: np.ndarray, basis: np.ndarray) -> None:
+        """Rows cleaned together, with coefficients fitted on their uncensored rows."""
+        fit = ~self.is_censored[rows]
+        coef_map = np.zeros((basis.shape[1], len(rows)))
+        if fit.any():
+            coef_map[:, fit] = np.linalg.pinv(basis[fit])
+        self.segments.append((rows, basis, coef_map))
 
     def matrix(self) -> np.ndarray:
         """The nuisance removal as one (n_tr, n_tr) matrix (block-diagonal over segments)."""

@@ -63,8 +63,10 @@ def cv_groups(runs: np.ndarray, n_blocks: int) -> tuple[np.ndarray, str]:
     return contiguous_blocks(len(runs), n_blocks), "contiguous-blocks"
 
 
-def outer_splits(runs, n_samples: int | None = None, n_blocks: int = 5) -> tuple[list[Split], str]:
-    """Leave-one-run-out splits (contiguous blocks for a single run).
+def outer_splits(runs, n_samples: int | None = None, n_blocks: int = 5,
+                 groups=None) -> tuple[list[Split], str]:
+    """Leave-one-run-out splits (contiguous blocks for a single run), or leave one group
+    of runs out (e.g. a story told over several runs).
 
     Parameters
     ----------
@@ -74,6 +76,9 @@ def outer_splits(runs, n_samples: int | None = None, n_blocks: int = 5) -> tuple
         Needed only when ``runs`` is None.
     n_blocks : int
         Number of contiguous blocks when there is a single run.
+    groups : array of int, shape (n_samples,), optional
+        A label per time point (e.g. the story); every run lies inside one group, and
+        there are at least 2 groups. Each split holds one group out.
 
     Returns
     -------
@@ -85,6 +90,20 @@ def outer_splits(runs, n_samples: int | None = None, n_blocks: int = 5) -> tuple
             raise ValueError("give runs or n_samples")
         runs = np.zeros(n_samples, dtype=int)
     runs = check_runs(runs, len(runs))
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != runs.shape:
+            raise ValueError(f"outer groups need one label per time point ({len(runs)}), got "
+                             f"shape {groups.shape}")
+        split_runs = [int(r) for r in np.unique(runs) if len(np.unique(groups[runs == r])) > 1]
+        if split_runs:
+            raise ValueError(f"run(s) {split_runs} span several outer groups; each run must "
+                             "lie inside one group (e.g. one story)")
+        if len(np.unique(groups)) < 2:
+            raise ValueError("leave-one-group-out needs at least 2 outer groups (e.g. 2 "
+                             f"stories), got {len(np.unique(groups))}")
+        return ([Split(np.flatnonzero(groups != g), np.flatnonzero(groups == g), (int(g),))
+                 for g in np.unique(groups)], "leave-one-group-out")
     groups, scheme = cv_groups(runs, n_blocks)
     splits = [Split(np.flatnonzero(groups != g), np.flatnonzero(groups == g), (int(g),))
               for g in np.unique(groups)]

@@ -96,7 +96,8 @@ def _split_r2(model, design_test, y_test) -> np.ndarray:
 
 def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHAS,
                  preprocessing=None, standardize: bool = True, clean=True,
-                 tr_s: float | None = None, confounds=None, partition: bool = True,
+                 tr_s: float | None = None, confounds=None, sample_mask=None,
+                 outer_groups=None, partition: bool = True,
                  n_band_shifts: int = 1000, min_shift_tr: int = 10, n_iter: int = DEFAULT_N_ITER,
                  n_inner_splits: int = 5, n_blocks: int = 5, n_perm: int = 1000,
                  null: str = "block", null_scope: str = "refit", block_tr: int = 10,
@@ -137,6 +138,15 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
         Repetition time in seconds (needed by the high-pass filter of the cleaning).
     confounds : array, shape (n_tr, n_confounds), optional
         Nuisance regressors (motion...) removed from targets and features within runs.
+    sample_mask : array of int or bool, optional
+        The volumes kept (indices, as nilearn's ``load_confounds`` returns, or a boolean
+        mask of length n_tr); the others are scrubbed: left out of every model fit, score
+        and nuisance fit, for features and targets alike. The features keep their FIR
+        delays on the acquisition grid (a kept volume's delayed features may come from a
+        scrubbed one, whose stimulus is not corrupted). Their predictions are NaN.
+    outer_groups : array of int, shape (n_tr,), optional
+        Label of each TR for the outer split (e.g. its story: leave one story out); runs
+        must nest in the groups. Default: the runs.
     partition : bool
         With several bands: fit each band alone and the model without each band, and
         test each band's unique r.
@@ -198,7 +208,8 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
     if null_scope not in ("refit", "predictions"):
         raise ValueError(f"null_scope must be 'refit' or 'predictions', got {null_scope!r}")
     cleaning = resolve_cleaning(clean, tr_s)
-    valid = valid_target_mask(Y)
+    kept, censored = _kept_rows(sample_mask, n_tr)
+    valid = valid_target_mask(Y[kept])
     if not valid.any():
         raise ValueError("every target is constant or contains NaN; nothing to fit")
     if noise_ceiling is not None:
@@ -216,11 +227,11 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
     shifts = (null_indices(runs, n_band_shifts, "circular", min_shift_tr, random_state)
               if do_partition and n_band_shifts > 0 else None)
 
-    splits, outer_scheme = outer_splits(runs, n_blocks=n_blocks)
+    splits, outer_scheme = outer_splits(runs, n_blocks=n_blocks, groups=outer_groups)
     n_folds = len(splits)
     fold_of_tr = np.empty(n_tr, dtype=int)
-    prediction = np.empty(Yv.shape, dtype=np.float64)
-    held_out = np.empty(Yv.shape, dtype=np.float64)      # each fold's cleaned test rows
+    prediction = np.full(Yv.shape, np.nan)
+    held_out = np.full(Yv.shape, np.nan)      # each fold's cleaned test rows
     operators, extensions = [], []
     r_folds = np.full((n_folds, n_targets), np.nan)
     r2_folds = np.full((n_folds, n_targets), np.nan)
@@ -232,11 +243,11 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
         logger.info("outer fold %d/%d: testing on group %s (%d TRs)", i + 1, n_folds,
                     split.test_groups, len(split.test))
         cleaner = (None if cleaning is None else
-                   FoldCleaner(cleaning, runs, split.train, tr_s, confounds))
+                   FoldCleaner(cleaning, runs, split.train, tr_s, confounds, censored))
+        train, test = _uncensored(split.train, censored), _uncensored(split.test, censored)
         Yc = Yv if cleaner is None else cleaner.apply(Yv).astype(Yv.dtype, copy=False)
-        values = [fold_band_values(band, i, split.train, cleaner, standardize) for band in bands]
+        values = [fold_band_values(band, i, train, cleaner, standardize) for band in bands]
         design, layout = band_design(values, bands, runs)
-        train, test = split.train, split.test
         fold_model = models.fit(design[train], layout, Yc[train], runs[train])
         extensions.append(fold_model.grid_extensions_)
         alphas_folds[i, valid] = fold_model.alphas_
@@ -261,34 +272,34 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
                             Yc, runs, train, test, shifts, n_folds)
 
     r = np.full(n_targets, np.nan)
-    r[valid] = fold_mean_r(held_out, prediction, fold_of_tr)
+    r[valid] = fold_mean_r(held_out[kept], prediction[kept], fold_of_tr[kept])
     r_concat = np.full(n_targets, np.nan)
-    r_concat[valid] = pearson_r(held_out, prediction)
+    r_concat[valid] = pearson_r(held_out[kept], prediction[kept])
     r2 = np.full(n_targets, np.nan)
     r2[valid] = r2_folds[:, valid].mean(0)
     p_values = np.full(n_targets, np.nan)
     p_method = None
     if n_perm > 0 and null_scope == "refit":
         surrogate_base = Yv if cleaning is None else FoldCleaner(
-            cleaning, runs, np.arange(n_tr), tr_s, confounds).remove_nuisance(Yv)
+            cleaning, runs, np.arange(n_tr), tr_s, confounds, censored).remove_nuisance(Yv)
         tested, _ = refit_null_test(surrogate_base, operators, runs, n_perm=n_perm, method=null,
                                     block_tr=block_tr, random_state=random_state)
         p_values[valid] = tested.p_values
         p_method = tested.describe()
     elif n_perm > 0:
-        order = np.argsort(fold_of_tr, kind="stable")  # folds as consecutive rows for the null
+        order = kept[np.argsort(fold_of_tr[kept], kind="stable")]  # folds as consecutive rows
         p_values[valid] = permutation_test(held_out[order], prediction[order],
                                            groups=fold_of_tr[order], n_perm=n_perm, method=null,
                                            block_tr=block_tr, random_state=random_state)
     _, p_fdr = fdr(p_values, alpha=fdr_alpha)
 
-    logger.info("final fit on all %d TRs", n_tr)
-    every_row = np.arange(n_tr)
-    cleaner = None if cleaning is None else FoldCleaner(cleaning, runs, every_row, tr_s, confounds)
+    logger.info("final fit on all %d kept TRs", len(kept))
+    cleaner = None if cleaning is None else FoldCleaner(cleaning, runs, np.arange(n_tr), tr_s,
+                                                        confounds, censored)
     Yc = Yv if cleaner is None else cleaner.apply(Yv).astype(Yv.dtype, copy=False)
-    values = [fold_band_values(band, None, every_row, cleaner, standardize) for band in bands]
+    values = [fold_band_values(band, None, kept, cleaner, standardize) for band in bands]
     design, layout = band_design(values, bands, runs)
-    final = models.fit(design, layout, Yc, runs)
+    final = models.fit(design[kept], layout, Yc[kept], runs[kept])
     extensions.append(final.grid_extensions_)
 
     coef = np.zeros((design.shape[1], n_targets), dtype=np.float64)
@@ -336,6 +347,7 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
                                                               confounds=None if confounds is None
                                                               else int(np.shape(confounds)[1] if np.ndim(confounds) == 2 else 1),
                                                               fitted="on each outer fold's training rows; a held-out run on its own rows"),
+                  scrubbed_volumes=censored.tolist(),
                   standardize=standardize,
                   partition=None if not do_partition else dict(
                       unique="r(full) - r(without the band), mean over outer folds",
@@ -359,6 +371,32 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
                                     n_tr=n_tr, n_features=int(sum(b["n_features"] for b in layout)),
                                     n_targets=n_targets, n_invalid_targets=int((~valid).sum()),
                                     random_state=random_state, **extra))
+
+
+def _kept_rows(sample_mask, n_tr: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, scrubbed) row indices from a sample mask (indices or booleans; None: all)."""
+    if sample_mask is None:
+        return np.arange(n_tr), np.array([], dtype=int)
+    mask = np.asarray(sample_mask)
+    if mask.dtype == bool:
+        if mask.shape != (n_tr,):
+            raise ValueError(f"a boolean sample_mask needs one entry per TR ({n_tr}), got "
+                             f"shape {mask.shape}")
+        keep = mask
+    else:
+        if mask.ndim != 1 or not np.issubdtype(mask.dtype, np.integer) or (
+                mask.size and (mask.min() < 0 or mask.max() >= n_tr)):
+            raise ValueError(f"sample_mask must hold indices of kept TRs in [0, {n_tr}) or "
+                             f"{n_tr} booleans, got {mask.tolist()[:10]}...")
+        keep = np.zeros(n_tr, dtype=bool)
+        keep[mask] = True
+    if keep.sum() < 2:
+        raise ValueError(f"sample_mask keeps {int(keep.sum())} of {n_tr} TRs; nothing to fit")
+    return np.flatnonzero(keep), np.flatnonzero(~keep)
+
+
+def _uncensored(rows: np.ndarray, censored: np.ndarray) -> np.ndarray:
+    return rows if not len(censored) else rows[~np.isin(rows, censored)]
 
 
 def _legacy_delays(bands) -> list | None:
