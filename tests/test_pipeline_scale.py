@@ -37,3 +37,37 @@ def test_local_cluster_matches_serial_run():
     # The subjects differ (signal grows with the subject index), so equality is not trivial.
     assert serial[0].r.mean() < serial[2].r.mean()
     assert np.median(serial[2].r) > 0.5
+
+
+@pytest.mark.timeout(300)
+def test_units_that_read_their_subject_file(tmp_path):
+    """A unit given a subject's .npz (bold, confounds, kept volumes) fits what
+    fit_encoding fits on those arrays, saves the result where asked, and runs the same on
+    a local Dask cluster: one subject in memory per unit."""
+    from brainalign.encoding import fit_encoding, load
+
+    units = subject_units(n_subjects=2)
+    rng = np.random.default_rng(5)
+    file_units, expected = [], []
+    for unit in units:
+        confounds = rng.normal(size=(len(unit.runs), 3))
+        keep = rng.random(len(unit.runs)) > 0.1
+        path = tmp_path / f"{unit.name}.npz"
+        np.savez(path, bold=unit.Y.astype(np.float32), runs=unit.runs, confounds=confounds,
+                 keep=keep)
+        file_units.append(EncodingUnit(unit.name, unit.X, str(path), unit.runs, unit.options,
+                                       out=str(tmp_path / "results" / unit.name)))
+        expected.append(fit_encoding(unit.X, unit.Y.astype(np.float32), unit.runs,
+                                     confounds=confounds, sample_mask=np.flatnonzero(keep),
+                                     **unit.options))
+    serial = map_units(encode_unit, file_units, scheduler="serial")
+    assert serial == [str(tmp_path / "results" / u.name) for u in units]
+    first = [load(path) for path in serial]
+    distributed = map_units(encode_unit, file_units, scheduler="local", n_workers=2)
+    for path, result, reference in zip(distributed, first, expected):
+        again = load(path)
+        np.testing.assert_array_equal(again.r, result.r)
+        np.testing.assert_allclose(result.r, reference.r, atol=1e-12)
+        np.testing.assert_allclose(result.p_values, reference.p_values)
+        assert result.cv["scrubbed_volumes"] == reference.cv["scrubbed_volumes"] != []
+        assert result.cv["cleaning"]["confounds"] == 3

@@ -202,15 +202,20 @@ def _reduce(values: np.ndarray, transformer, cleaner: FoldCleaner | None,
 
 
 def fold_band_values(band: ResolvedBand, fold: int | None, train: np.ndarray,
-                     cleaner: FoldCleaner | None, standardize: bool = True) -> np.ndarray:
+                     cleaner: FoldCleaner | None, standardize: bool = True,
+                     fold_rows: np.ndarray | None = None) -> np.ndarray:
     """A band's values in one fold, before delays, shape (n_tr, n_out), float64: cleaned,
     reduced, and (``standardize``) z-scored with the training rows' mean and standard
     deviation.
 
-    ``fold`` None is the final fit on all rows (``train`` is then every row).
+    ``fold`` None is the final fit on all rows (``train`` is then every kept row).
+    ``fold_rows``: the fold's training rows before scrubbing (default ``train``), which
+    identify the fold of :class:`FoldFeatures` (made from features, which scrubbing of
+    the brain data does not touch).
     """
     if isinstance(band.values, FoldFeatures):
-        values = band.values.full if fold is None else band.values.fold(fold, train)
+        values = (band.values.full if fold is None else
+                  band.values.fold(fold, train if fold_rows is None else fold_rows))
         values = _reduce(values, None, cleaner, train)
     else:
         values = _reduce(band.values, band.preprocessing, cleaner, train)
@@ -242,7 +247,7 @@ def band_design(values: Sequence[np.ndarray], bands: Sequence[ResolvedBand], run
 
 
 def fold_features(values, runs, transformer, *, n_blocks: int = 5, clean=True,
-                  tr_s: float | None = None, confounds=None) -> FoldFeatures:
+                  tr_s: float | None = None, confounds=None, outer_groups=None) -> FoldFeatures:
     """Fit ``transformer`` on each outer fold's training rows (and on all rows), once.
 
     Use it when the same reduction feeds several encoding fits, e.g. atoms per fold shared
@@ -256,7 +261,7 @@ def fold_features(values, runs, transformer, *, n_blocks: int = 5, clean=True,
         E.g. neuron time courses on the TR grid.
     runs : array of int, shape (n_tr,), or None
     transformer : scikit-learn transformer
-    n_blocks, clean, tr_s, confounds
+    n_blocks, clean, tr_s, confounds, outer_groups
         As in :func:`~brainalign.encoding.fit_encoding`.
 
     Returns
@@ -267,7 +272,7 @@ def fold_features(values, runs, transformer, *, n_blocks: int = 5, clean=True,
     n_tr = values.shape[0]
     runs = check_runs(runs, n_tr)
     cleaning = resolve_cleaning(clean, tr_s)
-    splits, scheme = outer_splits(runs, n_blocks=n_blocks)
+    splits, scheme = outer_splits(runs, n_blocks=n_blocks, groups=outer_groups)
     features, train_rows = [], []
     for split in splits:
         cleaner = None if cleaning is None else FoldCleaner(cleaning, runs, split.train, tr_s,

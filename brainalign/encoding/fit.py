@@ -246,7 +246,8 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
                    FoldCleaner(cleaning, runs, split.train, tr_s, confounds, censored))
         train, test = _uncensored(split.train, censored), _uncensored(split.test, censored)
         Yc = Yv if cleaner is None else cleaner.apply(Yv).astype(Yv.dtype, copy=False)
-        values = [fold_band_values(band, i, train, cleaner, standardize) for band in bands]
+        values = [fold_band_values(band, i, train, cleaner, standardize, split.train)
+                  for band in bands]
         design, layout = band_design(values, bands, runs)
         fold_model = models.fit(design[train], layout, Yc[train], runs[train])
         extensions.append(fold_model.grid_extensions_)

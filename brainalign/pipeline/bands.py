@@ -52,6 +52,15 @@ def cleaned_timecourses(timecourses, config: dict):
     return dataclasses.replace(timecourses, data=data, provenance=provenance)
 
 
+def study_outer_groups(study, runs) -> np.ndarray | None:
+    """The story of each TR when a BIDS study has several stories (leave one story out),
+    else None (leave one run out)."""
+    design = getattr(study, "design", None)
+    if design is None or len(design.stories) < 2:
+        return None
+    return np.asarray(design.story_of_run)[np.asarray(runs)]
+
+
 def word_rate(stories: list, trim) -> np.ndarray:
     """Word onsets convolved with the SPM HRF on every story's scan, trimmed like the time
     courses: shape (n_tr_kept, 1)."""
@@ -97,7 +106,8 @@ def study_bands(study, slug: str) -> dict[str, Any]:
                              AtomTransformer(patterns["n_atoms"], method=patterns["method"],
                                              alpha=patterns["alpha"],
                                              random_state=config["study"]["seed"]),
-                             clean=study_cleaning(config), tr_s=float(config["stories"]["tr_s"]))
+                             clean=study_cleaning(config), tr_s=float(config["stories"]["tr_s"]),
+                             outer_groups=study_outer_groups(study, timecourses.runs))
         # the final fit uses the patterns stage's atoms, so that maps follow its atom order
         atoms = FoldFeatures(made.train_rows, made.features, regressors, made.description)
     extra = {entry["name"]: entry for entry in options["extra_bands"]}

@@ -75,8 +75,26 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tr_s": Key(_FLOAT, 2.0, doc="Repetition time of the fMRI, seconds."),
     },
     "fmri": {
-        "source": Key(_STR, "simulated", ("simulated", "nifti", "gifti", "roi"),
-                      "Where the brain data come from."),
+        "source": Key(_STR, "simulated", ("simulated", "nifti", "gifti", "roi", "bids"),
+                      "Where the brain data come from (bids: an fMRIPrep dataset, see the "
+                      "bids_* keys; the stories and their onsets come from its timing files)."),
+        "bids": Key(_STR, "", doc="source bids: the raw BIDS dataset (events files, sidecars, "
+                    "stimuli)."),
+        "bids_derivatives": Key(_STR, "derivatives/fmriprep", doc="source bids: fMRIPrep's "
+                                "output, absolute or relative to fmri.bids."),
+        "bids_space": Key(_STR, "fsaverage5", doc="source bids: fsaverage5 / fsaverage6 "
+                          "(GIfTI) or a volume space such as MNI152NLin2009cAsym."),
+        "bids_res": Key(_STR, "", doc="source bids: the volume resolution label (res-), needed "
+                        "when the space has several."),
+        "bids_tasks": Key(_LIST, [], doc="source bids: tasks to use (default all)."),
+        "bids_subjects": Key(_LIST, [], doc="source bids: subjects to use, labels without "
+                             "sub- (default all)."),
+        "timing_layout": Key(_STR, "narratives", ("narratives", "lebel2023", "lepetitprince"),
+                             "source bids: where the word timings and onsets are "
+                             "(brainalign.stimuli.timing)."),
+        "stimulus_onset_s": Key(_LIST, [], doc="source bids, layouts lebel2023 and "
+                                "lepetitprince: [seconds from each run's first volume to the "
+                                "story's start] for runs without an events file."),
         "spaces": Key(_LIST, ["fsaverage5"], doc="Target spaces of a simulation: "
                       "fsaverage5, MNI152_3mm, roi."),
         "paths": Key(_LIST, [], doc="Data files for nifti/gifti/roi sources: one entry per "
@@ -95,7 +113,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allow_words_outside_scan": Key(_BOOL, False, doc="Accept words before the first or "
                                         "after the last volume (e.g. speech during discarded "
                                         "volumes); otherwise they stop the study."),
-        "mask": Key(_STR, "", doc="Brain mask (nifti source)."),
+        "mask": Key(_STR, "", doc="Brain mask (nifti source); source bids, volume space: "
+                    "the targets are the voxels inside it and inside every run's brain mask."),
         "resample_mask": Key(_BOOL, False, doc="nifti source: resample images whose grid "
                              "(shape or affine) differs from fmri.mask onto the mask's grid, "
                              "with a warning; false refuses them."),
@@ -103,6 +122,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "noise": Key(_STR, "ar1", ("white", "ar1", "rest"), "Simulation: noise model."),
         "n_subjects": Key(_INT, 2, doc="Simulation: number of subjects."),
         "n_planted": Key(_INT, 4, doc="Simulation: networks that respond to a pattern."),
+    },
+    "confounds": {
+        "strategy": Key(_LIST, ["motion", "high_pass", "wm_csf"], doc="source bids: "
+                        "nilearn load_confounds strategies (motion, high_pass, wm_csf, "
+                        "global_signal, compcor, scrub, non_steady_state); [] for none. The "
+                        "columns are regressed out of features and targets alike inside the "
+                        "encoding folds; scrubbed volumes leave every fit and score."),
+        "motion": Key(_STR, "full", ("basic", "power2", "derivatives", "full"),
+                      "Motion parameters: 6, squared, derivatives, or all 24."),
+        "wm_csf": Key(_STR, "basic", ("basic", "power2", "derivatives", "full"),
+                      "White matter and CSF signals."),
+        "global_signal": Key(_STR, "basic", ("basic", "power2", "derivatives", "full"),
+                             "Global signal (strategy global_signal only)."),
+        "scrub": Key(_INT, 5, doc="Strategy scrub: segments shorter than this many volumes "
+                     "left between scrubbed volumes are scrubbed too."),
+        "fd_threshold": Key(_FLOAT, 0.5, doc="Strategy scrub: framewise displacement (mm) "
+                            "above which a volume is scrubbed."),
+        "std_dvars_threshold": Key(_FLOAT, 1.5, doc="Strategy scrub: standardised DVARS above "
+                                   "which a volume is scrubbed."),
     },
     "timecourse": {
         "method": Key(_STR, "lanczos", ("lanczos", "hrf"), "Word -> TR resampling."),
@@ -206,16 +244,16 @@ STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "record": ("model", "stories"),
     "timecourse": ("model", "stories", "timecourse", SCAN_TABLE),
     # a simulation plants the time courses of the study's own neuron subgroups
-    "fmri": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "study",
-             SCAN_TABLE),
+    "fmri": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
+             "study", SCAN_TABLE),
     "patterns": ("model", "stories", "timecourse", "cleaning", "patterns", "study", SCAN_TABLE),
-    "encoding": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "encoding",
-                 "study", SCAN_TABLE),
-    "networks": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "encoding",
-                 "networks", "study", SCAN_TABLE),
+    "encoding": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
+                 "encoding", "study", SCAN_TABLE),
+    "networks": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
+                 "encoding", "networks", "study", SCAN_TABLE),
     "interventions": ("model", "stories", "interventions", "study"),
-    "group": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "encoding",
-              "group", "study", SCAN_TABLE),
+    "group": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
+              "encoding", "group", "study", SCAN_TABLE),
 }
 
 
@@ -320,9 +358,12 @@ def _check_values(config: dict[str, dict[str, Any]]) -> list[str]:
         errors.append(f"fmri.n_planted = {config['fmri']['n_planted']} exceeds "
                       f"patterns.n_atoms = {config['patterns']['n_atoms']}: the planted "
                       "patterns are the study's atoms")
-    if not config["stories"]["bundled"] and not config["stories"]["paths"]:
+    bids = config["fmri"]["source"] == "bids"
+    if bids:
+        errors.extend(_check_bids(config))
+    elif not config["stories"]["bundled"] and not config["stories"]["paths"]:
         errors.append("stories: set bundled = true or give stories.paths")
-    if config["fmri"]["source"] != "simulated" and not config["fmri"]["paths"]:
+    if config["fmri"]["source"] not in ("simulated", "bids") and not config["fmri"]["paths"]:
         errors.append(f"fmri.paths is empty but fmri.source = {config['fmri']['source']!r} "
                       "needs data files")
     for check, part in ((_check_first_volumes, config["fmri"]), (_check_bands, config["encoding"])):
@@ -349,6 +390,39 @@ def _check_values(config: dict[str, dict[str, Any]]) -> list[str]:
     return errors
 
 
+def _check_bids(config: dict[str, dict[str, Any]]) -> list[str]:
+    """A BIDS study: the dataset path, and no stories or timing given another way."""
+    fmri, errors = config["fmri"], []
+    if not fmri["bids"]:
+        errors.append('fmri.source = "bids" needs fmri.bids = "PATH" (the raw BIDS dataset)')
+    if config["stories"]["bundled"] or config["stories"]["paths"]:
+        errors.append('fmri.source = "bids" takes its stories from the dataset\'s timing files '
+                      "(fmri.timing_layout); set stories.bundled = false and leave "
+                      "stories.paths empty")
+    for key in ("paths", "first_volume_s", "discarded_volumes"):
+        if fmri[key]:
+            errors.append(f'fmri.{key} is not used with fmri.source = "bids" (runs, onsets and '
+                          "volumes come from the dataset); remove it")
+    onsets = fmri["stimulus_onset_s"]
+    if len(onsets) > 1 or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                                  and math.isfinite(t) for t in onsets):
+        errors.append(f"fmri.stimulus_onset_s = {onsets!r}; allowed: [] or [seconds] (one "
+                      "number for every run without an events file)")
+    strategies = ("motion", "high_pass", "wm_csf", "global_signal", "compcor", "ica_aroma",
+                  "scrub", "non_steady_state")
+    unknown = [v for v in config["confounds"]["strategy"] if v not in strategies]
+    if unknown:
+        errors.append(f"confounds.strategy contains {unknown}; allowed values: {list(strategies)}")
+    if config["confounds"]["scrub"] < 0 or not config["confounds"]["fd_threshold"] > 0 \
+            or not config["confounds"]["std_dvars_threshold"] > 0:
+        errors.append("confounds.scrub must be >= 0 and confounds.fd_threshold (mm) and "
+                      "confounds.std_dvars_threshold must be > 0")
+    for key in ("bids_tasks", "bids_subjects"):
+        if not all(isinstance(v, str) and v for v in fmri[key]):
+            errors.append(f"fmri.{key} = {fmri[key]!r}; allowed: a list of labels (strings)")
+    return errors
+
+
 def _check_first_volumes(fmri: dict[str, Any]) -> None:
     """fmri.first_volume_s / fmri.discarded_volumes: at most one, required for real data."""
     first, discarded = fmri["first_volume_s"], fmri["discarded_volumes"]
@@ -362,7 +436,7 @@ def _check_first_volumes(fmri: dict[str, Any]) -> None:
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in discarded):
         raise ConfigError(f"fmri.discarded_volumes = {discarded!r}; allowed: a list of integers "
                           ">= 0 (one per run)")
-    if fmri["source"] != "simulated" and not (first or discarded):
+    if fmri["source"] not in ("simulated", "bids") and not (first or discarded):
         raise ConfigError(
             f"fmri.source = {fmri['source']!r} needs the time of each run's first volume on the "
             "words' clock: set fmri.first_volume_s = [...] (seconds, one per run) or "
@@ -372,7 +446,7 @@ def _check_first_volumes(fmri: dict[str, Any]) -> None:
 
 
 #: Keys holding paths that :func:`load_config` expands and resolves (lists may nest).
-PATH_KEYS = (("stories", "paths"), ("fmri", "paths"), ("fmri", "mask"))
+PATH_KEYS = (("stories", "paths"), ("fmri", "paths"), ("fmri", "mask"), ("fmri", "bids"))
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -158,14 +158,41 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+class SubjectFiles:
+    """Per-subject files of a study read one at a time: a sequence whose items are loaded
+    when indexed or iterated, so that a stage going through the subjects holds one of them.
+
+    ``read`` maps a path to the item; the default reads the (n_tr, n_targets) ``bold``
+    matrix of a subject's ``.npz``.
+    """
+
+    def __init__(self, paths: list, read: Callable[[Path], Any] | None = None):
+        self.paths = list(paths)
+        self.read = read or _read_bold
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.read(self.paths[index])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def _read_bold(path: Path) -> np.ndarray:
+    with np.load(path) as arrays:
+        return arrays["bold"]
+
+
 @dataclass
 class SpaceData:
     """The brain data of one space of a study.
 
     Attributes
     ----------
-    bold : list of ndarray, shape (n_tr, n_targets)
-        One matrix per subject.
+    bold : sequence of ndarray, shape (n_tr, n_targets)
+        One matrix per subject (real data: a :class:`SubjectFiles`, read when indexed).
     runs : ndarray of int, shape (n_tr,)
     masker : fitted brainalign.brain masker
         Maps over the targets are written through it.
@@ -369,6 +396,30 @@ def _json_default(value: Any):
     return str(value)
 
 
+def tqdm_subjects(subjects: list, progress: bool):
+    """The subjects, with a progress bar when ``progress``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(subjects, desc="subjects", unit="subject", disable=not progress)
+
+
+def _stack_run_confounds(chosen: list, run_lengths: list[int]) -> tuple[np.ndarray, list[str]]:
+    """Runs' confounds one after another, shape (n_tr, n_columns), and the columns.
+
+    Columns are the union over runs (runs differ, e.g. in their number of cosine drifts);
+    a column a run lacks is zero there, and the encoding's per-run nuisance fit drops
+    columns that are constant within a run.
+    """
+    columns = sorted({c for run in chosen for c in run.columns})
+    out = np.zeros((sum(run_lengths), len(columns)))
+    start = 0
+    for run, n in zip(chosen, run_lengths):
+        for j, name in enumerate(run.columns):
+            out[start:start + n, columns.index(name)] = run.values[:, j]
+        start += n
+    return out, columns
+
+
 def concatenate_timecourses(parts: list) -> Any:
     """Stories' NeuronTimecourses one after another in time, run labels kept distinct."""
     from brainalign.timecourse import NeuronTimecourses
@@ -395,7 +446,14 @@ class Study:
         self.out = Path(config["study"]["out"])
         self.cache = StageCache(self.out)
         self.models = study_models(config)
-        self.stories = study_stories(config)
+        self.design = None
+        if config["fmri"]["source"] == "bids":
+            from brainalign.pipeline.bids_design import bids_design
+
+            self.design = bids_design(config)
+            self.stories = self.design.stories
+        else:
+            self.stories = study_stories(config)
         # every stage on the TR grid is keyed on the scans it used, which come partly from
         # files (story directories, brain data), not from the configuration alone
         self.config = {**config, SCAN_TABLE: scan_table(self.stories)}
@@ -486,6 +544,9 @@ class Study:
         from brainalign.simulate import simulate_fmri
 
         fmri, seed = self.config["fmri"], self.config["study"]["seed"]
+        if fmri["source"] == "bids":
+            self.build_bids_fmri(folder)
+            return
         if fmri["source"] != "simulated":
             self.build_real_fmri(folder)
             return
@@ -551,6 +612,94 @@ class Study:
                 description["mask"] = {h: m.tolist() for h, m in masker.mask_.items()}
             _write_json(target / "brain.json", description)
 
+    def build_bids_fmri(self, folder: Path) -> None:
+        """One subject at a time: its runs (the design's order) through one masker, its
+        confounds by ``[confounds]`` (nilearn's strategies) and the volumes scrubbing keeps,
+        into ``sub-<label>.npz`` (bold, runs, confounds, keep). The TRs that
+        ``timecourse.trim`` drops are dropped from all of them."""
+        import nibabel as nib
+
+        from brainalign.brain import SurfaceMasker, VolumeMasker, load_brain
+        from brainalign.brain.bids import load_run_confounds
+        from brainalign.pipeline.bids_design import confound_options
+        from brainalign.timecourse import trim_mask
+
+        design = self.design
+        run_lengths = [n for story in self.stories for n in story.n_volumes]
+        first_volume_s = [t for story in self.stories for t in story.first_volume_s]
+        trim = tuple(self.config["timecourse"]["trim"])
+        options = confound_options(self.config)
+        user_mask = self.config["fmri"]["mask"]
+        if design.dataset.is_surface:
+            if user_mask:
+                raise ConfigError(f"fmri.mask = {user_mask!r} is a volume mask but "
+                                  f"fmri.bids_space = {design.dataset.space!r} is a surface")
+            masker = SurfaceMasker(space=design.dataset.space)
+        else:  # the voxels inside every run's brain mask (and fmri.mask): shared by subjects
+            masks = [run.mask for runs in design.runs.values() for run in runs]
+            if any(m is None for m in masks):
+                raise ConfigError(f"{design.runs[design.subjects[0]][0].image}: volume runs "
+                                  "need fMRIPrep's desc-brain_mask beside them")
+            masks += [user_mask] if user_mask else []
+            images = [nib.load(m) for m in masks]
+            reference = images[0]
+            for path, image in zip(masks, images):
+                if image.shape[:3] != reference.shape[:3] or not np.allclose(
+                        image.affine, reference.affine, atol=1e-3):
+                    raise ConfigError(f"{path}: mask grid {image.shape[:3]} does not match the "
+                                      f"runs' grid {reference.shape[:3]} ({masks[0]})")
+            inside = np.logical_and.reduce([np.asarray(i.dataobj) > 0 for i in images])
+            masker = VolumeMasker(mask_img=nib.Nifti1Image(inside.astype(np.uint8),
+                                                           reference.affine),
+                                  space=design.dataset.space)
+        described = {}
+        for slug, _ in self.models:
+            target = folder / slug / "data"
+            target.mkdir(parents=True, exist_ok=True)
+            for subject in tqdm_subjects(design.subjects, self.progress):
+                runs = design.runs[subject]
+                brain = load_brain([run.bold for run in runs], masker, n_volumes=run_lengths,
+                                   first_volume_s=first_volume_s)
+                chosen = [load_run_confounds(run, **options) for run in runs]
+                confounds, columns = _stack_run_confounds(chosen, run_lengths)
+                keep = np.ones(len(brain.runs), dtype=bool)
+                start = 0
+                for run_confounds, n in zip(chosen, run_lengths):
+                    if run_confounds.sample_mask is not None:
+                        kept = np.zeros(n, dtype=bool)
+                        kept[run_confounds.sample_mask] = True
+                        keep[start:start + n] = kept
+                    start += n
+                rows = trim_mask(brain.runs, trim)
+                np.savez(target / f"sub-{subject}.npz", bold=brain.data[rows].astype(np.float32),
+                         runs=brain.runs[rows], confounds=confounds[rows].astype(np.float32),
+                         keep=keep[rows])
+                described[subject] = {"confound_columns": columns,
+                                      "confound_files": [c.file for c in chosen],
+                                      "scrubbed_volumes": int((~keep[rows]).sum()),
+                                      "excluded_targets": brain.provenance["excluded_targets"]}
+                _event(f"sub-{subject}: {len(brain.runs)} volumes, {len(columns)} confound "
+                       f"columns, {described[subject]['scrubbed_volumes']} scrubbed",
+                       event="bids_subject", subject=subject)
+            description = {"source": "bids", "space": masker.space_,
+                           "n_targets": int(masker.n_targets_), "target_names": None,
+                           "n_volumes": run_lengths, "first_volume_s": first_volume_s,
+                           "trim": list(trim), "design": design.describe(),
+                           "confounds": {"options": {k: (list(v) if isinstance(v, tuple) else v)
+                                                     for k, v in options.items()},
+                                         "subjects": described},
+                           "story_of_run": design.story_of_run}
+            if design.dataset.is_surface:
+                description["n_vertices"] = masker.n_vertices_
+                description["mask"] = {h: m.tolist() for h, m in masker.mask_.items()}
+            else:
+                nib.save(masker.mask_img_, target / "mask.nii.gz")
+            _write_json(target / "brain.json", description)
+
+    def subject_files(self, slug: str, space: str) -> list[Path]:
+        """Real data: each subject's ``.npz`` (bold, runs and, for BIDS, confounds, keep)."""
+        return sorted((self.cache.path("fmri", self.config) / slug / space).glob("sub-*.npz"))
+
     def brain(self, slug: str, space: str) -> "SpaceData":
         """The subjects' BOLD in one space, its masker and (simulations) the planted truth."""
         from brainalign.simulate import Simulation
@@ -573,6 +722,8 @@ class Study:
         description = json.loads((root / "brain.json").read_text())
         mask_img = nib.load(root / "mask.nii.gz") if (root / "mask.nii.gz").exists() else None
         source = description["source"]
+        if source == "bids":
+            source = "gifti" if "mask" in description else "nifti"
         if source == "nifti":
             masker = VolumeMasker(mask_img=mask_img, space=description["space"]).fit()
         elif source == "gifti":
@@ -581,12 +732,10 @@ class Study:
                                    space=description["space"]).fit()
         else:
             masker = RoiTableMasker(names=description["target_names"]).fit()
-        bold, runs = [], None
-        for path in sorted(root.glob("sub-*.npz")):
-            with np.load(path) as arrays:
-                bold.append(arrays["bold"])
-                runs = arrays["runs"]
-        return SpaceData(bold, runs, masker, mask_img, None)
+        paths = self.subject_files(slug, space)
+        with np.load(paths[0]) as arrays:
+            runs = arrays["runs"]
+        return SpaceData(SubjectFiles(paths), runs, masker, mask_img, None)
 
     def mapping_atlas(self, space: str, data: "SpaceData") -> Any:
         """The ``networks.atlas`` over a space's targets (a SpaceAtlas)."""
@@ -597,6 +746,8 @@ class Study:
         if space != "data":
             return space_atlas(space, name, data.mask_img)
         source = self.config["fmri"]["source"]
+        if source == "bids":
+            source = "nifti" if data.mask_img is not None else "gifti"
         if source == "nifti":
             atlas = load_atlas(name, "MNI", target=data.mask_img)
         elif source == "gifti":
@@ -641,7 +792,7 @@ class Study:
     # -- encoding ------------------------------------------------------------------
     def build_encoding(self, folder: Path) -> None:
         from brainalign.encoding import Band
-        from brainalign.pipeline.bands import study_bands, study_cleaning
+        from brainalign.pipeline.bands import study_bands, study_cleaning, study_outer_groups
         from brainalign.pipeline.scale import map_units
         from brainalign.pipeline.units import EncodingUnit, encode_unit
 
@@ -649,44 +800,51 @@ class Study:
         common = dict(delays=list(options["delays"]), fdr_alpha=options["fdr_q"],
                       random_state=self.config["study"]["seed"],
                       clean=study_cleaning(self.config), tr_s=float(self.config["stories"]["tr_s"]))
-        units, where = [], []
+        units = []
         for slug, name in self.models:
             bands = study_bands(self, slug)
             whole_story = {"atoms": Band(self.atom_regressors(slug))}
             for space in self.spaces:
                 data = self.brain(slug, space)
-                for subject, bold in enumerate(data.bold):
-                    label = f"sub-{subject + 1:02d}"
+                groups = study_outer_groups(self, data.runs)  # leave one story out (BIDS)
+                if groups is not None:
+                    common["outer_groups"] = groups
+                # real data: each unit reads its subject's file (one subject in memory)
+                subjects = (self.subject_files(slug, space) if space == "data"
+                            else list(data.bold))
+                for subject, bold in enumerate(subjects):
+                    label = (Path(bold).stem if isinstance(bold, Path)
+                             else f"sub-{subject + 1:02d}")
+                    bold = str(bold) if isinstance(bold, Path) else bold
                     provenance = {"model": name, "space": space, "subject": label,
                                   "bands": list(bands)}
                     units.append(EncodingUnit(
                         f"{slug}/{space}/{label}", bands, bold, data.runs,
                         dict(common, n_perm=options["n_permutations"],
-                             n_band_shifts=options["n_band_shifts"], provenance=provenance)))
-                    where.append(folder / slug / space / label)
+                             n_band_shifts=options["n_band_shifts"], provenance=provenance),
+                        out=str(folder / slug / space / label)))
                     if options["atoms_per_fold"]:  # the comparison the summary reports
                         units.append(EncodingUnit(
                             f"{slug}/{space}/whole-story-atoms/{label}", whole_story, bold,
                             data.runs, dict(common, n_perm=0, provenance={
                                 **provenance, "bands": ["atoms"],
-                                "atoms": "fitted on the whole story (comparison)"})))
-                        where.append(folder / slug / space / "whole-story-atoms" / label)
+                                "atoms": "fitted on the whole story (comparison)"}),
+                            out=str(folder / slug / space / "whole-story-atoms" / label)))
         _event(f"encoding {len(units)} units on {compute['scheduler']}", event="encoding",
                n_units=len(units), scheduler=compute["scheduler"])
-        results = map_units(encode_unit, units, scheduler=compute["scheduler"],
-                            n_workers=compute["n_workers"])
-        for result, path in zip(results, where):
-            result.save(path)
+        map_units(encode_unit, units, scheduler=compute["scheduler"],
+                  n_workers=compute["n_workers"])
 
-    def encodings(self, slug: str, space: str, whole_story_atoms: bool = False) -> list:
-        """The subjects' encoding results (``whole_story_atoms``: the comparison fits with
-        atoms fitted on the whole story; empty when not made)."""
+    def encodings(self, slug: str, space: str, whole_story_atoms: bool = False) -> SubjectFiles:
+        """The subjects' encoding results, read one at a time when indexed or iterated
+        (``whole_story_atoms``: the comparison fits with atoms fitted on the whole story;
+        empty when not made)."""
         from brainalign.encoding import load
 
         root = self.cache.path("encoding", self.config) / slug / space
         if whole_story_atoms:
             root = root / "whole-story-atoms"
-        return [load(path) for path in sorted(root.glob("sub-*"))]
+        return SubjectFiles(sorted(p for p in root.glob("sub-*") if p.is_dir()), load)
 
     # -- networks ------------------------------------------------------------------
     def build_networks(self, folder: Path) -> None:
@@ -823,6 +981,17 @@ class Study:
                                              names=[f"atom{k:02d}"
                                                     for k in range(len(pattern_maps))])),
                 }
+                if self.design is not None:  # one map per subject, named by its BIDS label
+                    for result in results:
+                        label = result.provenance.get("subject", "")
+                        subject = label[4:] if label.startswith("sub-") else label
+                        maps[key][f"r_sub-{subject}"] = str(save_map(
+                            np.nan_to_num(np.where(result.valid_targets, result.r, np.nan)),
+                            masker, maps_dir, {"sub": subject, **entities, "desc": "encoding",
+                                               "stat": "r"},
+                            {**sidecar, "subject": subject, "n_subjects": 1,
+                             "description": "held-out Pearson r of the encoding model (all "
+                             "bands), leave-one-story-out, this subject"}))
                 partitions = [r.partition for r in results if r.partition is not None]
                 for k, band in enumerate(partitions[0]["bands"] if partitions else []):
                     unique = np.nanmean([p["r_unique"][k] for p in partitions], axis=0)
@@ -885,7 +1054,8 @@ class Study:
                  "n_words": int(sum(len(s.words) for s in self.stories)),
                  "n_tr": int(timecourses.n_tr), "n_neurons": int(timecourses.n_neurons),
                  "n_atoms": config["patterns"]["n_atoms"], "spaces": {},
-                 "n_subjects": config["fmri"]["n_subjects"],
+                 "n_subjects": (len(self.design.subjects) if self.design is not None
+                                else config["fmri"]["n_subjects"]),
                  "n_planted": config["fmri"]["n_planted"], "snr": config["fmri"]["snr"],
                  "encoding_permutations": config["encoding"]["n_permutations"],
                  "null_maps": config["networks"]["n_null"],
@@ -895,6 +1065,27 @@ class Study:
             sizes["spaces"][space] = int(self.brain(slug, space).masker.n_targets_)
         return sizes
 
+    def bids_notes(self) -> list[str]:
+        """What a BIDS study read: subjects, runs, stories, confounds, scrubbing, gaps."""
+        design, slug = self.design, self.models[0][0]
+        described = json.loads((self.cache.path("fmri", self.config) / slug / "data"
+                                / "brain.json").read_text())
+        subjects = described["confounds"]["subjects"]
+        scrubbed = [entry["scrubbed_volumes"] for entry in subjects.values()]
+        n_runs = len(design.story_of_run)
+        notes = [f"BIDS ({design.timing.layout} timing, space {design.dataset.space}): "
+                 f"{len(design.subjects)} subjects x {n_runs} runs of {len(design.stories)} "
+                 f"stories, leave-one-story-out encoding"
+                 + ("" if len(design.stories) > 1 else " (one story: leave one run out)"),
+                 f"confounds {self.config['confounds']['strategy']}: "
+                 f"{len(next(iter(subjects.values()))['confound_columns'])} columns, regressed "
+                 f"out of features and targets in each fold; {sum(scrubbed)} volumes scrubbed "
+                 f"({min(scrubbed)}-{max(scrubbed)} per subject)",
+                 "the network tests (spatial shift null, temporal test) use the targets "
+                 "without the confound regression and scrubbing of the encoding models"]
+        notes += [f"missing in the dataset: {line}" for line in design.dataset.missing]
+        return notes
+
     def collect_notes(self) -> list[str]:
         notes = list(self.notes)
         if self.config["encoding"]["n_permutations"] == 0:
@@ -903,6 +1094,8 @@ class Study:
         if self.config["networks"]["atlas"] == "none":
             notes.append('networks.atlas = "none": no network mapping; pattern maps are the '
                          "atoms' delay-summed encoding coefficients over the targets")
+        if self.design is not None:
+            notes.extend(self.bids_notes())
         if self.config["fmri"]["source"] == "simulated":
             notes.append(f"simulated fMRI: the study's {self.config['patterns']['n_atoms']} "
                          f"atoms are planted, {self.config['fmri']['n_planted']} of them each "

@@ -26,25 +26,42 @@ class EncodingUnit:
         Subject / space label carried into the result's provenance.
     X : ndarray (n_tr, n_features) or dict of name -> Band
         Regressors on the TR grid (e.g. the study's feature bands).
-    Y : ndarray, shape (n_tr, n_targets)
-        Brain time courses.
+    Y : ndarray, shape (n_tr, n_targets), or str
+        Brain time courses, or a subject's ``.npz`` file read by the unit itself (``bold``,
+        and when present ``confounds`` and ``keep``: the volumes scrubbing keeps), so that
+        only the subject being fitted is in memory.
     runs : ndarray of int, shape (n_tr,)
     options : dict
         Keyword arguments of :func:`brainalign.encoding.fit_encoding` (delays, n_perm...).
+    out : str, optional
+        Folder the result is saved to (then :func:`encode_unit` returns the folder, not
+        the result).
     """
 
     name: str
     X: Any
-    Y: np.ndarray
+    Y: Any
     runs: np.ndarray
     options: dict = field(default_factory=dict)
+    out: str | None = None
 
 
-def encode_unit(unit: EncodingUnit) -> EncodingResult:
+def encode_unit(unit: EncodingUnit) -> EncodingResult | str:
     """Fit one unit's encoding model (deterministic given ``options['random_state']``)."""
     options = dict(unit.options)
     provenance = dict(options.pop("provenance", None) or {}, unit=unit.name)
-    return fit_encoding(unit.X, unit.Y, unit.runs, provenance=provenance, **options)
+    Y = unit.Y
+    if isinstance(Y, str):
+        with np.load(Y) as arrays:
+            Y = arrays["bold"]
+            if "confounds" in arrays and arrays["confounds"].shape[1]:
+                options["confounds"] = arrays["confounds"].astype(np.float64)
+            if "keep" in arrays and not arrays["keep"].all():
+                options["sample_mask"] = np.flatnonzero(arrays["keep"])
+    result = fit_encoding(unit.X, Y, unit.runs, provenance=provenance, **options)
+    if unit.out is None:
+        return result
+    return str(result.save(unit.out))
 
 
 @dataclass
