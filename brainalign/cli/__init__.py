@@ -125,7 +125,8 @@ def main(verbose: int) -> None:
 
 
 #: Modules under brainalign.cli that each add commands to ``main`` when imported.
-COMMAND_MODULES = ("models", "stories", "study", "record", "patterns", "lesion", "cache")
+COMMAND_MODULES = ("models", "stories", "study", "record", "patterns", "lesion", "cache",
+                   "bids")
 
 for _module in COMMAND_MODULES:
     importlib.import_module(f"brainalign.cli.{_module}")

@@ -1,0 +1,71 @@
+"""``brainalign bids info PATH``: what a BIDS / fMRIPrep dataset holds for a study.
+
+Prints subjects x tasks x runs with each run's TR, volumes and confounds table, the files
+that are missing, and, with ``--timing``, the story, story run and onset of every run and
+the runs whose volumes do not cover their story. Errors (no such folder, a space the
+derivatives lack, a run without its story) are one line naming the file.
+"""
+
+from __future__ import annotations
+
+import click
+
+from brainalign.cli import main
+
+
+@main.group("bids")
+def bids_group() -> None:
+    """BIDS / fMRIPrep datasets: what a study would read from them."""
+
+
+@bids_group.command("info")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--derivatives", default="derivatives/fmriprep", show_default=True,
+              help="fMRIPrep's output, absolute or relative to PATH.")
+@click.option("--space", default="fsaverage5", show_default=True,
+              help="fsaverage5 / fsaverage6 (GIfTI) or a volume space, e.g. "
+                   "MNI152NLin2009cAsym.")
+@click.option("--res", default=None, help="Volume resolution label (the res- entity).")
+@click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
+@click.option("--subject", "subjects", multiple=True, help="Only these subjects (repeatable).")
+@click.option("--timing", type=click.Choice(["narratives", "lebel2023", "lepetitprince"]),
+              default=None, help="Also pair each run with its story in this timing layout.")
+@click.option("--onset", type=float, default=None,
+              help="lebel2023 / lepetitprince: seconds from a run's first volume to its story's "
+                   "start, for runs without an events file.")
+def bids_info(path, derivatives, space, res, tasks, subjects, timing, onset) -> None:
+    """Subjects x runs x stories, TR and volumes, missing files, of the dataset at PATH."""
+    from brainalign.brain.bids import BidsError, discover_bids
+    from brainalign.stimuli.readers import StoryFormatError
+    from brainalign.stimuli.timing import StimulusTimingError, read_stimulus_timing
+
+    try:
+        dataset = discover_bids(path, derivatives=derivatives, space=space, res=res,
+                                tasks=list(tasks) or None, subjects=list(subjects) or None)
+        for line in dataset.describe():
+            click.echo(line)
+        if timing is None:
+            return
+        options = {} if onset is None else {"onset_s": onset}
+        stimulus = read_stimulus_timing(timing, path, **options)
+    except (BidsError, StimulusTimingError, StoryFormatError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"stories ({timing} layout): " + ", ".join(
+        f"{name} ({story.n_runs} run(s), {len(story.words)} words)"
+        for name, story in stimulus.stories.items()))
+    click.echo(f"{'run':<34} {'story':<16} {'story run':>9} {'onset (s)':>9}  scan check")
+    for run in dataset.runs:
+        try:
+            entry = stimulus.lookup(run.subject, run.task, run.run)
+        except StimulusTimingError:
+            click.echo(f"{run.label:<34} NO STORY: no timing entry for this run")
+            continue
+        story = stimulus.stories[entry.story]
+        words = story.run_words(entry.story_run)
+        end_s = entry.onset_s + words[-1].offset_s if words else entry.onset_s
+        scan_s = run.n_volumes() * run.tr_s
+        check = ("ok" if words and entry.onset_s + words[0].onset_s >= 0 and end_s <= scan_s
+                 else f"MISMATCH: words end at {end_s:.1f} s, {run.n_volumes()} volumes "
+                      f"end at {scan_s:.1f} s")
+        click.echo(f"{run.label:<34} {entry.story:<16} {entry.story_run + 1:>9} "
+                   f"{entry.onset_s:>9.2f}  {check}")
