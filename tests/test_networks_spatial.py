@@ -147,3 +147,24 @@ def test_map_patterns_checks_the_shift_null_and_round_trips(tmp_path):
     loaded = NetworkMapping.load(tmp_path / "mapping.json")
     assert loaded.null == "shift" and loaded.assigned == mapping.assigned
     assert loaded.provenance["spatial"]["n_shifts"] == 50
+
+
+def test_subjects_summed_per_penalty_give_the_subject_mean_of_ridge_maps():
+    """The null maps hold one data sum per ridge penalty, not one matrix per subject; the
+    maps equal the subject mean of each subject's delay-summed ridge solution (float64)."""
+    from brainalign.networks.spatial import _mean_ridge_maps
+
+    rng = np.random.default_rng(0)
+    n_tr, n_patterns, n_delays, n_targets = 90, 3, 2, 7
+    design = rng.standard_normal((n_tr, n_delays * n_patterns))
+    design -= design.mean(0)
+    targets = [rng.standard_normal((n_tr, n_targets)) for _ in range(4)]
+    alphas = [1.0, 30.0, 1.0, 30.0]
+    reference = np.mean([np.linalg.solve(design.T @ design + a * np.eye(design.shape[1]),
+                                          design.T @ Y).reshape(n_delays, n_patterns, -1).sum(0)
+                         for Y, a in zip(targets, alphas)], axis=0)
+    np.testing.assert_allclose(_mean_ridge_maps(design, targets, alphas, n_patterns), reference,
+                               atol=1e-12)
+    grouped = _mean_ridge_maps(design, [targets[0] + targets[2], targets[1] + targets[3]],
+                               [1.0, 30.0], n_patterns, n_subjects=4)
+    np.testing.assert_allclose(grouped, reference, atol=1e-12)

@@ -108,12 +108,15 @@ def _design(patterns: np.ndarray, runs: np.ndarray, delays: Sequence[int], clean
 
 
 def _mean_ridge_maps(design: np.ndarray, targets: Sequence[np.ndarray],
-                     alphas: Sequence[float], n_patterns: int) -> np.ndarray:
+                     alphas: Sequence[float], n_patterns: int,
+                     n_subjects: int | None = None) -> np.ndarray:
     """Subject-mean of the delay-summed ridge coefficients: (n_patterns, n_targets).
 
     ``design`` (n_tr, n_delays * n_patterns), delay-major and centred, is shared by the
-    subjects; ``targets`` holds each subject's centred (n_tr, n_targets) data and
-    ``alphas`` its ridge penalty.
+    subjects; ``targets`` holds the centred (n_tr, n_targets) data of the subjects summed
+    per ridge penalty, ``alphas`` those penalties (the coefficients are linear in the data
+    at a fixed penalty, so subjects that share one share a sum), and ``n_subjects`` the
+    number of subjects (default: one per entry).
     """
     U, s, Vt = np.linalg.svd(design, full_matrices=False)
     keep = s > s[0] * 1e-10
@@ -122,7 +125,7 @@ def _mean_ridge_maps(design: np.ndarray, targets: Sequence[np.ndarray],
     maps = np.zeros((n_patterns, targets[0].shape[1]))
     for Y, alpha in zip(targets, alphas):
         maps += (summed * (s / (s ** 2 + alpha))) @ (U.T @ Y)
-    return maps / len(targets)
+    return maps / (len(targets) if n_subjects is None else n_subjects)
 
 
 def spatial_shift_test(patterns: np.ndarray, bold: Sequence[np.ndarray], runs: np.ndarray,
@@ -193,21 +196,29 @@ def spatial_shift_test(patterns: np.ndarray, bold: Sequence[np.ndarray], runs: n
                else FoldCleaner(cleaning, runs, np.arange(len(patterns)), tr_s))
     n_patterns = patterns.shape[1]
     design = _design(patterns, runs, delays, cleaner)
-    targets, alphas = [], []
+    # subjects' data summed per ridge penalty: memory grows with the distinct penalties
+    # (a few grid values), not with the subjects, which are read one at a time
+    sums: dict[float, np.ndarray] = {}
+    alphas = []
     for subject in bold:
         Y = np.asarray(subject, dtype=np.float64)[:, valid]
         if cleaner is not None:
             Y = cleaner.apply(Y)
         Y = Y - Y.mean(0)
         model = EncodingModel().fit(design, Y, runs)   # per-target alphas, as fit_encoding
-        targets.append(Y)
         alphas.append(float(np.nanmedian(model.alphas_)))
+        if alphas[-1] in sums:
+            sums[alphas[-1]] += Y
+        else:
+            sums[alphas[-1]] = Y
+        del Y
+    targets, penalties = list(sums.values()), list(sums)
     networks = atlas.indicators()[:, valid]
     everywhere = np.ones(int(valid.sum()), dtype=bool)
 
     def mean_maps(shifted: np.ndarray) -> np.ndarray:
-        return _mean_ridge_maps(_design(shifted, runs, delays, cleaner), targets, alphas,
-                                n_patterns)
+        return _mean_ridge_maps(_design(shifted, runs, delays, cleaner), targets, penalties,
+                                n_patterns, len(alphas))
 
     def magnitude(values: np.ndarray) -> np.ndarray:
         return np.abs(values) if alternative == "two-sided" else values
