@@ -137,10 +137,14 @@ def test_outputs_one_map_set_per_subject_and_group_maps(study):
         assert path.name.startswith(f"sub-{subject}_") and path.name.endswith(".nii.gz")
         sidecar = json.loads(Path(str(path).replace(".nii.gz", ".json")).read_text())
         assert sidecar["subject"] == subject and sidecar["n_subjects"] == 1
+        assert sidecar["confounds"]["strategy"] == ["motion", "high_pass", "wm_csf", "scrub"]
+        assert sidecar["cv"] == "leave-one-story-out" and sidecar["timing_layout"] == "narratives"
         image = nib.load(path)
         assert image.header.get_sform(coded=True)[1] == 4
     assert "group_r" in maps or any(key.startswith("group") for key in maps)
     assert summary.group["tiny-llama/data"]["r"]["n_subjects"] == 3
+    assert any(note.startswith("BIDS (narratives timing") for note in summary.notes)
+    assert any("volumes scrubbed" in note for note in summary.notes)
 
 
 # --------------------------------------------------------------------------- errors

@@ -964,6 +964,12 @@ class Study:
                            "delays_tr": encoding["delays"], "tr_s": self.config["stories"]["tr_s"],
                            "n_subjects": len(results), "simulated": data.simulation is not None,
                            "config_hash": config_hash(self.config)}
+                if self.design is not None:
+                    sidecar.update(bids_root=str(self.design.dataset.root),
+                                   timing_layout=self.design.timing.layout,
+                                   confounds=dict(self.config["confounds"]),
+                                   cv="leave-one-story-out" if len(self.stories) > 1
+                                   else "leave-one-run-out")
                 key = f"{slug}/{space}"
                 entities = {"model": slug.replace("-", "").replace("_", "").replace(".", "")}
                 mean_r = np.nanmean([np.where(r.valid_targets, r.r, np.nan) for r in results],
