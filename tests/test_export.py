@@ -197,7 +197,7 @@ def two_space_study(root):
             self.out = root / "out"
             self.cache = _Cache(root / "cache")
             self.models = [("tiny-llm", "org/tiny-llm")]
-            self.notes, self.runs = [], []
+            self.notes, self.runs, self.design = [], [], None  # not a BIDS study
 
         def encodings(self, slug, space, whole_story_atoms=False):
             return results[space]
