@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from brainalign.stimuli.timing import run_sort_key
+
 logger = logging.getLogger(__name__)
 
 #: Surface spaces read as GIfTI (one file per hemisphere).
@@ -101,10 +103,6 @@ class BidsRun:
         from brainalign.brain.surface import read_gifti_series
 
         return int(read_gifti_series(self.bold["L"]).shape[0])
-
-
-def _run_order(run: str | None) -> tuple:
-    return (0, int(run)) if run is not None and run.isdigit() else (1, run or "")
 
 
 @dataclass
@@ -325,7 +323,7 @@ def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str
         grouped.setdefault(key, {"entities": entities})[entities.get("hemi", "volume")] = path
     runs, missing = [], []
     for key, found in sorted(grouped.items(), key=lambda item: (
-            item[0][0], item[0][1] or "", item[0][2], _run_order(item[0][3]))):
+            item[0][0], item[0][1] or "", item[0][2], run_sort_key(item[0][3]))):
         entities = found["entities"]
         if surface:
             absent = [h for h in ("L", "R") if h not in found]
@@ -348,7 +346,7 @@ def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str
                             tr_source))
     have = {(r.subject, r.session, r.task, r.run) for r in runs}
     for key in sorted(_raw_runs(root) - have, key=lambda k: (k[0], k[1] or "", k[2],
-                                                               _run_order(k[3]))):
+                                                               run_sort_key(k[3]))):
         if (subjects and key[0] not in subjects) or (tasks and key[2] not in tasks):
             continue
         label = "_".join([f"sub-{key[0]}"] + ([f"ses-{key[1]}"] if key[1] else [])

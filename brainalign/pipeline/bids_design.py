@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass
 
 from brainalign.pipeline.config import ConfigError
+from brainalign.stimuli.timing import run_sort_key
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,8 @@ def bids_design(config: dict) -> BidsDesign:
     reference = presented[subjects[0]]
     order: list[str] = []
     for story, _ in sorted(reference, key=lambda key: (
-            min(_file_order(r) for (s, _), r in reference.items() if s == key[0]), key[1])):
+            min((r.task, run_sort_key(r.run)) for (s, _), r in reference.items()
+                if s == key[0]), key[1])):
         if story not in order:
             order.append(story)
     stories, story_of_run, keys = [], [], []
@@ -193,11 +195,6 @@ def bids_design(config: dict) -> BidsDesign:
     logger.info("BIDS study: %d subjects x %d runs of %d stories (%s, space %s)",
                 len(subjects), len(keys), len(stories), timing.layout, dataset.space)
     return BidsDesign(dataset, timing, stories, subjects, runs, story_of_run)
-
-
-def _file_order(run) -> tuple:
-    number = int(run.run) if run.run is not None and run.run.isdigit() else 0
-    return (run.task, number)
 
 
 def fmri_needs_confounds(config: dict) -> bool:

@@ -204,7 +204,9 @@ def _run_key(run: str | None):
     return int(run) if run.isdigit() else run
 
 
-def _run_sort(run: str | None) -> tuple:
+def run_sort_key(run: str | None) -> tuple:
+    """Sort key of BIDS run labels: none first, then digits as numbers (run-2 before
+    run-10), then other labels as text."""
     key = _run_key(run)
     return (0, 0, "") if key is None else (1, key, "") if isinstance(key, int) else (2, 0, key)
 
@@ -374,7 +376,7 @@ def _add(entries: dict, entry: RunStimulus) -> None:
 
 def _sorted_runs(entries: dict) -> list[RunStimulus]:
     return sorted(entries.values(), key=lambda r: (
-        r.task, r.subject is None, r.subject or "", _run_sort(r.run)))
+        r.task, r.subject is None, r.subject or "", run_sort_key(r.run)))
 
 
 def _check_onset_arg(onset_s: float | None) -> float | None:
@@ -470,7 +472,7 @@ def narratives_timing(root: str | os.PathLike, *, tasks: str | Iterable[str] | N
     story_runs: dict[tuple[str, str], int] = {}
     for task in sorted({ev.task for ev in events}):
         ordered = sorted((ev for key, ev in by_run.items() if key[0] == task),
-                         key=lambda ev: _run_sort(ev.run))
+                         key=lambda ev: run_sort_key(ev.run))
         names: list[str] = []
         parts: list[Story] = []
         for ev in ordered:
@@ -522,13 +524,13 @@ def _onset_entries(layout: str, task: str, story: str, story_run_of, runs: dict,
         return out
     if onset_s is None:
         (subject, run), path = next(iter(sorted(untimed.items(), key=lambda kv: (
-            kv[0][0] or "", _run_sort(kv[0][1])))))
+            kv[0][0] or "", run_sort_key(kv[0][1])))))
         where = f"{path}" if path is not None else f"task-{task}"
         raise StimulusTimingError(
             f"no onset for {where} ({len(untimed)} run(s) of task-{task} without an events "
             f"file; searched {', '.join(searched)}): pass onset_s=... (seconds from the first "
             f"acquired volume to the start of the {layout} word timing)")
-    labels = sorted({r for _, r in untimed}, key=_run_sort)
+    labels = sorted({r for _, r in untimed}, key=run_sort_key)
     out += [RunStimulus(None, task, run, story, story_run_of(run), onset_s, ARGUMENT_SOURCE)
             for run in labels]
     return out
