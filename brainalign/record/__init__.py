@@ -5,9 +5,12 @@
   pooling to words, streaming to disk, resumable).
 - :mod:`~brainalign.record.store`: the on-disk format and :class:`Recording`.
 - :mod:`~brainalign.record.neurons`: :class:`NeuronTable` (layer, site, unit of each column).
+- :mod:`~brainalign.record.corpus`: :func:`record_corpus` (a long reference text straight
+  to TR time courses on disk).
 """
 
 from brainalign.record.alignment import AlignmentError, WordAlignment, align_words
+from brainalign.record.corpus import record_corpus
 from brainalign.record.neurons import NeuronTable
 from brainalign.record.recorder import (DEFAULT_CONTEXT_TOKENS, POOLINGS, ContextPolicy,
                                         Window, context_policy, plan_windows, pool_to_words,
@@ -16,4 +19,5 @@ from brainalign.record.store import IncompleteRecordingError, Recording
 
 __all__ = ["record_story", "Recording", "NeuronTable", "align_words", "WordAlignment",
            "AlignmentError", "ContextPolicy", "Window", "context_policy", "plan_windows",
-           "pool_to_words", "IncompleteRecordingError", "DEFAULT_CONTEXT_TOKENS", "POOLINGS"]
+           "pool_to_words", "IncompleteRecordingError", "DEFAULT_CONTEXT_TOKENS", "POOLINGS",
+           "record_corpus"]

@@ -124,8 +124,10 @@ class Story:
         last one). Scan figures are None where the scan is not known.
         """
         rows = []
-        for run in range(self.n_runs):
-            words = self.run_words(run)
+        by_run: list[list[Word]] = [[] for _ in range(self.n_runs)]
+        for word in self.words:  # one pass: long corpus stories have 100k words in 100 runs
+            by_run[word.run].append(word)
+        for run, words in enumerate(by_run):
             speech_s = words[-1].offset_s - words[0].onset_s if words else 0.0
             n_volumes = self.n_volumes[run] if self.n_volumes is not None else None
             scan_s = n_volumes * self.tr_s if n_volumes is not None and self.tr_s else None
