@@ -3,7 +3,9 @@
 Estimators on a torch device (CPU or CUDA), with scikit-learn's interface:
 :class:`KMeans`, :class:`DictionaryLearning`, :class:`FastICA`, :class:`GroupICA`.
 Study A (:mod:`~brainalign.patterns.study_a`): :func:`fit_atoms` -> :class:`Patterns`,
-:class:`AtomTransformer` (atoms fitted inside cross-validation folds), :func:`choose_n_atoms`. Study B (:mod:`~brainalign.patterns.study_b`):
+:class:`AtomTransformer` (atoms fitted inside cross-validation folds), :func:`choose_n_atoms`;
+stability (:mod:`~brainalign.patterns.stability`): :func:`compare_patterns`,
+:func:`seed_stability`, :func:`split_half_stability`, :func:`stability_curve`. Study B (:mod:`~brainalign.patterns.study_b`):
 :func:`find_functional_networks` -> :class:`FunctionalNetworks`, :func:`group_templates`,
 :func:`match_networks`, :func:`recurrence_counts`.
 """
@@ -14,6 +16,8 @@ from brainalign.patterns.kmeans import KMeans
 from brainalign.patterns.matching import iou_matrix, match_components, match_sets
 from brainalign.patterns.study_a import (AtomCountSelection, AtomTransformer, Patterns,
                                          choose_n_atoms, fit_atoms)
+from brainalign.patterns.stability import (StabilityCurve, compare_patterns, seed_stability,
+                                           split_half_stability, stability_curve)
 from brainalign.patterns.study_b import (DEFAULT_Z_THRESHOLD, SAME_NETWORK_IOU, STUDY_Z_THRESHOLD,
                                          FunctionalNetworks, find_functional_networks,
                                          group_templates, match_networks, networks_from_maps,
@@ -25,4 +29,6 @@ __all__ = [
     "STUDY_Z_THRESHOLD", "choose_n_atoms", "dictionary_objective", "find_functional_networks",
     "fit_atoms", "group_templates", "iou_matrix", "match_components", "match_networks",
     "match_sets", "networks_from_maps", "recurrence_counts", "sparse_codes",
+    "StabilityCurve", "compare_patterns", "seed_stability", "split_half_stability",
+    "stability_curve",
 ]

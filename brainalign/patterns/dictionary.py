@@ -26,6 +26,12 @@ solver choices:
 - **Mini-batch / online** (``batch_size=int``): Mairal's online algorithm with
   scikit-learn's forgetting factor for the running ``A`` and ``B``; ``max_iter`` counts
   passes over the data. For very many samples this touches only a batch per step.
+- **Out of core**: ``X`` may be a :class:`~brainalign.patterns.streaming.NeuronBlocks`
+  (neuron time courses left on disk). Every step above already works one chunk of
+  samples at a time, so full-batch fitting reads the file twice per iteration (codes,
+  then statistics) and holds one chunk; ``init="svd"`` of more than
+  :data:`EXACT_SVD_MAX_FEATURES` features uses randomized subspace iteration instead of the
+  ``(n_features, n_features)`` Gram matrix.
 """
 
 from __future__ import annotations
@@ -37,14 +43,57 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 
-from brainalign.patterns.streaming import (centered_gram, default_chunk_rows, fitted_input,
-                                           output_dtype, resolve_device, row_chunks, to_device,
-                                           validated_input)
+from brainalign.patterns.streaming import (NeuronBlocks, centered_gram, default_chunk_rows,
+                                           fitted_input, output_dtype, resolve_device,
+                                           row_chunks, to_device, validated_input)
 
 logger = logging.getLogger(__name__)
 
 #: FISTA checks its stopping rule every this many iterations (each check syncs the device).
 _CHECK_EVERY = 10
+#: ``init="svd"`` solves the (n_features, n_features) Gram matrix exactly up to this many
+#: features (128 MiB of float64); beyond it (a long reference corpus has 20,000 TRs) the
+#: top singular vectors come from randomized subspace iteration.
+EXACT_SVD_MAX_FEATURES = 4096
+#: Subspace iterations and extra dimensions of the randomized SVD (Halko et al. 2011).
+_POWER_ITERATIONS, _OVERSAMPLES = 4, 10
+
+
+def randomized_right_singular_vectors(X, k: int, rng, chunk_rows: int) -> torch.Tensor:
+    """Top ``k`` right singular vectors of ``X`` (n_samples, n_features), shape (k, n_features).
+
+    Randomized subspace iteration (Halko, Martinsson & Tropp 2011, algorithm 4.4) with
+    :data:`_OVERSAMPLES` extra dimensions and :data:`_POWER_ITERATIONS` iterations, using
+    only chunked products ``X[rows] @ Q`` and ``X[rows].T @ Z``: each is one pass over the
+    rows, which is what an out-of-core matrix (:class:`NeuronBlocks`) affords. Memory is
+    ``(n_samples + n_features) x (k + oversamples)``. Vectors of a degenerate spectrum
+    are defined up to rotation, as with any SVD.
+    """
+    n_samples, n_features = X.shape
+    width = min(k + _OVERSAMPLES, n_samples, n_features)
+
+    def times(Q):  # X @ Q, (n_samples, width)
+        return torch.cat([X[rows].double() @ Q for rows in row_chunks(n_samples, chunk_rows)])
+
+    def transpose_times(Z):  # X.T @ Z, (n_features, width)
+        out = torch.zeros(n_features, Z.shape[1], dtype=torch.float64, device=Z.device)
+        for rows in row_chunks(n_samples, chunk_rows):
+            out += X[rows].double().T @ Z[rows]
+        return out
+
+    start = torch.as_tensor(rng.standard_normal((n_samples, width)), dtype=torch.float64,
+                            device=X.device)
+    Q = torch.linalg.qr(transpose_times(start)).Q
+    for _ in range(_POWER_ITERATIONS):
+        Q = torch.linalg.qr(transpose_times(torch.linalg.qr(times(Q)).Q)).Q
+    B = times(Q)
+    eigvals, eigvecs = torch.linalg.eigh(B.T @ B)
+    order = torch.argsort(eigvals, descending=True)[:k]
+    vectors = (Q @ eigvecs[:, order]).T.to(torch.float32)
+    if k > width:  # more atoms than the subspace holds: pad randomly, as the exact path does
+        vectors = torch.cat([vectors, torch.as_tensor(rng.standard_normal((k - width, n_features)),
+                                                      dtype=torch.float32, device=X.device)])
+    return vectors
 
 
 def sparse_codes(
@@ -142,7 +191,8 @@ class DictionaryLearning(TransformerMixin, BaseEstimator):
         None for full-batch alternation; an int for the online mini-batch algorithm.
     init : {"svd", "random"}, default="svd"
         Initial atoms: the top right singular vectors of ``X`` (scikit-learn's
-        DictionaryLearning default) or randomly chosen samples, normalised.
+        DictionaryLearning default; randomized beyond :data:`EXACT_SVD_MAX_FEATURES`
+        features) or randomly chosen samples, normalised.
     code_max_iter : int, default=200
         FISTA iterations per code update.
     code_tol : float, default=1e-4
@@ -245,11 +295,13 @@ class DictionaryLearning(TransformerMixin, BaseEstimator):
         if self.init == "random":
             index = np.sort(rng.choice(n_samples, self.n_components, replace=False))
             atoms = X[torch.as_tensor(index, device=X.device)].clone()
-        else:  # right singular vectors from the (uncentred) feature Gram matrix
+        elif n_features <= EXACT_SVD_MAX_FEATURES:  # eigenvectors of the feature Gram matrix
             zero = torch.zeros(n_features, dtype=torch.float64, device=X.device)
             eigvals, eigvecs = torch.linalg.eigh(centered_gram(X, zero, chunk))
             order = torch.argsort(eigvals, descending=True)[: self.n_components]
             atoms = eigvecs[:, order].T.to(X.dtype)
+        else:
+            atoms = randomized_right_singular_vectors(X, self.n_components, rng, chunk)
             if self.n_components > n_features:  # more atoms than dimensions: pad randomly
                 extra = self.n_components - atoms.shape[0]
                 atoms = torch.cat([atoms, torch.as_tensor(
@@ -285,6 +337,11 @@ class DictionaryLearning(TransformerMixin, BaseEstimator):
         self._check(X)
         rng = check_random_state(self.random_state)
         chunk = self._chunk(X)
+        if isinstance(X, NeuronBlocks) and self.batch_size is not None:
+            raise ValueError("the mini-batch algorithm draws random samples, which an "
+                             "out-of-core NeuronBlocks matrix cannot read efficiently; use "
+                             "batch_size=None (full batch: two passes over the file per "
+                             "iteration)")
         atoms = self._initial_atoms(X, rng, chunk)
         if self.batch_size is None:
             atoms, codes, n_iter = self._fit_full_batch(X, atoms, rng, chunk)

@@ -11,12 +11,18 @@ module owns the rules that keep that affordable:
   memory order on the device, so no transpose is ever materialised.
 - :func:`row_chunks` yields row ranges whose size bounds every ``(chunk, k)``
   temporary; the estimators loop over them for distances, codes and Gram matrices.
+- :class:`NeuronBlocks` stands in for that device copy when the recording is too long to
+  hold (a reference corpus of 100k words is 20,000 TRs): a lazy, standardised
+  ``(n_neurons, n_tr)`` matrix whose row blocks are read from the memory map when the
+  estimators index them, and whose pages are handed back to the kernel after every read,
+  so resident memory is one block, whatever the corpus length.
 
 Plain torch; no other library.
 """
 
 from __future__ import annotations
 
+import mmap
 from typing import Iterator
 
 import numpy as np
@@ -63,6 +69,120 @@ def row_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:
         yield slice(start, min(start + chunk_rows, n_rows))
 
 
+class NeuronBlocks:
+    """Standardised neuron time courses on disk, read one block of neurons at a time.
+
+    The lazy counterpart of the ``(n_neurons, n_rows)`` device copy that study A's
+    estimators work on: ``blocks[a:b]`` reads neurons ``a..b-1`` over the chosen rows (TRs)
+    of ``data``, centres and scales them, and returns a float32 ``(b - a, n_rows)`` tensor
+    on ``device``; an integer or an index array reads single neurons. Nothing else is kept,
+    and after each read the memory map's pages are released (``madvise(MADV_DONTNEED)``),
+    so the process holds one block however long the recording. The estimators' chunked
+    loops (codes, sufficient statistics, distances) then make one pass over the file each.
+
+    Parameters
+    ----------
+    data : ndarray or np.memmap, shape (n_tr, n_neurons)
+        Time courses (a memory map for recordings that do not fit in memory).
+    rows : ndarray of int, shape (n_rows,)
+        Sorted TRs to use.
+    mean, scale : ndarray, shape (n_neurons,)
+        Per-neuron centre and scale (``(x - mean) / scale``); see :meth:`standardized`.
+    device : torch.device
+    """
+
+    ndim = 2
+    dtype = torch.float32
+
+    def __init__(self, data, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                 device: torch.device):
+        self.data = data
+        self.rows = np.asarray(rows)
+        contiguous = len(self.rows) and self.rows[-1] - self.rows[0] + 1 == len(self.rows)
+        self._row_index = slice(int(self.rows[0]), int(self.rows[-1]) + 1) if contiguous else self.rows
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+        self.device = torch.device(device)
+        self.shape = (int(data.shape[1]), len(self.rows))
+
+    @classmethod
+    def standardized(cls, data, rows: np.ndarray, device: torch.device,
+                     standardize: bool = True) -> "NeuronBlocks":
+        """Blocks of ``data[rows]`` with each neuron centred and scaled to unit L2 norm.
+
+        The mean and the norm are accumulated in float64 over blocks of TRs (contiguous
+        reads), in two passes (mean, then squared deviations), so no cancellation.
+        ``standardize=False`` keeps the raw values (mean 0, scale 1).
+        """
+        rows = np.asarray(rows)
+        n_neurons = data.shape[1]
+        mean, scale = np.zeros(n_neurons), np.ones(n_neurons)
+        if standardize:
+            tr_chunks = list(row_chunks(len(rows), default_chunk_rows(n_neurons)))
+            for chunk in tr_chunks:
+                mean += _read(data, rows[chunk], slice(None)).sum(0)
+            mean /= len(rows)
+            squares = np.zeros(n_neurons)
+            for chunk in tr_chunks:
+                squares += ((_read(data, rows[chunk], slice(None)) - mean) ** 2).sum(0)
+            norm = np.sqrt(squares)
+            scale = np.where(norm > 1e-12, norm, 1.0)
+        return cls(data, rows, mean, scale, device)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        single = isinstance(index, (int, np.integer))
+        if isinstance(index, torch.Tensor):
+            index = index.cpu().numpy()
+        if isinstance(index, slice):
+            cols = index
+        else:
+            cols = np.atleast_1d(np.asarray(index, dtype=np.int64))
+            order = np.argsort(cols, kind="stable")  # memory maps read sorted columns fastest
+            sorted_cols = cols[order]
+            block = np.empty((len(self.rows), len(cols)))
+            block[:, order] = self._standardized(sorted_cols)
+            out = torch.from_numpy(block.T.astype(np.float32)).to(self.device)
+            return out[0] if single else out
+        return torch.from_numpy(self._standardized(cols).T.astype(np.float32)).to(self.device)
+
+    def _standardized(self, cols) -> np.ndarray:
+        block = _read(self.data, self._row_index, cols)
+        return (block - self.mean[cols]) / self.scale[cols]
+
+
+def _read(data, rows, cols) -> np.ndarray:
+    """``data[rows][:, cols]`` as float64, checked finite, with the map's pages released."""
+    both_arrays = not isinstance(rows, slice) and not isinstance(cols, slice)
+    block = np.asarray(data[np.ix_(rows, cols)] if both_arrays else data[rows, cols],
+                       dtype=np.float64)
+    if not np.isfinite(block).all():
+        raise ValueError("time courses contain NaN or inf (in the block of neurons "
+                         f"{_describe(cols)})")
+    release_pages(data)
+    return block
+
+
+def _describe(cols) -> str:
+    if isinstance(cols, slice):
+        return f"{cols.start or 0}..{'end' if cols.stop is None else cols.stop - 1}"
+    return f"{int(np.min(cols))}..{int(np.max(cols))}"
+
+
+def release_pages(data) -> None:
+    """Hand a memory map's resident pages back to the kernel (no-op for other arrays).
+
+    The file stays in the page cache; only this process's resident set shrinks, so a pass
+    over a long recording does not grow it to the file's size.
+    """
+    while data is not None and getattr(data, "_mmap", None) is None:
+        data = getattr(data, "base", None)
+    if data is not None and hasattr(data._mmap, "madvise"):
+        data._mmap.madvise(mmap.MADV_DONTNEED)
+
+
 def to_device(
     X: np.ndarray | torch.Tensor,
     device: torch.device,
@@ -90,6 +210,8 @@ def to_device(
         Possibly a transposed view of a contiguous device tensor (when ``X`` was a
         Fortran-ordered view, as ``memmap.T`` is).
     """
+    if isinstance(X, NeuronBlocks):  # stays on disk; blocks are read where indexed
+        return X
     if isinstance(X, torch.Tensor):
         if X.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
@@ -170,6 +292,9 @@ def validated_input(estimator, X, *, reset: bool, name: str = "X",
         raise TypeError(f"{what} expects a dense (n_samples, n_features) array for {name}; got "
                         f"sparse input ({type(X).__name__}, shape {X.shape}), which is not "
                         "supported: convert it with .toarray()")
+    if isinstance(X, NeuronBlocks):
+        validate_data(estimator, X, reset=reset, skip_check_array=True)
+        return X
     if isinstance(X, torch.Tensor):
         if X.ndim != 2:
             raise ValueError(f"{what} expects {name} as a 2-D (n_samples, n_features) tensor; got "

@@ -26,9 +26,11 @@ What this module adds around the estimators:
   :meth:`Patterns.assert_not_fit_on` refuses held-out runs later;
 - neuron standardisation over the training TRs (zero mean, unit L2 norm by default, so
   codes are in correlation units and ``alpha`` is comparable across data sets);
-- composition of subgroups by layer and site, stability across seeds and split halves
-  (Hungarian-matched correlations, :mod:`brainalign.patterns.matching`), choice of K by
-  cross-validated encoding score through :func:`brainalign.encoding.fit_encoding`;
+- composition of subgroups by layer and site; stability across seeds and split halves
+  (``fit_atoms(stability_seeds=..., split_half=True)``, computed by
+  :mod:`brainalign.patterns.stability`, which builds on this module and is imported
+  lazily here); choice of K by cross-validated encoding score through
+  :func:`brainalign.encoding.fit_encoding`, optionally restricted to stable K;
 - npz + JSON storage.
 
 Data are streamed onto the device one block of neurons at a time (memory maps welcome),
@@ -47,14 +49,13 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.validation import check_is_fitted
 
 from brainalign.patterns.dictionary import DictionaryLearning
 from brainalign.patterns.ica import FastICA
 from brainalign.patterns.kmeans import KMeans
-from brainalign.patterns.matching import match_components
-from brainalign.patterns.streaming import default_chunk_rows, resolve_device, row_chunks
+from brainalign.patterns.streaming import (NeuronBlocks, default_chunk_rows, resolve_device,
+                                           row_chunks)
 from brainalign.provenance import config_hash, provenance_block
 from brainalign.record.neurons import NeuronTable
 from brainalign.timecourse.delays import DEFAULT_DELAYS
@@ -218,6 +219,7 @@ class _Inputs:
     neurons: NeuronTable
     stories: list
     provenance: dict
+    in_memory: bool = True
 
 
 def _inputs(timecourses, neurons: NeuronTable | None, runs, times_s) -> _Inputs:
@@ -352,7 +354,11 @@ def _subgroups(loadings: np.ndarray) -> np.ndarray:
 
 def _fit_rows(inputs: _Inputs, rows: np.ndarray, n_atoms: int, method: str, standardize: bool,
               random_state, device, chunk_size, estimator_params) -> tuple:
-    X, mean, scale = _standardized_neurons(inputs.data, rows, device, standardize, chunk_size)
+    if inputs.in_memory:
+        X, mean, scale = _standardized_neurons(inputs.data, rows, device, standardize, chunk_size)
+    else:
+        X = NeuronBlocks.standardized(inputs.data, rows, device, standardize)
+        mean, scale = X.mean, X.scale
     logger.info("fitting %d %s atoms on %d TRs x %d neurons (%s)", n_atoms, method,
                 X.shape[1], X.shape[0], device)
     atoms, loadings = _decompose(X, n_atoms, method, random_state, device, chunk_size,
@@ -381,6 +387,7 @@ def fit_atoms(
     random_state: int | None = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    in_memory: bool = True,
     **estimator_params,
 ) -> Patterns:
     """Fit K atoms on the training runs of a (TR x neuron) matrix (study A).
@@ -411,16 +418,25 @@ def fit_atoms(
     neurons, runs, times_s
         For a plain array input.
     stability_seeds : sequence of int
-        Extra seeds to refit with; Hungarian-matched atom and loading correlations go
-        to ``Patterns.stability["seed"]`` (see :func:`seed_stability`).
+        Extra seeds to refit with; Hungarian-matched atom and loading correlations,
+        subgroup ARI and IoU go to ``Patterns.stability["seed"]`` (see
+        :func:`brainalign.patterns.stability.seed_stability`).
     split_half : bool
-        Also fit the two halves of the training runs (or TRs, with one run) and record
-        matched loading correlations in ``Patterns.stability["split_half"]``.
+        Also fit the two halves of the training runs (alternating runs; first vs second
+        half of the TRs with one run) and record matched loading and atom time-course
+        correlations, subgroup ARI and IoU in ``Patterns.stability["split_half"]`` (see
+        :func:`brainalign.patterns.stability.split_half_stability`).
     random_state : int or None
     device : str, torch.device or None
         None: CUDA when available.
     chunk_size : int, optional
         Neurons per streamed block.
+    in_memory : bool, default=True
+        Copy the standardised training TRs onto the device once (fast). ``False`` leaves
+        them on disk: the estimator reads one block of neurons at a time from
+        ``timecourses`` (a memory map), two passes per iteration, so resident memory does
+        not grow with the number of TRs (a long reference corpus). Dictionary learning
+        (full batch) and k-means only; ICA needs the TR x TR covariance.
     **estimator_params
         Passed to the estimator (e.g. ``max_iter``, ``batch_size``, ``init``, ``n_init``).
 
@@ -431,6 +447,10 @@ def fit_atoms(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     inputs = _inputs(timecourses, neurons, runs, times_s)
+    inputs.in_memory = bool(in_memory)
+    if not in_memory and method == "ica":
+        raise ValueError("in_memory=False supports method='dictionary' or 'kmeans'; ICA whitens "
+                         "with the (n_tr, n_tr) covariance, which grows with the recording")
     rows, train = _training_rows(inputs.runs, train_runs, held_out_runs, train_rows)
     if not 1 <= n_atoms <= min(len(rows), inputs.data.shape[1]):
         raise ValueError(f"n_atoms must be between 1 and min(n_train_tr={len(rows)}, "
@@ -448,16 +468,23 @@ def fit_atoms(
         fit_stories=inputs.stories, fit_runs=train, method=method, times_s=inputs.times_s[rows],
         neuron_mean=mean, neuron_scale=scale, params=config, fit_rows=rows,
         provenance=provenance_block(stage="patterns", study="A", config_hash=config_hash(config),
-                                    device=str(device), n_train_tr=int(len(rows)),
+                                    device=str(device), in_memory=bool(in_memory),
+                                    n_train_tr=int(len(rows)),
                                     n_neurons=int(inputs.data.shape[1]),
                                     timecourses=inputs.provenance))
-    fit_kwargs = dict(n_atoms=n_atoms, method=method, standardize=standardize,
-                      device=device, chunk_size=chunk_size, params=params)
-    if len(stability_seeds):
-        patterns.stability["seed"] = _seed_stability(inputs, rows, patterns, stability_seeds,
-                                                     **fit_kwargs)
-    if split_half:
-        patterns.stability["split_half"] = _split_half(inputs, rows, random_state, **fit_kwargs)
+    if len(stability_seeds) or split_half:
+        # stability builds on fit_atoms, so it is imported here, not at module level
+        from brainalign.patterns.stability import seed_stability, split_half_stability
+
+        refit = dict(train_rows=rows, neurons=neurons, runs=runs, times_s=times_s,
+                     method=method, standardize=standardize, device=device,
+                     chunk_size=chunk_size, **params)
+        if len(stability_seeds):
+            patterns.stability["seed"] = seed_stability(timecourses, n_atoms, stability_seeds,
+                                                        reference=patterns, **refit)
+        if split_half:
+            patterns.stability["split_half"] = split_half_stability(
+                timecourses, n_atoms, random_state=random_state, **refit)
     return patterns
 
 
@@ -519,56 +546,6 @@ class AtomTransformer(TransformerMixin, BaseEstimator):
         return self.patterns_.transform(X)
 
 
-def _pair_summary(atoms_r: np.ndarray | None, loadings_r: np.ndarray, subgroups) -> dict:
-    summary = dict(loading_r_mean=float(loadings_r.mean()), loading_r_min=float(loadings_r.min()),
-                   loading_r=loadings_r.round(4).tolist(),
-                   subgroup_ari=float(adjusted_rand_score(*subgroups)))
-    if atoms_r is not None:
-        summary.update(atom_r_mean=float(atoms_r.mean()), atom_r_min=float(atoms_r.min()),
-                       atom_r=atoms_r.round(4).tolist())
-    return summary
-
-
-def _seed_stability(inputs, rows, reference: Patterns, seeds, *, n_atoms, method, standardize,
-                    device, chunk_size, params) -> dict:
-    pairs = {}
-    for seed in seeds:
-        atoms, loadings, _, _ = _fit_rows(inputs, rows, n_atoms, method, standardize, seed,
-                                          device, chunk_size, params)
-        ia, ib, atoms_r = match_components(reference.atoms.T, atoms.T)
-        _, _, loadings_r = match_components(reference.loadings, loadings)
-        pairs[str(seed)] = _pair_summary(atoms_r, loadings_r,
-                                         (reference.subgroup, _subgroups(loadings)))
-    return dict(
-        reference_seed=reference.params.get("random_state"), seeds=[int(s) for s in seeds],
-        pairs=pairs,
-        atom_r_mean=float(np.mean([p["atom_r_mean"] for p in pairs.values()])),
-        loading_r_mean=float(np.mean([p["loading_r_mean"] for p in pairs.values()])),
-        subgroup_ari_mean=float(np.mean([p["subgroup_ari"] for p in pairs.values()])),
-        matching="Hungarian on |Pearson r| (scipy.optimize.linear_sum_assignment)")
-
-
-def _split_half(inputs, rows, random_state, *, n_atoms, method, standardize, device,
-                chunk_size, params) -> dict:
-    train_runs = sorted(int(r) for r in np.unique(inputs.runs[rows]))
-    if len(train_runs) >= 2:
-        halves = [train_runs[0::2], train_runs[1::2]]
-        half_rows = [rows[np.isin(inputs.runs[rows], h)] for h in halves]
-        scheme = f"runs {halves[0]} vs {halves[1]}"
-    else:
-        half_rows = [rows[: len(rows) // 2], rows[len(rows) // 2:]]
-        scheme = "first vs second half of the TRs of the single training run"
-    if min(len(h) for h in half_rows) < n_atoms:
-        raise ValueError(f"split halves have {[len(h) for h in half_rows]} TRs, fewer than "
-                         f"n_atoms={n_atoms}")
-    fits = [_fit_rows(inputs, h, n_atoms, method, standardize, random_state, device,
-                      chunk_size, params) for h in half_rows]
-    _, _, loadings_r = match_components(fits[0][1], fits[1][1])
-    summary = _pair_summary(None, loadings_r, (_subgroups(fits[0][1]), _subgroups(fits[1][1])))
-    summary.update(scheme=scheme, compared="neuron loadings (the halves share neurons, not TRs)")
-    return summary
-
-
 @dataclass
 class AtomCountSelection:
     """Cross-validated encoding score of each candidate number of atoms.
@@ -581,25 +558,54 @@ class AtomCountSelection:
     held_out : list of int
         The training run held out in each fold (atoms refitted without it).
     best : int
-        Candidate with the highest mean score.
+        The chosen candidate: the highest mean score, among the stable candidates when
+        ``min_stability`` was given.
+    stability : ndarray, shape (n_candidates,), optional
+        Split-half loading r (mean |r| of matched loadings) of each candidate, when
+        ``min_stability`` was given.
+    min_stability : float, optional
+        Threshold on ``stability`` below which a candidate was ruled out.
+    best_by_score : int, optional
+        Candidate with the highest mean score, stability ignored (equals ``best`` when
+        no threshold was given).
+    rule : str
+        How ``best`` was chosen.
     """
 
     candidates: list
     scores: np.ndarray
     held_out: list
     best: int
+    stability: np.ndarray | None = None
+    min_stability: float | None = None
+    best_by_score: int | None = None
+    rule: str = "highest mean held-out encoding score"
+
+    @property
+    def eligible(self) -> list:
+        """Candidates whose split-half stability reaches ``min_stability`` (all without it)."""
+        if self.stability is None or self.min_stability is None:
+            return list(self.candidates)
+        return [k for k, s in zip(self.candidates, self.stability) if s >= self.min_stability]
 
     def to_dict(self) -> dict:
         return dict(candidates=self.candidates, scores=self.scores.tolist(),
                     mean_scores=self.scores.mean(1).tolist(), held_out=self.held_out,
-                    best=self.best)
+                    best=self.best,
+                    best_by_score=self.best if self.best_by_score is None else self.best_by_score,
+                    stability=None if self.stability is None else
+                    [float(v) for v in self.stability],
+                    stability_metric="split-half loading r (mean |r| of matched loadings)",
+                    min_stability=None if self.min_stability is None else float(self.min_stability),
+                    eligible=[int(k) for k in self.eligible], rule=self.rule)
 
 
 def choose_n_atoms(timecourses, brain, *, train_runs: Sequence[int] | Literal["all"],
                    candidates: Sequence[int] = (16, 32, 64), held_out_runs=None,
                    delays: Sequence[int] | None = DEFAULT_DELAYS,
                    method: Method = "dictionary",
-                   encoding_params: dict | None = None, **fit_params) -> AtomCountSelection:
+                   encoding_params: dict | None = None, min_stability: float | None = None,
+                   **fit_params) -> AtomCountSelection:
     """Choose K by the encoding score of the atoms on runs left out of the atom fit.
 
     For each training run ``r`` and each K: fit atoms on the other training runs, compute
@@ -607,6 +613,12 @@ def choose_n_atoms(timecourses, brain, *, train_runs: Sequence[int] | Literal["a
     encoding model with :func:`brainalign.encoding.fit_encoding` (run-wise CV), and keep
     the held-out ``r`` of the fold that tests on run ``r``, the one run whose neuron data
     the atoms never saw. Held-out runs never enter.
+
+    With ``min_stability``, K is chosen by stability and encoding together: each K's
+    split-half loading r is computed on the training runs
+    (:func:`brainalign.patterns.stability.split_half_stability`, alternating runs), K
+    below the threshold are ruled out, and the best encoding score among the rest wins
+    (the most stable K when none reaches it, with a warning). Both are recorded.
 
     Parameters
     ----------
@@ -621,6 +633,9 @@ def choose_n_atoms(timecourses, brain, *, train_runs: Sequence[int] | Literal["a
         :data:`brainalign.timecourse.DEFAULT_DELAYS`).
     encoding_params : dict, optional
         Extra arguments of ``fit_encoding`` (``n_perm`` defaults to 0 here).
+    min_stability : float, optional
+        Smallest split-half loading r (in [0, 1]) a candidate needs; None (default):
+        choose by encoding score alone.
     **fit_params
         Passed to :func:`fit_atoms`.
     """
@@ -649,5 +664,27 @@ def choose_n_atoms(timecourses, brain, *, train_runs: Sequence[int] | Literal["a
             fold = [g for g in result.cv["outer_test_groups"]].index([left_out])
             scores[i, j] = float(np.nanmean(result.r_folds[fold][result.valid_targets]))
             logger.info("K=%d, held-out run %d: mean r %.4f", k, left_out, scores[i, j])
-    best = int(list(candidates)[int(np.argmax(scores.mean(1)))])
-    return AtomCountSelection([int(k) for k in candidates], scores, train, best)
+    candidates = [int(k) for k in candidates]
+    best_by_score = candidates[int(np.argmax(scores.mean(1)))]
+    if min_stability is None:
+        return AtomCountSelection(candidates, scores, train, best_by_score)
+    from brainalign.patterns.stability import split_half_stability
+
+    stability = np.array([split_half_stability(
+        inputs.data, k, train_rows=rows, neurons=inputs.neurons, runs=inputs.runs,
+        times_s=inputs.times_s, method=method, **fit_params)["loading_r_mean"]
+        for k in candidates])
+    stable = stability >= min_stability
+    if stable.any():
+        mean_scores = np.where(stable, scores.mean(1), -np.inf)
+        best = candidates[int(np.argmax(mean_scores))]
+        rule = (f"highest mean held-out encoding score among candidates with split-half "
+                f"loading r >= {min_stability}")
+    else:
+        best = candidates[int(np.argmax(stability))]
+        rule = (f"no candidate reached split-half loading r {min_stability}: the most "
+                "stable candidate")
+        logger.warning("choose_n_atoms: %s (stabilities %s)", rule, stability.round(3).tolist())
+    return AtomCountSelection(candidates, scores, train, best, stability=stability,
+                              min_stability=float(min_stability), best_by_score=best_by_score,
+                              rule=rule)
