@@ -12,10 +12,10 @@ module owns the rules that keep that affordable:
 - :func:`row_chunks` yields row ranges whose size bounds every ``(chunk, k)``
   temporary; the estimators loop over them for distances, codes and Gram matrices.
 - :class:`NeuronBlocks` stands in for that device copy when the recording is too long to
-  hold (a reference corpus of 100k words is 20,000 TRs): a lazy, standardised
-  ``(n_neurons, n_tr)`` matrix whose row blocks are read from the memory map when the
-  estimators index them, and whose pages are handed back to the kernel after every read,
-  so resident memory is one block, whatever the corpus length.
+  hold (a reference corpus of 100k words is 20,000 TRs): a standardised
+  ``(n_neurons, n_tr)`` matrix in a scratch file whose row blocks are read when the
+  estimators index them, with the pages handed back to the kernel after every read, so
+  resident memory is one block, whatever the corpus length.
 
 Plain torch; no other library.
 """
@@ -23,6 +23,9 @@ Plain torch; no other library.
 from __future__ import annotations
 
 import mmap
+import os
+import tempfile
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -32,6 +35,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 #: Number of float32 values a default row chunk may hold (256 MiB).
 DEFAULT_CHUNK_VALUES = 1 << 26
+#: Values per block of TRs when :class:`NeuronBlocks` streams a recording (64 MiB).
+_SETUP_BLOCK_VALUES = 1 << 24
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -70,105 +75,128 @@ def row_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:
 
 
 class NeuronBlocks:
-    """Standardised neuron time courses on disk, read one block of neurons at a time.
+    """Standardised neuron time courses kept on disk, neuron-major, read a block at a time.
 
-    The lazy counterpart of the ``(n_neurons, n_rows)`` device copy that study A's
-    estimators work on: ``blocks[a:b]`` reads neurons ``a..b-1`` over the chosen rows (TRs)
-    of ``data``, centres and scales them, and returns a float32 ``(b - a, n_rows)`` tensor
-    on ``device``; an integer or an index array reads single neurons. Nothing else is kept,
-    and after each read the memory map's pages are released (``madvise(MADV_DONTNEED)``),
-    so the process holds one block however long the recording. The estimators' chunked
-    loops (codes, sufficient statistics, distances) then make one pass over the file each.
+    The out-of-core counterpart of the ``(n_neurons, n_rows)`` device copy that study A's
+    estimators work on. :meth:`standardized` streams the chosen rows (TRs) of a
+    ``(n_tr, n_neurons)`` recording once to learn each neuron's mean and norm, and once
+    more to write the standardised values, transposed, to a float32 scratch file
+    (``n_neurons x n_rows``, deleted with the object; 4 bytes per value, as big as the
+    float32 recording itself): every later read is then one
+    contiguous slab. ``blocks[a:b]`` is neurons ``a..b-1`` as a float32 ``(b - a, n_rows)``
+    tensor on ``device``; an integer or an index array reads single neurons. After each
+    read or write the memory maps' pages are released (``madvise(MADV_DONTNEED)``), so the
+    process holds one block, however long the recording; the estimators' chunked loops
+    (codes, sufficient statistics, distances) make one pass over the file each.
 
     Parameters
     ----------
-    data : ndarray or np.memmap, shape (n_tr, n_neurons)
-        Time courses (a memory map for recordings that do not fit in memory).
-    rows : ndarray of int, shape (n_rows,)
-        Sorted TRs to use.
+    matrix : np.memmap, shape (n_neurons, n_rows), float32
+        The standardised, neuron-major values.
     mean, scale : ndarray, shape (n_neurons,)
-        Per-neuron centre and scale (``(x - mean) / scale``); see :meth:`standardized`.
+        Per-neuron centre and scale that were applied (``(x - mean) / scale``).
     device : torch.device
+    scratch : tempfile.TemporaryDirectory, optional
+        Folder of ``matrix``, removed when the object is deleted.
     """
 
     ndim = 2
     dtype = torch.float32
 
-    def __init__(self, data, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray,
-                 device: torch.device):
-        self.data = data
-        self.rows = np.asarray(rows)
-        contiguous = len(self.rows) and self.rows[-1] - self.rows[0] + 1 == len(self.rows)
-        self._row_index = slice(int(self.rows[0]), int(self.rows[-1]) + 1) if contiguous else self.rows
+    def __init__(self, matrix: np.memmap, mean: np.ndarray, scale: np.ndarray,
+                 device: torch.device, scratch=None):
+        self.matrix = matrix
         self.mean = np.asarray(mean, dtype=np.float64)
         self.scale = np.asarray(scale, dtype=np.float64)
         self.device = torch.device(device)
-        self.shape = (int(data.shape[1]), len(self.rows))
+        self.shape = tuple(int(n) for n in matrix.shape)
+        self._scratch = scratch
 
     @classmethod
-    def standardized(cls, data, rows: np.ndarray, device: torch.device,
-                     standardize: bool = True) -> "NeuronBlocks":
-        """Blocks of ``data[rows]`` with each neuron centred and scaled to unit L2 norm.
+    def standardized(cls, data, rows: np.ndarray, device: torch.device, standardize: bool = True,
+                     directory: str | Path | None = None) -> "NeuronBlocks":
+        """The neuron-major, standardised copy of ``data[rows]`` in a scratch file.
 
-        The mean and the norm are accumulated in float64 over blocks of TRs (contiguous
-        reads), in two passes (mean, then squared deviations), so no cancellation.
-        ``standardize=False`` keeps the raw values (mean 0, scale 1).
+        Parameters
+        ----------
+        data : ndarray or np.memmap, shape (n_tr, n_neurons)
+        rows : ndarray of int, shape (n_rows,)
+            TRs to use (e.g. the training TRs).
+        device : torch.device
+        standardize : bool
+            Centre each neuron and scale it to unit L2 norm over ``rows``; False keeps the
+            raw values (mean 0, scale 1).
+        directory : path, optional
+            Where the scratch folder goes (default: the system's temporary folder).
+
+        Notes
+        -----
+        The mean and norm are accumulated in float64 about each neuron's first value (a
+        shift that avoids cancellation), in one pass over blocks of TRs; non-finite values
+        are refused there, naming the TRs.
         """
         rows = np.asarray(rows)
-        n_neurons = data.shape[1]
+        n_neurons = int(data.shape[1])
+        tr_blocks = list(row_chunks(len(rows), max(1, _SETUP_BLOCK_VALUES // n_neurons)))
         mean, scale = np.zeros(n_neurons), np.ones(n_neurons)
         if standardize:
-            tr_chunks = list(row_chunks(len(rows), default_chunk_rows(n_neurons)))
-            for chunk in tr_chunks:
-                mean += _read(data, rows[chunk], slice(None)).sum(0)
-            mean /= len(rows)
-            squares = np.zeros(n_neurons)
-            for chunk in tr_chunks:
-                squares += ((_read(data, rows[chunk], slice(None)) - mean) ** 2).sum(0)
-            norm = np.sqrt(squares)
-            scale = np.where(norm > 1e-12, norm, 1.0)
-        return cls(data, rows, mean, scale, device)
+            shift = _read_trs(data, rows[:1])[0].astype(np.float64)
+            total, squares = np.zeros(n_neurons), np.zeros(n_neurons)
+            for block in tr_blocks:
+                values = _read_trs(data, rows[block])
+                values -= shift.astype(np.float32)
+                total += values.sum(0, dtype=np.float64)
+                squares += np.einsum("ij,ij->j", values, values, dtype=np.float64)
+            mean = shift + total / len(rows)
+            norm = np.sqrt(np.maximum(squares - total ** 2 / len(rows), 0.0))
+            scale = np.where(norm > 1e-12 * np.maximum(1.0, np.abs(mean)), norm, 1.0)
+        scratch = tempfile.TemporaryDirectory(prefix="brainalign-neurons-", dir=directory)
+        path = Path(scratch.name) / "neurons.f32"
+        mean32, scale32 = mean.astype(np.float32), scale.astype(np.float32)
+        row_bytes = 4 * len(rows)
+        # plain positional writes: a memory map written one strip of TRs at a time would
+        # fault in (and keep resident) the whole file
+        with open(path, "wb") as handle:
+            handle.truncate(n_neurons * row_bytes)
+            for block in tr_blocks:
+                values = _read_trs(data, rows[block], check=not standardize)
+                values -= mean32
+                values /= scale32
+                strips = np.ascontiguousarray(values.T)  # (n_neurons, block length)
+                for neuron in range(n_neurons):
+                    os.pwrite(handle.fileno(), strips[neuron], neuron * row_bytes + 4 * block.start)
+        matrix = np.memmap(path, dtype=np.float32, mode="r", shape=(n_neurons, len(rows)))
+        return cls(matrix, mean, scale, device, scratch)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, index) -> torch.Tensor:
-        single = isinstance(index, (int, np.integer))
         if isinstance(index, torch.Tensor):
             index = index.cpu().numpy()
-        if isinstance(index, slice):
-            cols = index
-        else:
-            cols = np.atleast_1d(np.asarray(index, dtype=np.int64))
-            order = np.argsort(cols, kind="stable")  # memory maps read sorted columns fastest
-            sorted_cols = cols[order]
-            block = np.empty((len(self.rows), len(cols)))
-            block[:, order] = self._standardized(sorted_cols)
-            out = torch.from_numpy(block.T.astype(np.float32)).to(self.device)
-            return out[0] if single else out
-        return torch.from_numpy(self._standardized(cols).T.astype(np.float32)).to(self.device)
-
-    def _standardized(self, cols) -> np.ndarray:
-        block = _read(self.data, self._row_index, cols)
-        return (block - self.mean[cols]) / self.scale[cols]
+        if isinstance(index, slice) and index.step in (None, 1):  # a block: one plain read
+            start, stop, _ = index.indices(self.shape[0])
+            values = np.fromfile(self.matrix.filename, dtype=np.float32,
+                                 count=max(0, stop - start) * self.shape[1],
+                                 offset=4 * start * self.shape[1]).reshape(-1, self.shape[1])
+        else:  # single neurons
+            if not isinstance(index, (slice, int, np.integer)):
+                index = np.asarray(index, dtype=np.int64)
+            values = np.array(self.matrix[index], dtype=np.float32)
+            release_pages(self.matrix)
+        return torch.from_numpy(values).to(self.device)
 
 
-def _read(data, rows, cols) -> np.ndarray:
-    """``data[rows][:, cols]`` as float64, checked finite, with the map's pages released."""
-    both_arrays = not isinstance(rows, slice) and not isinstance(cols, slice)
-    block = np.asarray(data[np.ix_(rows, cols)] if both_arrays else data[rows, cols],
-                       dtype=np.float64)
-    if not np.isfinite(block).all():
-        raise ValueError("time courses contain NaN or inf (in the block of neurons "
-                         f"{_describe(cols)})")
+def _read_trs(data, rows: np.ndarray, check: bool = True) -> np.ndarray:
+    """``data[rows]`` (n_rows, n_neurons) as float32, with the map's pages released."""
+    contiguous = len(rows) and rows[-1] - rows[0] + 1 == len(rows)
+    values = np.array(data[int(rows[0]):int(rows[-1]) + 1] if contiguous else data[rows],
+                      dtype=np.float32)
     release_pages(data)
-    return block
-
-
-def _describe(cols) -> str:
-    if isinstance(cols, slice):
-        return f"{cols.start or 0}..{'end' if cols.stop is None else cols.stop - 1}"
-    return f"{int(np.min(cols))}..{int(np.max(cols))}"
+    if check and not np.isfinite(values).all():
+        bad = sorted(set(int(rows[i]) for i in np.nonzero(~np.isfinite(values))[0][:5]))
+        raise ValueError(f"time courses contain NaN or inf (at TRs {bad}...)")
+    return values
 
 
 def release_pages(data) -> None:
