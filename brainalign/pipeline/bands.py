@@ -20,6 +20,7 @@ encoding fits inside its folds, so that atoms describe the signal the encoding m
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,50 @@ def cleaned_timecourses(timecourses, config: dict):
     provenance = dict(timecourses.provenance, cleaning=dict(cleaning.describe(),
                                                             fitted="each whole run"))
     return dataclasses.replace(timecourses, data=data, provenance=provenance)
+
+
+def cleaned_runs_on_disk(timecourses, config: dict, path: Path):
+    """:func:`cleaned_timecourses` of a recording too long to hold: cleaned one run at a
+    time into a float32 ``.npy`` memory map at ``path`` (a reference corpus).
+
+    The nuisance regressors are fitted run by run, as :func:`cleaned_timecourses` fits them
+    (per run); the z-scoring scale is each neuron's standard deviation over all TRs, as
+    there, accumulated over the runs and applied in a second pass. The two agree on data
+    that fit in memory.
+    """
+    from brainalign.encoding.cleaning import FoldCleaner
+    from brainalign.patterns.streaming import release_pages
+
+    cleaning = study_cleaning(config)
+    runs = np.asarray(timecourses.runs)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                    shape=timecourses.data.shape)
+    parts = [np.flatnonzero(runs == run) for run in np.unique(runs)]
+    total, squares = np.zeros(out.shape[1]), np.zeros(out.shape[1])
+    for rows in parts:
+        part = slice(rows[0], rows[-1] + 1)
+        values = np.asarray(timecourses.data[part], dtype=np.float64)
+        if cleaning:
+            values = FoldCleaner(cleaning, runs[rows], np.arange(len(rows)),
+                                 float(config["stories"]["tr_s"])).remove_nuisance(values)
+        total += values.sum(0)
+        squares += (values ** 2).sum(0)
+        out[part] = values
+        out.flush()
+        release_pages(out)
+        release_pages(timecourses.data)
+    if cleaning and cleaning.standardize:
+        scale = np.sqrt(np.maximum(squares / len(runs) - (total / len(runs)) ** 2, 0.0))
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        for rows in parts:
+            out[rows[0]:rows[-1] + 1] /= scale
+            out.flush()
+            release_pages(out)
+    del out
+    provenance = dict(timecourses.provenance, cleaning=dict(
+        cleaning.describe() if cleaning else {}, fitted="each whole run"))
+    return dataclasses.replace(timecourses, data=np.load(path, mmap_mode="r"),
+                               provenance=provenance)
 
 
 def study_outer_groups(study, runs) -> np.ndarray | None:
@@ -100,7 +145,7 @@ def study_bands(study, slug: str) -> dict[str, Any]:
     timecourses = study.timecourses(slug)
     regressors = study.atom_regressors(slug)
     atoms = regressors
-    if options["atoms_per_fold"]:
+    if options["atoms_per_fold"] and study.corpus is None:  # corpus atoms never see a fold
         patterns = config["patterns"]
         made = fold_features(np.asarray(timecourses.data), timecourses.runs,
                              AtomTransformer(patterns["n_atoms"], method=patterns["method"],

@@ -153,6 +153,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "n_atoms": Key(_INT, 64, doc="Number of atoms (K)."),
         "alpha": Key(_FLOAT, 0.1, doc="L1 penalty of the codes (dictionary learning), in "
                      "correlation units: codes below it are zero."),
+        "fit_on": Key(_STR, "story", doc='Time courses the atoms are fitted on: "story" (the '
+                      'study\'s stories; refitted inside each encoding fold) or "corpus:NAME" '
+                      '(a reference text, "corpus:moby-dick" or "corpus:sotu", recorded once '
+                      "per model with the same sites, timed by the speech-rate model on a 2 s "
+                      "grid, cleaned like the stories, fitted out of core; the atoms are then "
+                      "applied to the stories and never see them). Install the corpora with "
+                      "make corpora."),
+        "corpus_words": Key(_INT, 100000, doc='Words of the corpus used with fit_on = "corpus:'
+                            'NAME" (its first words, in order).'),
+        "stability": Key(_BOOL, True, doc="Also refit with a second seed and on two halves "
+                         "(alternate runs, or the two halves of one run): matched atom and "
+                         "loading r, subgroup ARI and IoU go to the patterns' stability and the "
+                         "report."),
     },
     "cleaning": {
         "enabled": Key(_BOOL, True, doc="Clean features and targets alike inside each encoding "
@@ -246,6 +259,8 @@ STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     # a simulation plants the time courses of the study's own neuron subgroups
     "fmri": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
              "study", SCAN_TABLE),
+    # a reference corpus is recorded once per model: it does not depend on the stories
+    "corpus": ("model", "timecourse", "patterns.fit_on", "patterns.corpus_words"),
     "patterns": ("model", "stories", "timecourse", "cleaning", "patterns", "study", SCAN_TABLE),
     "encoding": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
                  "encoding", "study", SCAN_TABLE),
@@ -358,6 +373,7 @@ def _check_values(config: dict[str, dict[str, Any]]) -> list[str]:
         errors.append(f"fmri.n_planted = {config['fmri']['n_planted']} exceeds "
                       f"patterns.n_atoms = {config['patterns']['n_atoms']}: the planted "
                       "patterns are the study's atoms")
+    errors.extend(_check_fit_on(config["patterns"]))
     bids = config["fmri"]["source"] == "bids"
     if bids:
         errors.extend(_check_bids(config))
@@ -651,6 +667,30 @@ def preflight(config: dict[str, dict[str, Any]]) -> None:
     raise_errors(check_resources(config))
 
 
+def corpus_name(patterns: dict) -> str | None:
+    """The reference corpus of ``patterns.fit_on = "corpus:NAME"``, or None for the story."""
+    fit_on = patterns["fit_on"]
+    return fit_on.partition(":")[2] if fit_on.startswith("corpus:") else None
+
+
+def _check_fit_on(patterns: dict) -> list[str]:
+    from brainalign.stimuli.corpus import CORPORA
+
+    fit_on = patterns["fit_on"]
+    allowed = ", ".join(['"story"'] + [f'"corpus:{name}"' for name in CORPORA])
+    if fit_on != "story" and corpus_name(patterns) not in CORPORA:
+        return [f"patterns.fit_on = {fit_on!r}; allowed: {allowed}"]
+    errors = []
+    if corpus_name(patterns) and patterns["corpus_words"] < 10 * patterns["n_atoms"]:
+        errors.append(f"patterns.corpus_words = {patterns['corpus_words']} is too few for "
+                      f"patterns.n_atoms = {patterns['n_atoms']}; give at least 10 words per "
+                      "atom (100000, the default, for stable atoms)")
+    if corpus_name(patterns) and patterns["method"] == "ica":
+        errors.append('patterns.method = "ica" cannot be fitted on a corpus (ICA whitens with '
+                      'the TR x TR covariance); use "dictionary" or "kmeans"')
+    return errors
+
+
 def stage_config(config: dict[str, dict[str, Any]], stage: str) -> dict[str, Any]:
     """The tables a stage depends on (what its cache key hashes); ``study.out`` excluded.
 
@@ -658,8 +698,12 @@ def stage_config(config: dict[str, dict[str, Any]], stage: str) -> dict[str, Any
     """
     if stage not in STAGE_DEPENDENCIES:
         raise KeyError(f"unknown stage {stage!r}; stages: {sorted(STAGE_DEPENDENCIES)}")
-    part = {table: dict(config[table]) for table in STAGE_DEPENDENCIES[stage]
-            if table in config}
+    part: dict[str, Any] = {}
+    for entry in STAGE_DEPENDENCIES[stage]:  # a table, or one key of it ("table.key")
+        table, _, key = entry.partition(".")
+        if table in config:
+            part.setdefault(table, {}).update({key: config[table][key]} if key
+                                              else dict(config[table]))
     if "study" in part:
         part["study"].pop("out", None)
         part["study"].pop("name", None)

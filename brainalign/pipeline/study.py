@@ -38,13 +38,14 @@ from typing import Any, Callable
 import numpy as np
 
 from brainalign.pipeline.cache import StageCache
-from brainalign.pipeline.config import SCAN_TABLE, ConfigError
+from brainalign.pipeline.config import SCAN_TABLE, ConfigError, corpus_name
 from brainalign.provenance import config_hash, provenance_block
 
 logger = logging.getLogger(__name__)
 
 #: Cached stages in the order they run.
-STAGES = ("record", "timecourse", "patterns", "fmri", "encoding", "networks", "interventions")
+STAGES = ("record", "timecourse", "corpus", "patterns", "fmri", "encoding", "networks",
+          "interventions")
 
 #: Scores of :class:`brainalign.simulate.recovery.RecoveryScores` copied into summaries.
 RECOVERY_KEYS = ("accuracy", "auc", "false_positive_share", "best_r", "max_r")
@@ -553,7 +554,7 @@ class Study:
         notes = {}
         for slug, _ in self.models:
             runs = np.asarray(self.timecourses(slug).runs)
-            atoms = np.asarray(self.patterns(slug).atoms, dtype=np.float64)
+            atoms = self.story_atoms(slug)
             for space in fmri["spaces"]:
                 planting = space_atlas(space, "yeo7")
                 notes[space] = planting.note
@@ -760,26 +761,80 @@ class Study:
                               f"atlas over the same targets (a file path)")
         return SpaceAtlas(space, atlas)
 
+    # -- reference corpus ----------------------------------------------------------
+    @property
+    def corpus(self) -> str | None:
+        """The reference corpus the atoms are fitted on (``patterns.fit_on``), or None."""
+        return corpus_name(self.config["patterns"])
+
+    def build_corpus(self, folder: Path) -> None:
+        """Record each model on the corpus's first ``patterns.corpus_words`` words, straight to
+        the TR grid, with the study's sites, layers, context and resampling."""
+        from brainalign.models.registry import load_model
+        from brainalign.record import record_corpus
+        from brainalign.timecourse import TrResampling
+
+        model = self.config["model"]
+        for slug, name in self.models:
+            record_corpus(load_model(name, device=_device(self.config)), self.corpus,
+                          self.config["patterns"]["corpus_words"], folder / slug,
+                          model["sites"], layers=_layers(self.config),
+                          context_tokens=model["context_tokens"], pooling=model["pooling"],
+                          resampling=TrResampling(method=self.config["timecourse"]["method"]),
+                          progress=self.progress)
+
+    def corpus_timecourses(self, slug: str) -> Any:
+        """The corpus's neuron time courses (``data`` a memory map, shape (n_tr, n_neurons))."""
+        from brainalign.record import load_corpus_timecourses
+
+        folder = self.cache.path("corpus", self.config) / slug
+        return load_corpus_timecourses(next(p for p in folder.iterdir() if p.is_dir()))
+
     # -- patterns ------------------------------------------------------------------
     def build_patterns(self, folder: Path) -> None:
         from brainalign.patterns import fit_atoms
-        from brainalign.pipeline.bands import cleaned_timecourses
+        from brainalign.patterns.stability import split_half_rows
+        from brainalign.pipeline.bands import cleaned_runs_on_disk, cleaned_timecourses
 
         options, seed = self.config["patterns"], self.config["study"]["seed"]
+        fit = dict(n_atoms=options["n_atoms"], train_runs="all", method=options["method"],
+                   random_state=seed, stability_seeds=[seed + 1] if options["stability"] else [],
+                   **({"alpha": options["alpha"]} if options["method"] == "dictionary" else {}))
         for slug, _ in self.models:
-            # the study's atoms are fitted on every run, cleaned as the encoding cleans its
-            # features: they give the maps and the network mapping; the encoding's held-out
-            # scores use atoms refitted inside each fold (encoding.atoms_per_fold)
-            patterns = fit_atoms(cleaned_timecourses(self.timecourses(slug), self.config),
-                                 n_atoms=options["n_atoms"], train_runs="all",
-                                 method=options["method"], alpha=options["alpha"],
-                                 random_state=seed)
+            runs = (self.timecourses(slug) if self.corpus is None
+                    else self.corpus_timecourses(slug)).runs
+            halves, _ = split_half_rows(np.asarray(runs), np.arange(len(runs)))
+            fit["split_half"] = options["stability"] and min(map(len, halves)) >= options["n_atoms"]
+            if options["stability"] and not fit["split_half"]:
+                self.notes.append(f"patterns: no split-half stability for {slug}: a half has "
+                                  f"{min(map(len, halves))} TRs, fewer than the "
+                                  f"{options['n_atoms']} atoms")
+            if self.corpus is None:
+                # the study's atoms are fitted on every run, cleaned as the encoding cleans its
+                # features: they give the maps and the network mapping; the encoding's
+                # held-out scores use atoms refitted inside each fold (encoding.atoms_per_fold)
+                patterns = fit_atoms(cleaned_timecourses(self.timecourses(slug), self.config),
+                                     **fit)
+            else:
+                # the corpus, cleaned run by run like the stories, is read from disk in
+                # blocks; the atoms never see the stories
+                cleaned = cleaned_runs_on_disk(self.corpus_timecourses(slug), self.config,
+                                               folder / f"{slug}-corpus-cleaned.npy")
+                patterns = fit_atoms(cleaned, in_memory=False, **fit)
+                Path(cleaned.data.filename).unlink()
             patterns.save(folder / slug)
 
     def patterns(self, slug: str) -> Any:
         from brainalign.patterns import Patterns
 
         return Patterns.load(self.cache.path("patterns", self.config) / slug)
+
+    def story_atoms(self, slug: str) -> np.ndarray:
+        """The atoms as time courses on the stories' TRs, shape (n_tr, n_atoms): the fitted
+        dictionary when it was fitted on the stories, else its :meth:`atom_regressors`."""
+        if self.corpus is None:
+            return np.asarray(self.patterns(slug).atoms, dtype=np.float64)
+        return self.atom_regressors(slug)
 
     def atom_regressors(self, slug: str) -> np.ndarray:
         """The atoms' time courses on every TR, shape (n_tr, n_atoms): the one way to atom
@@ -823,7 +878,8 @@ class Study:
                         dict(common, n_perm=options["n_permutations"],
                              n_band_shifts=options["n_band_shifts"], provenance=provenance),
                         out=str(folder / slug / space / label)))
-                    if options["atoms_per_fold"]:  # the comparison the summary reports
+                    if options["atoms_per_fold"] and self.corpus is None:
+                        # the comparison the summary reports (corpus atoms never see a fold)
                         units.append(EncodingUnit(
                             f"{slug}/{space}/whole-story-atoms/{label}", whole_story, bold,
                             data.runs, dict(common, n_perm=0, provenance={
@@ -861,7 +917,7 @@ class Study:
         pairs = [(slug, space) for slug, _ in self.models for space in self.spaces]
         for slug, space in tqdm(pairs, desc="network mapping", disable=not self.progress):
             patterns = self.patterns(slug)
-            atoms = np.asarray(patterns.atoms, dtype=np.float64)
+            atoms = self.story_atoms(slug)
             regressors = self.atom_regressors(slug)
             results = self.encodings(slug, space)
             maps = self.pattern_maps(slug, space)
@@ -1178,10 +1234,12 @@ def run_study(config: dict, progress: bool = True) -> StudySummary:
         _event("study started", event="study_start", out=str(out),
                config_hash=config_hash(config))
         steps = [("record", study.build_record), ("timecourse", study.build_timecourse),
-                 ("patterns", study.build_patterns), ("fmri", study.build_fmri),
+                 ("corpus", study.build_corpus), ("patterns", study.build_patterns),
+                 ("fmri", study.build_fmri),
                  ("encoding", study.build_encoding), ("networks", study.build_networks),
                  ("interventions", study.build_interventions)]
-        skipped = {"networks": config["networks"]["atlas"] == "none",
+        skipped = {"corpus": study.corpus is None,
+                   "networks": config["networks"]["atlas"] == "none",
                    "interventions": not config["interventions"]["study_b"]}
         bar = tqdm(steps, desc="study", unit="stage", disable=not progress)
         for name, build in bar:

@@ -10,7 +10,7 @@
 """
 
 from brainalign.record.alignment import AlignmentError, WordAlignment, align_words
-from brainalign.record.corpus import record_corpus
+from brainalign.record.corpus import load_corpus_timecourses, record_corpus
 from brainalign.record.neurons import NeuronTable
 from brainalign.record.recorder import (DEFAULT_CONTEXT_TOKENS, POOLINGS, ContextPolicy,
                                         Window, context_policy, plan_windows, pool_to_words,
@@ -20,4 +20,4 @@ from brainalign.record.store import IncompleteRecordingError, Recording
 __all__ = ["record_story", "Recording", "NeuronTable", "align_words", "WordAlignment",
            "AlignmentError", "ContextPolicy", "Window", "context_policy", "plan_windows",
            "pool_to_words", "IncompleteRecordingError", "DEFAULT_CONTEXT_TOKENS", "POOLINGS",
-           "record_corpus"]
+           "load_corpus_timecourses", "record_corpus"]

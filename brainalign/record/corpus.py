@@ -125,10 +125,20 @@ def record_corpus(
                         stride_tokens=stride_tokens, overwrite=overwrite, progress=progress,
                         dtype=dtype, to_tr=resampling or TrResampling())
     seconds = time.perf_counter() - started
-    timecourses = NeuronTimecourses.load(path, mmap=True)
-    written = json.loads((path / STORY_FILE).read_text(encoding="utf-8"))
-    timecourses.provenance["corpus"] = written.get("metadata", {}).get("corpus")
+    timecourses = load_corpus_timecourses(path)
     logger.info("%s: %d words -> %d TRs x %d neurons in %.1f s (%.0f words/s) -> %s",
                 story.name, len(story.words), timecourses.n_tr, timecourses.n_neurons, seconds,
                 len(story.words) / seconds if seconds else float("nan"), path)
+    return timecourses
+
+
+def load_corpus_timecourses(path: str | Path) -> NeuronTimecourses:
+    """Time courses written by :func:`record_corpus`, ``data`` memory-mapped, with what
+    identifies the text (the story's ``metadata["corpus"]``) in ``provenance["corpus"]``."""
+    from brainalign.timecourse.timecourses import NeuronTimecourses
+
+    path = Path(path)
+    timecourses = NeuronTimecourses.load(path, mmap=True)
+    written = json.loads((path / STORY_FILE).read_text(encoding="utf-8"))
+    timecourses.provenance["corpus"] = written.get("metadata", {}).get("corpus")
     return timecourses
