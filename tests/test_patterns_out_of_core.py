@@ -141,3 +141,23 @@ def test_scratch_file_is_removed_with_the_blocks(on_disk, tmp_path):
     assert [p.name for p in scratch.glob("*/*.f32")] == ["neurons.f32"]
     del blocks
     assert not list(scratch.iterdir())
+
+
+def test_projected_atoms_standardise_on_the_training_rows_only(on_disk):
+    from brainalign.patterns import ProjectedAtoms
+
+    data, _, neurons = on_disk
+    patterns = fit_atoms(data[:120], 6, train_runs="all", neurons=neurons, device="cpu")
+    story = planted(seed=5)[:100].astype(np.float64) * 3 + 7  # other data, other units
+    projector = ProjectedAtoms(patterns).fit(story[:60])
+    expected_mean, expected_scale = story[:60].mean(0), story[:60].std(0)
+    standardised = (story - expected_mean) / expected_scale
+    # least squares of the standardised rows on the fixed loadings
+    L = patterns.loadings.astype(np.float64)
+    expected = np.linalg.lstsq(L @ L.T, L @ standardised.T, rcond=None)[0].T
+    np.testing.assert_allclose(projector.transform(story), expected, rtol=1e-4, atol=1e-4)
+    # held-out rows do not change the fit
+    again = ProjectedAtoms(patterns).fit(story[:60])
+    np.testing.assert_array_equal(again.mean_, projector.mean_)
+    with pytest.raises(ValueError, match="neurons of the patterns"):
+        ProjectedAtoms(patterns).fit(story[:, :10])

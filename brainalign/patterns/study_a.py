@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -486,6 +486,51 @@ def fit_atoms(
             patterns.stability["split_half"] = split_half_stability(
                 timecourses, n_atoms, random_state=random_state, **refit)
     return patterns
+
+
+class ProjectedAtoms(TransformerMixin, BaseEstimator):
+    """Atoms fitted elsewhere (e.g. on a reference corpus) applied to new time courses.
+
+    ``fit(X)`` learns only each neuron's mean and standard deviation over the rows it is
+    given (a fold's training rows); ``transform(X)`` standardises with them and projects
+    on the fixed loadings (:meth:`Patterns.transform`). The atoms themselves never see
+    ``X``, so nothing about the held-out rows enters: use it as a band's preprocessing,
+    ``Band(neurons, preprocessing=ProjectedAtoms(corpus_patterns))``.
+
+    Parameters
+    ----------
+    patterns : Patterns
+        The fitted atoms; ``X`` must have its neurons as columns, in order.
+
+    Attributes
+    ----------
+    mean_, scale_ : ndarray, shape (n_neurons,)
+    n_features_in_ : int
+    """
+
+    def __init__(self, patterns: Patterns | None = None):
+        self.patterns = patterns
+
+    def fit(self, X, y=None) -> "ProjectedAtoms":
+        """Learn each neuron's mean and standard deviation over the rows of ``X``."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.patterns.neurons):
+            raise ValueError(f"X must be (n_tr, {len(self.patterns.neurons)}), the neurons of "
+                             f"the patterns, got shape {X.shape}")
+        self.mean_ = X.mean(0)
+        scale = X.std(0)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """Atom regressors of any rows, shape (n_rows, n_atoms)."""
+        check_is_fitted(self, "mean_")
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must be (n_tr, {self.n_features_in_}), got shape {X.shape}")
+        return replace(self.patterns, neuron_mean=self.mean_,
+                       neuron_scale=self.scale_).transform(X)
 
 
 class AtomTransformer(TransformerMixin, BaseEstimator):
