@@ -166,6 +166,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                          "(alternate runs, or the two halves of one run): matched atom and "
                          "loading r, subgroup ARI and IoU go to the patterns' stability and the "
                          "report."),
+        "stability_k": Key(_LIST, [], doc="Numbers of atoms K (integers >= 2) at which to "
+                           "also tabulate seed and split-half stability (stability_curve.json "
+                           "beside the patterns, a figure in the report); [] for none. Fitted "
+                           'on the cleaned story time courses; skipped with fit_on = "corpus:'
+                           'NAME" (each corpus fit takes minutes).'),
     },
     "cleaning": {
         "enabled": Key(_BOOL, True, doc="Clean features and targets alike inside each encoding "
@@ -374,6 +379,10 @@ def _check_values(config: dict[str, dict[str, Any]]) -> list[str]:
                       f"patterns.n_atoms = {config['patterns']['n_atoms']}: the planted "
                       "patterns are the study's atoms")
     errors.extend(_check_fit_on(config["patterns"]))
+    stability_k = config["patterns"]["stability_k"]
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in stability_k):
+        errors.append(f"patterns.stability_k = {stability_k!r}; allowed: a list of integers "
+                      ">= 2 (numbers of atoms), or [] for none")
     bids = config["fmri"]["source"] == "bids"
     if bids:
         errors.extend(_check_bids(config))

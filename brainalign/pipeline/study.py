@@ -43,6 +43,10 @@ from brainalign.provenance import config_hash, provenance_block
 
 logger = logging.getLogger(__name__)
 
+#: File beside each model's saved Patterns holding its stability curve over
+#: ``patterns.stability_k`` (:meth:`Study.stability_curve`).
+STABILITY_CURVE = "stability_curve.json"
+
 #: Cached stages in the order they run.
 STAGES = ("record", "timecourse", "corpus", "patterns", "fmri", "encoding", "networks",
           "interventions")
@@ -107,6 +111,12 @@ class StudySummary:
         ``"<model>/<space>"`` -> mean held-out r, each band's mean r alone and unique r
         with its FDR-significant targets per subject, and the atoms fitted per fold vs on
         the whole story (:func:`~brainalign.pipeline.bands.encoding_summary`).
+    patterns_stability : dict
+        ``"<model>"`` -> where its atoms were fitted (``fitted_on``), the means of their seed
+        stability (``seed``: matched atom and loading r, subgroup ARI and IoU) and split-half
+        stability (``split_half``: the same and the split ``scheme``), and the path of its
+        stability curve over ``patterns.stability_k`` (``curve``, "" when none)
+        (:meth:`Study.patterns_stability`).
     """
 
     out: str
@@ -122,6 +132,7 @@ class StudySummary:
     config_hash: str = ""
     group: dict = field(default_factory=dict)
     encoding: dict = field(default_factory=dict)
+    patterns_stability: dict = field(default_factory=dict)
 
     def stage_status(self) -> dict[str, str]:
         """Stage -> "computed" / "cached" / "skipped"."""
@@ -148,6 +159,10 @@ class StudySummary:
                 parts.append(f"atoms per fold {_fmt(entry['atoms']['per_fold_r_mean'])} vs "
                              f"whole story {_fmt(entry['atoms']['whole_story_r_mean'])}")
             rows.append((f"encoding {key}", ", ".join(parts)))
+        for key, entry in self.patterns_stability.items():
+            parts = [f"{kind.replace('_', '-')} loading r={_fmt(entry[kind]['loading_r_mean'])}"
+                     for kind in ("seed", "split_half") if kind in entry]
+            rows.append((f"pattern stability {key}", ", ".join(parts)))
         if self.study_b:
             rows.append(("study B lesion", self.study_b.get("verdict", "")))
         rows.append(("report", self.report or "-"))
@@ -813,8 +828,8 @@ class Study:
                 # the study's atoms are fitted on every run, cleaned as the encoding cleans its
                 # features: they give the maps and the network mapping; the encoding's
                 # held-out scores use atoms refitted inside each fold (encoding.atoms_per_fold)
-                patterns = fit_atoms(cleaned_timecourses(self.timecourses(slug), self.config),
-                                     **fit)
+                cleaned = cleaned_timecourses(self.timecourses(slug), self.config)
+                patterns = fit_atoms(cleaned, **fit)
             else:
                 # the corpus, cleaned run by run like the stories, is read from disk in
                 # blocks; the atoms never see the stories
@@ -823,6 +838,63 @@ class Study:
                 patterns = fit_atoms(cleaned, in_memory=False, **fit)
                 Path(cleaned.data.filename).unlink()
             patterns.save(folder / slug)
+            if options["stability_k"] and self.corpus is None:
+                self.stability_curve(slug, cleaned, min(map(len, halves)),
+                                     folder / slug / STABILITY_CURVE)
+
+    def stability_curve(self, slug: str, cleaned: Any, half_trs: int, path: Path) -> None:
+        """Seed and split-half stability at each K of ``patterns.stability_k``, fitted as the
+        study's atoms are (same time courses, method, penalty and seeds), written to ``path``.
+
+        K larger than the TRs of the smaller split half (``half_trs``) cannot be split and
+        is left out, with a note."""
+        from brainalign.patterns.stability import stability_curve
+
+        options, seed = self.config["patterns"], self.config["study"]["seed"]
+        requested = sorted(set(options["stability_k"]))
+        candidates = [k for k in requested if k <= half_trs]
+        if len(candidates) < len(requested):
+            self.notes.append(f"patterns.stability_k: {slug}: K = "
+                              f"{[k for k in requested if k > half_trs]} left out of the "
+                              f"stability curve, a split half has only {half_trs} TRs")
+        if not candidates:
+            return
+        curve = stability_curve(cleaned, candidates, seeds=[seed + 1], split_half=True,
+                                train_runs="all", method=options["method"], random_state=seed,
+                                **({"alpha": options["alpha"]}
+                                   if options["method"] == "dictionary" else {}))
+        document = curve.to_dict()
+        document.update(requested=requested, fitted_on="story")
+        document["provenance"] = provenance_block(
+            stage="patterns", part="stability_curve", model=slug,
+            config_hash=config_hash(self.config), fit_stories=[s.name for s in self.stories])
+        _write_json(path, document)
+
+    def stability_curve_path(self, slug: str) -> Path:
+        """Where :meth:`stability_curve` wrote ``slug``'s curve (it may not exist)."""
+        return self.cache.path("patterns", self.config) / slug / STABILITY_CURVE
+
+    def patterns_stability(self) -> dict:
+        """Per model: where the atoms were fitted, the means of their seed and split-half
+        stability (``Patterns.stability``, without per-pair lists) and the stability curve's
+        path ("" when there is none); empty for models fitted without stability."""
+        keys = {"seed": ("atom_r_mean", "loading_r_mean", "subgroup_ari_mean",
+                         "subgroup_iou_mean", "reference_seed", "seeds"),
+                "split_half": ("atom_r_mean", "loading_r_mean", "subgroup_ari",
+                               "subgroup_iou_mean", "scheme", "n_tr")}
+        summary = {}
+        for slug, _ in self.models:
+            patterns = self.patterns(slug)
+            entry = {kind: {key: patterns.stability[kind].get(key) for key in names}
+                     for kind, names in keys.items() if kind in patterns.stability}
+            if not entry:
+                continue
+            entry["fitted_on"] = (f"corpus:{self.corpus}" if self.corpus is not None
+                                  else "story: " + ", ".join(map(str, patterns.fit_stories)))
+            curve = self.stability_curve_path(slug)
+            entry["curve"] = str(curve) if curve.exists() else ""
+            summary[slug] = entry
+        return summary
 
     def patterns(self, slug: str) -> Any:
         from brainalign.patterns import Patterns
@@ -1156,6 +1228,9 @@ class Study:
         if self.config["networks"]["atlas"] == "none":
             notes.append('networks.atlas = "none": no network mapping; pattern maps are the '
                          "atoms' delay-summed encoding coefficients over the targets")
+        if self.config["patterns"]["stability_k"] and self.corpus is not None:
+            notes.append(f"patterns.stability_k: no stability curve, since the atoms are "
+                         f"fitted on the corpus {self.corpus} and each corpus fit takes minutes")
         if self.design is not None:
             notes.extend(self.bids_notes())
         if self.config["fmri"]["source"] == "simulated":
@@ -1254,7 +1329,8 @@ def run_study(config: dict, progress: bool = True) -> StudySummary:
             out=str(out), wall_s=0.0, stages=study.runs, recovery=study.recovery(), maps=maps,
             tables=tables, study_b=study.study_b(), sizes=study.sizes(),
             notes=study.collect_notes(), config_hash=config_hash(config),
-            group=group_summary(study), encoding=encoding_summary(study))
+            group=group_summary(study), encoding=encoding_summary(study),
+            patterns_stability=study.patterns_stability())
         if config["outputs"]["report"]:
             from brainalign.pipeline.study_report import write_report
 

@@ -1,6 +1,8 @@
 """The study's report.html, assembled from the cached stage outputs of :mod:`.study`.
 
-Sections: stimulus and model; atom time courses; subgroup x layer heat map (with each
+Sections: stimulus and model; atom time courses; pattern stability (seed and split-half
+tables per model, stability against K when ``patterns.stability_k`` is set); subgroup x
+layer heat map (with each
 subgroup's network); encoding score maps (nilearn static images on fsaverage5 and in MNI
 space, tables for ROIs; optional interactive ``view_surf``); group maps with family-wise
 error control (t where p_FWE < ``group.alpha``, one figure per map; bars for ROIs); the
@@ -11,6 +13,7 @@ and the figures with :mod:`brainalign.report.figures`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,104 @@ def _atoms_section(report: Report, study: Any, slug: str) -> Any:
         figures.atom_timecourses(atoms, float(study.config["stories"]["tr_s"])),
         f"{slug}: the first atoms on the TR grid (all runs one after another)")
     return patterns
+
+
+#: What each number of the pattern-stability tables is (brainalign.patterns.stability).
+STABILITY_METRICS = (
+    "Atoms are paired one-to-one by Hungarian matching on the |Pearson r| of their neuron "
+    "loadings. Matched atom r: mean |Pearson r| of the matched atoms' time courses on common "
+    "TRs (seed: the fitted atoms, which share their TRs; split half: both halves' atoms "
+    "projected onto all the training TRs). Matched loading r: mean |Pearson r| of the matched "
+    "atoms' neuron loadings. Subgroup ARI: adjusted Rand index of the two partitions of the "
+    "neurons into subgroups (0: chance, 1: identical). Subgroup IoU: mean intersection over "
+    "union of the neuron sets of matched subgroups.")
+
+
+def _stability_value(values: dict, key: str) -> Any:
+    value = values.get(key)
+    return "n/a" if value is None else float(value)
+
+
+def _fitted_on(study: Any, patterns: Any) -> str:
+    """Where the atoms were fitted, for captions: the stories or the reference corpus."""
+    if study.corpus is not None:
+        return (f"the reference corpus {study.corpus} (its first "
+                f"{study.config['patterns']['corpus_words']:,} words), never the stories")
+    stories = list(map(str, patterns.fit_stories))
+    noun = "story" if len(stories) == 1 else "stories"
+    return f"the cleaned time courses of every run of the {noun} " + ", ".join(stories)
+
+
+def _stability_section(report: Report, study: Any, summary: Any) -> None:
+    curves = {slug: study.stability_curve_path(slug) for slug, _ in study.models}
+    if not summary.patterns_stability and not any(p.exists() for p in curves.values()):
+        return
+    section = report.section("Pattern stability")
+    section.text("How much of each model's decomposition comes back in another fit: the "
+                 "atoms are refitted with another seed on the same TRs (seed stability) and "
+                 "fitted separately on two halves of the TRs (split-half stability), and the "
+                 "fits are compared. " + STABILITY_METRICS)
+    for slug, _ in study.models:
+        patterns = study.patterns(slug)
+        where = _fitted_on(study, patterns)
+        entry = summary.patterns_stability.get(slug, {})
+        rows = []
+        if "seed" in entry:
+            seed = entry["seed"]
+            rows.append(["seed", _stability_value(seed, "atom_r_mean"),
+                         _stability_value(seed, "loading_r_mean"),
+                         _stability_value(seed, "subgroup_ari_mean"),
+                         _stability_value(seed, "subgroup_iou_mean"),
+                         f"seed {seed.get('reference_seed')} vs "
+                         f"{', '.join(map(str, seed.get('seeds') or []))}"])
+        if "split_half" in entry:
+            half = entry["split_half"]
+            rows.append(["split half", _stability_value(half, "atom_r_mean"),
+                         _stability_value(half, "loading_r_mean"),
+                         _stability_value(half, "subgroup_ari"),
+                         _stability_value(half, "subgroup_iou_mean"),
+                         f"{half.get('scheme')} ({half.get('n_tr')} TRs)"])
+        if rows:
+            section.table(["test", "matched atom r", "matched loading r", "subgroup ARI",
+                           "subgroup IoU", "compared"], rows,
+                          caption=f"{slug}: stability of the {patterns.n_atoms} atoms fitted on "
+                                  f"{where}. Matched atom r and loading r: Hungarian-matched "
+                                  "|Pearson r| of the atoms' time courses on common TRs and of "
+                                  "their neuron loadings; subgroup ARI: adjusted Rand index of "
+                                  "the neurons' subgroups; subgroup IoU: intersection over "
+                                  "union of matched subgroups")
+        else:
+            section.text(f"{slug}: patterns.stability = false, no seed or split-half "
+                         "stability was computed.", note=True)
+        if curves[slug].exists():
+            _stability_curve_figure(section, slug, json.loads(curves[slug].read_text()),
+                                    patterns.n_atoms, where)
+
+
+def _stability_curve_figure(section: Any, slug: str, curve: dict, n_atoms: int,
+                            where: str) -> None:
+    candidates = curve["candidates"]
+    halves = [d.get("split_half", {}).get("scheme") for d in curve["details"]]
+    scheme = next((h for h in halves if h), "two halves of the TRs")
+    left_out = sorted(set(curve.get("requested", candidates)) - set(candidates))
+    series = {"split-half loading r": curve["split_half_loading_r"],
+              "split-half atom r": curve["split_half_atom_r"],
+              "seed atom r": curve["seed_atom_r"],
+              "split-half subgroup ARI": curve["split_half_subgroup_ari"]}
+    caption = (f"{slug}: stability of the atoms against the number of atoms K "
+               f"({', '.join(map(str, candidates))}), each K fitted on {where}. Split-half "
+               f"loading r and atom r: mean Hungarian-matched |Pearson r| of the neuron "
+               f"loadings and of the atom time courses (on the training TRs) of fits to "
+               f"the two halves ({scheme}); seed atom r: the same for the fitted atoms of a "
+               f"refit with seed {', '.join(map(str, curve['params'].get('seeds', [])))} on "
+               f"the same TRs; split-half subgroup ARI: adjusted Rand index of the two halves' "
+               f"neuron subgroups.")
+    chosen = n_atoms if n_atoms in candidates else None
+    if chosen is not None:
+        caption += f" Dotted line: the study's K = {n_atoms}."
+    if left_out:
+        caption += f" K = {left_out} left out: more atoms than a split half has TRs."
+    section.figure(figures.stability_vs_k(candidates, series, chosen), caption)
 
 
 def _subgroup_section(report: Report, study: Any, slug: str, patterns: Any) -> None:
@@ -242,6 +343,7 @@ def write_report(study: Any, summary: Any, path: str | Path) -> Path:
     report = Report(f"brainalign study: {study.config['study']['name']}")
     _stimulus_section(report, study, summary)
     patterns = _atoms_section(report, study, slug)
+    _stability_section(report, study, summary)
     _subgroup_section(report, study, slug, patterns)
     _encoding_section(report, study, slug, study.config["outputs"]["interactive"])
     if summary.group:

@@ -78,6 +78,34 @@ def recovery_curve(snr: Sequence[float], accuracy: Sequence[float],
     return fig
 
 
+def stability_vs_k(candidates: Sequence[int], series: dict[str, Sequence[float | None]],
+                   chosen: int | None = None) -> plt.Figure:
+    """Stability of the atoms against the number of atoms K, one line per measure.
+
+    Parameters
+    ----------
+    candidates : sequence of int
+        K (x axis).
+    series : dict
+        Label -> one value per candidate (None or NaN: not computed, left as a gap).
+    chosen : int, optional
+        The study's K, marked with a vertical line.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for (label, values), marker in zip(series.items(), "os^Dv<>p"):
+        values = np.array([np.nan if v is None else v for v in values], dtype=float)
+        ax.plot(candidates, values, marker=marker, ls="-", label=label)
+    if chosen is not None:
+        ax.axvline(chosen, color="grey", ls=":", lw=1, label=f"study K = {chosen}")
+    ax.set_xticks(list(candidates))
+    ax.set_xlabel("number of atoms K")
+    ax.set_ylabel("stability (|r| or ARI)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def surface_map(values: np.ndarray, title: str, threshold: float | None = None) -> plt.Figure:
     """Lateral views of both hemispheres of fsaverage5 (nilearn's bundled mesh).
 
