@@ -102,21 +102,25 @@ def planted_scores(out: Path, planted: np.ndarray) -> dict:
 
 
 def group_scores(out: Path, planted: np.ndarray) -> dict:
-    """The group map of r: significant vertices inside and outside the planted region."""
-    summary = json.loads((out / "summary.json").read_text())
-    found = {}
-    for key, maps in summary["maps"].items():
-        for name, path in maps.items():
-            if name.endswith("_pfwe") and "hemi-L" in Path(path).name:
-                import nibabel as nib
+    """The group maps (``desc-group*_stat-pfwe`` GIfTI pairs in ``out/maps``): the share of
+    vertices with p_FWE < alpha (``group.alpha``, default 0.05) inside and outside the
+    planted region."""
+    import nibabel as nib
 
-                values = np.concatenate([
-                    np.asarray(nib.load(path.replace("hemi-L", f"hemi-{h}")).darrays[0].data)
-                    for h in ("L", "R")])
-                significant = values < summary["group"][key]["r"]["alpha"]
-                found[name] = {"planted_significant_share": float(significant[planted].mean()),
-                               "null_significant_share": float(significant[~planted].mean())}
-    return {"summary": summary["group"], "maps": found}
+    from brainalign.pipeline.config import SCHEMA
+
+    alpha = SCHEMA["group"]["alpha"].default
+    found = {}
+    for left in sorted((out / "maps").glob("*hemi-L_desc-group*_stat-pfwe_*.func.gii")):
+        values = np.concatenate([
+            np.asarray(nib.load(str(left).replace("hemi-L", f"hemi-{h}")).darrays[0].data)
+            for h in ("L", "R")])
+        significant = values < alpha
+        name = left.name.split("_desc-")[1].split("_")[0] + "_pfwe"
+        found[name] = {"planted_significant_share": float(significant[planted].mean()),
+                       "null_significant_share": float(significant[~planted].mean()),
+                       "file": left.name}
+    return {"alpha": alpha, "maps": found}
 
 
 def main() -> None:
@@ -124,6 +128,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/brainalign-bench-bids"))
     parser.add_argument("--out", type=Path, default=RESULTS / "bids.json")
     parser.add_argument("--snr", type=float, default=1.0)
+    parser.add_argument("--score-only", type=json.loads, default=None, metavar="RUNS_JSON",
+                        help="do not run the studies: score the outputs already in --work and "
+                             "take each run's wall time and peak memory from this JSON "
+                             '(e.g. \'{"4": {"wall_s": 1846.4, "peak_rss_mib": 1328.3}}\'; a '
+                             "run left out is recorded as not measured)")
     args = parser.parse_args()
 
     from brainalign.simulate.bids import make_fmriprep_dataset
@@ -136,6 +145,9 @@ def main() -> None:
     planted = np.concatenate([dataset.planted["fsaverage5"][h] for h in ("L", "R")])
     runs = {}
     for n in (4, 12):
+        if args.score_only is not None:
+            runs[n] = args.score_only.get(str(n), {"wall_s": None, "peak_rss_mib": None})
+            continue
         out = args.work / f"study-{n}"
         toml = args.work / f"study-{n}.toml"
         toml.write_text(STUDY_TOML.format(out=out, bids=dataset.root,
@@ -143,6 +155,7 @@ def main() -> None:
         print(f"{n} subjects: brainalign run {toml}", flush=True)
         runs[n] = run_study_process(toml)
         print(f"  {runs[n]}", flush=True)
+    measured = all(runs[n]["peak_rss_mib"] for n in (4, 12))
     out12 = args.work / "study-12"
     document = {
         "benchmark": "bids",
@@ -151,7 +164,8 @@ def main() -> None:
         "study_toml": STUDY_TOML,
         "study_toml_lines": len(STUDY_TOML.strip().splitlines()),
         "runs": {str(n): value for n, value in runs.items()},
-        "peak_mem_ratio_12_over_4": round(runs[12]["peak_rss_mib"] / runs[4]["peak_rss_mib"], 3),
+        "peak_mem_ratio_12_over_4": (round(runs[12]["peak_rss_mib"] / runs[4]["peak_rss_mib"], 3)
+                                     if measured else None),
         "wall_s": runs[12]["wall_s"],
         "planted": planted_scores(out12, planted),
         "group": group_scores(out12, planted),
@@ -160,7 +174,7 @@ def main() -> None:
         "provenance": provenance_block(stage="benchmark-bids"),
     }
     per_subject = document["planted"].values()
-    group_r = document["group"]["maps"].get("group_pfwe", {})
+    group_r = document["group"]["maps"].get("group_pfwe", {})  # the group map of r
     document["planted_summary"] = {
         "planted_r_mean_min": min(v["planted_r_mean"] for v in per_subject),
         "planted_r_mean_mean": float(np.mean([v["planted_r_mean"] for v in per_subject])),
