@@ -6,7 +6,10 @@ Usage::
         [--data PATH] [--out PATH] [--cache DIR] [--quick]
 
 What is compared (SmolLM2-135M-Instruct, ``mlp.out`` of all 30 layers, 17,280 neurons,
-K = 64 dictionary atoms, alpha 0.1, full batch with ``max_iter`` 30, every fit the same):
+K = 64 dictionary atoms, alpha 0.1, full batch with ``max_iter`` 30 for every corpus and
+story stability fit; the per-fold Alice atoms keep the pre-registered protocol's
+:class:`~brainalign.patterns.AtomTransformer`, whose dictionary learning runs up to its
+default 100 iterations):
 
 1. **Corpus atoms.** The first ``--words`` words of Moby-Dick (``make corpora``), timed by
    the speech-rate model in runs of about ten minutes on a 2 s grid, recorded straight to
