@@ -172,6 +172,24 @@ def test_invalid_targets_are_excluded_and_reported(caplog, backend):
     np.testing.assert_array_equal(valid_target_mask(Y), result.valid_targets)
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_encoding_model_places_excluded_targets(fit_intercept):
+    """Excluded targets get zero weights and NaN alphas; the others match a fit without them."""
+    X, Y, runs = make_problem(n_targets=5)
+    Y[:, 3] = 2.0
+    full = EncodingModel(fit_intercept=fit_intercept).fit(X, Y, runs)
+    kept = EncodingModel(fit_intercept=fit_intercept).fit(X, Y[:, [0, 1, 2, 4]], runs)
+    assert full.coef_.shape == (X.shape[1], 5) and full.intercept_.shape == (5,)
+    np.testing.assert_array_equal(full.coef_[:, 3], 0.0)
+    assert full.intercept_[3] == 0.0 and np.isnan(full.alphas_[3])
+    assert np.isnan(full.inner_cv_scores_[3])
+    np.testing.assert_allclose(full.coef_[:, [0, 1, 2, 4]], kept.coef_, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(full.intercept_[[0, 1, 2, 4]], kept.intercept_, atol=1e-6)
+    np.testing.assert_array_equal(full.alphas_[[0, 1, 2, 4]], kept.alphas_)
+    if not fit_intercept:
+        np.testing.assert_array_equal(kept.intercept_, 0.0)
+
+
 def test_bad_input_gives_clear_errors():
     X, Y, runs = make_problem()
     with pytest.raises(ValueError, match="240 rows but the brain data have 239 TRs"):

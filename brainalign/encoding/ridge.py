@@ -167,6 +167,22 @@ def _as_2d_float(name: str, array, dtype) -> np.ndarray:
     return array
 
 
+def _on_all_targets(values, valid: np.ndarray, fill: float, dtype) -> np.ndarray:
+    """Per-target ``values`` (last axis over the valid targets) placed on all targets.
+
+    Excluded targets get ``fill``. When every target is valid the values are returned as
+    they are (cast to ``dtype``): a masked copy of a whole-brain coefficient matrix costs
+    more than the copy back from the GPU.
+    """
+    values = np.asarray(values, dtype=dtype)
+    if valid.all():
+        return np.broadcast_to(values, valid.shape).copy() if values.ndim == 0 else values
+    out = np.full(values.shape[:-1] + valid.shape if values.ndim else valid.shape, fill,
+                  dtype=dtype)
+    out[..., valid] = values
+    return out
+
+
 class EncodingModel(RegressorMixin, BaseEstimator):
     """Ridge encoding model with a per-target alpha chosen by run-grouped inner CV.
 
@@ -336,15 +352,12 @@ class EncodingModel(RegressorMixin, BaseEstimator):
                 (model, chosen), grid, self.grid_extensions_ = fit_once(alphas), alphas, []
             self.alphas_grid_ = np.asarray(grid, dtype=np.float64)
             coef = model.coef_ if self.solver_ == "primal" else model.get_primal_coef()
-            self.coef_ = np.zeros((n_features, n_targets), dtype=self.dtype)
-            self.coef_[:, valid] = hb.to_numpy(coef)
-            self.intercept_ = np.zeros(n_targets, dtype=self.dtype)
-            if self.fit_intercept:
-                self.intercept_[valid] = hb.to_numpy(model.intercept_)
-            self.alphas_ = np.full(n_targets, np.nan, dtype=self.dtype)
-            self.alphas_[valid] = chosen
-            self.inner_cv_scores_ = np.full(n_targets, np.nan, dtype=self.dtype)
-            self.inner_cv_scores_[valid] = hb.to_numpy(model.cv_scores_)
+            self.coef_ = _on_all_targets(hb.to_numpy(coef), valid, 0.0, self.dtype)
+            intercept = hb.to_numpy(model.intercept_) if self.fit_intercept else 0.0
+            self.intercept_ = _on_all_targets(intercept, valid, 0.0, self.dtype)
+            self.alphas_ = _on_all_targets(chosen, valid, np.nan, self.dtype)
+            self.inner_cv_scores_ = _on_all_targets(hb.to_numpy(model.cv_scores_), valid, np.nan,
+                                                    self.dtype)
         self.valid_targets_ = valid
         return self
 
