@@ -7,6 +7,8 @@
 #   BENCH_GPU_OUT    folder for the JSON files (default benchmarks/results/gpu)
 #   BENCH_TOKENIZER  a saved tokenizer folder for record.py's GPU rows, for machines
 #                    without the registry's SmolLM2 package (see record.py --tokenizer)
+#   BENCH_GPU_ROWS   the benchmarks to run (default "record encode patterns"), to
+#                    re-measure one row after a change without the others
 set -u
 out_dir=${BENCH_GPU_OUT:-benchmarks/results/gpu}
 python=${PYTHON:-python3}
@@ -14,10 +16,12 @@ python=${PYTHON:-python3}
 'make bench-gpu: torch sees no CUDA device; the GPU rows need one')" || exit 1
 mkdir -p "$out_dir"
 failed=()
+rows=" ${BENCH_GPU_ROWS:-record encode patterns} "
 
 step() {  # step NAME LIMIT_S COMMAND...: run one benchmark, report its wall time
     local name=$1 limit=$2 start=$SECONDS
     shift 2
+    [[ $rows == *" $name "* ]] || return 0
     echo "== $name (limit ${limit} s)"
     if ! timeout "$limit" "$@"; then
         echo "== $name did not finish (failed, or ran past ${limit} s)"

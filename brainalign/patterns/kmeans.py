@@ -7,9 +7,12 @@ k-means++ with ``2 + log(k)`` local trials, a tolerance relative to the mean fea
 variance, strict convergence when labels stop changing, the best of ``n_init`` runs by
 inertia, and empty clusters moved to the points farthest from their centres.
 
-Squared distances are computed as ``|x|^2 - 2 x.c + |c|^2`` one chunk of rows at a time,
-so an ``(n_samples, n_clusters)`` matrix is never formed and the data exist once on the
-device.
+Squared distances are computed as ``|x|^2 - 2 x.c + |c|^2`` one block of rows at a time,
+so the data exist once on the device. Blocks are sized by the temporaries they create:
+about 256 MiB of ``(rows, n_clusters)`` distances, or of ``(rows, n_features)`` values
+where a step forms those (norms, inertia). On a GPU the distance blocks therefore hold
+many more rows than the feature blocks, and k-means++ seeding, whose distances have only
+``2 + log(k)`` columns, computes each round in one matrix product.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     device : str, torch.device or None
         Compute device; None picks CUDA when available.
     chunk_size : int, optional
-        Rows per distance block (default: about 256 MiB of float32 per block).
+        Rows per block of data processed at once (default: blocks whose temporaries,
+        ``(rows, n_clusters)`` distances or ``(rows, n_features)`` values, hold about
+        256 MiB of float32).
 
     Attributes
     ----------
@@ -91,12 +96,12 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         if self.n_init < 1 or self.max_iter < 1:
             raise ValueError(f"n_init and max_iter must be >= 1, got {self.n_init}, {self.max_iter}")
         rng = check_random_state(self.random_state)
-        chunk = default_chunk_rows(max(n_features, self.n_clusters), self.chunk_size)
+        chunk = default_chunk_rows(n_features, self.chunk_size)
         x_sq = torch.cat([(X[rows] ** 2).sum(1) for rows in row_chunks(n_samples, chunk)])
         tol = self._scaled_tol(X, chunk)
         best = None
         for run in range(self.n_init):
-            centers = self._kmeans_plusplus(X, x_sq, rng, chunk)
+            centers = self._kmeans_plusplus(X, x_sq, rng)
             centers, labels, inertia, n_iter = self._lloyd(X, x_sq, centers, tol, chunk)
             logger.info("k-means run %d/%d: inertia %.6g after %d iterations",
                         run + 1, self.n_init, inertia, n_iter)
@@ -111,7 +116,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """Index of the closest centre for each row of ``X``, shape (n_samples,)."""
-        labels, _ = self._assign(*self._prepared(X)[:4])
+        labels, _ = self._assign(*self._prepared(X)[:3])
         return labels.cpu().numpy()
 
     def transform(self, X) -> np.ndarray:
@@ -125,23 +130,21 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             centers = centers.double()
             x_sq = torch.cat([(X[rows].double() ** 2).sum(1)
                               for rows in row_chunks(X.shape[0], chunk)])
-        c_sq = (centers ** 2).sum(1)
-        out = [torch.sqrt((x_sq[rows, None] - 2 * X[rows].to(centers.dtype) @ centers.T
-                           + c_sq).clamp_min(0))
+        out = [torch.sqrt(self._sq_dist_to(X, x_sq, centers, rows))
                for rows in row_chunks(X.shape[0], chunk)]
         return torch.cat(out).cpu().numpy()
 
     def score(self, X, y=None) -> float:
         """Opposite of the inertia of ``X`` under the fitted centres."""
-        X, _, centers, chunk, _ = self._prepared(X)
-        labels, _ = self._assign(X, None, centers, chunk)
+        X, x_sq, centers, chunk, _ = self._prepared(X)
+        labels, _ = self._assign(X, x_sq, centers)
         return -self._inertia(X, centers, labels, chunk)
 
     # -- internals ----------------------------------------------------------------------
 
     def _prepared(self, X):
         X, device, dtype = fitted_input(self, X, "cluster_centers_")
-        chunk = default_chunk_rows(max(X.shape[1], self.n_clusters), self.chunk_size)
+        chunk = default_chunk_rows(X.shape[1], self.chunk_size)
         x_sq = torch.cat([(X[rows] ** 2).sum(1) for rows in row_chunks(X.shape[0], chunk)])
         centers = torch.as_tensor(self.cluster_centers_, device=device)
         return X, x_sq, centers, chunk, dtype
@@ -157,14 +160,21 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _sq_dist_to(X, x_sq, points, rows):
-        """Squared distances of rows ``rows`` of X to ``points`` (m, n_features)."""
+        """Squared distances of rows ``rows`` of X to ``points`` (m, n_features), computed
+        in the dtype of ``points``; one fused product, no temporary the size of the block."""
         p_sq = (points ** 2).sum(1)
-        return (x_sq[rows, None] - 2 * X[rows] @ points.T + p_sq).clamp_min(0)
+        block = X[rows].to(points.dtype)  # a view when the dtypes agree
+        return torch.addmm(x_sq[rows, None] + p_sq, block, points.T, alpha=-2).clamp_min(0)
 
-    def _kmeans_plusplus(self, X, x_sq, rng, chunk) -> torch.Tensor:
+    def _distance_rows(self, n_points: int) -> int:
+        """Rows per block of an ``(rows, n_points)`` distance computation."""
+        return default_chunk_rows(n_points, self.chunk_size)
+
+    def _kmeans_plusplus(self, X, x_sq, rng) -> torch.Tensor:
         """Greedy k-means++ seeding (Arthur & Vassilvitskii 2007, scikit-learn's variant)."""
         n_samples = X.shape[0]
         n_local_trials = 2 + int(math.log(self.n_clusters))
+        chunk = self._distance_rows(n_local_trials)
         centers = torch.empty(self.n_clusters, X.shape[1], dtype=X.dtype, device=X.device)
         centers[0] = X[rng.randint(n_samples)]
         closest = torch.cat([self._sq_dist_to(X, x_sq, centers[:1], rows)[:, 0]
@@ -184,27 +194,25 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
             centers[c] = X[candidates[best]]
         return centers
 
-    def _assign(self, X, x_sq, centers, chunk):
-        """Closest centre and squared distance for every row, chunk by chunk."""
-        if x_sq is None:
-            x_sq = torch.cat([(X[rows] ** 2).sum(1) for rows in row_chunks(X.shape[0], chunk)])
+    def _assign(self, X, x_sq, centers):
+        """Closest centre and squared distance for every row, block by block."""
         labels, dists = [], []
-        for rows in row_chunks(X.shape[0], chunk):
+        for rows in row_chunks(X.shape[0], self._distance_rows(len(centers))):
             d, lab = self._sq_dist_to(X, x_sq, centers, rows).min(1)
             labels.append(lab)
             dists.append(d)
         return torch.cat(labels), torch.cat(dists)
 
-    def _assign_and_sum(self, X, x_sq, centers, chunk):
+    def _assign_and_sum(self, X, x_sq, centers):
         """One pass of a Lloyd step: labels, squared distances and per-cluster row sums.
 
-        The sums are ``onehot(labels).T @ X`` per chunk, a matrix product read from the
-        chunk just used for the distances (on a GPU this is several times faster than
-        scattering rows with atomic adds, and the data are read once per iteration).
+        The sums are ``onehot(labels).T @ X`` per block, a matrix product on the block just
+        used for the distances (on a GPU, faster than scattering rows with atomic adds in a
+        second pass over the data).
         """
         labels, dists = [], []
         sums = torch.zeros_like(centers)
-        for rows in row_chunks(X.shape[0], chunk):
+        for rows in row_chunks(X.shape[0], self._distance_rows(len(centers))):
             block = X[rows]
             d, lab = self._sq_dist_to(X, x_sq, centers, rows).min(1)
             onehot = torch.zeros(len(lab), len(centers), dtype=block.dtype, device=block.device)
@@ -218,7 +226,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
         labels_old = None
         strict = False
         for n_iter in range(1, self.max_iter + 1):
-            labels, dists, sums = self._assign_and_sum(X, x_sq, centers, chunk)
+            labels, dists, sums = self._assign_and_sum(X, x_sq, centers)
             counts = torch.bincount(labels, minlength=self.n_clusters)
             empty = torch.nonzero(counts == 0).flatten()
             new_centers = sums / counts.clamp_min(1)[:, None].to(sums.dtype)
@@ -234,7 +242,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
                 break
             labels_old = labels
         if not strict:  # labels must match the final centres
-            labels, _ = self._assign(X, x_sq, centers, chunk)
+            labels, _ = self._assign(X, x_sq, centers)
         return centers, labels, self._inertia(X, centers, labels, chunk), n_iter
 
     @staticmethod
