@@ -19,7 +19,7 @@ Rows of the JSON (default ``benchmarks/results/bids.json``):
 ``group``               the group maps (12 subjects): the share of planted and of other
                         vertices with p_FWE < 0.05 (target for the others: <= 0.06).
 
-    python benchmarks/bids.py [--work DIR] [--out PATH] [--snr 1.0]
+    python benchmarks/bids.py [--work DIR] [--out PATH] [--snr 1.0] [--measured JSON]
 
 Nothing asserts a speed; the figures are for the issue's targets and the README.
 """
@@ -133,6 +133,10 @@ def main() -> None:
                              "take each run's wall time and peak memory from this JSON "
                              '(e.g. \'{"4": {"wall_s": 1846.4, "peak_rss_mib": 1328.3}}\'; a '
                              "run left out is recorded as not measured)")
+    parser.add_argument("--measured", type=json.loads, default={}, metavar="RUNS_JSON",
+                        help="runs already measured, in --score-only's form: these are not "
+                             "rerun (their study folders in --work are scored as they are); "
+                             "the other subject counts are run")
     args = parser.parse_args()
 
     from brainalign.simulate.bids import make_fmriprep_dataset
@@ -148,7 +152,12 @@ def main() -> None:
         if args.score_only is not None:
             runs[n] = args.score_only.get(str(n), {"wall_s": None, "peak_rss_mib": None})
             continue
+        if str(n) in args.measured:
+            runs[n] = args.measured[str(n)]
+            continue
         out = args.work / f"study-{n}"
+        if out.exists():  # a study's cache would skip the stages being measured
+            raise SystemExit(f"{out} exists: remove it, or pass its run in --measured")
         toml = args.work / f"study-{n}.toml"
         toml.write_text(STUDY_TOML.format(out=out, bids=dataset.root,
                                           subjects=json.dumps(dataset.subjects[:n])))
