@@ -205,6 +205,10 @@ def test_controls_match_count_layers_and_magnitude():
     shifted = layer_matched(crowded, universe, seed=0)
     assert shifted.size == crowded.size and shifted.difference(crowded).size == shifted.size
     assert shifted.layer_distribution() == {("mlp.out", 0): 1, ("mlp.out", 1): 8, ("mlp.out", 2): 12}
+    # the study's lesion check counts (and its report states) the 8 drawn from layer 1
+    from brainalign.pipeline.lesion_check import _drawn_from_other_layers
+    assert _drawn_from_other_layers(crowded, shifted) == 8
+    assert _drawn_from_other_layers(target, layer_matched(target, universe, seed=0)) == 0
 
     # A large synthetic universe with a wide spread of magnitudes, so that a match means something.
     neurons = NeuronTable.from_sites([(layer, "mlp.out", 500) for layer in range(4)])

@@ -17,7 +17,7 @@ from brainalign.pipeline.study import read_log, run_study
 from brainalign.record import Recording
 from brainalign.stimuli import bundled_story
 from conftest import REPO, tiny_config
-from test_report import render_in_chromium
+from test_report import assert_figures_render, render_in_chromium
 
 CACHED_STAGES = ("record", "timecourse", "patterns", "fmri", "encoding", "networks",
                  "interventions", "group")
@@ -195,6 +195,9 @@ def test_lesion_check_scores_the_unhooked_model_and_the_lesion(first_run):
     assert result["lesion"]["perplexity"] != pytest.approx(reference["perplexity"], rel=1e-6)
     assert len(result["controls"]) == 2
     assert sum(result["union_layers"].values()) == result["union_size"]
+    borrowed = [control["from_other_layers"] for control in result["controls"]]
+    assert all(isinstance(n, int) and 0 <= n <= result["union_size"] for n in borrowed)
+    assert result["controls_from_other_layers"] == max(borrowed)
 
 
 def test_report_renders_in_chromium(first_run, tmp_path):
@@ -203,10 +206,16 @@ def test_report_renders_in_chromium(first_run, tmp_path):
     page = Path(summary.report)
     text = page.read_text()
     for title in ("Stimulus and model", "Atom time courses", "Subgroups x layers",
-                  "Encoding score maps", "Patterns x networks", "Recovery of the planted truth",
+                  "Encoding score maps", "Atom maps and network assignment",
+                  "Patterns x networks", "Recovery of the planted truth", "Study B: lesion check",
                   "Provenance"):
         assert f"<h2>{title}</h2>" in text, title
     assert "against 1000 circular shifts of the pattern" in text   # the temporal test's panel
+    assert "a difference of two correlations" in text               # unique r is explained
+    assert "all 6 atoms (dictionary)" in text and "dashed lines where one run ends" in text
+    assert "control neurons from other layers" in text
+    rows = assert_figures_render(page, tmp_path)
+    assert any(row["alt"].startswith("roi: the 6 atoms' maps") for row in rows)
     pixels, console = render_in_chromium(page, tmp_path)
     assert console == []
     gray = pixels[..., :3].mean(axis=2)

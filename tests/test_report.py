@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import subprocess
@@ -32,6 +34,46 @@ def render_in_chromium(page, tmp_path):
     console = [line for line in run.stderr.splitlines() if "CONSOLE" in line]
     assert shot.exists(), f"chromium wrote no screenshot:\n{run.stderr[-2000:]}"
     return matplotlib.image.imread(shot), console
+
+
+#: Appended to a copy of a page: once loaded, every image's alt text and sizes as JSON.
+FIGURE_PROBE = """<script>window.addEventListener("load", () => {
+  const rows = [...document.images].map(img => ({alt: img.alt, complete: img.complete,
+    naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
+    width: img.getBoundingClientRect().width, height: img.getBoundingClientRect().height}));
+  const out = document.createElement("pre");
+  out.id = "figure-probe";
+  out.textContent = JSON.stringify(rows);
+  document.body.appendChild(out);
+});</script>"""
+
+
+def figures_in_chromium(page, tmp_path) -> list[dict]:
+    """Every <img> of ``page`` as Chromium laid it out: alt text, decoded (natural) and
+    rendered sizes in pixels, and whether it finished loading."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (CI installs Debian's chromium)")
+    probe = tmp_path / "figure-probe.html"
+    probe.write_text(page.read_text().replace("</body>", FIGURE_PROBE + "</body>"))
+    run = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'probe'}",
+                          "--dump-dom", probe.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="figure-probe">(.*?)</pre>', run.stdout, re.S)
+    assert found, f"chromium ran no probe:\n{run.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def assert_figures_render(page, tmp_path, min_px: int = 200) -> list[dict]:
+    """Every figure of ``page`` decoded, shown at least ``min_px`` wide and tall, with alt
+    text; returns Chromium's rows."""
+    rows = figures_in_chromium(page, tmp_path)
+    assert len(rows) == page.read_text().count("<img "), "an image is missing from the DOM"
+    for row in rows:
+        assert row["complete"] and row["naturalWidth"] >= min_px and row["naturalHeight"] >= 50, row
+        assert row["width"] >= min_px and row["height"] >= 50, row
+        assert len(row["alt"]) >= 10, row
+    return rows
 
 
 def small_report(tmp_path):
@@ -74,3 +116,79 @@ def test_browser_check_catches_a_script_error(tmp_path):
     page.write_text("<html><body><h1>x</h1><script>notDefined();</script></body></html>")
     _, console = render_in_chromium(page, tmp_path)
     assert any("notDefined" in line for line in console)
+
+
+def test_figure_probe_reports_every_image_with_its_size_and_alt_text(tmp_path):
+    page = small_report(tmp_path)
+    rows = assert_figures_render(page, tmp_path)
+    assert [row["alt"] for row in rows] == ["atom time courses", "pattern x network"]
+    # the probe must catch a broken image: a data URI that does not decode
+    broken = tmp_path / "broken.html"
+    broken.write_text('<html><body><img alt="a broken figure" src="data:image/png;base64,AAAA">'
+                      "</body></html>")
+    (row,) = figures_in_chromium(broken, tmp_path)
+    assert row["naturalWidth"] == 0
+    with pytest.raises(AssertionError):
+        assert_figures_render(broken, tmp_path)
+
+
+def test_atom_timecourses_shows_every_atom_and_the_run_boundaries():
+    atoms = np.random.default_rng(0).normal(size=(90, 20)) * np.arange(1, 21)
+    fig = figures.atom_timecourses(atoms, 2.0, run_lengths=[40, 30, 20], units="a.u.")
+    ax = fig.axes[0]
+    labels = [tick.get_text() for tick in ax.get_yticklabels()]
+    assert labels == [f"atom{k:02d} (peak {np.abs(atoms[:, k]).max():.2g})" for k in range(20)]
+    boundaries = sorted(line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--")
+    np.testing.assert_allclose(boundaries, [39 * 2.0 + 1.0, 69 * 2.0 + 1.0])
+    assert "a.u." in ax.get_ylabel() and ax.get_xlabel() == "time from the first TR (s)"
+    with pytest.raises(ValueError, match="run_lengths sum to 80 TRs but the atoms have 90"):
+        figures.atom_timecourses(atoms, 2.0, run_lengths=[40, 40])
+
+
+def test_surface_map_has_four_views_and_a_labelled_colour_bar():
+    values = np.random.default_rng(0).normal(size=20484)
+    fig = figures.surface_map(values, "r", units="held-out Pearson r")
+    views = [ax.get_title() for ax in fig.axes if ax.name == "3d"]
+    assert views == ["left lateral", "left medial", "right medial", "right lateral"]
+    (colour_bar,) = [ax for ax in fig.axes if ax.name != "3d"]
+    assert colour_bar.get_ylabel() == "held-out Pearson r"
+    assert colour_bar.get_ylim() == pytest.approx((-np.abs(values).max(), np.abs(values).max()))
+    with pytest.raises(ValueError, match="expects 20484 fsaverage5 values"):
+        figures.surface_map(values[:100], "r")
+
+
+def test_volume_map_draws_the_template_beneath_a_thresholded_map():
+    """Zeros outside the mask are transparent, so the template shows through; the colour
+    bar carries the units."""
+    import nibabel as nib
+
+    template = figures.mni_template()
+    grid = np.zeros((20, 24, 20), dtype=np.float32)
+    grid[8:12, 10:14, 8:12] = 0.5
+    affine = np.diag([6.0, 6.0, 6.0, 1.0])
+    affine[:3, 3] = [-60, -80, -50]
+    fig = figures.volume_map(nib.Nifti1Image(grid, affine), "r", units="held-out Pearson r")
+    images = [image for ax in fig.axes for image in ax.get_images()]
+    assert len(images) >= 6  # three cuts, each with the template and the map
+    shapes = {image.get_array().shape for image in images}
+    assert any(max(shape[:2]) > 100 for shape in shapes), "no 1 mm template underlay"
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert "held-out Pearson r" in labels
+    assert template.shape[0] > 150
+
+
+def test_assignment_map_counts_the_atoms_of_each_targets_network():
+    from types import SimpleNamespace
+
+    from brainalign.networks.atlases import Atlas
+    from brainalign.pipeline.study_report import _assigned_atoms_per_target
+
+    mapping = SimpleNamespace(networks=["Vis", "SomMot", "Default"],
+                              assigned_index=np.array([2, -1, 0, 2]))
+    hard = Atlas("toy", "roi", ["Vis", "SomMot", "Default"], np.array([0, 1, 2, 3, 3, 1]))
+    np.testing.assert_array_equal(_assigned_atoms_per_target(hard, mapping), [0, 1, 0, 2, 2, 1])
+    weights = np.array([[0.9, 0.0, 0.1], [0.1, 0.0, 0.2], [0.0, 0.0, 0.7]])
+    soft = Atlas("toy", "roi", ["Vis", "SomMot", "Default"], weights)
+    np.testing.assert_array_equal(_assigned_atoms_per_target(soft, mapping), [1, 0, 2])
+    other = Atlas("other", "roi", ["A", "B", "C"], np.array([1, 2, 3]))
+    assert _assigned_atoms_per_target(other, mapping) is None

@@ -103,7 +103,9 @@ def lesion_check(model_name: str, recording: Any, story: Any, options: dict, *,
         control = layer_matched(union, universe, seed=seed + control_seed)
         with lesion(model, control):
             controls.append(score())
+        controls[-1]["from_other_layers"] = _drawn_from_other_layers(union, control)
     result["controls"] = controls
+    result["controls_from_other_layers"] = max((c["from_other_layers"] for c in controls), default=0)
     base = result["baseline"]["perplexity"]
     lesion_rise = result["lesion"]["perplexity"] - base
     control_rise = float(np.median([c["perplexity"] for c in controls])) - base
@@ -115,3 +117,10 @@ def lesion_check(model_name: str, recording: Any, story: Any, options: dict, *,
         f"{base + control_rise:.2f} (median of {len(controls)})")
     logger.info(result["verdict"])
     return result
+
+
+def _drawn_from_other_layers(target: Any, control: Any) -> int:
+    """Neurons a layer-matched control had to draw from neighbouring layers (its layer held
+    too few non-target neurons): the shortfall summed over (site, layer)."""
+    wanted, drawn = target.layer_distribution(), control.layer_distribution()
+    return int(sum(max(0, count - drawn.get(key, 0)) for key, count in wanted.items()))

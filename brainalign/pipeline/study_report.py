@@ -45,12 +45,25 @@ def _stimulus_section(report: Report, study: Any, summary: Any) -> None:
         section.text(note, note=True)
 
 
+#: What the atoms' values are, for the time-course figure's axis and caption.
+ATOM_UNITS = "a.u.: time courses of neurons centred and scaled to unit norm"
+
+
 def _atoms_section(report: Report, study: Any, slug: str) -> Any:
+    import itertools
+
     patterns = study.patterns(slug)
     atoms = np.asarray(patterns.atoms)
+    runs = np.asarray(patterns.fit_runs)
+    run_lengths = ([len(list(group)) for _, group in itertools.groupby(runs)]
+                   if len(runs) == len(atoms) else None)
     report.section("Atom time courses").figure(
-        figures.atom_timecourses(atoms, float(study.config["stories"]["tr_s"])),
-        f"{slug}: the first atoms on the TR grid (all runs one after another)")
+        figures.atom_timecourses(atoms, float(study.config["stories"]["tr_s"]), run_lengths,
+                                 units="a.u."),
+        f"{slug}: all {atoms.shape[1]} atoms ({patterns.method}) on the TR grid of the TRs they "
+        f"were fitted on, {_fitted_on(study, patterns)}; runs one after another, dashed lines "
+        f"where one run ends and the next begins. Units: {ATOM_UNITS}; each trace is scaled to "
+        "its own peak |value|, given beside its name.")
     return patterns
 
 
@@ -182,8 +195,11 @@ def _subgroup_section(report: Report, study: Any, slug: str, patterns: Any) -> N
 
 def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) -> None:
     section = report.section("Encoding score maps")
-    section.text("Held-out Pearson r of the atom encoding model (FIR delays, himalaya ridge, "
-                 "run-wise cross-validation), mean over subjects.")
+    encoding = study.config["encoding"]
+    section.text("Held-out Pearson r between each target's measured time course and the "
+                 "encoding model's prediction (FIR delays, himalaya ridge, bands: "
+                 f"{', '.join(encoding['bands'])}), cross-validated over runs or stories, mean "
+                 "over subjects. r is unitless, between -1 and 1.")
     for space in study.spaces:
         results = study.encodings(slug, space)
         r = np.nanmean([np.where(x.valid_targets, x.r, np.nan) for x in results], axis=0)
@@ -191,20 +207,109 @@ def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) 
         section.key_values({f"{space}: max r": float(r.max()),
                             f"{space}: 99th percentile r": float(np.percentile(r, 99))})
         masker = study.brain(slug, space).masker
-        kind = type(masker).__name__
-        if kind == "SurfaceMasker" and masker.space_ == "fsaverage5" and len(r) == 20484:
-            section.figure(figures.surface_map(r, f"{slug} {space}: held-out r"),
-                           "fsaverage5, lateral views (left, right)")
-            if interactive:
-                _interactive_view(section, r)
-        elif kind == "VolumeMasker":
-            section.figure(figures.volume_map(masker.inverse_transform(r), f"{slug} {space}: r"),
-                           f"{space}, orthogonal slices on the MNI template")
-        else:
+        drawn = _brain_figure(section, masker, r, f"{slug} {space}: held-out r",
+                              "held-out Pearson r", f"{space}: held-out r, mean over "
+                              f"{len(results)} subject(s)")
+        if drawn and interactive and _is_fsaverage5(masker, len(r)):
+            _interactive_view(section, r)
+        if not drawn:
             names = masker.target_names_ or [f"target{i:03d}" for i in range(len(r))]
             top = np.argsort(-r)[:10]
             section.table(["target", "r"], [[names[i], float(r[i])] for i in top],
                           caption=f"{space}: the ten best-predicted targets")
+        if encoding["n_permutations"] > 0:
+            q = encoding["fdr_q"]
+            share = np.mean([x.significant(q) for x in results], axis=0).astype(float)
+            _brain_figure(section, masker, share, f"{slug} {space}: FDR-significant r",
+                          "share of subjects", f"{space}: significance mask, the share of "
+                          f"subjects whose held-out r is significant (permutation null of r, "
+                          f"{encoding['n_permutations']} permutations, Benjamini-Hochberg FDR "
+                          f"q < {q} over the targets); uncoloured: significant in no subject",
+                          positive=True)
+
+
+def _is_fsaverage5(masker: Any, n_targets: int) -> bool:
+    return (type(masker).__name__ == "SurfaceMasker" and masker.space_ == "fsaverage5"
+            and n_targets == 20484)
+
+
+def _brain_figure(section: Any, masker: Any, values: np.ndarray, title: str, units: str,
+                  caption: str, positive: bool = False) -> bool:
+    """One map of per-target ``values`` in the masker's space, with views, underlay and a
+    colour bar; False (nothing drawn) for spaces without a brain figure (ROI tables, other
+    meshes). ``positive``: a map of shares or counts (zeros left uncoloured)."""
+    kind = type(masker).__name__
+    if _is_fsaverage5(masker, len(values)):
+        section.figure(figures.surface_map(values, title, threshold=1e-6 if positive else None,
+                                           units=units),
+                       f"{caption}. fsaverage5 inflated mesh (nilearn), lateral and medial "
+                       "views of both hemispheres, sulcal depth beneath.")
+        return True
+    if kind == "VolumeMasker":
+        section.figure(figures.volume_map(masker.inverse_transform(values), title, units=units),
+                       f"{caption}. Orthogonal slices over {figures.MNI_TEMPLATE_NAME}; "
+                       "targets outside the mask (and exact zeros) are not coloured.")
+        return True
+    return False
+
+
+#: What the per-atom maps hold (Study.pattern_maps), for captions and colour bars.
+ATOM_MAP_UNITS = "coefficient (per SD of the atom)"
+
+
+def _atom_maps_section(report: Report, study: Any, slug: str) -> None:
+    """Each atom's encoding map with its assigned network, and the assignment on the brain."""
+    section = report.section("Atom maps and network assignment")
+    section.text("Each atom's map is its encoding coefficients summed over the FIR delays, "
+                 "mean over subjects (the exported desc-patterns maps): how strongly, and "
+                 "with which sign, a target's time course follows the atom. The atom's "
+                 "network (after its name; 'none' when no network passed) comes from the "
+                 "pattern x network tests below.")
+    for space in study.spaces:
+        maps = np.asarray(study.pattern_maps(slug, space), dtype=float)
+        mapping = study.mapping(slug, space)
+        data = study.brain(slug, space)
+        masker = data.masker
+        titles = [f"atom{k:02d} \u2192 {network}" for k, network in enumerate(mapping.assigned)]
+        caption = (f"{space}: the {len(maps)} atoms' maps ({ATOM_MAP_UNITS}; one colour scale "
+                   "for all)")
+        if _is_fsaverage5(masker, maps.shape[1]):
+            section.figure(figures.surface_maps_lateral(maps, titles, units=ATOM_MAP_UNITS),
+                           caption + ", lateral views of the left (L) and right (R) "
+                           "hemispheres of fsaverage5")
+        elif type(masker).__name__ == "VolumeMasker":
+            section.figure(figures.glass_brains([masker.inverse_transform(m) for m in maps],
+                                                titles, units=ATOM_MAP_UNITS),
+                           caption + ", glass-brain projections (sagittal, coronal, axial)")
+        else:
+            names = masker.target_names_ or [f"target{i:03d}" for i in range(maps.shape[1])]
+            section.figure(figures.heatmap(maps, titles, names, f"{space}: atom maps",
+                                           ATOM_MAP_UNITS, cmap="RdBu_r"),
+                           caption + ", one column per ROI")
+        counts = _assigned_atoms_per_target(study.mapping_atlas(space, data).atlas, mapping)
+        if counts is not None and counts.any():
+            assigned = sorted({a for a in mapping.assigned if a in mapping.networks})
+            _brain_figure(section, masker, counts, f"{slug} {space}: networks with an atom",
+                          "atoms assigned to the network",
+                          f"{space}: the network assignment on the brain; each target of a "
+                          f"network (atlas {mapping.atlas.get('name', '')}) shows how many "
+                          f"atoms were assigned to that network ({', '.join(assigned)})",
+                          positive=True)
+
+
+def _assigned_atoms_per_target(atlas: Any, mapping: Any) -> np.ndarray | None:
+    """(n_targets,) number of atoms assigned to each target's network (a probabilistic
+    atlas: the network of largest weight); None when the atlas has other networks."""
+    if list(atlas.labels) != list(mapping.networks):
+        return None
+    if atlas.probabilistic:
+        label = np.where(atlas.data.max(axis=0) > 0, atlas.data.argmax(axis=0) + 1, 0)
+    else:
+        label = np.asarray(atlas.data, dtype=int)
+    per_network = np.bincount(mapping.assigned_index[mapping.assigned_index >= 0] + 1,
+                              minlength=len(mapping.networks) + 1).astype(float)
+    per_network[0] = 0.0
+    return per_network[label]
 
 
 def _interactive_view(section: Any, r: np.ndarray) -> None:
@@ -230,7 +335,9 @@ def _group_section(report: Report, study: Any, slug: str) -> None:
                  "with the family-wise error rate controlled over the space's targets "
                  "(brainalign.group.group_map): cluster mass or TFCE on the fsaverage mesh "
                  "(MNE), nilearn's non-parametric inference in volumes, max-t over ROIs. "
-                 "Held-out r is Fisher z transformed; a band's unique r is tested as is. The "
+                 "Held-out r is Fisher z transformed; a band's unique r (held-out r of all "
+                 "bands minus held-out r without the band: a difference of two correlations, "
+                 "not itself one) is tested as is. The "
                  f"figures show the group t where p_FWE < {alpha} (ROIs: every ROI's t, "
                  "significant ones starred).")
     rows = []
@@ -267,9 +374,9 @@ def _group_figure(t: np.ndarray, significant: np.ndarray, masker: Any, title: st
             return None
         images = masker.inverse_transform(values)
         full = np.concatenate([images[h].darrays[0].data for h in masker.hemispheres_])
-        return figures.surface_map(full, title, threshold=1e-6)
+        return figures.surface_map(full, title, threshold=1e-6, units="group t")
     if kind == "VolumeMasker":
-        return figures.volume_map(masker.inverse_transform(values), title, threshold=1e-6)
+        return figures.volume_map(masker.inverse_transform(values), title, units="group t")
     names = masker.target_names_ or [f"target{i:03d}" for i in range(len(t))]
     return figures.roi_bars(t, names, title, "group t", marks=significant)
 
@@ -293,7 +400,10 @@ def _mapping_section(report: Report, study: Any, slug: str) -> None:
                 f"{space}: unique held-out r (* passes, FDR per pattern < {mapping.alpha})",
                 "unique r", marks=mapping.passes["temporal"], cmap="RdBu_r"),
                 f"{space}: what each pattern adds to the held-out prediction of each "
-                f"network's mean signal, against {mapping.temporal.get('n_shifts')} circular "
+                f"network's mean signal: unique r = held-out r of all patterns minus held-out "
+                f"r without this pattern, a difference of two correlations (between -2 and 2, "
+                f"not itself a correlation), tested against "
+                f"{mapping.temporal.get('n_shifts')} circular "
                 f"shifts of the pattern; a pattern is assigned a network only where both this "
                 f"and the {statistic} test pass")
         frame = mapping.assignments()
@@ -327,14 +437,24 @@ def _study_b_section(report: Report, summary: Any) -> None:
     section = report.section("Study B: lesion check")
     section.text(result.get("verdict", ""))
     if "baseline" in result:
-        rows = [["baseline", result["baseline"]["perplexity"], result["baseline"]["accuracy"]],
+        rows = [["baseline", result["baseline"]["perplexity"], result["baseline"]["accuracy"], ""],
                 ["FN union lesioned", result["lesion"]["perplexity"],
-                 result["lesion"]["accuracy"]]]
-        rows += [[f"layer-matched control {i}", c["perplexity"], c["accuracy"]]
-                 for i, c in enumerate(result["controls"])]
-        section.table(["condition", "perplexity", "top-1 accuracy"], rows,
+                 result["lesion"]["accuracy"], ""]]
+        rows += [[f"layer-matched control {i}", c["perplexity"], c["accuracy"],
+                  c.get("from_other_layers", "n/a")] for i, c in enumerate(result["controls"])]
+        section.table(["condition", "perplexity", "top-1 accuracy",
+                       "control neurons from other layers"], rows,
                       caption=f"{result['union_size']} of {result['n_neurons']} neurons in "
-                              f"{len(result['network_sizes'])} functional networks")
+                              f"{len(result['network_sizes'])} functional networks; each "
+                              "control lesions as many random non-network neurons per (site, "
+                              "layer) as the networks hold")
+        borrowed = result.get("controls_from_other_layers", 0)
+        if borrowed:
+            section.text(f"Layer matching was incomplete: where a layer held fewer non-network "
+                         f"neurons than the networks take from it, the control took all of "
+                         f"them and drew the rest from the nearest layers (up to {borrowed} "
+                         "neurons per control). Those controls are matched in count, not "
+                         "exactly in layer.", note=True)
 
 
 def write_report(study: Any, summary: Any, path: str | Path) -> Path:
@@ -346,6 +466,7 @@ def write_report(study: Any, summary: Any, path: str | Path) -> Path:
     _stability_section(report, study, summary)
     _subgroup_section(report, study, slug, patterns)
     _encoding_section(report, study, slug, study.config["outputs"]["interactive"])
+    _atom_maps_section(report, study, slug)
     if summary.group:
         _group_section(report, study, slug)
     _mapping_section(report, study, slug)

@@ -1,8 +1,11 @@
 """Figures of a study report, drawn with matplotlib (Agg) and nilearn from plain arrays.
 
 Each function returns a ``matplotlib.figure.Figure``; :mod:`brainalign.report.html` embeds
-them as PNG. Brain maps use nilearn's static plotting (``plot_surf_stat_map`` on the
-fsaverage5 mesh bundled with nilearn, ``plot_stat_map`` for volumes).
+them as PNG. Brain maps use nilearn's static plotting: ``plot_surf_stat_map`` on the
+fsaverage5 inflated mesh bundled with nilearn (lateral and medial views, sulcal depth
+beneath), ``plot_stat_map`` over nilearn's MNI152 template for volumes and
+``plot_glass_brain`` for small multiples. Every map has a colour bar labelled with its
+units.
 """
 
 from __future__ import annotations
@@ -16,25 +19,44 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def atom_timecourses(atoms: np.ndarray, tr_s: float, n_show: int = 8) -> plt.Figure:
-    """Stacked time courses of the first ``n_show`` atoms.
+def atom_timecourses(atoms: np.ndarray, tr_s: float, run_lengths: Sequence[int] | None = None,
+                     units: str = "a.u.") -> plt.Figure:
+    """Stacked time courses of every atom, with the joins between runs marked.
+
+    Each trace is scaled to its own peak |value| so that all are legible; the peak is
+    written beside the atom's name, in ``units``.
 
     Parameters
     ----------
     atoms : ndarray, shape (n_tr, n_atoms)
+        The runs one after another.
     tr_s : float
         Repetition time, seconds (x axis in seconds).
+    run_lengths : sequence of int, optional
+        TRs per run (summing to n_tr): a dashed line is drawn where each run ends.
+    units : str
+        Unit of the atom values (stated in the tick labels and the axis label).
     """
-    n_show = min(n_show, atoms.shape[1])
-    times = np.arange(atoms.shape[0]) * tr_s
-    fig, ax = plt.subplots(figsize=(9, 0.6 * n_show + 1))
-    for k in range(n_show):
-        trace = atoms[:, k]
-        scale = np.abs(trace).max() or 1.0
-        ax.plot(times, trace / scale * 0.4 - k, lw=0.8)
-    ax.set_yticks(-np.arange(n_show), [f"atom {k}" for k in range(n_show)])
-    ax.set_xlabel("time (s)")
-    ax.set_title(f"Atom time courses (first {n_show} of {atoms.shape[1]})")
+    n_tr, n_atoms = atoms.shape
+    if run_lengths is not None and int(np.sum(run_lengths)) != n_tr:
+        raise ValueError(f"run_lengths sum to {int(np.sum(run_lengths))} TRs but the atoms "
+                         f"have {n_tr}")
+    times = np.arange(n_tr) * tr_s
+    spacing = 0.6 if n_atoms <= 16 else max(0.18, 10.0 / n_atoms)
+    fig, ax = plt.subplots(figsize=(9, spacing * n_atoms + 1.2))
+    peaks = np.abs(atoms).max(axis=0)
+    for k in range(n_atoms):
+        ax.plot(times, atoms[:, k] / (peaks[k] or 1.0) * 0.45 - k, lw=0.7)
+    for end in np.cumsum(run_lengths)[:-1] if run_lengths is not None else ():
+        ax.axvline(end * tr_s - tr_s / 2, color="black", ls="--", lw=0.8)
+    fontsize = 8 if n_atoms <= 24 else 6
+    ax.set_yticks(-np.arange(n_atoms), [f"atom{k:02d} (peak {peaks[k]:.2g})"
+                                        for k in range(n_atoms)], fontsize=fontsize)
+    ax.set_ylim(-n_atoms + 0.4, 0.6)
+    ax.set_xlabel("time from the first TR (s)")
+    ax.set_ylabel(f"atom value / its peak ({units})")
+    runs = "" if run_lengths is None else f"; dashed lines: run boundaries ({len(run_lengths)} runs)"
+    ax.set_title(f"All {n_atoms} atom time courses{runs}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -106,40 +128,153 @@ def stability_vs_k(candidates: Sequence[int], series: dict[str, Sequence[float |
     return fig
 
 
-def surface_map(values: np.ndarray, title: str, threshold: float | None = None) -> plt.Figure:
-    """Lateral views of both hemispheres of fsaverage5 (nilearn's bundled mesh).
+#: The four views of a surface map: (hemisphere, view), left to right on the page.
+SURFACE_VIEWS = (("left", "lateral"), ("left", "medial"), ("right", "medial"), ("right", "lateral"))
+
+
+def _fsaverage5():
+    """nilearn's bundled fsaverage5 inflated mesh and sulcal depth, and the left vertex count."""
+    from nilearn import datasets
+
+    mesh = datasets.load_fsaverage("fsaverage5")
+    sulcal = datasets.load_fsaverage_data(mesh="fsaverage5", data_type="sulcal")
+    return mesh, sulcal, mesh["pial"].parts["left"].n_vertices
+
+
+def _colorbar(fig, axes, vmax: float, units: str, cmap: str = "RdBu_r") -> None:
+    """One symmetric colour bar for panels drawn with ``cmap`` on [-vmax, vmax]: beside
+    ``axes``, or in ``axes`` itself when it is a single dedicated axis (``cax``)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    mappable = ScalarMappable(norm=Normalize(-vmax, vmax), cmap=cmap)
+    if isinstance(axes, plt.Axes):
+        fig.colorbar(mappable, cax=axes, label=units)
+    else:
+        fig.colorbar(mappable, ax=axes, shrink=0.7, pad=0.02, label=units)
+
+
+def surface_map(values: np.ndarray, title: str, threshold: float | None = None,
+                units: str = "") -> plt.Figure:
+    """Lateral and medial views of both hemispheres of fsaverage5, with a colour bar.
 
     Parameters
     ----------
     values : ndarray, shape (20484,)
         Left hemisphere's 10,242 vertices, then the right's.
+    threshold : float, optional
+        |values| below it are not coloured (the sulcal depth shows through).
+    units : str
+        Colour bar label (what the values are, in which unit).
     """
-    from nilearn import datasets, plotting
+    from nilearn import plotting
 
-    fsaverage = datasets.load_fsaverage("fsaverage5")
-    sulcal = datasets.load_fsaverage_data(mesh="fsaverage5", data_type="sulcal")
-    n_left = fsaverage["pial"].parts["left"].n_vertices
+    mesh, sulcal, n_left = _fsaverage5()
     if values.shape != (2 * n_left,):
         raise ValueError(f"surface_map expects {2 * n_left} fsaverage5 values (left then right), "
                          f"got shape {values.shape}")
-    fig, axes = plt.subplots(1, 2, subplot_kw={"projection": "3d"}, figsize=(8, 3.5))
+    fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(13, 3.4))
     vmax = float(np.nanmax(np.abs(values))) or 1.0
-    for ax, hemi, part in zip(axes, ("left", "right"), (values[:n_left], values[n_left:])):
+    halves = {"left": values[:n_left], "right": values[n_left:]}
+    for ax, (hemi, view) in zip(axes, SURFACE_VIEWS):
         plotting.plot_surf_stat_map(
-            fsaverage["inflated"].parts[hemi],
-            part, hemi=hemi, view="lateral", threshold=threshold, vmax=vmax,
+            mesh["inflated"].parts[hemi], halves[hemi], hemi=hemi, view=view,
+            threshold=threshold, vmax=vmax, symmetric_cbar=True, cmap="RdBu_r",
             bg_map=sulcal.data.parts[hemi], axes=ax, figure=fig, colorbar=False)
+        ax.set_title(f"{hemi} {view}", fontsize=9)
+    _colorbar(fig, axes, vmax, units)
     fig.suptitle(title)
     return fig
 
 
-def volume_map(image, title: str, threshold: float | None = None) -> plt.Figure:
-    """Orthogonal slices of a 3D NIfTI image on the MNI template (nilearn ``plot_stat_map``)."""
+def surface_maps_lateral(maps: np.ndarray, titles: Sequence[str], units: str = "") -> plt.Figure:
+    """Small multiples: lateral views of both hemispheres for each of several maps.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (n_maps, 20484)
+        fsaverage5 values, left hemisphere then right, one row per map; all share one
+        symmetric colour scale.
+    titles : sequence of str, length n_maps
+    """
+    from nilearn import plotting
+
+    mesh, sulcal, n_left = _fsaverage5()
+    n_maps = len(maps)
+    n_columns = 4  # two maps per row, two views each
+    n_rows = -(-n_maps // 2)
+    fig, axes = plt.subplots(n_rows, n_columns, subplot_kw={"projection": "3d"},
+                             figsize=(12, 2.4 * n_rows + 0.6), squeeze=False)
+    vmax = float(np.nanmax(np.abs(maps))) or 1.0
+    for index, ax in enumerate(axes.flat):
+        k, hemi = index // 2, ("left", "right")[index % 2]
+        if k >= n_maps:
+            ax.set_axis_off()
+            continue
+        part = maps[k, :n_left] if hemi == "left" else maps[k, n_left:]
+        plotting.plot_surf_stat_map(
+            mesh["inflated"].parts[hemi], part, hemi=hemi, view="lateral", vmax=vmax,
+            symmetric_cbar=True, cmap="RdBu_r", bg_map=sulcal.data.parts[hemi], axes=ax,
+            figure=fig, colorbar=False)
+        ax.set_title(f"{titles[k]} ({hemi[0].upper()})", fontsize=8)
+    _colorbar(fig, axes, vmax, units)
+    return fig
+
+
+def volume_map(image, title: str, threshold: float | None = 1e-6, units: str = "",
+               bg_img=None) -> plt.Figure:
+    """Orthogonal slices of a 3D NIfTI image over an anatomical template.
+
+    Parameters
+    ----------
+    image : Nifti1Image, 3D
+    threshold : float, optional
+        |values| below it are transparent; the default hides the zeros outside the mask,
+        which would otherwise cover the template.
+    units : str
+        Colour bar label.
+    bg_img : Nifti1Image, optional
+        Underlay; default nilearn's MNI152 (ICBM 2009) template, see :func:`mni_template`.
+    """
     from nilearn import plotting
 
     fig = plt.figure(figsize=(8, 3))
-    plotting.plot_stat_map(image, threshold=threshold, title=title, figure=fig,
-                           display_mode="ortho", colorbar=True)
+    display = plotting.plot_stat_map(image, bg_img=mni_template() if bg_img is None else bg_img,
+                                     threshold=threshold, title=title, figure=fig,
+                                     display_mode="ortho", colorbar=True)
+    if units and getattr(display, "_cbar", None) is not None:
+        display._cbar.set_label(units)
+    return fig
+
+
+#: The underlay of volume figures, as named in their captions (nilearn's bundled files are
+#: ``mni_icbm152_*_tal_nlin_sym_09a``; see ``brainalign.brain.volume.NILEARN_MNI_SPACE``).
+MNI_TEMPLATE_NAME = "nilearn's MNI152 template (MNI152NLin2009aSym, 1 mm)"
+
+
+def mni_template():
+    """The anatomical underlay of volume figures (nilearn's bundled MNI152 template)."""
+    from nilearn import datasets
+
+    return datasets.load_mni152_template(resolution=1)
+
+
+def glass_brains(images: Sequence, titles: Sequence[str], units: str = "") -> plt.Figure:
+    """Small multiples of 3D images as glass brains (left, coronal and axial projections)."""
+    from nilearn import plotting
+
+    n_maps = len(images)
+    n_rows = -(-n_maps // 2)
+    fig = plt.figure(figsize=(12, 2.2 * n_rows + 0.4))
+    vmax = max(float(np.nanmax(np.abs(np.asarray(img.dataobj)))) for img in images) or 1.0
+    height = 1.0 / n_rows
+    for k, (image, title) in enumerate(zip(images, titles)):
+        row, column = divmod(k, 2)
+        ax = fig.add_axes((0.01 + 0.45 * column, 1 - (row + 1) * height, 0.44, height * 0.95))
+        plotting.plot_glass_brain(image, axes=ax, figure=fig, display_mode="ortho", plot_abs=False,
+                                  vmax=vmax, symmetric_cbar=True, cmap="RdBu_r", colorbar=False,
+                                  threshold=1e-6, title=title, annotate=False)
+    _colorbar(fig, fig.add_axes((0.93, 0.15, 0.012, 0.7)), vmax, units)
     return fig
 
 
