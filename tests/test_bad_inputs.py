@@ -113,6 +113,8 @@ CLI_ROWS = [
     ("record-device-not-torch", _record("--device", "gpu"), ["'gpu' is not a torch device"], 2,
      "rec"),
     ("record-device-cuda-absent", _record("--device", CUDA_99), [CUDA_99], 2, "rec"),
+    *([("record-device-cuda-on-a-cpu-build", _record("--device", "cuda"),
+        ["'cuda'", "no CUDA device", "use cpu"], 2, "rec")] if not torch.cuda.is_available() else []),
     ("record-out-under-a-file", _record(out="a_file/rec"), ["a_file", "is not a folder"], 2,
      None),
     # --- brainalign record --layers
@@ -319,11 +321,30 @@ API_ROWS = [
      ["unit indices must be integers"]),
     ("timecourses-from-recording", lambda tmp: _timecourses("recording")(tmp), ValueError,
      ["word-level recording"]),
+    ("scan-shorter-than-words", lambda tmp: _scan(n_volumes=[10, 10]), ValueError,
+     ["602 of 631 word(s) outside the scan", "scan 0.000 .. 20.000 s", "first_volume_s"]),
+    ("scan-negative-volumes", lambda tmp: _scan(n_volumes=[132, -1]), ValueError,
+     ["n_volumes must be whole numbers >= 1", "[132, -1]"]),
+    ("scan-fractional-volumes", lambda tmp: _scan(n_volumes=[132.5, 147]), ValueError,
+     ["n_volumes must be whole numbers >= 1", "132.5"]),
+    ("scan-text-volumes", lambda tmp: _scan(n_volumes=["a", 147]), ValueError,
+     ["n_volumes must be whole numbers >= 1", "'a'"]),
+    ("scan-volumes-per-run", lambda tmp: _scan(n_volumes=[279]), ValueError,
+     ["n_volumes has 1 entries but the words span 2 run(s)"]),
+    ("scan-zero-tr", lambda tmp: _scan(tr_s=0.0), ValueError, ["tr_s must be > 0, got 0.0"]),
     ("networks-1d", lambda tmp: _networks(np.ones(6))(), ValueError, ["activations must be"]),
     ("networks-nan", lambda tmp: _networks(_NAN)(), ValueError, ["NaN", "token row 4"]),
     ("load-model-bad-device", lambda tmp: __import__("brainalign.models.registry", fromlist=["x"])
      .load_model("any", device="gpu"), ValueError, ["device 'gpu' is not a torch device"]),
 ]
+
+
+def _scan(**changes):
+    """The bundled story (2 runs, 631 + 697 words) with a scan attached."""
+    from brainalign.stimuli import bundled_story
+
+    scan = {"tr_s": 2.0, "n_volumes": [132, 147], "first_volume_s": 0.0, **changes}
+    return bundled_story().with_scan(scan.pop("tr_s"), scan.pop("n_volumes"), **scan)
 
 
 @pytest.mark.parametrize("row", API_ROWS, ids=[row[0] for row in API_ROWS])

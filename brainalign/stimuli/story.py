@@ -87,6 +87,10 @@ class Story:
             raise ValueError(f"story {self.name!r} has no words")
         if self.tr_s is not None and not self.tr_s > 0:
             raise ValueError(f"story {self.name!r}: tr_s must be > 0, got {self.tr_s}")
+        if self.n_volumes is not None and not all(isinstance(n, (int, np.integer)) and n >= 1
+                                                  for n in self.n_volumes):
+            raise ValueError(f"story {self.name!r}: n_volumes must be whole numbers >= 1, one "
+                             f"per run; got {list(self.n_volumes)}")
         for label, values in (("n_volumes", self.n_volumes), ("first_volume_s", self.first_volume_s)):
             if values is not None and len(values) != self.n_runs:
                 raise ValueError(
@@ -222,7 +226,9 @@ class Story:
         first = [float(t) for t in np.atleast_1d(np.asarray(first_volume_s, dtype=np.float64))]
         if len(first) == 1:
             first = first * self.n_runs
-        story = Story(self.name, self.words, float(tr_s), tuple(int(n) for n in n_volumes),
+        volumes = tuple(int(n) if isinstance(n, (int, float, np.number)) and float(n).is_integer()
+                        else n for n in n_volumes)  # 132.0 -> 132; anything else is refused
+        story = Story(self.name, self.words, float(tr_s), volumes,
                       self.source, dict(self.metadata), tuple(first))
         story.check_scan(allow_words_outside_scan)
         return story
