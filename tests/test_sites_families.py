@@ -329,6 +329,38 @@ def test_moe_replacements(family):
     _close(doubled[f"{key}.mlp.out"], 2 * base[f"{key}.mlp.out"], "doubled router weights")
 
 
+@pytest.mark.parametrize("family", MOE)
+def test_neuron_sets_edit_the_router_weights(family):
+    """A neuron set naming ``L00.mlp.router`` units: lesioning one expert equals zeroing its
+    router weight; lesioning every expert equals zeroing the block's mlp.out."""
+    from brainalign.interventions import NeuronSet, lesion, scale
+
+    model = tiny_model(family)
+    input_ids = _inputs(3)
+    sites = resolve_sites(model, ["mlp.router", "mlp.out"], layers=[0])
+    with torch.no_grad():
+        base = model(input_ids).logits
+        with lesion(model, NeuronSet({"L00.mlp.router": [1]})):
+            one = model(input_ids).logits
+        with lesion(model, NeuronSet({"L00.mlp.router": list(range(N_EXPERTS))})):
+            every = model(input_ids).logits
+        with scale(model, NeuronSet({"L00.mlp.router": [1]}), 1.0):
+            unchanged = model(input_ids).logits
+
+    def zero_expert(site, tensor):
+        return tensor.index_fill(-1, torch.tensor([1]), 0.0) if site.name == "mlp.router" else None
+
+    _, expected_one = _record(model, sites, input_ids, edit=zero_expert)
+    _, expected_every = _record(model, sites, input_ids,
+                                edit=lambda s, t: torch.zeros_like(t) if s.name == "mlp.out" else None)
+    _close(one, expected_one.logits, "expert 1 lesioned")
+    _close(every, expected_every.logits, "every expert lesioned")
+    _close(unchanged, base, "router scaled by 1")
+    assert (one - base).abs().max() > 1e-4  # expert 1 was routed to somewhere
+    with pytest.raises(ValueError, match=f"has {N_EXPERTS} units"):
+        NeuronSet({"L00.mlp.router": [N_EXPERTS]}).sites(model)
+
+
 LLAMA_LAYOUT = {
     "blocks": "model.layers",
     "mlp.inner": ["mlp.down_proj", "input"],

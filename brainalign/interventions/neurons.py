@@ -24,19 +24,25 @@ from typing import Callable, Iterable, Iterator, Literal, Mapping
 import numpy as np
 import torch
 
-from brainalign.models.sites import SITE_NAMES, Site, resolve_sites, site_hooks
+from brainalign.models.sites import MOE_SITE_NAMES, SITE_NAMES, Site, resolve_sites, site_hooks
 from brainalign.record.neurons import NeuronTable
 
 _KEY_PATTERN = re.compile(r"^L(\d+)\.(.+)$")
 
 
+#: Sites a neuron set can name: every block's sites, and the router weights of
+#: mixture-of-experts blocks (one unit per expert; editing them re-weights the experts
+#: already chosen, see :mod:`brainalign.models.sites`).
+EDITABLE_SITE_NAMES = SITE_NAMES + MOE_SITE_NAMES
+
+
 def parse_site_key(key: str) -> tuple[int, str]:
     """``"L03.mlp.out"`` -> ``(3, "mlp.out")``; raises ValueError for anything else."""
     match = _KEY_PATTERN.match(key)
-    if match is None or match.group(2) not in SITE_NAMES:
+    if match is None or match.group(2) not in EDITABLE_SITE_NAMES:
         raise ValueError(
-            f"bad site key {key!r}: expected 'L<layer>.<site>' with site one of {list(SITE_NAMES)}, "
-            "e.g. 'L03.mlp.out'"
+            f"bad site key {key!r}: expected 'L<layer>.<site>' with site one of "
+            f"{list(EDITABLE_SITE_NAMES)}, e.g. 'L03.mlp.out'"
         )
     return int(match.group(1)), match.group(2)
 
@@ -261,7 +267,7 @@ def edit_neurons(
         names = sorted({parse_site_key(k)[1] for k in neuron_set.units}) if universe is None else list(universe)
         keys: list[str] = []
         for name in names:
-            if name in SITE_NAMES:
+            if name in EDITABLE_SITE_NAMES:
                 keys.extend(s.key for s in resolve_sites(model, [name]))
             else:
                 keys.append(site_key(*parse_site_key(name)))

@@ -83,8 +83,10 @@ a replacement of ``mlp.inner`` recomputes the experts' mixed output from the edi
 (edits to non-routed experts' columns have no effect), and a replacement of
 ``mlp.router`` changes the mixing weights of the experts already chosen (routing itself
 is not changed). Blocks with a shared expert (Qwen2-MoE) are not resolved automatically:
-declare a layout for them. ``mlp.router`` is not one of :data:`SITE_NAMES` (interventions
-and the CLI's ``--site`` take only those).
+declare a layout for them. ``mlp.router`` is not one of :data:`SITE_NAMES` (the CLI's
+``--site`` takes only those; name it in a study's or a recording's site list). Neuron
+sets for interventions may name it (``"L03.mlp.router"``: one unit per expert), so a
+lesion of unit ``e`` removes expert ``e``'s share of ``mlp.out`` where it was routed.
 
 Declared layouts
 ----------------
