@@ -2,71 +2,40 @@
 
 from __future__ import annotations
 
-import html
-import json
 import re
-import shutil
-import subprocess
 
 import matplotlib.image
 import numpy as np
 import pytest
 
 from brainalign.report import figures
+from brainalign.report.browser import find_chromium, page_layout, screenshot
 from brainalign.report.html import Report
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--enable-logging=stderr",
-                  "--v=0", "--window-size=1200,1600"]
+
+def _need_chromium():
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (CI installs Debian's chromium)")
 
 
 def render_in_chromium(page, tmp_path):
     """Screenshot of ``page`` and the console lines Chromium logged while loading it."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium is not installed (CI installs Debian's chromium)")
+    _need_chromium()
     shot = tmp_path / "shot.png"
-    run = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-         f"--screenshot={shot}", page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120)
-    console = [line for line in run.stderr.splitlines() if "CONSOLE" in line]
-    assert shot.exists(), f"chromium wrote no screenshot:\n{run.stderr[-2000:]}"
+    console = screenshot(page, shot, tmp_path / "profile")
     return matplotlib.image.imread(shot), console
-
-
-#: Appended to a copy of a page: once loaded, every image's alt text and sizes as JSON.
-FIGURE_PROBE = """<script>window.addEventListener("load", () => {
-  const rows = [...document.images].map(img => ({alt: img.alt, complete: img.complete,
-    naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight,
-    width: img.getBoundingClientRect().width, height: img.getBoundingClientRect().height}));
-  const out = document.createElement("pre");
-  out.id = "figure-probe";
-  out.textContent = JSON.stringify(rows);
-  document.body.appendChild(out);
-});</script>"""
 
 
 def figures_in_chromium(page, tmp_path) -> list[dict]:
     """Every <img> of ``page`` as Chromium laid it out: alt text, decoded (natural) and
     rendered sizes in pixels, and whether it finished loading."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium is not installed (CI installs Debian's chromium)")
-    probe = tmp_path / "figure-probe.html"
-    probe.write_text(page.read_text().replace("</body>", FIGURE_PROBE + "</body>"))
-    run = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'probe'}",
-                          "--dump-dom", probe.resolve().as_uri()],
-                         capture_output=True, text=True, timeout=120)
-    found = re.search(r'<pre id="figure-probe">(.*?)</pre>', run.stdout, re.S)
-    assert found, f"chromium ran no probe:\n{run.stderr[-2000:]}"
-    return json.loads(html.unescape(found.group(1)))
+    _need_chromium()
+    return page_layout(page, tmp_path / "probe")["images"]
 
 
 def assert_figures_render(page, tmp_path, min_px: int = 200) -> list[dict]:
-    """Every figure of ``page`` decoded, shown at least ``min_px`` wide and tall, with alt
-    text; returns Chromium's rows."""
+    """Every figure of ``page`` decoded, shown at least ``min_px`` wide and 50 px tall, with
+    alt text; returns Chromium's rows."""
     rows = figures_in_chromium(page, tmp_path)
     assert len(rows) == page.read_text().count("<img "), "an image is missing from the DOM"
     for row in rows:
