@@ -161,3 +161,13 @@ def test_assignment_map_counts_the_atoms_of_each_targets_network():
     np.testing.assert_array_equal(_assigned_atoms_per_target(soft, mapping), [1, 0, 2])
     other = Atlas("other", "roi", ["A", "B", "C"], np.array([1, 2, 3]))
     assert _assigned_atoms_per_target(other, mapping) is None
+
+
+def test_heatmap_stays_legible_with_many_columns():
+    """160 ROIs: the figure is capped at 16 inches and labels every 4th column."""
+    matrix = np.random.default_rng(0).normal(size=(6, 160))
+    fig = figures.heatmap(matrix, [f"atom{k}" for k in range(6)], [f"roi{j}" for j in range(160)],
+                          "atom maps", "coef")
+    assert fig.get_size_inches()[0] == 16
+    labels = [tick.get_text() for tick in fig.axes[0].get_xticklabels()]
+    assert labels == [f"roi{j}" for j in range(0, 160, 4)]

@@ -66,16 +66,20 @@ def heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
             cmap: str = "viridis") -> plt.Figure:
     """A labelled heat map; ``marks`` (same shape, bool) puts a star in significant cells.
 
+    At most 16 x 16 inches, with about 40 labels per axis at most (every k-th beyond that).
+
     Parameters
     ----------
     matrix : ndarray, shape (n_rows, n_cols)
     """
     n_rows, n_cols = matrix.shape
-    fig, ax = plt.subplots(figsize=(max(4, 0.45 * n_cols + 2.5), max(3, 0.28 * n_rows + 1.5)))
+    fig, ax = plt.subplots(figsize=(min(16, max(4, 0.45 * n_cols + 2.5)),
+                                    min(16, max(3, 0.28 * n_rows + 1.5))))
     image = ax.imshow(matrix, aspect="auto", cmap=cmap, interpolation="nearest")
-    ax.set_xticks(range(n_cols), list(col_labels), rotation=60, ha="right", fontsize=8)
-    step = max(1, n_rows // 40)
-    ax.set_yticks(range(0, n_rows, step), list(row_labels)[::step], fontsize=8)
+    col_step, row_step = max(1, n_cols // 40), max(1, n_rows // 40)  # at most ~40 labels
+    ax.set_xticks(range(0, n_cols, col_step), list(col_labels)[::col_step], rotation=60,
+                  ha="right", fontsize=8)
+    ax.set_yticks(range(0, n_rows, row_step), list(row_labels)[::row_step], fontsize=8)
     if marks is not None:
         rows, cols = np.nonzero(marks)
         ax.scatter(cols, rows, marker="*", s=40, c="white", edgecolors="black", linewidths=0.5)
