@@ -123,7 +123,7 @@ def test_group_stage_is_skipped_without_permutations_or_with_one_subject(tmp_pat
     assert smallest_p(3, 100, 1) == 1 / 8 and smallest_p(12, 100, 0) == 1 / 101
 
 
-def test_report_section_draws_one_figure_per_group_map(tmp_path):
+def test_report_section_draws_one_figure_per_group_map_where_targets_pass(tmp_path):
     from brainalign.pipeline.study_report import _group_section
     from brainalign.report.html import Report
 
@@ -133,5 +133,22 @@ def test_report_section_draws_one_figure_per_group_map(tmp_path):
     _group_section(report, study, "tiny")
     text = Path(report.write(tmp_path / "report.html")).read_text()
     assert "<h2>Group maps</h2>" in text
-    assert text.count("data:image/png;base64,") == 3
+    assert text.count("data:image/png;base64,") == 2   # r and the planted band's unique r
     assert "3 of 29 tested targets at p_FWE &lt; 0.05" in text
+    assert text.count("no map to show") == 1           # the band without signal
+
+
+def test_report_section_shows_no_empty_group_map(tmp_path):
+    """A map where nothing passes would show only the underlay: the report says so instead."""
+    from brainalign.pipeline.study_report import _group_section
+    from brainalign.report.html import Report
+
+    # alpha below the smallest p that 200 sign flips can give
+    study = FakeStudy(tmp_path, results(6), n_perm=200, alpha=1e-6)
+    run_group_stage(study)
+    report = Report("group")
+    _group_section(report, study, "tiny")
+    text = Path(report.write(tmp_path / "report.html")).read_text()
+    assert "data:image/png;base64," not in text
+    assert text.count("tested targets at p_FWE &lt; 1e-06") == 3
+    assert text.count("no map to show") == 3

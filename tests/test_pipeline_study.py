@@ -218,7 +218,8 @@ def test_report_renders_in_chromium(first_run, tmp_path):
         assert f"<h2>{title}</h2>" in text, title
     assert "against 1000 circular shifts of the pattern" in text   # the temporal test's panel
     assert "a difference of two correlations" in text               # unique r is explained
-    assert "all 6 atoms (dictionary)" in text and "dashed lines where one run ends" in text
+    assert "all 6 atoms (dictionary)" in text
+    assert "dashed lines where one run ends and the next begins (2 runs)" in text
     assert "control neurons from other layers" in text
     rows = assert_figures_render(page, tmp_path)
     assert any(row["alt"].startswith("roi: the 6 atoms' maps") for row in rows)

@@ -146,21 +146,51 @@ def test_volume_map_draws_the_template_beneath_a_thresholded_map():
     assert template.shape[0] > 150
 
 
-def test_assignment_map_counts_the_atoms_of_each_targets_network():
+def test_assignment_map_labels_the_targets_of_each_assigned_network():
     from types import SimpleNamespace
 
     from brainalign.networks.atlases import Atlas
-    from brainalign.pipeline.study_report import _assigned_atoms_per_target
+    from brainalign.pipeline.study_report import _assigned_network_labels
 
     mapping = SimpleNamespace(networks=["Vis", "SomMot", "Default"],
-                              assigned_index=np.array([2, -1, 0, 2]))
+                              assigned_index=np.array([2, -1, 0, 2, 0, 0]))
     hard = Atlas("toy", "roi", ["Vis", "SomMot", "Default"], np.array([0, 1, 2, 3, 3, 1]))
-    np.testing.assert_array_equal(_assigned_atoms_per_target(hard, mapping), [0, 1, 0, 2, 2, 1])
+    labels, names = _assigned_network_labels(hard, mapping)
+    np.testing.assert_array_equal(labels, [0, 1, 0, 2, 2, 1])
+    assert names == ["Vis (3 atoms)", "Default (2 atoms)"]
     weights = np.array([[0.9, 0.0, 0.1], [0.1, 0.0, 0.2], [0.0, 0.0, 0.7]])
     soft = Atlas("toy", "roi", ["Vis", "SomMot", "Default"], weights)
-    np.testing.assert_array_equal(_assigned_atoms_per_target(soft, mapping), [1, 0, 2])
+    np.testing.assert_array_equal(_assigned_network_labels(soft, mapping)[0], [1, 0, 2])
     other = Atlas("other", "roi", ["A", "B", "C"], np.array([1, 2, 3]))
-    assert _assigned_atoms_per_target(other, mapping) is None
+    assert _assigned_network_labels(other, mapping)[1] == []
+
+
+def test_label_maps_colour_each_network_and_name_it_on_the_colour_bar():
+    labels = np.zeros(20484, dtype=int)
+    labels[:3000], labels[12000:15000] = 1, 2
+    names = ["Somatomotor (2 atoms)", "Default (1 atom)"]
+    fig = figures.surface_labels(labels, names, "networks with an atom")
+    (colour_bar,) = [ax for ax in fig.axes if ax.name != "3d"]
+    assert [tick.get_text() for tick in colour_bar.get_yticklabels()] == names
+    with pytest.raises(ValueError, match=r"labels in 0..2"):
+        figures.surface_labels(labels + 1, names, "x")
+    import nibabel as nib
+
+    grid = np.zeros((20, 24, 20), dtype=np.int16)
+    grid[8:12, 10:14, 8:12], grid[4:8, 4:8, 4:8] = 1, 2
+    affine = np.diag([6.0, 6.0, 6.0, 1.0])
+    affine[:3, 3] = [-60, -80, -50]
+    fig = figures.volume_labels(nib.Nifti1Image(grid, affine), names, "networks")
+    ticks = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
+    assert names in ticks
+
+
+def test_maps_of_shares_use_a_sequential_scale_from_zero():
+    values = np.abs(np.random.default_rng(0).normal(size=20484)) / 5
+    fig = figures.surface_map(values, "share", threshold=1e-6, units="share of subjects",
+                              positive=True)
+    (colour_bar,) = [ax for ax in fig.axes if ax.name != "3d"]
+    assert colour_bar.get_ylim() == pytest.approx((0.0, values.max()))
 
 
 def test_heatmap_stays_legible_with_many_columns():

@@ -54,16 +54,22 @@ def _atoms_section(report: Report, study: Any, slug: str) -> Any:
 
     patterns = study.patterns(slug)
     atoms = np.asarray(patterns.atoms)
-    runs = np.asarray(patterns.fit_runs)
+    # run label of each fitted TR, from the time courses the atoms were fitted on
+    source = study.timecourses(slug) if study.corpus is None else study.corpus_timecourses(slug)
+    runs = np.asarray(source.runs)
+    if patterns.fit_rows is not None:
+        runs = runs[np.asarray(patterns.fit_rows)]
     run_lengths = ([len(list(group)) for _, group in itertools.groupby(runs)]
                    if len(runs) == len(atoms) else None)
+    boundaries = (f"runs one after another, dashed lines where one run ends and the next "
+                  f"begins ({len(run_lengths)} runs)" if run_lengths and len(run_lengths) > 1
+                  else "one run")
     report.section("Atom time courses").figure(
         figures.atom_timecourses(atoms, float(study.config["stories"]["tr_s"]), run_lengths,
                                  units="a.u."),
         f"{slug}: all {atoms.shape[1]} atoms ({patterns.method}) on the TR grid of the TRs they "
-        f"were fitted on, {_fitted_on(study, patterns)}; runs one after another, dashed lines "
-        f"where one run ends and the next begins. Units: {ATOM_UNITS}; each trace is scaled to "
-        "its own peak |value|, given beside its name.")
+        f"were fitted on, {_fitted_on(study, patterns)}; {boundaries}. Units: {ATOM_UNITS}; "
+        "each trace is scaled to its own peak |value|, given beside its name.")
     return patterns
 
 
@@ -234,21 +240,27 @@ def _is_fsaverage5(masker: Any, n_targets: int) -> bool:
 
 
 def _brain_figure(section: Any, masker: Any, values: np.ndarray, title: str, units: str,
-                  caption: str, positive: bool = False) -> bool:
+                  caption: str, positive: bool = False,
+                  label_names: list[str] | None = None) -> bool:
     """One map of per-target ``values`` in the masker's space, with views, underlay and a
     colour bar; False (nothing drawn) for spaces without a brain figure (ROI tables, other
-    meshes). ``positive``: a map of shares or counts (zeros left uncoloured)."""
+    meshes). ``positive``: a map of shares or counts (a sequential colour scale, zeros left
+    uncoloured). ``label_names``: ``values`` are labels 0 (none) or 1..len(label_names),
+    drawn in one colour per name."""
     kind = type(masker).__name__
     if _is_fsaverage5(masker, len(values)):
-        section.figure(figures.surface_map(values, title, threshold=1e-6 if positive else None,
-                                           units=units),
-                       f"{caption}. fsaverage5 inflated mesh (nilearn), lateral and medial "
-                       "views of both hemispheres, sulcal depth beneath.")
+        figure = (figures.surface_labels(values, label_names, title, units) if label_names
+                  else figures.surface_map(values, title, threshold=1e-6 if positive else None,
+                                           units=units, positive=positive))
+        section.figure(figure, f"{caption}. fsaverage5 inflated mesh (nilearn), lateral and "
+                               "medial views of both hemispheres, sulcal depth beneath.")
         return True
     if kind == "VolumeMasker":
-        section.figure(figures.volume_map(masker.inverse_transform(values), title, units=units),
-                       f"{caption}. Orthogonal slices over {figures.MNI_TEMPLATE_NAME}; "
-                       "targets outside the mask (and exact zeros) are not coloured.")
+        image = masker.inverse_transform(values)
+        figure = (figures.volume_labels(image, label_names, title, units) if label_names
+                  else figures.volume_map(image, title, units=units, positive=positive))
+        section.figure(figure, f"{caption}. Orthogonal slices over {figures.MNI_TEMPLATE_NAME}; "
+                               "targets outside the mask (and exact zeros) are not coloured.")
         return True
     return False
 
@@ -275,7 +287,7 @@ def _atom_maps_section(report: Report, study: Any, slug: str) -> None:
                    "for all)")
         if _is_fsaverage5(masker, maps.shape[1]):
             section.figure(figures.surface_maps_lateral(maps, titles, units=ATOM_MAP_UNITS),
-                           caption + ", lateral views of the left (L) and right (R) "
+                           caption + ", lateral views of the left and right "
                            "hemispheres of fsaverage5")
         elif type(masker).__name__ == "VolumeMasker":
             section.figure(figures.glass_brains([masker.inverse_transform(m) for m in maps],
@@ -286,30 +298,36 @@ def _atom_maps_section(report: Report, study: Any, slug: str) -> None:
             section.figure(figures.heatmap(maps, titles, names, f"{space}: atom maps",
                                            ATOM_MAP_UNITS, cmap="RdBu_r"),
                            caption + ", one column per ROI")
-        counts = _assigned_atoms_per_target(study.mapping_atlas(space, data).atlas, mapping)
-        if counts is not None and counts.any():
-            assigned = sorted({a for a in mapping.assigned if a in mapping.networks})
-            _brain_figure(section, masker, counts, f"{slug} {space}: networks with an atom",
-                          "atoms assigned to the network",
-                          f"{space}: the network assignment on the brain; each target of a "
-                          f"network (atlas {mapping.atlas.get('name', '')}) shows how many "
-                          f"atoms were assigned to that network ({', '.join(assigned)})",
-                          positive=True)
+        labels, names = _assigned_network_labels(study.mapping_atlas(space, data).atlas,
+                                                 mapping)
+        if names:
+            _brain_figure(section, masker, labels, f"{slug} {space}: networks with an atom",
+                          "network (atoms assigned)",
+                          f"{space}: the network assignment on the brain; the targets of each "
+                          f"network (atlas {mapping.atlas.get('name', '')}) that was assigned "
+                          "at least one atom, one colour per network, with its number of atoms; "
+                          "networks without an atom are not coloured", label_names=names)
 
 
-def _assigned_atoms_per_target(atlas: Any, mapping: Any) -> np.ndarray | None:
-    """(n_targets,) number of atoms assigned to each target's network (a probabilistic
-    atlas: the network of largest weight); None when the atlas has other networks."""
+def _assigned_network_labels(atlas: Any, mapping: Any) -> tuple[np.ndarray, list[str]]:
+    """Per target, 1..n for the n networks that were assigned an atom (in atlas order) and 0
+    elsewhere, with each such network's name and atom count (e.g. "Somatomotor (2 atoms)");
+    a probabilistic atlas gives each target the network of largest weight. No labels
+    (empty names) when the atlas holds other networks than the mapping."""
     if list(atlas.labels) != list(mapping.networks):
-        return None
+        return np.zeros(0, dtype=int), []
     if atlas.probabilistic:
-        label = np.where(atlas.data.max(axis=0) > 0, atlas.data.argmax(axis=0) + 1, 0)
+        network = np.where(atlas.data.max(axis=0) > 0, atlas.data.argmax(axis=0), -1)
     else:
-        label = np.asarray(atlas.data, dtype=int)
-    per_network = np.bincount(mapping.assigned_index[mapping.assigned_index >= 0] + 1,
-                              minlength=len(mapping.networks) + 1).astype(float)
-    per_network[0] = 0.0
-    return per_network[label]
+        network = np.asarray(atlas.data, dtype=int) - 1
+    per_network = np.bincount(mapping.assigned_index[mapping.assigned_index >= 0],
+                              minlength=len(mapping.networks))
+    assigned = np.flatnonzero(per_network)
+    label_of_network = np.zeros(len(mapping.networks) + 1, dtype=int)  # index -1: no network
+    label_of_network[assigned] = np.arange(1, len(assigned) + 1)
+    names = [f"{mapping.networks[i]} ({per_network[i]} atom{'s' if per_network[i] > 1 else ''})"
+             for i in assigned]
+    return label_of_network[network], names
 
 
 def _interactive_view(section: Any, r: np.ndarray) -> None:
@@ -356,6 +374,9 @@ def _group_section(report: Report, study: Any, slug: str) -> None:
                        f"{int(group.tested.sum())} tested targets at p_FWE < {alpha} "
                        f"({group.method}, {group.n_perm} sign flips, {group.n_subjects} "
                        "subjects)")
+            if not significant.any():  # an empty map would show only the underlay
+                section.text(f"{caption}: no map to show.")
+                continue
             figure = _group_figure(group.t, significant, masker, title)
             if figure is not None:
                 section.figure(figure, caption)

@@ -145,21 +145,27 @@ def _fsaverage5():
     return mesh, sulcal, mesh["pial"].parts["left"].n_vertices
 
 
-def _colorbar(fig, axes, vmax: float, units: str, cmap: str = "RdBu_r") -> None:
-    """One symmetric colour bar for panels drawn with ``cmap`` on [-vmax, vmax]: beside
-    ``axes``, or in ``axes`` itself when it is a single dedicated axis (``cax``)."""
+def _colorbar(fig, axes, vmax: float, units: str, cmap: str = "RdBu_r",
+              positive: bool = False) -> None:
+    """One colour bar for panels drawn with ``cmap`` on [-vmax, vmax] (on [0, vmax] when
+    ``positive``): beside ``axes``, or in ``axes`` itself when it is a single dedicated axis
+    (``cax``)."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    mappable = ScalarMappable(norm=Normalize(-vmax, vmax), cmap=cmap)
+    mappable = ScalarMappable(norm=Normalize(0.0 if positive else -vmax, vmax), cmap=cmap)
     if isinstance(axes, plt.Axes):
         fig.colorbar(mappable, cax=axes, label=units)
     else:
         fig.colorbar(mappable, ax=axes, shrink=0.7, pad=0.02, label=units)
 
 
+#: Colour maps of signed maps (r, coefficients) and of maps >= 0 (shares, counts).
+SIGNED_CMAP, POSITIVE_CMAP = "RdBu_r", "YlOrRd"
+
+
 def surface_map(values: np.ndarray, title: str, threshold: float | None = None,
-                units: str = "") -> plt.Figure:
+                units: str = "", positive: bool = False) -> plt.Figure:
     """Lateral and medial views of both hemispheres of fsaverage5, with a colour bar.
 
     Parameters
@@ -170,6 +176,9 @@ def surface_map(values: np.ndarray, title: str, threshold: float | None = None,
         |values| below it are not coloured (the sulcal depth shows through).
     units : str
         Colour bar label (what the values are, in which unit).
+    positive : bool
+        Values are >= 0 (shares, counts): a sequential colour scale from 0, not a
+        diverging one around 0.
     """
     from nilearn import plotting
 
@@ -179,15 +188,88 @@ def surface_map(values: np.ndarray, title: str, threshold: float | None = None,
                          f"got shape {values.shape}")
     fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(13, 3.4))
     vmax = float(np.nanmax(np.abs(values))) or 1.0
+    cmap = POSITIVE_CMAP if positive else SIGNED_CMAP
+    scale = dict(vmin=0.0, vmax=vmax, symmetric_cbar=False) if positive else dict(
+        vmax=vmax, symmetric_cbar=True)
     halves = {"left": values[:n_left], "right": values[n_left:]}
     for ax, (hemi, view) in zip(axes, SURFACE_VIEWS):
         plotting.plot_surf_stat_map(
             mesh["inflated"].parts[hemi], halves[hemi], hemi=hemi, view=view,
-            threshold=threshold, vmax=vmax, symmetric_cbar=True, cmap="RdBu_r",
-            bg_map=sulcal.data.parts[hemi], axes=ax, figure=fig, colorbar=False)
+            threshold=threshold, cmap=cmap, bg_map=sulcal.data.parts[hemi], axes=ax,
+            figure=fig, colorbar=False, **scale)
         ax.set_title(f"{hemi} {view}", fontsize=9)
-    _colorbar(fig, axes, vmax, units)
+    _colorbar(fig, axes, vmax, units, cmap=cmap, positive=positive)
     fig.suptitle(title)
+    return fig
+
+
+def _label_colours(n_labels: int):
+    """A qualitative colour map for labels 1..n_labels, and its boundaries' norm."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    base = plt.get_cmap("tab10" if n_labels <= 10 else "tab20")
+    cmap = ListedColormap([base(i % base.N) for i in range(n_labels)])
+    return cmap, BoundaryNorm(np.arange(0.5, n_labels + 1), n_labels)
+
+
+def _label_colorbar(fig, axes, names: Sequence[str], units: str) -> None:
+    """A colour bar with one labelled block per name (labels 1..len(names)): beside ``axes``,
+    or in ``axes`` itself when it is a single dedicated axis (``cax``)."""
+    from matplotlib.cm import ScalarMappable
+
+    cmap, norm = _label_colours(len(names))
+    where = dict(cax=axes) if isinstance(axes, plt.Axes) else dict(ax=axes, shrink=0.8, pad=0.02)
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ticks=np.arange(1, len(names) + 1),
+                       label=units, **where)
+    bar.ax.set_yticklabels(list(names), fontsize=8)
+
+
+def surface_labels(labels: np.ndarray, names: Sequence[str], title: str,
+                   units: str = "") -> plt.Figure:
+    """A label map on fsaverage5 (lateral and medial views of both hemispheres): each
+    vertex coloured by its label, one colour per name, unlabelled vertices uncoloured.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (20484,)
+        0 (no label) or 1..len(names): the index of the vertex's name, plus one.
+    names : sequence of str
+    """
+    from nilearn import plotting
+
+    mesh, sulcal, n_left = _fsaverage5()
+    labels = np.asarray(labels)
+    if labels.shape != (2 * n_left,) or labels.min() < 0 or labels.max() > len(names):
+        raise ValueError(f"surface_labels expects {2 * n_left} fsaverage5 labels in "
+                         f"0..{len(names)}, got shape {labels.shape} and range "
+                         f"[{labels.min()}, {labels.max()}]")
+    cmap, _ = _label_colours(len(names))
+    fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(13, 3.4))
+    halves = {"left": labels[:n_left], "right": labels[n_left:]}
+    for ax, (hemi, view) in zip(axes, SURFACE_VIEWS):
+        plotting.plot_surf_roi(mesh["inflated"].parts[hemi], halves[hemi].astype(float),
+                               hemi=hemi, view=view, cmap=cmap, vmin=0.5, threshold=0.5,
+                               vmax=len(names) + 0.5, bg_map=sulcal.data.parts[hemi],
+                               axes=ax, figure=fig, colorbar=False)
+        ax.set_title(f"{hemi} {view}", fontsize=9)
+    _label_colorbar(fig, axes, names, units)
+    fig.suptitle(title)
+    return fig
+
+
+def volume_labels(image, names: Sequence[str], title: str, units: str = "",
+                  bg_img=None) -> plt.Figure:
+    """A 3D label image (0 none, 1..len(names)) as orthogonal slices over the MNI template,
+    one colour per name, with a labelled colour bar."""
+    from nilearn import plotting
+
+    cmap, _ = _label_colours(len(names))
+    fig = plt.figure(figsize=(10, 3))
+    plotting.plot_roi(image, bg_img=mni_template() if bg_img is None else bg_img, title=title,
+                      figure=fig, axes=fig.add_axes((0.0, 0.0, 0.72, 1.0)), display_mode="ortho",
+                      cmap=cmap, vmin=0.5, vmax=len(names) + 0.5, colorbar=False, alpha=0.8,
+                      threshold=0.5)
+    _label_colorbar(fig, fig.add_axes((0.74, 0.1, 0.015, 0.8)), names, units)
     return fig
 
 
@@ -218,15 +300,15 @@ def surface_maps_lateral(maps: np.ndarray, titles: Sequence[str], units: str = "
         part = maps[k, :n_left] if hemi == "left" else maps[k, n_left:]
         plotting.plot_surf_stat_map(
             mesh["inflated"].parts[hemi], part, hemi=hemi, view="lateral", vmax=vmax,
-            symmetric_cbar=True, cmap="RdBu_r", bg_map=sulcal.data.parts[hemi], axes=ax,
+            symmetric_cbar=True, cmap=SIGNED_CMAP, bg_map=sulcal.data.parts[hemi], axes=ax,
             figure=fig, colorbar=False)
-        ax.set_title(f"{titles[k]} ({hemi[0].upper()})", fontsize=8)
+        ax.set_title(f"{titles[k]}\n({hemi})", fontsize=8)
     _colorbar(fig, axes, vmax, units)
     return fig
 
 
 def volume_map(image, title: str, threshold: float | None = 1e-6, units: str = "",
-               bg_img=None) -> plt.Figure:
+               bg_img=None, positive: bool = False) -> plt.Figure:
     """Orthogonal slices of a 3D NIfTI image over an anatomical template.
 
     Parameters
@@ -239,13 +321,17 @@ def volume_map(image, title: str, threshold: float | None = 1e-6, units: str = "
         Colour bar label.
     bg_img : Nifti1Image, optional
         Underlay; default nilearn's MNI152 (ICBM 2009) template, see :func:`mni_template`.
+    positive : bool
+        Values are >= 0 (shares, counts): a sequential colour scale from 0.
     """
     from nilearn import plotting
 
     fig = plt.figure(figsize=(8, 3))
+    scale = (dict(cmap=POSITIVE_CMAP, vmin=0.0, symmetric_cbar=False) if positive
+             else dict(cmap=SIGNED_CMAP))
     display = plotting.plot_stat_map(image, bg_img=mni_template() if bg_img is None else bg_img,
                                      threshold=threshold, title=title, figure=fig,
-                                     display_mode="ortho", colorbar=True)
+                                     display_mode="ortho", colorbar=True, **scale)
     if units and getattr(display, "_cbar", None) is not None:
         display._cbar.set_label(units)
     return fig
