@@ -142,15 +142,20 @@ def test_compare_patterns_handles_different_k_and_refuses_different_neurons():
 
 
 def test_stability_drops_as_noise_rises():
+    """Median over three planted data sets: one fit at low noise can settle in a local
+    optimum that merges two atoms (seen on one CPU for one of them: loading r 0.88), which
+    a single data set would mistake for instability."""
     loading, ari, atom = [], [], []
     for noise in (0.3, 3.0, 6.0):
-        data, runs, neurons, *_ = planted(noise=noise, seed=4)
-        half = split_half_stability(data, K, train_runs="all", neurons=neurons, runs=runs,
-                                    device="cpu")
-        assert half["scheme"] == "runs [0] vs [1]"
-        loading.append(half["loading_r_mean"])
-        ari.append(half["subgroup_ari"])
-        atom.append(half["atom_r_mean"])
+        halves = []
+        for seed in (4, 5, 6):
+            data, runs, neurons, *_ = planted(noise=noise, seed=seed)
+            halves.append(split_half_stability(data, K, train_runs="all", neurons=neurons,
+                                               runs=runs, device="cpu"))
+        assert {half["scheme"] for half in halves} == {"runs [0] vs [1]"}
+        loading.append(np.median([half["loading_r_mean"] for half in halves]))
+        ari.append(np.median([half["subgroup_ari"] for half in halves]))
+        atom.append(np.median([half["atom_r_mean"] for half in halves]))
     assert loading[0] > 0.95 and ari[0] > 0.95 and atom[0] > 0.95
     assert loading[0] > loading[1] > loading[2]
     assert ari[0] > ari[1] > ari[2]
