@@ -3,7 +3,8 @@ every brainalign estimator, and the defects they found, tested one by one.
 
 Checks an estimator cannot pass by design are declared by the estimator itself in
 ``_sklearn_expected_failed_checks()`` (check name -> reason) and run here in strict xfail
-mode, so a declaration that stops being true fails the suite.
+mode, so a declaration that stops being true fails the suite; the two that hinge on float32
+rounding (``ROUNDING_DEPENDENT``) fail or pass by CPU, and are marked xfail when they fail.
 """
 
 from __future__ import annotations
@@ -38,22 +39,51 @@ def small_estimators():
     ]
 
 
-def expected_failed_checks(estimator) -> dict[str, str]:
+def declared_failed_checks(estimator) -> dict[str, str]:
+    """The estimator's own declaration: check name -> reason."""
     declared = getattr(estimator, "_sklearn_expected_failed_checks", None)
     return declared() if declared is not None else {}
+
+
+#: Declared failures that hinge on float32 rounding, so that whether the check fails depends
+#: on the CPU and its BLAS (DictionaryLearning's fails on CI's CPU and passes on an AMD
+#: EPYC): they run, and are marked xfail only when they do fail. The others stay strict.
+ROUNDING_DEPENDENT = {"DictionaryLearning": "check_methods_subset_invariance",
+                      "EncodingModel": "check_methods_sample_order_invariance"}
+
+
+def expected_failed_checks(estimator) -> dict[str, str]:
+    """The declared failures that must fail (strict xfail): all but the rounding-dependent."""
+    rounding = ROUNDING_DEPENDENT.get(type(estimator).__name__)
+    return {name: reason for name, reason in declared_failed_checks(estimator).items()
+            if name != rounding}
+
+
+def check_name(check) -> str:
+    while hasattr(check, "func"):  # functools.partial, possibly nested
+        check = check.func
+    return check.__name__
 
 
 @pytest.mark.filterwarnings("ignore:.*targets are constant or contain NaN")
 @parametrize_with_checks(small_estimators(), expected_failed_checks=expected_failed_checks,
                          xfail_strict=True)
 def test_scikit_learn_estimator_checks(estimator, check):
+    name = check_name(check)
+    reason = declared_failed_checks(estimator).get(name)
+    if reason is not None and ROUNDING_DEPENDENT.get(type(estimator).__name__) == name:
+        try:
+            check(estimator)
+        except AssertionError:
+            pytest.xfail(reason)
+        return
     check(estimator)
 
 
 @pytest.mark.parametrize("estimator", small_estimators(), ids=lambda e: type(e).__name__)
 def test_every_declared_expected_failure_gives_a_reason(estimator):
-    for check_name, reason in expected_failed_checks(estimator).items():
-        assert check_name.startswith("check_")
+    for name, reason in declared_failed_checks(estimator).items():
+        assert name.startswith("check_")
         assert isinstance(reason, str) and len(reason) > 40
 
 
