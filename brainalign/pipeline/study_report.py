@@ -296,7 +296,7 @@ def _atom_maps_section(report: Report, study: Any, slug: str) -> None:
         else:
             names = masker.target_names_ or [f"target{i:03d}" for i in range(maps.shape[1])]
             section.figure(figures.heatmap(maps, titles, names, f"{space}: atom maps",
-                                           ATOM_MAP_UNITS, cmap="RdBu_r"),
+                                           ATOM_MAP_UNITS, cmap=figures.SIGNED_CMAP),
                            caption + ", one column per ROI")
         labels, names = _assigned_network_labels(study.mapping_atlas(space, data).atlas,
                                                  mapping)
@@ -412,14 +412,14 @@ def _mapping_section(report: Report, study: Any, slug: str) -> None:
         section.figure(figures.heatmap(values, mapping.patterns, mapping.networks,
                                        f"{space}: {statistic} (* passes, FDR per pattern "
                                        f"< {mapping.alpha})",
-                                       statistic, marks=marks, cmap="RdBu_r"),
+                                       statistic, marks=marks, cmap=figures.SIGNED_CMAP),
                        f"{space}: pattern x network {statistic}, {mapping.null} null with "
                        f"{mapping.n_perm} draws")
         if "unique_r" in mapping.statistics:
             section.figure(figures.heatmap(
                 mapping.statistics["unique_r"], mapping.patterns, mapping.networks,
                 f"{space}: unique held-out r (* passes, FDR per pattern < {mapping.alpha})",
-                "unique r", marks=mapping.passes["temporal"], cmap="RdBu_r"),
+                "unique r", marks=mapping.passes["temporal"], cmap=figures.SIGNED_CMAP),
                 f"{space}: what each pattern adds to the held-out prediction of each "
                 f"network's mean signal: unique r = held-out r of all patterns minus held-out "
                 f"r without this pattern, a difference of two correlations (between -2 and 2, "

@@ -145,7 +145,11 @@ def _fsaverage5():
     return mesh, sulcal, mesh["pial"].parts["left"].n_vertices
 
 
-def _colorbar(fig, axes, vmax: float, units: str, cmap: str = "RdBu_r",
+#: Colour maps of signed maps (r, coefficients) and of maps >= 0 (shares, counts).
+SIGNED_CMAP, POSITIVE_CMAP = "RdBu_r", "YlOrRd"
+
+
+def _colorbar(fig, axes, vmax: float, units: str, cmap: str = SIGNED_CMAP,
               positive: bool = False) -> None:
     """One colour bar for panels drawn with ``cmap`` on [-vmax, vmax] (on [0, vmax] when
     ``positive``): beside ``axes``, or in ``axes`` itself when it is a single dedicated axis
@@ -153,15 +157,16 @@ def _colorbar(fig, axes, vmax: float, units: str, cmap: str = "RdBu_r",
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    mappable = ScalarMappable(norm=Normalize(0.0 if positive else -vmax, vmax), cmap=cmap)
+    _place_colorbar(fig, ScalarMappable(norm=Normalize(0.0 if positive else -vmax, vmax),
+                                        cmap=cmap), axes, label=units)
+
+
+def _place_colorbar(fig, mappable, axes, shrink: float = 0.7, **options):
+    """The colour bar of ``mappable``: in ``axes`` when it is one dedicated axis (``cax``),
+    else beside the panels ``axes``."""
     if isinstance(axes, plt.Axes):
-        fig.colorbar(mappable, cax=axes, label=units)
-    else:
-        fig.colorbar(mappable, ax=axes, shrink=0.7, pad=0.02, label=units)
-
-
-#: Colour maps of signed maps (r, coefficients) and of maps >= 0 (shares, counts).
-SIGNED_CMAP, POSITIVE_CMAP = "RdBu_r", "YlOrRd"
+        return fig.colorbar(mappable, cax=axes, **options)
+    return fig.colorbar(mappable, ax=axes, shrink=shrink, pad=0.02, **options)
 
 
 def surface_map(values: np.ndarray, title: str, threshold: float | None = None,
@@ -182,25 +187,32 @@ def surface_map(values: np.ndarray, title: str, threshold: float | None = None,
     """
     from nilearn import plotting
 
-    mesh, sulcal, n_left = _fsaverage5()
+    n_left = _fsaverage5()[2]
     if values.shape != (2 * n_left,):
         raise ValueError(f"surface_map expects {2 * n_left} fsaverage5 values (left then right), "
                          f"got shape {values.shape}")
-    fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(13, 3.4))
     vmax = float(np.nanmax(np.abs(values))) or 1.0
     cmap = POSITIVE_CMAP if positive else SIGNED_CMAP
     scale = dict(vmin=0.0, vmax=vmax, symmetric_cbar=False) if positive else dict(
         vmax=vmax, symmetric_cbar=True)
+    fig, axes = _four_views(values, title, plotting.plot_surf_stat_map, threshold=threshold,
+                            cmap=cmap, **scale)
+    _colorbar(fig, axes, vmax, units, cmap=cmap, positive=positive)
+    return fig
+
+
+def _four_views(values: np.ndarray, title: str, plot, **options):
+    """``plot`` (a nilearn surface function) of fsaverage5 ``values`` (left then right) in
+    the SURFACE_VIEWS, sulcal depth beneath; returns the figure and its four axes."""
+    mesh, sulcal, n_left = _fsaverage5()
+    fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(13, 3.4))
     halves = {"left": values[:n_left], "right": values[n_left:]}
     for ax, (hemi, view) in zip(axes, SURFACE_VIEWS):
-        plotting.plot_surf_stat_map(
-            mesh["inflated"].parts[hemi], halves[hemi], hemi=hemi, view=view,
-            threshold=threshold, cmap=cmap, bg_map=sulcal.data.parts[hemi], axes=ax,
-            figure=fig, colorbar=False, **scale)
+        plot(mesh["inflated"].parts[hemi], halves[hemi], hemi=hemi, view=view,
+             bg_map=sulcal.data.parts[hemi], axes=ax, figure=fig, colorbar=False, **options)
         ax.set_title(f"{hemi} {view}", fontsize=9)
-    _colorbar(fig, axes, vmax, units, cmap=cmap, positive=positive)
     fig.suptitle(title)
-    return fig
+    return fig, axes
 
 
 def _label_colours(n_labels: int):
@@ -218,9 +230,8 @@ def _label_colorbar(fig, axes, names: Sequence[str], units: str) -> None:
     from matplotlib.cm import ScalarMappable
 
     cmap, norm = _label_colours(len(names))
-    where = dict(cax=axes) if isinstance(axes, plt.Axes) else dict(ax=axes, shrink=0.8, pad=0.02)
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ticks=np.arange(1, len(names) + 1),
-                       label=units, **where)
+    bar = _place_colorbar(fig, ScalarMappable(norm=norm, cmap=cmap), axes, shrink=0.8,
+                          ticks=np.arange(1, len(names) + 1), label=units)
     bar.ax.set_yticklabels(list(names), fontsize=8)
 
 
@@ -237,23 +248,16 @@ def surface_labels(labels: np.ndarray, names: Sequence[str], title: str,
     """
     from nilearn import plotting
 
-    mesh, sulcal, n_left = _fsaverage5()
+    n_left = _fsaverage5()[2]
     labels = np.asarray(labels)
     if labels.shape != (2 * n_left,) or labels.min() < 0 or labels.max() > len(names):
         raise ValueError(f"surface_labels expects {2 * n_left} fsaverage5 labels in "
                          f"0..{len(names)}, got shape {labels.shape} and range "
                          f"[{labels.min()}, {labels.max()}]")
     cmap, _ = _label_colours(len(names))
-    fig, axes = plt.subplots(1, 4, subplot_kw={"projection": "3d"}, figsize=(13, 3.4))
-    halves = {"left": labels[:n_left], "right": labels[n_left:]}
-    for ax, (hemi, view) in zip(axes, SURFACE_VIEWS):
-        plotting.plot_surf_roi(mesh["inflated"].parts[hemi], halves[hemi].astype(float),
-                               hemi=hemi, view=view, cmap=cmap, vmin=0.5, threshold=0.5,
-                               vmax=len(names) + 0.5, bg_map=sulcal.data.parts[hemi],
-                               axes=ax, figure=fig, colorbar=False)
-        ax.set_title(f"{hemi} {view}", fontsize=9)
+    fig, axes = _four_views(labels.astype(float), title, plotting.plot_surf_roi, cmap=cmap,
+                            vmin=0.5, vmax=len(names) + 0.5, threshold=0.5)
     _label_colorbar(fig, axes, names, units)
-    fig.suptitle(title)
     return fig
 
 
@@ -362,7 +366,7 @@ def glass_brains(images: Sequence, titles: Sequence[str], units: str = "") -> pl
         row, column = divmod(k, 2)
         ax = fig.add_axes((0.01 + 0.45 * column, 1 - (row + 1) * height, 0.44, height * 0.95))
         plotting.plot_glass_brain(image, axes=ax, figure=fig, display_mode="ortho", plot_abs=False,
-                                  vmax=vmax, symmetric_cbar=True, cmap="RdBu_r", colorbar=False,
+                                  vmax=vmax, symmetric_cbar=True, cmap=SIGNED_CMAP, colorbar=False,
                                   threshold=1e-6, title=title, annotate=False)
     _colorbar(fig, fig.add_axes((0.93, 0.15, 0.012, 0.7)), vmax, units)
     return fig
