@@ -5,7 +5,7 @@ two runs of 140 TRs) and ``n_subjects`` BOLD data sets on an fsaverage mesh that
 no trace of them, then runs the mapping exactly as a study does: a ridge encoding model
 per subject (:func:`brainalign.encoding.fit_encoding`), one map per pattern
 (:func:`brainalign.encoding.pattern_maps`, subject mean), the correlation of each map
-with each Yeo-17 network against the maps of circularly shifted patterns
+with each Yeo-17 network against the maps of time-reversed, shifted patterns
 (:func:`brainalign.networks.spatial_shift_test`, the study pipeline's default spatial
 null; the spin test of the same maps is run beside it for comparison), and the temporal
 test of each pattern's unique held-out r on the network signals

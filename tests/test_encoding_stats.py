@@ -35,7 +35,7 @@ def test_scores_match_scipy_and_sklearn():
     assert np.isnan(pearson_r(np.ones((5, 1)), np.arange(5.0)[:, None]))[0]
 
 
-@pytest.mark.parametrize("method", ["block", "circular"])
+@pytest.mark.parametrize("method", ["block", "circular", "mirror"])
 def test_null_indices_permute_within_groups(method):
     groups = np.repeat([0, 1, 2], [40, 35, 50])
     order = null_indices(groups, 30, method=method, block_tr=7, random_state=0)
@@ -45,6 +45,21 @@ def test_null_indices_permute_within_groups(method):
     assert (order != np.arange(len(groups))).any(axis=1).all()
     if method == "circular":  # a roll keeps neighbours together
         assert np.all(np.diff(order[0, :40]) % 40 == 1)
+    if method == "mirror":    # reversed, then rolled: neighbours together, time backwards
+        assert np.all(np.diff(order[:, :40], axis=1) % 40 == 39)
+        assert np.all(np.diff(order[:, 40:75], axis=1) % 35 == 34)
+
+
+def test_mirror_null_reaches_every_shift_uniformly():
+    """No shift is left out (a reversed run never lines up with the original), and each
+    is drawn about equally often."""
+    groups = np.repeat([0, 1], [20, 30])
+    order = null_indices(groups, 6000, method="mirror", random_state=0)
+    first = order[:, 0]                    # the roll is where the reversed run starts
+    counts = np.bincount(first, minlength=20)
+    assert counts.min() > 0 and set(first) == set(range(20))
+    assert counts.max() / counts.min() < 1.6
+    np.testing.assert_array_equal(order[:, 0], (order[:, 19] + 19) % 20)
 
 
 @pytest.mark.parametrize("method", ["block", "circular"])

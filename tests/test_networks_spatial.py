@@ -1,4 +1,4 @@
-"""The spatial shift test: pattern maps against the maps of circularly shifted patterns.
+"""The spatial shift test: pattern maps against the maps of time-reversed, shifted patterns.
 
 Checked against the encoding model's own maps, on a planted link, on null patterns over
 network-shaped background activity (where a permutation null of the map fails), and
@@ -107,21 +107,45 @@ def test_planted_link_lies_beyond_every_shift():
 
 def test_null_patterns_on_network_shaped_activity_are_calibrated():
     """Maps of patterns that drive nothing take the background's network shape: a
-    permutation null of the map then rejects far too often; the shift null does not."""
-    runs = np.repeat([0, 1], 200)
-    shift_p, permutation_p = [], []
-    for seed in range(24):
+    permutation null of the map then rejects far too often. Against reversed-and-shifted
+    patterns (the default) about 5 % of p-values fall under .05; against circular shifts
+    that leave out the shortest ones, too many do where the maps change slowly with the
+    shift (smooth patterns, short runs), because each large value's near neighbours are
+    left out of its own null only."""
+    runs = np.repeat([0, 1], 60)
+    p_values = {"mirror": [], "circular": [], "permutation": []}
+    for seed in range(96):
         rng = np.random.default_rng(seed)
-        atoms = ar1_filter(rng.standard_normal((400, 4)), runs, 0.6)
-        test = spatial_shift_test(atoms, network_background(rng, runs), runs, ATLAS,
-                                  delays=[1, 2, 3], n_shifts=200, random_state=seed)
-        shift_p.append(test.p_values)
-        permutation_p.append(map_patterns(test.maps, ATLAS, null="permutation", n_perm=200,
-                                          random_state=seed).p_values["correlation"])
-    shift_fpr = np.mean(np.array(shift_p) < 0.05)
-    permutation_fpr = np.mean(np.array(permutation_p) < 0.05)
-    assert 0.02 <= shift_fpr <= 0.09, shift_fpr               # 288 p-values, 96 patterns
-    assert permutation_fpr > 0.25, permutation_fpr
+        atoms = ar1_filter(rng.standard_normal((120, 4)), runs, 0.9)
+        background = network_background(rng, runs)
+        for null in ("mirror", "circular"):
+            test = spatial_shift_test(atoms, background, runs, ATLAS, delays=[1, 2, 3],
+                                      n_shifts=200, null=null, random_state=seed)
+            p_values[null].append(test.p_values)
+        p_values["permutation"].append(map_patterns(
+            test.maps, ATLAS, null="permutation", n_perm=200,
+            random_state=seed).p_values["correlation"])
+    fpr = {null: float(np.mean(np.array(p) < 0.05)) for null, p in p_values.items()}
+    assert 0.035 <= fpr["mirror"] <= 0.075, fpr                   # 1,152 p-values, 384 patterns
+    assert fpr["circular"] > fpr["mirror"] + 0.02, fpr
+    assert fpr["permutation"] > 0.25, fpr
+
+
+def test_mirror_null_reverses_and_shifts_every_run():
+    rng = np.random.default_rng(3)
+    runs = np.repeat([0, 1], 40)
+    atoms = ar1_filter(rng.standard_normal((80, 2)), runs, 0.5)
+    background = network_background(rng, runs)
+    test = spatial_shift_test(atoms, background, runs, ATLAS, delays=[1], n_shifts=30,
+                              clean=False, random_state=5)
+    assert test.null == "mirror" and test.describe()["min_shift_tr"] is None
+    assert "reversed" in test.describe()["null"]
+    circular = spatial_shift_test(atoms, background, runs, ATLAS, delays=[1], n_shifts=30,
+                                  null="circular", min_shift_tr=5, clean=False)
+    assert circular.describe()["min_shift_tr"] == 5
+    np.testing.assert_allclose(circular.statistic, test.statistic)  # the real maps agree
+    with pytest.raises(ValueError, match="null must be 'mirror' or 'circular'"):
+        spatial_shift_test(atoms, background, runs, ATLAS, null="spin")
 
 
 def test_map_patterns_checks_the_shift_null_and_round_trips(tmp_path):

@@ -8,9 +8,9 @@ Two scores are kept apart by name everywhere in brainalign:
 
 Significance of ``r`` per target comes from a null distribution that keeps the temporal
 autocorrelation of fMRI: held-out predictions are either cut into blocks of
-``block_tr`` TRs whose order is shuffled within each run (block permutation), or
-circularly shifted within each run (circular shift), and correlated with the unchanged
-data. The permutations are applied in batches to all targets at once with torch (on the
+``block_tr`` TRs whose order is shuffled within each run (block permutation),
+circularly shifted within each run (circular shift), or reversed in time and shifted
+(mirrored shift), and correlated with the unchanged data. The permutations are applied in batches to all targets at once with torch (on the
 GPU when there is one). :func:`null_indices` (the surrogate orders) is shared with the
 cross-validation-aware null of :mod:`brainalign.encoding.null`. This null is written here by hand because no maintained library
 offers a batched block-permutation test for many targets; the multiple-comparison step
@@ -25,7 +25,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-NULL_METHODS = ("block", "circular")
+NULL_METHODS = ("block", "circular", "mirror")
 
 #: Memory budget of one batch of permuted predictions, in bytes (CPU: small batches stay
 #: in cache, which makes the gather several times faster); on a GPU a
@@ -77,7 +77,7 @@ def r2_score(y_true, y_pred) -> np.ndarray:
 
 def null_indices(groups: np.ndarray, n_perm: int, method: str = "block", block_tr: int = 10,
                  random_state=None) -> np.ndarray:
-    """Time-point orders for a block-permutation or circular-shift null.
+    """Time-point orders for a block-permutation, circular-shift or mirrored-shift null.
 
     Parameters
     ----------
@@ -85,10 +85,16 @@ def null_indices(groups: np.ndarray, n_perm: int, method: str = "block", block_t
         Run (or held-out fold) of each time point; time points never move between
         groups. Each group must occupy consecutive rows.
     n_perm : int
-    method : {"block", "circular"}
+    method : {"block", "circular", "mirror"}
         ``"block"``: cut each group into blocks of ``block_tr`` TRs (the last one may be
         shorter) and shuffle their order. ``"circular"``: roll each group by a random
-        shift of at least ``block_tr`` TRs from either end.
+        shift of at least ``block_tr`` TRs from either end. ``"mirror"``: reverse time
+        inside each group, then roll it by any shift (0 to n - 1, uniform; ``block_tr``
+        is not used). A reversed series keeps its power spectrum, as a shifted one does,
+        but never lines up with the original, so no shift needs to be left out; leaving
+        the short shifts out of a circular null makes it anti-conservative where the
+        statistic changes slowly with the shift (see
+        :func:`brainalign.networks.spatial.spatial_shift_test`).
     block_tr : int
         Block length (block) or minimum shift (circular), in TRs; choose it longer than
         the autocorrelation of the data (10 TRs = 20 s at TR 2 s is the default).
@@ -118,6 +124,10 @@ def null_indices(groups: np.ndarray, n_perm: int, method: str = "block", block_t
             blocks = [rows[s:s + block_tr] for s in starts]
             for k in range(n_perm):
                 order[k, rows] = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
+        elif method == "mirror":
+            shifts = rng.integers(0, n, size=n_perm)
+            local = (shifts[:, None] - np.arange(n)[None, :]) % n   # reversed, then rolled
+            order[:, rows] = rows[local]
         else:
             if n <= 2 * block_tr:
                 raise ValueError(f"group {g} has {n} TRs: too short for shifts of at least {block_tr} TRs")

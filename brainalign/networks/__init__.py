@@ -7,7 +7,7 @@
   Jaccard, enrichment, null p-values with a Pareto tail, FDR per pattern, pass masks,
   assignment) and subgroup inheritance.
 - :mod:`.spatial`: :func:`spatial_shift_test`, each pattern's map against the maps of its
-  circularly shifted copies (the spatial null that holds on network-shaped backgrounds).
+  time-reversed, shifted copies (the spatial null that holds on network-shaped backgrounds).
 - :mod:`.temporal`: :func:`temporal_network_test`, each pattern's unique held-out r on
   the network signals against circular shifts (required by the assignment when given).
 - :mod:`.metrics`: study A organisation metrics (diversity, consistency, compactness).

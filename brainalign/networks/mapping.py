@@ -16,7 +16,7 @@ model, or z maps over vertices, voxels or ROIs) and every network of an
 and p-values of each statistic under a spatial null from :mod:`.nulls` (spin test of the
 network maps on fsaverage meshes; phase-randomised surrogates of the pattern maps on
 volumes, whose surrogate significant set is the same number of top-valued targets;
-permutation for ROIs), or, for the correlation, against the maps of circularly shifted
+permutation for ROIs), or, for the correlation, against the maps of time-reversed, shifted
 patterns (``null="shift"`` with ``spatial=``, a
 :class:`~brainalign.networks.spatial.SpatialShiftTest`). The spatial nulls of
 :mod:`.nulls` ask whether a map looks like a network; on network-organised background

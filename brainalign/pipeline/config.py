@@ -206,7 +206,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                      'path, or "none": skip the network mapping (e.g. a few ROIs that are not '
                      "a network atlas; needs outputs.report = false)."),
         "null": Key(_STR, "shift", ("shift", "auto", "spin", "volume", "permutation"),
-                    "Spatial null. shift: maps of the atoms circularly shifted in time (the "
+                    "Spatial null. shift: maps of the atoms reversed and shifted in time (the "
                     "only one calibrated on network-organised background activity); auto: "
                     "spin on surfaces, smooth surrogates in volumes, permutation for ROIs."),
         "n_null": Key(_INT, 1000, doc="Null maps per pattern (p-values below 1/(n+1) come "
