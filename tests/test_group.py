@@ -190,6 +190,25 @@ def test_planted_surface_patch_is_found_there_and_nowhere_else(method):
     assert not found[~allowed].any(), f"{method}: {found[~allowed].sum()} targets outside"
 
 
+@pytest.mark.parametrize("n_subjects, tail, smallest", [(3, 1, 1 / 8), (4, 0, 1 / 8),
+                                                         (12, 1, 1 / 501)])
+def test_too_few_subjects_are_flagged_with_the_smallest_attainable_p(caplog, n_subjects, tail,
+                                                                     smallest):
+    """Every subject far above zero in every ROI: p_FWE still cannot go much below 1 / 2**n
+    (2 / 2**n two-sided; random flips drawn with replacement estimate it), nor below
+    1 / (n_perm + 1); the log says when .05 is out of reach."""
+    rng = np.random.default_rng(0)
+    r = 0.5 + 0.01 * rng.standard_normal((n_subjects, 6))
+    with caplog.at_level("WARNING", logger="brainalign.group.inference"):
+        group = group_map(r, RoiTableMasker(names=[f"roi{i}" for i in range(6)]).fit(),
+                          n_perm=500, tail=tail, random_state=0)
+    assert group.parameters["smallest_attainable_p"] == pytest.approx(smallest)
+    assert group.p_fwe.min() >= 0.6 * smallest
+    flagged = "smallest attainable p_FWE" in caplog.text
+    assert flagged == (smallest >= 0.05)
+    assert group.significant().any() == (smallest < 0.05)
+
+
 def test_planted_rois_are_found_and_only_they():
     rng = np.random.default_rng(5)
     r = rng.normal(0, 0.1, (12, 40))

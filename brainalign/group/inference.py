@@ -25,6 +25,7 @@ test (:mod:`brainalign.group.inputs`); the t map is
 
 from __future__ import annotations
 
+import logging
 from importlib import metadata
 from typing import Any, Mapping, Sequence
 
@@ -36,6 +37,8 @@ from brainalign.brain.volume import VolumeMasker
 
 from .inputs import prepare_maps, resolve_masker
 from .result import GroupMap
+
+logger = logging.getLogger(__name__)
 
 #: Methods each kind of masker allows; ``"auto"`` means the first.
 SPACE_METHODS = {RoiTableMasker: ("maxt",), SurfaceMasker: ("cluster", "tfce", "maxt"),
@@ -57,8 +60,10 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
     subject_maps : array-like, shape (n_subjects, n_targets)
         One map per subject on the masker's targets (e.g. held-out Pearson r of each
         subject's encoding model). At least 2 subjects; with n subjects a sign-flip test
-        cannot give p below ``1 / 2 ** n`` (one-sided), so 5 or more are needed for
-        p < .05 and 10 or more for a useful test.
+        cannot give p below about ``1 / 2 ** n`` (one-sided), so 5 or more are needed for
+        p < .05 and 10 or more for a useful test. The result's
+        ``parameters["smallest_attainable_p"]`` records that floor, and a warning is
+        logged when it is .05 or more.
     masker_or_space : fitted VolumeMasker / SurfaceMasker / RoiTableMasker, BrainData, or str
         The space of the maps; a name (``"fsaverage5"``, ``"fsaverage4"``, ``"roi"``...)
         stands for every target of that space (see
@@ -140,6 +145,14 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
     if len(subjects) != n_subjects:
         raise ValueError(f"subjects has {len(subjects)} labels for {n_subjects} maps")
 
+    # a sign-flip null has 2 ** n_subjects flips (half as many distinct ones two-sided), the
+    # observed one among them: p_FWE cannot go below about 1 / 2 ** n (random flips drawn
+    # with replacement estimate it), however many permutations
+    smallest_p = max(2.0 ** -(n_subjects - (tail == 0)), 1.0 / (n_perm + 1))
+    if smallest_p >= 0.05:
+        logger.warning("group map of %s: with %d subjects the smallest attainable p_FWE is "
+                       "%.3g, so no target can pass p < .05; 5 or more subjects are needed "
+                       "(10 or more for a useful test)", measure, n_subjects, smallest_p)
     # tail -1 tests the negated maps' upper tail; tail 0 is two-sided
     flipped = (-1.0 if tail == -1 else 1.0) * values[:, tested]
     options = dict(n_perm=int(n_perm), two_sided=tail == 0, random_state=random_state,
@@ -173,6 +186,7 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
         mean = np.tanh(mean)
     p_fwe[tested] = p_tested
     parameters.update(library=f"{library} {metadata.version(library)}",
+                      smallest_attainable_p=smallest_p,
                       random_state=random_state, n_tested=int(tested.sum()),
                       n_targets=n_targets)
     return GroupMap(t=t, mean=mean, p_fwe=p_fwe, tested=tested, method=chosen,
