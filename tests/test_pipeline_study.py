@@ -217,6 +217,7 @@ def test_report_renders_in_chromium(first_run, tmp_path):
                   "Provenance"):
         assert f"<h2>{title}</h2>" in text, title
     assert "against 1000 circular shifts of the pattern" in text   # the temporal test's panel
+    assert "against maps of the patterns reversed in time and circularly shifted" in text
     assert "a difference of two correlations" in text               # unique r is explained
     assert "all 6 atoms (dictionary)" in text
     assert "dashed lines where one run ends and the next begins (2 runs)" in text

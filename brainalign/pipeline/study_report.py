@@ -402,6 +402,14 @@ def _group_figure(t: np.ndarray, significant: np.ndarray, masker: Any, title: st
     return figures.roi_bars(t, names, title, "group t", marks=significant)
 
 
+def _spatial_null(mapping) -> str:
+    """The spatial null in words: the shift test's own description where there is one."""
+    spatial = (mapping.provenance or {}).get("spatial")
+    if mapping.null == "shift" and spatial:
+        return f"against {spatial['null']}"
+    return f"{mapping.null} null"
+
+
 def _mapping_section(report: Report, study: Any, slug: str) -> None:
     section = report.section("Patterns x networks")
     for space in study.spaces:
@@ -413,8 +421,8 @@ def _mapping_section(report: Report, study: Any, slug: str) -> None:
                                        f"{space}: {statistic} (* passes, FDR per pattern "
                                        f"< {mapping.alpha})",
                                        statistic, marks=marks, cmap=figures.SIGNED_CMAP),
-                       f"{space}: pattern x network {statistic}, {mapping.null} null with "
-                       f"{mapping.n_perm} draws")
+                       f"{space}: pattern x network {statistic}, {_spatial_null(mapping)} "
+                       f"with {mapping.n_perm} draws")
         if "unique_r" in mapping.statistics:
             section.figure(figures.heatmap(
                 mapping.statistics["unique_r"], mapping.patterns, mapping.networks,
