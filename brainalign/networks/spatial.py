@@ -22,10 +22,11 @@ leaves the pattern nearly where it was, so such shifts are usually left out
 of a run). The statistic changes slowly with the shift, though: the neighbours of a
 large observed value are large too, and with them left out of its own null but not out
 of the others', too many patterns come out in the top 5 %. On real resting-state noise
-(2 subjects, 2 runs of 140 TRs, 16 AR(1) patterns, Yeo-17 on fsaverage4, 40 null
-simulations of 500 surrogates) circular shifts of >= 10 TRs gave p < .05 for 6.8 % of the
-pattern x network pairs and p < .01 for 2.1 %; every shift, the nearest ones included,
-gave 5.0 % and 1.0 %; reversed-and-shifted surrogates 4.8 % and 1.0 %. A reversed
+(``benchmarks/calibration_shift_nulls.py``: 2 subjects, 2 runs of 140 TRs, 16 AR(1)
+patterns, Yeo-17 on fsaverage4, 40 null simulations of 500 surrogates, 10,880 p-values)
+circular shifts of >= 10 TRs gave p < .05 for 6.7 % of the pattern x network pairs and
+p < .01 for 2.1 %; every shift, the nearest ones included, gave 5.0 % and 1.0 %;
+reversed-and-shifted surrogates 4.8 % and 1.0 %. A reversed
 surrogate never lines up with the pattern (whatever the shift), so none has to be left
 out, and a real link is not diluted by near-copies of the pattern in its own null.
 
