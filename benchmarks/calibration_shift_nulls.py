@@ -13,8 +13,8 @@ three kinds of surrogate, each drawn ``n_surrogates`` times:
 - ``mirror``: the pattern reversed in time inside runs, then shifted by any number of TRs
   (the default).
 
-The maps, penalties and statistic are the test's own (``_design``, ``_mean_ridge_maps``,
-``_correlations``), with the empirical p-value ``(1 + #null >= observed) / (1 + n)``.
+Each null is :func:`~brainalign.networks.spatial_shift_test` itself (its maps, penalties
+and statistic), with the empirical p-value ``(1 + #null >= observed) / (1 + n)``.
 Reported per null: the share of pattern x network p-values below .05 and .01, and the
 standard error of the first over simulations (the pairs of one simulation share data).
 
@@ -46,51 +46,21 @@ def simulation(seed: int, n_surrogates: int, n_atoms: int = 16, n_subjects: int 
     """Empirical p-values of one null simulation under each kind of surrogate."""
     from threadpoolctl import threadpool_limits
 
-    from brainalign.encoding.cleaning import FoldCleaner, resolve_cleaning
-    from brainalign.encoding.ridge import EncodingModel
-    from brainalign.encoding.stats import null_indices
-    from brainalign.networks import load_atlas
-    from brainalign.networks.mapping import _correlations
-    from brainalign.networks.spatial import _design, _mean_ridge_maps
+    from brainalign.networks import load_atlas, spatial_shift_test
     from brainalign.simulate import space_from_atlas
     from brainalign.simulate.noise import ar1_filter
-    from brainalign.timecourse.delays import DEFAULT_DELAYS
 
     with threadpool_limits(limits=1):
         atlas = load_atlas("yeo17", "fsaverage4")
         rng = np.random.default_rng(seed)
         runs = np.repeat([0, 1], N_TR_PER_RUN)
         patterns = ar1_filter(rng.standard_normal((len(runs), n_atoms)), runs, 0.6)
-        patterns = patterns.astype(np.float64)
         bold = [null_bold("rest", space_from_atlas(atlas), runs, rng)
                 for _ in range(n_subjects)]
-        valid = ~atlas.medial_wall
-        for subject in bold:
-            valid &= subject.std(axis=0) > 0
-        cleaner = FoldCleaner(resolve_cleaning(True, None), runs, np.arange(len(runs)), None)
-        design = _design(patterns, runs, DEFAULT_DELAYS, cleaner)
-        targets, penalties = [], []
-        for subject in bold:   # as spatial_shift_test: one median penalty per subject
-            Y = cleaner.apply(np.asarray(subject, dtype=np.float64)[:, valid])
-            Y -= Y.mean(0)
-            penalties.append(float(np.nanmedian(EncodingModel().fit(design, Y, runs).alphas_)))
-            targets.append(Y)
-        networks = atlas.indicators()[:, valid]
-        everywhere = np.ones(int(valid.sum()), dtype=bool)
-
-        def statistic(moved: np.ndarray) -> np.ndarray:
-            maps = _mean_ridge_maps(_design(moved, runs, DEFAULT_DELAYS, cleaner), targets,
-                                    penalties, n_atoms)
-            return _correlations(maps, networks, everywhere)
-
-        observed = statistic(patterns)
-        p_values = {}
-        for name, (method, min_shift) in NULLS.items():
-            order = null_indices(runs, n_surrogates, method=method, block_tr=min_shift,
-                                 random_state=seed)
-            null = np.array([statistic(patterns[rows]) for rows in order])
-            p_values[name] = ((null >= observed).sum(axis=0) + 1) / (n_surrogates + 1)
-    return p_values
+        return {name: spatial_shift_test(patterns, bold, runs, atlas, n_shifts=n_surrogates,
+                                         null=method, min_shift_tr=min_shift, tail="empirical",
+                                         random_state=seed).p_values
+                for name, (method, min_shift) in NULLS.items()}
 
 
 def shift_null_calibration(n_simulations: int = 40, n_surrogates: int = 500,
