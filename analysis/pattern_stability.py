@@ -71,6 +71,13 @@ MODEL = "smollm2-135m-instruct-q4"
 SETTINGS = dict(alpha=0.1, max_iter=30, random_state=0, device="cpu")
 
 
+def write_document(document: dict, out: Path) -> None:
+    """Write the result JSON (creating its folder) and print its summary."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=1, default=str))
+    print(json.dumps(document["summary"], indent=1))
+
+
 def stability(timecourses, n_atoms: int, in_memory: bool) -> dict:
     """Seed and split-half stability of K atoms fitted on every TR of ``timecourses``."""
     started = time.perf_counter()
@@ -196,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                     script="analysis/pattern_stability.py", model=MODEL, site="mlp.out",
                     settings=SETTINGS, corpus=recording.provenance["corpus"],
                     quick=bool(args.quick), seconds=round(time.perf_counter() - started, 1))}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=1, default=str))
-    print(json.dumps(summary, indent=1))
+    write_document(document, Path(args.out))
     return 0
 
 

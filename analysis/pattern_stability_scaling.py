@@ -31,7 +31,6 @@ Writes ``analysis/results/pattern_stability_scaling.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pattern_stability import MODEL, SETTINGS  # noqa: E402
+from pattern_stability import MODEL, SETTINGS, write_document  # noqa: E402
 
 from brainalign.patterns.stability import split_half_stability  # noqa: E402
 from brainalign.pipeline.bands import cleaned_runs_on_disk  # noqa: E402
@@ -160,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     site="mlp.out", settings=SETTINGS, corpus=recording.provenance["corpus"],
                     quick=bool(args.quick), record_s=round(record_s, 1),
                     seconds=round(time.perf_counter() - started, 1))}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=1, default=str))
-    print(json.dumps(summary, indent=1))
+    write_document(document, Path(args.out))
     return 0
 
 
