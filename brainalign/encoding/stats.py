@@ -10,11 +10,12 @@ Significance of ``r`` per target comes from a null distribution that keeps the t
 autocorrelation of fMRI: held-out predictions are either cut into blocks of
 ``block_tr`` TRs whose order is shuffled within each run (block permutation),
 circularly shifted within each run (circular shift), or reversed in time and shifted
-(mirrored shift), and correlated with the unchanged data. The permutations are applied in batches to all targets at once with torch (on the
-GPU when there is one). :func:`null_indices` (the surrogate orders) is shared with the
-cross-validation-aware null of :mod:`brainalign.encoding.null`. This null is written here by hand because no maintained library
-offers a batched block-permutation test for many targets; the multiple-comparison step
-is MNE's Benjamini-Hochberg :func:`mne.stats.fdr_correction`.
+(mirrored shift), and correlated with the unchanged data. The permutations are applied
+in batches to all targets at once with torch (on the GPU when there is one).
+:func:`null_indices` (the surrogate orders) is shared with the cross-validation-aware
+null of :mod:`brainalign.encoding.null`. This null is written here by hand because no
+maintained library offers a batched block-permutation test for many targets; the
+multiple-comparison step is MNE's Benjamini-Hochberg :func:`mne.stats.fdr_correction`.
 """
 
 from __future__ import annotations
