@@ -14,7 +14,8 @@ from brainalign.brain import RoiTableMasker
 from brainalign.pipeline.cache import StageCache
 from brainalign.pipeline.config import validate
 from brainalign.pipeline.group_stage import (export_group_maps, group_maps, group_summary,
-                                             run_group_stage, smallest_p, subject_measures)
+                                             run_group_stage, subject_measures)
+from brainalign.group.inference import smallest_attainable_p as smallest_p
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -145,10 +145,7 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
     if len(subjects) != n_subjects:
         raise ValueError(f"subjects has {len(subjects)} labels for {n_subjects} maps")
 
-    # a sign-flip null has 2 ** n_subjects flips (half as many distinct ones two-sided), the
-    # observed one among them: p_FWE cannot go below about 1 / 2 ** n (random flips drawn
-    # with replacement estimate it), however many permutations
-    smallest_p = max(2.0 ** -(n_subjects - (tail == 0)), 1.0 / (n_perm + 1))
+    smallest_p = smallest_attainable_p(n_subjects, n_perm, tail)
     if smallest_p >= 0.05:
         logger.warning("group map of %s: with %d subjects the smallest attainable p_FWE is "
                        "%.3g, so no target can pass p < .05; 5 or more subjects are needed "
@@ -193,6 +190,16 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
                     n_perm=int(n_perm), tail=tail, subjects=subjects, space=masker.space_,
                     measure=measure, fisher_z=fisher_z, parameters=parameters,
                     provenance=dict(provenance or {}))
+
+
+def smallest_attainable_p(n_subjects: int, n_perm: int, tail: int) -> float:
+    """The smallest p_FWE a sign-flip test of ``n_subjects`` maps can give (about).
+
+    A sign-flip null has ``2 ** n_subjects`` flips (half as many distinct ones two-sided,
+    ``tail=0``), the observed one among them, so p cannot go below about ``1 / 2 ** n``
+    (random flips drawn with replacement estimate it), nor below ``1 / (n_perm + 1)``.
+    """
+    return max(2.0 ** -(n_subjects - (tail == 0)), 1.0 / (n_perm + 1))
 
 
 def _check_adjacency(adjacency, n_targets: int):

@@ -26,6 +26,7 @@ import numpy as np
 
 from brainalign.group import GroupMap, group_map, save_group_map
 from brainalign.group.export import group_desc
+from brainalign.group.inference import smallest_attainable_p
 
 
 def subject_measures(results: list) -> dict[str, np.ndarray]:
@@ -61,11 +62,6 @@ def _subject_labels(results: list) -> list[str]:
     return [str(r.provenance.get("subject", f"sub-{i + 1:02d}")) for i, r in enumerate(results)]
 
 
-def smallest_p(n_subjects: int, n_perm: int, tail: int) -> float:
-    """The smallest FWE p-value a sign-flip test of ``n_subjects`` maps can reach."""
-    return max(1.0 / 2 ** (n_subjects - (tail == 0)), 1.0 / (n_perm + 1))
-
-
 def n_subjects(study: Any) -> int:
     """Subjects of the study's encodings (those of the first model and space)."""
     slug = study.models[0][0]
@@ -87,7 +83,7 @@ def run_group_stage(study: Any) -> None:
                            f"{count}")
         study.skip("group")
         return
-    floor = smallest_p(count, options["n_perm"], options["tail"])
+    floor = smallest_attainable_p(count, options["n_perm"], options["tail"])
     if floor >= options["alpha"]:
         study.notes.append(f"group maps: with {count} subjects a sign-flip test cannot reach "
                            f"p_FWE < {options['alpha']} (smallest p {floor:.3g})")
