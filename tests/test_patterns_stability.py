@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from brainalign.patterns import (StabilityCurve, compare_patterns, seed_stability,
-                                 split_half_stability, stability_curve)
+from brainalign.patterns import (StabilityCurve, compare_patterns, consensus_decomposition,
+                                 consensus_seeds, match_components, principal_neuron_subspace,
+                                 seed_stability, split_half_stability, stability_curve,
+                                 subspace_agreement)
 from brainalign.patterns.study_a import (AtomCountSelection, Patterns, choose_n_atoms,
                                          fit_atoms)
 from brainalign.record.neurons import NeuronTable
@@ -253,3 +255,147 @@ def test_choose_n_atoms_by_stability_and_encoding():
     assert strict.eligible == []
     assert strict.best == [2, K][int(np.argmax(strict.stability))]
     assert "no candidate" in strict.rule
+
+
+# -- consensus atoms ---------------------------------------------------------------------
+
+def test_consensus_of_permuted_sign_flipped_copies_is_the_first_fit():
+    data, runs, neurons, *_ = planted(noise=0.5, seed=10)
+    patterns = fit(data, runs, neurons)
+    copies = [permuted_copy(patterns, seed)[0] for seed in (1, 2)]
+    fits = [(p.atoms, p.loadings) for p in [patterns, *copies]]
+    atoms, loadings, info = consensus_decomposition(fits)
+    np.testing.assert_allclose(loadings, patterns.loadings, atol=1e-6)
+    np.testing.assert_allclose(atoms, patterns.atoms, atol=1e-6)
+    np.testing.assert_allclose(info["reliability"], 1.0, atol=1e-6)
+    # each copy's pairing points at the copy's atom that holds the first fit's atom
+    for copy_seed, pairing in zip((1, 2), info["pairing"][1:]):
+        np.testing.assert_array_equal(pairing, permuted_copy(patterns, copy_seed)[1])
+    assert info["converged"] and info["n_fits"] == 3
+    json.dumps(info)
+
+
+def test_consensus_averages_out_independent_fit_noise():
+    """Fits = planted loadings + independent noise, each permuted and sign-flipped: the
+    consensus is closer to the planted loadings than any single fit, and the reliability is
+    each fit's r with the consensus."""
+    rng = np.random.default_rng(11)
+    k, n_neurons, n_tr, n_fits = 6, 400, 80, 8
+    truth = rng.standard_normal((k, n_neurons))
+    truth_atoms = rng.standard_normal((n_tr, k))
+    fits, single_r = [], []
+    for _ in range(n_fits):
+        loadings = truth + 1.0 * rng.standard_normal((k, n_neurons))
+        single_r.append(np.mean([abs(np.corrcoef(loadings[i], truth[i])[0, 1]) for i in range(k)]))
+        perm, signs = rng.permutation(k), rng.choice([-1.0, 1.0], size=k)
+        fits.append((truth_atoms[:, perm] * signs, loadings[perm] * signs[:, None]))
+    atoms, loadings, info = consensus_decomposition(fits)
+    rows, cols, r = match_components(truth, loadings)
+    # noise variance 1 per fit -> 1/8 in the mean of 8: r = 1 / sqrt(1 + 1/8) = 0.94
+    assert r.mean() > 0.92 and r.mean() > max(single_r) + 0.15
+    assert info["reliability_mean"] == pytest.approx(
+        np.mean([match_components(loadings, fit_loadings)[2].mean() for _, fit_loadings in fits]),
+        abs=1e-6)
+    # atoms average the same pairing: the planted time courses come back exactly
+    np.testing.assert_allclose(np.abs(np.corrcoef(atoms.T, truth_atoms.T)[:k, k:])[cols, rows],
+                               1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 2 fits"):
+        consensus_decomposition(fits[:1])
+    with pytest.raises(ValueError, match="same atoms and loadings shapes"):
+        consensus_decomposition([fits[0], (fits[1][0][:, :3], fits[1][1][:3])])
+
+
+def test_consensus_seeds_are_reproducible_and_disjoint_across_random_states():
+    assert consensus_seeds(7, 1) == [7]
+    seeds = consensus_seeds(0, 5)
+    assert seeds == consensus_seeds(0, 5) and len(set(seeds)) == 5
+    assert not set(seeds) & set(consensus_seeds(1, 5))
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="integer >= 1"):
+            consensus_seeds(0, bad)
+
+
+def low_rank_dense(seed=1, n_neurons=300, n_tr=200, rank=10, noise=1.0):
+    """Time courses of neurons with dense Gaussian loadings on ``rank`` latent time courses
+    (variances 1/i) plus noise: no sparse structure pins down the atoms, as in a real model."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n_tr, rank)) / np.sqrt(np.arange(1, rank + 1))
+    data = latent @ rng.standard_normal((rank, n_neurons))
+    data += noise * rng.standard_normal((n_tr, n_neurons))
+    return data.astype(np.float32), NeuronTable.from_sites([(0, "mlp.out", n_neurons)])
+
+
+def test_fit_atoms_consensus_records_reliability_and_is_more_stable_across_seeds():
+    """Where the sparse atoms are not identified, fits from random initial atoms differ
+    between seeds; consensus fits of disjoint seed sets agree more with each other."""
+    data, neurons = low_rank_dense()
+
+    def fit_k16(seed, consensus_fits=1, **kwargs):
+        return fit_atoms(data, 16, train_runs="all", neurons=neurons, device="cpu",
+                         random_state=seed, consensus_fits=consensus_fits, **kwargs)
+
+    single = [fit_k16(seed, init="random") for seed in range(4)]
+    pooled = [fit_k16(seed, 6, init="random") for seed in (0, 1)]
+    info = pooled[0].stability["consensus"]
+    assert info["n_fits"] == 6 and info["seeds"] == consensus_seeds(0, 6)
+    assert 0.5 < info["reliability_min"] <= info["reliability_mean"] < 0.95
+    assert pooled[0].params["consensus_fits"] == 6 and "consensus_fits" not in single[0].params
+    seed_r_single = np.mean([compare_patterns(single[0], other)["loading_r_mean"]
+                             for other in single[1:]])
+    seed_r_pooled = compare_patterns(*pooled)["loading_r_mean"]
+    assert seed_r_pooled > seed_r_single + 0.05, (seed_r_single, seed_r_pooled)
+    # one consensus fit is the plain fit
+    np.testing.assert_array_equal(fit_k16(0, 1, init="random").loadings, single[0].loadings)
+    # the exact SVD start (few TRs) does not depend on the seed: every fit is the same
+    exact = fit_k16(0, 3)
+    assert exact.stability["consensus"]["reliability_min"] == pytest.approx(1.0)
+    np.testing.assert_allclose(exact.loadings, fit_k16(0).loadings, atol=1e-6)
+    with pytest.raises(ValueError, match="integer >= 1"):
+        fit_k16(0, 0)
+
+
+# -- principal subspaces of split halves -------------------------------------------------
+
+def test_subspace_agreement_bounds_matched_loading_r_of_orthonormal_loadings():
+    rng = np.random.default_rng(13)
+    n, k = 500, 6
+    basis = np.linalg.qr(rng.standard_normal((n, k)))[0]
+    rotation = np.linalg.qr(rng.standard_normal((k, k)))[0]
+    same = subspace_agreement(basis, basis @ rotation)
+    np.testing.assert_allclose(same["canonical_r"], 1.0, atol=1e-10)
+    orthogonal = np.linalg.qr(np.hstack([basis, rng.standard_normal((n, k))]))[0][:, k:]
+    assert subspace_agreement(basis, orthogonal)["canonical_r_mean"] < 1e-10
+    # two noisy subspaces: no rotation inside them gives loadings matching better than the mean
+    def noisy():  # centred over neurons, as principal_neuron_subspace returns them
+        noisy_basis = basis + 0.04 * rng.standard_normal((n, k))
+        return np.linalg.qr(noisy_basis - noisy_basis.mean(0))[0]
+
+    a, b = noisy(), noisy()
+    bound = subspace_agreement(a, b)
+    assert 0.3 < bound["canonical_r_mean"] < 0.95
+    for _ in range(20):
+        ra, rb = (np.linalg.qr(rng.standard_normal((k, k)))[0] for _ in range(2))
+        la, lb = (a @ ra).T, (b @ rb).T
+        la, lb = la - la.mean(1, keepdims=True), lb - lb.mean(1, keepdims=True)
+        assert match_components(la, lb)[2].mean() <= bound["canonical_r_mean"] + 1e-9
+
+
+def test_split_half_reports_the_principal_subspace_agreement():
+    data, runs, neurons, *_ = planted(noise=0.3, seed=14)
+    clean = split_half_stability(data, K, train_runs="all", neurons=neurons, runs=runs,
+                                 device="cpu")["subspace"]
+    assert clean["canonical_r_min"] > 0.95 and len(clean["canonical_r"]) == K
+    noisy = split_half_stability(data + np.random.default_rng(0).normal(
+        0, 8 * data.std(0), data.shape).astype(np.float32), K, train_runs="all",
+        neurons=neurons, runs=runs, device="cpu")["subspace"]
+    assert noisy["canonical_r_mean"] < clean["canonical_r_mean"] - 0.2
+    # the leading subspace of the K planted atoms at K: the planted loadings span it
+    X = fit(data, runs, neurons)
+    basis = principal_neuron_subspace(data, np.arange(len(runs)), K, neurons=neurons,
+                                      device="cpu")
+    np.testing.assert_allclose(basis.T @ basis, np.eye(K), atol=1e-8)
+    assert subspace_agreement(basis, np.linalg.qr(X.loadings.T - X.loadings.T.mean(0))[0]
+                              )["canonical_r_min"] > 0.95
+    without = split_half_stability(data, K, train_runs="all", neurons=neurons, runs=runs,
+                                   device="cpu", subspace=False)
+    assert "subspace" not in without

@@ -16,8 +16,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 
-def abs_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """|Pearson r| between every row of ``a`` (m, n) and every row of ``b`` (k, n), shape (m, k).
+def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between every row of ``a`` (m, n) and every row of ``b`` (k, n), shape (m, k).
 
     Constant rows give 0.
     """
@@ -31,7 +31,12 @@ def abs_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b_norm = np.linalg.norm(b, axis=1, keepdims=True)
     a = np.divide(a, a_norm, out=np.zeros_like(a), where=a_norm > 0)
     b = np.divide(b, b_norm, out=np.zeros_like(b), where=b_norm > 0)
-    return np.abs(a @ b.T)
+    return a @ b.T
+
+
+def abs_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|Pearson r| between every row of ``a`` (m, n) and every row of ``b`` (k, n), shape (m, k)."""
+    return np.abs(correlation(a, b))
 
 
 def match_components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

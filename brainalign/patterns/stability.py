@@ -15,6 +15,11 @@ makes that a first-class output.
   :func:`split_half_stability` fits the two halves of the training TRs (first vs second
   half with one run, alternating runs with several). ``fit_atoms(stability_seeds=...,
   split_half=True)`` calls them and stores their output in ``Patterns.stability``.
+- :func:`subspace_agreement` (with :func:`principal_neuron_subspace`, reported by
+  :func:`split_half_stability`) asks how much of the halves' disagreement lies in the data
+  rather than in the fit: the canonical correlations of the two halves' leading
+  K-dimensional principal subspaces over neurons. Where they are far below 1, no method
+  that picks K directions in those subspaces can give matching loadings.
 - :func:`stability_curve` tabulates all of this over candidate numbers of atoms K
   (:class:`StabilityCurve`); :func:`~brainalign.patterns.study_a.choose_n_atoms` with
   ``min_stability=`` uses the split-half loading r to rule out unstable K.
@@ -42,8 +47,11 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
+from brainalign.patterns.dictionary import randomized_right_singular_vectors
 from brainalign.patterns.matching import abs_correlation, iou_matrix, match_components, match_sets
-from brainalign.patterns.study_a import Patterns, _inputs, _training_rows, fit_atoms
+from brainalign.patterns.streaming import default_chunk_rows, resolve_device, row_chunks
+from brainalign.patterns.study_a import (Patterns, _inputs, _training_matrix, _training_rows,
+                                         fit_atoms)
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +246,8 @@ def split_half_rows(runs: np.ndarray, rows: np.ndarray) -> tuple[list[np.ndarray
 
 def split_half_stability(timecourses, n_atoms: int = 64, *, train_runs=None, train_rows=None,
                          held_out_runs=None, neurons=None, runs=None, times_s=None,
-                         chunk_size: int | None = None, **fit_params) -> dict:
+                         chunk_size: int | None = None, subspace: bool = True,
+                         **fit_params) -> dict:
     """Fit the two halves of the training TRs separately and compare the two fits.
 
     With several training runs the halves are alternating runs (runs 0, 2, ... vs
@@ -254,6 +263,10 @@ def split_half_stability(timecourses, n_atoms: int = 64, *, train_runs=None, tra
     train_runs, train_rows, held_out_runs, neurons, runs, times_s
         As in :func:`~brainalign.patterns.study_a.fit_atoms` (the training TRs to split).
     chunk_size : int, optional
+    subspace : bool, default=True
+        Also compare the halves' leading K-dimensional principal subspaces over neurons
+        (:func:`principal_neuron_subspace`, :func:`subspace_agreement`): the part of the
+        disagreement that no choice of rotation within them can remove.
     **fit_params
         Passed to ``fit_atoms`` for each half (``method``, ``alpha``, ``random_state``,
         ``device``, ...).
@@ -262,7 +275,8 @@ def split_half_stability(timecourses, n_atoms: int = 64, *, train_runs=None, tra
     -------
     dict, JSON-serialisable
         :func:`compare_patterns` of the two halves, plus ``scheme``, ``n_tr`` (TRs per
-        half) and ``compared``.
+        half), ``compared`` and, with ``subspace``, ``subspace``
+        (:func:`subspace_agreement` of the halves' principal subspaces).
     """
     inputs = _inputs(timecourses, neurons, runs, times_s)
     rows, _ = _training_rows(inputs.runs, train_runs, held_out_runs, train_rows)
@@ -273,10 +287,78 @@ def split_half_stability(timecourses, n_atoms: int = 64, *, train_runs=None, tra
     fits = [fit_atoms(timecourses, n_atoms, train_rows=h, neurons=neurons, runs=runs,
                       times_s=times_s, chunk_size=chunk_size, **fit_params) for h in halves]
     summary = compare_patterns(*fits, common=inputs.data, rows=rows, chunk_size=chunk_size)
+    if subspace:
+        bases = [principal_neuron_subspace(timecourses, h, n_atoms, neurons=neurons,
+                                           chunk_size=chunk_size,
+                                           standardize=fit_params.get("standardize", True),
+                                           in_memory=fit_params.get("in_memory", True),
+                                           device=fit_params.get("device"),
+                                           random_state=fit_params.get("random_state", 0))
+                 for h in halves]
+        summary["subspace"] = subspace_agreement(*bases)
     summary.update(scheme=scheme, n_tr=[int(len(h)) for h in halves],
                    compared="neuron loadings (the halves share neurons, not TRs); atom time "
                             "courses via Patterns.transform on the union of both halves' TRs")
     return summary
+
+
+def principal_neuron_subspace(timecourses, rows: np.ndarray, k: int, *, neurons=None,
+                              standardize: bool = True, in_memory: bool = True, device=None,
+                              chunk_size: int | None = None,
+                              random_state: int | None = 0) -> np.ndarray:
+    """Orthonormal basis of the leading ``k`` principal directions over neurons, (n_neurons, k).
+
+    The neurons' time courses on ``rows`` are standardised as :func:`fit_atoms` standardises
+    them; the ``k`` leading left singular vectors of that (n_neurons, n_rows) matrix come
+    from randomized subspace iteration (the dictionary's SVD initialisation), are centred
+    over neurons (loadings are compared by Pearson r) and orthonormalised.
+
+    Parameters
+    ----------
+    timecourses : NeuronTimecourses or ndarray/memmap, shape (n_tr, n_neurons)
+    rows : ndarray of int
+        TRs to use.
+    k : int
+    neurons : NeuronTable, optional
+        For a plain array.
+    standardize, in_memory, device, chunk_size
+        As in :func:`fit_atoms` (``in_memory=False`` reads the TRs from disk in blocks).
+    random_state : int or None
+        Seed of the randomized iteration's start.
+    """
+    inputs = _inputs(timecourses, neurons, None, None)
+    inputs.in_memory = bool(in_memory)
+    device = resolve_device(device)
+    X, _, _ = _training_matrix(inputs, rows, device, standardize, chunk_size)
+    chunk_rows = default_chunk_rows(X.shape[1], chunk_size)
+    rng = np.random.RandomState(random_state)
+    V = randomized_right_singular_vectors(X, k, rng, chunk_rows).double()  # (k, n_rows)
+    U = np.concatenate([(X[rows_].double() @ V.T).cpu().numpy()
+                        for rows_ in row_chunks(X.shape[0], chunk_rows)])
+    del X
+    U -= U.mean(0)
+    return np.linalg.qr(U)[0]
+
+
+def subspace_agreement(a: np.ndarray, b: np.ndarray) -> dict:
+    """Canonical correlations of two K-dimensional subspaces of neurons (orthonormal bases).
+
+    They are the cosines of the principal angles between the subspaces: all 1 when the two
+    halves span the same K directions, whatever the rotation within. For any two sets of K
+    orthonormal loading vectors lying in these subspaces (PCA, or ICA's whitened maps), the
+    mean matched |r| cannot exceed their mean (von Neumann's trace inequality), so they say
+    how much of the disagreement between two fits comes from the data rather than from the
+    rotation a method picks. Sparse dictionary codes lie near, not in, these subspaces: for
+    them the mean is a guide, not a bound.
+
+    Returns
+    -------
+    dict
+        ``canonical_r`` (descending), ``canonical_r_mean`` and ``canonical_r_min``.
+    """
+    cosines = np.clip(np.linalg.svd(a.T @ b, compute_uv=False), 0.0, 1.0)
+    return dict(canonical_r=cosines.tolist(), canonical_r_mean=float(cosines.mean()),
+                canonical_r_min=float(cosines.min()))
 
 
 # -- stability over K --------------------------------------------------------------------

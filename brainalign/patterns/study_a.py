@@ -29,7 +29,8 @@ What this module adds around the estimators:
 - composition of subgroups by layer and site; stability across seeds and split halves
   (``fit_atoms(stability_seeds=..., split_half=True)``, computed by
   :mod:`brainalign.patterns.stability`, which builds on this module and is imported
-  lazily here); choice of K by cross-validated encoding score through
+  lazily here); consensus atoms averaged over several fits (``fit_atoms(consensus_fits=R)``,
+  :mod:`brainalign.patterns.consensus`); choice of K by cross-validated encoding score through
   :func:`brainalign.encoding.fit_encoding`, optionally restricted to stable K;
 - npz + JSON storage.
 
@@ -51,6 +52,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from brainalign.patterns.consensus import consensus_decomposition, consensus_seeds
 from brainalign.patterns.dictionary import DictionaryLearning
 from brainalign.patterns.ica import FastICA
 from brainalign.patterns.kmeans import KMeans
@@ -352,19 +354,30 @@ def _subgroups(loadings: np.ndarray) -> np.ndarray:
     return subgroup
 
 
-def _fit_rows(inputs: _Inputs, rows: np.ndarray, n_atoms: int, method: str, standardize: bool,
-              random_state, device, chunk_size, estimator_params) -> tuple:
+def _training_matrix(inputs: _Inputs, rows: np.ndarray, device, standardize: bool,
+                     chunk_size) -> tuple:
+    """The standardised (n_neurons, n_rows) training matrix, on the device or on disk
+    (:class:`NeuronBlocks`) as ``inputs.in_memory`` says, plus each neuron's mean and scale."""
     if inputs.in_memory:
-        X, mean, scale = _standardized_neurons(inputs.data, rows, device, standardize, chunk_size)
-    else:
-        X = NeuronBlocks.standardized(inputs.data, rows, device, standardize)
-        mean, scale = X.mean, X.scale
-    logger.info("fitting %d %s atoms on %d TRs x %d neurons (%s)", n_atoms, method,
-                X.shape[1], X.shape[0], device)
-    atoms, loadings = _decompose(X, n_atoms, method, random_state, device, chunk_size,
-                                 estimator_params)
+        return _standardized_neurons(inputs.data, rows, device, standardize, chunk_size)
+    X = NeuronBlocks.standardized(inputs.data, rows, device, standardize)
+    return X, X.mean, X.scale
+
+
+def _fit_rows(inputs: _Inputs, rows: np.ndarray, n_atoms: int, method: str, standardize: bool,
+              seeds: Sequence, device, chunk_size, estimator_params) -> tuple:
+    """One (atoms, loadings) per seed on the standardised training rows, plus mean and scale."""
+    X, mean, scale = _training_matrix(inputs, rows, device, standardize, chunk_size)
+    fits = []
+    for i, seed in enumerate(seeds):
+        logger.info("fitting %d %s atoms on %d TRs x %d neurons (%s)%s", n_atoms, method,
+                    X.shape[1], X.shape[0], device,
+                    f", consensus fit {i + 1}/{len(seeds)}" if len(seeds) > 1 else "")
+        atoms, loadings = _decompose(X, n_atoms, method, seed, device, chunk_size,
+                                     estimator_params)
+        fits.append((atoms.astype(np.float32), loadings.astype(np.float32)))
     del X
-    return atoms.astype(np.float32), loadings.astype(np.float32), mean, scale
+    return fits, mean, scale
 
 
 # -- public API --------------------------------------------------------------------------
@@ -382,6 +395,7 @@ def fit_atoms(
     neurons: NeuronTable | None = None,
     runs: np.ndarray | None = None,
     times_s: np.ndarray | None = None,
+    consensus_fits: int = 1,
     stability_seeds: Sequence[int] = (),
     split_half: bool = False,
     random_state: int | None = 0,
@@ -417,6 +431,14 @@ def fit_atoms(
         Centre each neuron and scale it to unit L2 norm over the training TRs.
     neurons, runs, times_s
         For a plain array input.
+    consensus_fits : int, default=1
+        Number of fits (seeds drawn from ``random_state`` by
+        :func:`~brainalign.patterns.consensus.consensus_seeds`) whose matched,
+        sign-aligned atoms and loadings are averaged into consensus atoms
+        (:func:`~brainalign.patterns.consensus.consensus_decomposition`); 1 keeps the
+        single fit seeded by ``random_state``. Each atom's reliability goes to
+        ``Patterns.stability["consensus"]``. Seed and split-half refits use the same
+        number of fits.
     stability_seeds : sequence of int
         Extra seeds to refit with; Hungarian-matched atom and loading correlations,
         subgroup ARI and IoU go to ``Patterns.stability["seed"]`` (see
@@ -459,10 +481,21 @@ def fit_atoms(
     params = dict(estimator_params)
     if method == "dictionary":
         params["alpha"] = alpha
-    atoms, loadings, mean, scale = _fit_rows(inputs, rows, n_atoms, method, standardize,
-                                             random_state, device, chunk_size, params)
+    seeds = consensus_seeds(random_state, consensus_fits)
+    fits, mean, scale = _fit_rows(inputs, rows, n_atoms, method, standardize, seeds, device,
+                                  chunk_size, params)
+    consensus = None
+    if len(fits) == 1:
+        atoms, loadings = fits[0]
+    else:
+        atoms, loadings, consensus = consensus_decomposition(fits)
+        consensus["seeds"] = seeds
+        logger.info("consensus of %d fits: mean reliability %.3f", len(fits),
+                    consensus["reliability_mean"])
     config = dict(n_atoms=n_atoms, method=method, standardize=standardize,
                   random_state=random_state, train_runs=train, **params)
+    if consensus_fits > 1:
+        config["consensus_fits"] = int(consensus_fits)
     patterns = Patterns(
         atoms=atoms, loadings=loadings, subgroup=_subgroups(loadings), neurons=inputs.neurons,
         fit_stories=inputs.stories, fit_runs=train, method=method, times_s=inputs.times_s[rows],
@@ -472,13 +505,15 @@ def fit_atoms(
                                     n_train_tr=int(len(rows)),
                                     n_neurons=int(inputs.data.shape[1]),
                                     timecourses=inputs.provenance))
+    if consensus is not None:
+        patterns.stability["consensus"] = consensus
     if len(stability_seeds) or split_half:
         # stability builds on fit_atoms, so it is imported here, not at module level
         from brainalign.patterns.stability import seed_stability, split_half_stability
 
         refit = dict(train_rows=rows, neurons=neurons, runs=runs, times_s=times_s,
                      method=method, standardize=standardize, device=device,
-                     chunk_size=chunk_size, **params)
+                     chunk_size=chunk_size, consensus_fits=consensus_fits, **params)
         if len(stability_seeds):
             patterns.stability["seed"] = seed_stability(timecourses, n_atoms, stability_seeds,
                                                         reference=patterns, **refit)
@@ -544,7 +579,7 @@ class AtomTransformer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_atoms, method, alpha, standardize, random_state, device, chunk_size
+    n_atoms, method, alpha, standardize, consensus_fits, random_state, device, chunk_size
         As in :func:`fit_atoms`.
 
     Attributes
@@ -555,12 +590,14 @@ class AtomTransformer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_atoms: int = 64, method: Method = "dictionary", alpha: float = 0.1,
-                 standardize: bool = True, random_state: int | None = 0, device=None,
-                 chunk_size: int | None = None, neurons: NeuronTable | None = None):
+                 standardize: bool = True, consensus_fits: int = 1,
+                 random_state: int | None = 0, device=None, chunk_size: int | None = None,
+                 neurons: NeuronTable | None = None):
         self.n_atoms = n_atoms
         self.method = method
         self.alpha = alpha
         self.standardize = standardize
+        self.consensus_fits = consensus_fits
         self.random_state = random_state
         self.device = device
         self.chunk_size = chunk_size
@@ -576,7 +613,7 @@ class AtomTransformer(TransformerMixin, BaseEstimator):
             np.arange(X.shape[1], dtype=np.int32))
         self.patterns_ = fit_atoms(X, self.n_atoms, train_runs="all", method=self.method,
                                    alpha=self.alpha, standardize=self.standardize,
-                                   neurons=neurons, random_state=self.random_state,
+                                   consensus_fits=self.consensus_fits, neurons=neurons, random_state=self.random_state,
                                    device=self.device, chunk_size=self.chunk_size)
         self.n_features_in_ = X.shape[1]
         return self

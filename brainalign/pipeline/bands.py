@@ -150,6 +150,7 @@ def study_bands(study, slug: str) -> dict[str, Any]:
         made = fold_features(np.asarray(timecourses.data), timecourses.runs,
                              AtomTransformer(patterns["n_atoms"], method=patterns["method"],
                                              alpha=patterns["alpha"],
+                                             consensus_fits=patterns["consensus_fits"],
                                              random_state=config["study"]["seed"]),
                              clean=study_cleaning(config), tr_s=float(config["stories"]["tr_s"]),
                              outer_groups=study_outer_groups(study, timecourses.runs))

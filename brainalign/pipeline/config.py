@@ -162,6 +162,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
                       "make corpora."),
         "corpus_words": Key(_INT, 100000, doc='Words of the corpus used with fit_on = "corpus:'
                             'NAME" (its first words, in order).'),
+        "consensus_fits": Key(_INT, 1, doc="Fits (seeds) whose matched, sign-aligned atoms and "
+                              "loadings are averaged into consensus atoms (ICASSO-like; each "
+                              "atom's reliability is recorded); 1 for a single fit. Costs that "
+                              "many fits, also in every refit for stability and in each fold."),
         "stability": Key(_BOOL, True, doc="Also refit with a second seed and on two halves "
                          "(alternate runs, or the two halves of one run): matched atom and "
                          "loading r, subgroup ARI and IoU go to the patterns' stability and the "
@@ -366,7 +370,8 @@ def _check_values(config: dict[str, dict[str, Any]]) -> list[str]:
     bad_spaces = [s for s in config["fmri"]["spaces"] if s not in SPACES]
     if bad_spaces:
         errors.append(f"fmri.spaces contains {bad_spaces}; allowed values: {list(SPACES)}")
-    for table, name, low in (("patterns", "n_atoms", 2), ("encoding", "n_permutations", 0),
+    for table, name, low in (("patterns", "n_atoms", 2), ("patterns", "consensus_fits", 1),
+                             ("encoding", "n_permutations", 0),
                              ("networks", "n_null", 1), ("networks", "n_shifts", 0),
                              ("fmri", "n_subjects", 1), ("group", "n_perm", 0),
                              ("study", "seed", 0), ("compute", "n_workers", 1),
