@@ -15,7 +15,9 @@ default 100 iterations):
    the speech-rate model in runs of about ten minutes on a 2 s grid, recorded straight to
    TR time courses (:func:`brainalign.record.record_corpus`, or an existing recording
    given with ``--corpus-recording``), cleaned run by run as a study cleans its stories
-   (run mean, linear trend, cosine drifts below 1/128 Hz, z-scoring), fitted out of core.
+   (run mean, linear trend, cosine drifts below 1/128 Hz, z-scoring; kept on disk), fitted
+   with the standardised TRs in memory (1.5 GB here; ``fit_atoms(in_memory=False)`` gives
+   the same atoms out of core, ``benchmarks/corpus_patterns.py`` measures it).
 2. **Story atoms, the baseline.** The bundled story (two runs), recorded, resampled to
    its TRs (Lanczos), z-scored per run and cleaned the same way, fitted in memory.
 
@@ -27,14 +29,28 @@ story: its two runs): ``split_half_loading_r`` (matched |r| of the 17,280 neuron
 Rand index of the neurons' subgroups between halves). Targets (issue 16): corpus
 split-half loading r >= 0.8 and atom r >= 0.9.
 
+Three further measurements on the corpus say where the instability comes from:
+
+- **Consensus atoms** (``--consensus-fits``, default 6): each half fitted with that many
+  seeds and the fits averaged (:mod:`brainalign.patterns.consensus`), then compared as
+  above. (The story's 140-TR halves use the exact SVD start, which does not depend on the
+  seed, so a consensus there is the single fit.)
+- **Principal subspaces**: the canonical correlations of the two halves' leading
+  64-dimensional principal subspaces over neurons
+  (:func:`brainalign.patterns.stability.subspace_agreement`). Their mean bounds the matched
+  loading r of any orthonormal loadings in those subspaces; it is how much of the
+  64-dimensional structure itself comes back in the other half.
+- **Stability against K** (``--k-curve``, default 4, 8, 16, 32): split halves of single
+  fits at smaller K, same settings.
+
 3. **Alice ROIs** (Brennan et al. 2016, the pre-registered protocol of
    ``analysis/alice_encoding.py``: SmolLM2 ``mlp.out`` word values convolved with the HRF,
    one run, 5 contiguous outer blocks, cleaning inside the folds): held-out group r per ROI
    and per-subject FDR-significant counts (1,000 block permutations) of the 64 atoms fitted
-   on each fold's training rows against the 64 corpus atoms applied with
-   :class:`~brainalign.patterns.ProjectedAtoms` (each neuron standardised on the fold's
-   training rows, loadings fixed). Target: corpus atoms reach at least the per-fold story
-   atoms' group r in >= 4 of 6 ROIs.
+   on each fold's training rows against the 64 corpus atoms, single fit and consensus,
+   applied with :class:`~brainalign.patterns.ProjectedAtoms` (each neuron standardised on
+   the fold's training rows, loadings fixed). Target: corpus atoms reach at least the
+   per-fold story atoms' group r in >= 4 of 6 ROIs.
 
 Writes ``analysis/results/pattern_stability.json`` with a ``summary`` (the four keys, each
 ``{"corpus": ..., "story": ..., "target": ...}``, and the Alice comparison) and details.
@@ -78,15 +94,36 @@ def write_document(document: dict, out: Path) -> None:
     print(json.dumps(document["summary"], indent=1))
 
 
-def stability(timecourses, n_atoms: int, in_memory: bool) -> dict:
+def stability(timecourses, n_atoms: int) -> dict:
     """Seed and split-half stability of K atoms fitted on every TR of ``timecourses``."""
     started = time.perf_counter()
-    seed = seed_stability(timecourses, n_atoms, seeds=(1,), train_runs="all",
-                          in_memory=in_memory, **SETTINGS)
-    halves = split_half_stability(timecourses, n_atoms, train_runs="all",
-                                  in_memory=in_memory, **SETTINGS)
+    seed = seed_stability(timecourses, n_atoms, seeds=(1,), train_runs="all", **SETTINGS)
+    halves = split_half_stability(timecourses, n_atoms, train_runs="all", **SETTINGS)
     return {"n_tr": int(timecourses.n_tr), "n_runs": int(len(np.unique(timecourses.runs))),
             "seed": seed, "split_half": halves, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def consensus_split_half(timecourses, n_atoms: int, consensus_fits: int) -> dict:
+    """Split halves of consensus atoms (``consensus_fits`` seeds per half, averaged)."""
+    started = time.perf_counter()
+    halves = split_half_stability(timecourses, n_atoms, train_runs="all", subspace=False,
+                                  consensus_fits=consensus_fits, **SETTINGS)
+    return {"consensus_fits": consensus_fits, "split_half": halves,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def k_curve(timecourses, candidates: list[int]) -> dict:
+    """Split-half stability of single fits at each K of ``candidates`` (summary numbers)."""
+    out = {}
+    for k in candidates:
+        started = time.perf_counter()
+        half = split_half_stability(timecourses, k, train_runs="all", **SETTINGS)
+        out[str(k)] = {key: half[key] for key in ("loading_r_mean", "atom_r_mean",
+                                                  "subgroup_ari", "subgroup_iou_mean")}
+        out[str(k)]["subspace_canonical_r_mean"] = half["subspace"]["canonical_r_mean"]
+        out[str(k)]["seconds"] = round(time.perf_counter() - started, 1)
+        logger.info("K=%d: %s", k, out[str(k)])
+    return out
 
 
 def corpus_timecourses(args, config: dict):
@@ -119,7 +156,7 @@ def story_timecourses(args, config: dict):
     return cleaned_timecourses(recording_to_tr(Recording.open(path), story=story), config)
 
 
-def alice(args, corpus_patterns, n_atoms: int) -> dict:
+def alice(args, corpus_patterns, consensus_patterns, n_atoms: int) -> dict:
     """Group r and per-subject significance counts: per-fold story atoms vs corpus atoms."""
     config = AliceConfig(n_atoms=n_atoms)
     if args.quick:
@@ -132,7 +169,9 @@ def alice(args, corpus_patterns, n_atoms: int) -> dict:
                              n_blocks=config.n_outer_blocks, tr_s=config.tr_s)
     bands = {"story_atoms_per_fold": Band(per_fold, hrf_convolved=True),
              "corpus_atoms": Band(llm, hrf_convolved=True,
-                                  preprocessing=ProjectedAtoms(corpus_patterns))}
+                                  preprocessing=ProjectedAtoms(corpus_patterns)),
+             "corpus_consensus_atoms": Band(llm, hrf_convolved=True,
+                                            preprocessing=ProjectedAtoms(consensus_patterns))}
     out = {"llm_band": {k: v for k, v in info.items() if k != "recording_provenance"}}
     for mm in config.spheres_mm:
         sphere = load_alice(args.data, sphere_mm=mm)
@@ -149,8 +188,9 @@ def alice(args, corpus_patterns, n_atoms: int) -> dict:
             result["n_sig_subjects"][name] = _sig_counts(subjects.p_values, n_subjects, rois,
                                                          config.fdr_q)
         r = result["r_group"]
-        result["corpus_at_least_story"] = int(sum(
-            r["corpus_atoms"][roi] >= r["story_atoms_per_fold"][roi] for roi in rois))
+        for name in ("corpus_atoms", "corpus_consensus_atoms"):
+            result[f"{name.removesuffix('_atoms')}_at_least_story"] = int(sum(
+                r[name][roi] >= r["story_atoms_per_fold"][roi] for roi in rois))
         out[f"{mm}mm"] = result
     return out
 
@@ -164,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "brainalign" /
                                                "pattern_stability"))
+    parser.add_argument("--consensus-fits", type=int, default=6,
+                        help="seeds averaged into each half's consensus atoms")
+    parser.add_argument("--k-curve", default="4,8,16,32",
+                        help="K values (comma-separated) of the corpus stability curve")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: K = 8, 4 Alice subjects, 50 permutations (not the "
                              "analysis; for checking the script)")
@@ -175,30 +219,48 @@ def main(argv: list[str] | None = None) -> int:
     config = validate({})  # the study defaults: cleaning as the pipeline cleans
     recording, corpus = corpus_timecourses(args, config)
     logger.info("corpus: %d TRs x %d neurons", corpus.n_tr, corpus.n_neurons)
-    corpus_result = stability(corpus, n_atoms, in_memory=False)
+    corpus_result = stability(corpus, n_atoms)
+    consensus_result = consensus_split_half(corpus, n_atoms, args.consensus_fits)
+    candidates = [int(k) for k in args.k_curve.split(",") if k] if not args.quick else [4]
+    curve = k_curve(corpus, candidates)
     story = story_timecourses(args, config)
-    story_result = stability(story, n_atoms, in_memory=True)
-    corpus_patterns = fit_atoms(corpus, n_atoms, train_runs="all", in_memory=False, **SETTINGS)
-    alice_result = alice(args, corpus_patterns, n_atoms)
+    story_result = stability(story, n_atoms)
+    corpus_patterns = fit_atoms(corpus, n_atoms, train_runs="all", **SETTINGS)
+    consensus_patterns = fit_atoms(corpus, n_atoms, train_runs="all",
+                                   consensus_fits=args.consensus_fits, **SETTINGS)
+    alice_result = alice(args, corpus_patterns, consensus_patterns, n_atoms)
 
-    def pair(get, target=None):
-        return {"corpus": get(corpus_result), "story": get(story_result), "target": target}
+    def pair(get, target=None, consensus=False):
+        out = {"corpus": get(corpus_result), "story": get(story_result), "target": target}
+        if consensus:
+            out["corpus_consensus"] = get(consensus_result)
+        return out
 
     summary = {
-        "split_half_loading_r": pair(lambda r: r["split_half"]["loading_r_mean"], 0.8),
-        "split_half_atom_r": pair(lambda r: r["split_half"]["atom_r_mean"], 0.9),
+        "split_half_loading_r": pair(lambda r: r["split_half"]["loading_r_mean"], 0.8, True),
+        "split_half_atom_r": pair(lambda r: r["split_half"]["atom_r_mean"], 0.9, True),
         "seed_atom_r": pair(lambda r: r["seed"]["atom_r_mean"]),
-        "subgroup_ari": pair(lambda r: r["split_half"]["subgroup_ari"]),
+        "subgroup_ari": pair(lambda r: r["split_half"]["subgroup_ari"], consensus=True),
         "seed_subgroup_ari": pair(lambda r: r["seed"]["subgroup_ari_mean"]),
+        "split_half_subspace_canonical_r": pair(
+            lambda r: r["split_half"]["subspace"]["canonical_r_mean"]),
+        "consensus_fits": args.consensus_fits,
+        "corpus_stability_vs_k": {k: {key: v[key] for key in ("loading_r_mean", "atom_r_mean",
+                                                              "subspace_canonical_r_mean")}
+                                  for k, v in curve.items()},
         "alice_rois_corpus_at_least_story": {
             sphere: result["corpus_at_least_story"] for sphere, result in alice_result.items()
             if sphere.endswith("mm")},
+        "alice_rois_corpus_consensus_at_least_story": {
+            sphere: result["corpus_consensus_at_least_story"]
+            for sphere, result in alice_result.items() if sphere.endswith("mm")},
         "alice_target": "corpus atoms >= per-fold story atoms in >= 4 of 6 ROIs",
         "n_atoms": n_atoms, "corpus_words": int(recording.provenance["corpus"]["n_words"]),
         "machine": f"{os.cpu_count()}-core CPU",
     }
-    document = {"summary": summary, "corpus": corpus_result, "story": story_result,
-                "alice": alice_result,
+    document = {"summary": summary, "corpus": corpus_result,
+                "corpus_consensus": consensus_result, "corpus_stability_vs_k": curve,
+                "story": story_result, "alice": alice_result,
                 "provenance": provenance_block(
                     script="analysis/pattern_stability.py", model=MODEL, site="mlp.out",
                     settings=SETTINGS, corpus=recording.provenance["corpus"],
