@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainalign.patterns import Patterns
+from brainalign.patterns import Patterns, consensus_seeds
 from brainalign.patterns.stability import CURVE_METRICS, stability_curve
 from brainalign.pipeline.bands import cleaned_timecourses
 from brainalign.pipeline.config import ConfigError, example_toml, validate
@@ -29,7 +29,7 @@ def stability_run(tmp_path_factory):
     config = tiny_study(model_dir, root / "out", interventions__study_b=False,
                         encoding__n_permutations=0, encoding__n_band_shifts=0,
                         networks__n_null=50, networks__n_shifts=50, group__n_perm=0,
-                        patterns__stability_k=[4, 2])
+                        patterns__stability_k=[4, 2], patterns__consensus_fits=2)
     return config, run_study(config, progress=False)
 
 
@@ -40,6 +40,14 @@ def test_stability_k_is_validated():
     for bad in ([1], [2, "4"], [True], [2.5], 4):
         with pytest.raises(ConfigError, match=r"patterns\.stability_k"):
             validate({"patterns": {"stability_k": bad}})
+
+
+def test_consensus_fits_is_validated():
+    assert validate({})["patterns"]["consensus_fits"] == 1
+    assert "consensus_fits = 1" in example_toml()
+    for bad in (0, -2, 1.5, "2"):
+        with pytest.raises(ConfigError, match=r"patterns\.consensus_fits"):
+            validate({"patterns": {"consensus_fits": bad}})
 
 
 def test_summary_carries_the_saved_patterns_stability_means(stability_run):
@@ -60,6 +68,12 @@ def test_summary_carries_the_saved_patterns_stability_means(stability_run):
     assert entry["seed"]["reference_seed"] == 0 and entry["seed"]["seeds"] == [1]
     assert entry["split_half"]["scheme"] == stability["split_half"]["scheme"]
     assert entry["fitted_on"].startswith("story: ")
+    assert entry["split_half"]["subspace_canonical_r_mean"] == \
+        stability["split_half"]["subspace"]["canonical_r_mean"]
+    # consensus_fits = 2 on a short story: the exact SVD start makes both fits the same
+    assert entry["consensus"] == {"n_fits": 2, "reliability_mean": pytest.approx(1.0),
+                                  "reliability_min": pytest.approx(1.0)}
+    assert stability["consensus"]["seeds"] == consensus_seeds(0, 2)
     assert entry["curve"].endswith(f"{SLUG}/{STABILITY_CURVE}")
     assert any(label == f"pattern stability {SLUG}" for label, _ in summary.rows())
 
@@ -80,7 +94,7 @@ def test_stability_curve_json_equals_a_direct_curve_on_the_cleaned_timecourses(s
     cleaned = cleaned_timecourses(study.timecourses(SLUG), study.config)
     direct = stability_curve(cleaned, [2, 4], seeds=[1], split_half=True, train_runs="all",
                              method="dictionary", alpha=config["patterns"]["alpha"],
-                             random_state=0)
+                             random_state=0, consensus_fits=2)
     for name in CURVE_METRICS:
         values = np.asarray(saved[name], dtype=float)
         assert values.shape == (2,) and np.all(np.isfinite(values)), name
@@ -103,6 +117,9 @@ def test_report_has_the_stability_table_and_the_curve_figure(stability_run):
     half_row = re.search(r"<tr><td>split half</td>(.*?)</tr>", part).group(1)
     assert f"{entry['split_half']['subgroup_ari']:.4g}" in half_row
     assert html.escape(entry["split_half"]["scheme"]) in half_row
+    subspace = entry["split_half"]["subspace_canonical_r_mean"]
+    assert f"mean canonical correlation of {subspace:.2f}" in part
+    assert "consensus atoms of 2 fits" in part and "mean reliability" in part
     caption = re.search(r"<caption>(.*?)</caption>", part).group(1)
     assert "adjusted Rand index" in caption and "intersection over union" in caption
     assert "fitted on the cleaned time courses of every run of the story" in caption

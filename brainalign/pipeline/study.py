@@ -876,8 +876,10 @@ class Study:
 
     def patterns_stability(self) -> dict:
         """Per model: where the atoms were fitted, the means of their seed and split-half
-        stability (``Patterns.stability``, without per-pair lists) and the stability curve's
-        path ("" when there is none); empty for models fitted without stability."""
+        stability (``Patterns.stability``, without per-pair lists; the split halves' mean
+        principal-subspace canonical r), the consensus reliability when
+        ``patterns.consensus_fits`` > 1, and the stability curve's path ("" when there is
+        none); empty for models fitted without stability or consensus."""
         keys = {"seed": ("atom_r_mean", "loading_r_mean", "subgroup_ari_mean",
                          "subgroup_iou_mean", "reference_seed", "seeds"),
                 "split_half": ("atom_r_mean", "loading_r_mean", "subgroup_ari",
@@ -887,6 +889,13 @@ class Study:
             patterns = self.patterns(slug)
             entry = {kind: {key: patterns.stability[kind].get(key) for key in names}
                      for kind, names in keys.items() if kind in patterns.stability}
+            subspace = patterns.stability.get("split_half", {}).get("subspace")
+            if subspace:
+                entry["split_half"]["subspace_canonical_r_mean"] = subspace["canonical_r_mean"]
+            if "consensus" in patterns.stability:
+                consensus = patterns.stability["consensus"]
+                entry["consensus"] = {key: consensus[key] for key in
+                                      ("n_fits", "reliability_mean", "reliability_min")}
             if not entry:
                 continue
             entry["fitted_on"] = (f"corpus:{self.corpus}" if self.corpus is not None

@@ -140,6 +140,22 @@ def _stability_section(report: Report, study: Any, summary: Any) -> None:
         else:
             section.text(f"{slug}: patterns.stability = false, no seed or split-half "
                          "stability was computed.", note=True)
+        subspace = entry.get("split_half", {}).get("subspace_canonical_r_mean")
+        if subspace is not None:
+            section.text(f"{slug}: the two halves' leading {patterns.n_atoms}-dimensional "
+                         "principal subspaces over neurons have a mean canonical correlation "
+                         f"of {subspace:.2f} (1: the halves share the same "
+                         f"{patterns.n_atoms}-dimensional structure). Orthonormal loadings "
+                         "chosen inside those subspaces cannot match better than this on "
+                         "average; a split-half loading r far below it comes from the fit, "
+                         "not from the data.")
+        if "consensus" in entry:
+            consensus = entry["consensus"]
+            section.text(f"{slug}: consensus atoms of {consensus['n_fits']} fits (seeds "
+                         "matched, sign-aligned and averaged); mean reliability (|r| of each "
+                         "fit's loadings with the consensus) "
+                         f"{consensus['reliability_mean']:.2f}, lowest "
+                         f"{consensus['reliability_min']:.2f}.")
         if curves[slug].exists():
             _stability_curve_figure(section, slug, json.loads(curves[slug].read_text()),
                                     patterns.n_atoms, where)
