@@ -394,6 +394,9 @@ def test_split_half_reports_the_principal_subspace_agreement():
     basis = principal_neuron_subspace(data, np.arange(len(runs)), K, neurons=neurons,
                                       device="cpu")
     np.testing.assert_allclose(basis.T @ basis, np.eye(K), atol=1e-8)
+    on_disk = principal_neuron_subspace(data, np.arange(len(runs)), K, neurons=neurons,
+                                        device="cpu", in_memory=False)
+    np.testing.assert_allclose(subspace_agreement(basis, on_disk)["canonical_r"], 1.0, atol=1e-5)
     assert subspace_agreement(basis, np.linalg.qr(X.loadings.T - X.loadings.T.mean(0))[0]
                               )["canonical_r_min"] > 0.95
     without = split_half_stability(data, K, train_runs="all", neurons=neurons, runs=runs,
