@@ -33,8 +33,8 @@ Three further measurements on the corpus say where the instability comes from:
 
 - **Consensus atoms** (``--consensus-fits``, default 6): each half fitted with that many
   seeds and the fits averaged (:mod:`brainalign.patterns.consensus`), then compared as
-  above. (The story's 140-TR halves use the exact SVD start, which does not depend on the
-  seed, so a consensus there is the single fit.)
+  above. (The story's halves, 132 and 147 TRs, start from the exact SVD, which does not
+  depend on the seed, so a consensus there is the single fit.)
 - **Principal subspaces**: the canonical correlations of the two halves' leading
   64-dimensional principal subspaces over neurons
   (:func:`brainalign.patterns.stability.subspace_agreement`). Their mean bounds the matched
