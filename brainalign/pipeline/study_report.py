@@ -147,8 +147,9 @@ def _stability_section(report: Report, study: Any, summary: Any) -> None:
                          f"of {subspace:.2f} (1: the halves share the same "
                          f"{patterns.n_atoms}-dimensional structure). Orthonormal loadings "
                          "chosen inside those subspaces cannot match better than this on "
-                         "average; a split-half loading r far below it comes from the fit, "
-                         "not from the data.")
+                         "average (for sparse dictionary codes, which lie near the subspaces, "
+                         "it is a guide rather than a bound): a split-half loading r far below "
+                         "it comes mostly from the fit, not from the data.")
         if "consensus" in entry:
             consensus = entry["consensus"]
             section.text(f"{slug}: consensus atoms of {consensus['n_fits']} fits (seeds "
