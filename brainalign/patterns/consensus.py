@@ -98,11 +98,10 @@ def consensus_decomposition(fits: Sequence[tuple[np.ndarray, np.ndarray]], max_i
     """
     if len(fits) < 2:
         raise ValueError(f"a consensus needs at least 2 fits, got {len(fits)}")
-    atoms0, loadings0 = fits[0]
     shapes = {(np.shape(a), np.shape(b)) for a, b in fits}
     if len(shapes) != 1:
         raise ValueError(f"every fit must have the same atoms and loadings shapes, got {sorted(shapes)}")
-    consensus = np.asarray(loadings0, dtype=np.float64)
+    consensus = np.asarray(fits[0][1], dtype=np.float64)
     pairing: list[np.ndarray] | None = None
     converged = False
     for n_iter in range(1, max_iter + 1):
@@ -119,7 +118,6 @@ def consensus_decomposition(fits: Sequence[tuple[np.ndarray, np.ndarray]], max_i
             converged = True
             break
         pairing = new_pairing
-    pairing = new_pairing
     atoms = np.mean([np.asarray(a, dtype=np.float64)[:, cols] * sign
                      for (a, _), cols, sign in zip(fits, pairing, signs)], 0)
     reliability = np.mean([np.abs(np.diag(correlation(consensus, np.asarray(loadings)[cols])))

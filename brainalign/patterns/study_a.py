@@ -613,8 +613,9 @@ class AtomTransformer(TransformerMixin, BaseEstimator):
             np.arange(X.shape[1], dtype=np.int32))
         self.patterns_ = fit_atoms(X, self.n_atoms, train_runs="all", method=self.method,
                                    alpha=self.alpha, standardize=self.standardize,
-                                   consensus_fits=self.consensus_fits, neurons=neurons, random_state=self.random_state,
-                                   device=self.device, chunk_size=self.chunk_size)
+                                   consensus_fits=self.consensus_fits, neurons=neurons,
+                                   random_state=self.random_state, device=self.device,
+                                   chunk_size=self.chunk_size)
         self.n_features_in_ = X.shape[1]
         return self
 

@@ -813,7 +813,8 @@ class Study:
 
         options, seed = self.config["patterns"], self.config["study"]["seed"]
         fit = dict(n_atoms=options["n_atoms"], train_runs="all", method=options["method"],
-                   consensus_fits=options["consensus_fits"], random_state=seed, stability_seeds=[seed + 1] if options["stability"] else [],
+                   consensus_fits=options["consensus_fits"], random_state=seed,
+                   stability_seeds=[seed + 1] if options["stability"] else [],
                    **({"alpha": options["alpha"]} if options["method"] == "dictionary" else {}))
         for slug, _ in self.models:
             runs = (self.timecourses(slug) if self.corpus is None
@@ -861,7 +862,8 @@ class Study:
             return
         curve = stability_curve(cleaned, candidates, seeds=[seed + 1], split_half=True,
                                 train_runs="all", method=options["method"], random_state=seed,
-                                consensus_fits=options["consensus_fits"], **({"alpha": options["alpha"]}
+                                consensus_fits=options["consensus_fits"],
+                                **({"alpha": options["alpha"]}
                                    if options["method"] == "dictionary" else {}))
         document = curve.to_dict()
         document.update(requested=requested, fitted_on="story")
