@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainalign.pipeline.bands import extra_band, word_rate
-from brainalign.pipeline.config import ConfigError
+from brainalign.encoding.bands import resolve_bands
+from brainalign.pipeline.bands import atom_band, extra_band, word_rate
+from brainalign.pipeline.config import ConfigError, validate
 from brainalign.stimuli import bundled_story
 from brainalign.timecourse import words_to_tr
 
@@ -35,3 +36,14 @@ def test_extra_band_reads_one_row_per_volume_and_checks_the_count(tmp_path):
     with pytest.raises(ConfigError, match=f"has {n_volumes - 3} rows but the stories' runs have "
                                           f"{n_volumes} volumes"):
         extra_band({"name": "published", "path": str(path)}, [story], trim=[0, 0])
+
+
+@pytest.mark.parametrize("method, delays", [("hrf", []), ("lanczos", [1, 2, 3, 4])])
+def test_atoms_resampled_with_the_hrf_get_no_fir_delays_on_top(method, delays):
+    """HRF-resampled neuron time courses give HRF-convolved atoms: delaying them again by
+    1-4 TRs would move their peak from 6 s to 8-14 s after the word."""
+    config = validate({"timecourse": {"method": method}, "encoding": {"delays": [1, 2, 3, 4]}})
+    atoms = np.random.default_rng(0).standard_normal((50, 3))
+    (band,) = resolve_bands({"atoms": atom_band(atoms, config)}, 50,
+                            delays=config["encoding"]["delays"])
+    assert band.delays == delays and band.hrf_convolved == (method == "hrf")

@@ -8,7 +8,9 @@ A study fits each subject's fMRI with named bands (``encoding.bands``):
   :class:`~brainalign.patterns.AtomTransformer`, once per model and reused for every
   subject); the final fit, the maps and the network mapping use the atoms of the patterns
   stage (fitted on every run), whose regressors are :meth:`Patterns.transform` of the
-  cleaned time courses;
+  cleaned time courses. With ``timecourse.method = "hrf"`` the neuron time courses, and
+  so the atoms, are already HRF-convolved: the band then gets no FIR delays
+  (:func:`atom_band`), as a regressor delayed again would peak seconds too late;
 * ``word_rate``: every word's onset convolved with the SPM HRF on the scan (no FIR
   delays), the low-level control a reviewer asks for;
 * ``encoding.extra_bands``: tables with one row per volume of the stories' runs.
@@ -106,6 +108,16 @@ def study_outer_groups(study, runs) -> np.ndarray | None:
     return np.asarray(design.story_of_run)[np.asarray(runs)]
 
 
+def atom_band(atoms, config: dict):
+    """The atoms (an array (n_tr, n_atoms) or per-fold :class:`FoldFeatures`) as a band:
+    marked ``hrf_convolved`` (no FIR delays) when the study resamples words to TRs with
+    the HRF (``timecourse.method = "hrf"``); delayed by ``encoding.delays`` after Lanczos
+    resampling, which leaves the haemodynamic lag to the delays."""
+    from brainalign.encoding import Band
+
+    return Band(atoms, hrf_convolved=config["timecourse"]["method"] == "hrf")
+
+
 def word_rate(stories: list, trim) -> np.ndarray:
     """Word onsets convolved with the SPM HRF on every story's scan, trimmed like the time
     courses: shape (n_tr_kept, 1)."""
@@ -160,7 +172,7 @@ def study_bands(study, slug: str) -> dict[str, Any]:
     bands = {}
     for name in options["bands"]:
         if name == "atoms":
-            bands[name] = Band(atoms)
+            bands[name] = atom_band(atoms, config)
         elif name == "word_rate":
             bands[name] = Band(word_rate(study.stories, trim), hrf_convolved=True)
         else:

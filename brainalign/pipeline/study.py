@@ -929,8 +929,8 @@ class Study:
 
     # -- encoding ------------------------------------------------------------------
     def build_encoding(self, folder: Path) -> None:
-        from brainalign.encoding import Band
-        from brainalign.pipeline.bands import study_bands, study_cleaning, study_outer_groups
+        from brainalign.pipeline.bands import (atom_band, study_bands, study_cleaning,
+                                               study_outer_groups)
         from brainalign.pipeline.scale import map_units
         from brainalign.pipeline.units import EncodingUnit, encode_unit
 
@@ -941,7 +941,7 @@ class Study:
         units = []
         for slug, name in self.models:
             bands = study_bands(self, slug)
-            whole_story = {"atoms": Band(self.atom_regressors(slug))}
+            whole_story = {"atoms": atom_band(self.atom_regressors(slug), self.config)}
             for space in self.spaces:
                 data = self.brain(slug, space)
                 groups = study_outer_groups(self, data.runs)  # leave one story out (BIDS)
