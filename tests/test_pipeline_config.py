@@ -7,8 +7,8 @@ import tomllib
 import pytest
 
 from brainalign.pipeline.cache import StageCache
-from brainalign.pipeline.config import (SCAN_TABLE, ConfigError, example_toml, load_config,
-                                        stage_config, validate)
+from brainalign.pipeline.config import (SCAN_TABLE, STAGE_DEPENDENCIES, ConfigError, example_toml,
+                                        load_config, stage_config, validate)
 
 
 def test_example_config_round_trips_to_defaults():
@@ -167,3 +167,18 @@ def test_stages_on_the_tr_grid_are_keyed_on_the_resolved_scans(tmp_path):
     assert cache.key("record", base) == cache.key("record", shifted)
     for stage in ("timecourse", "patterns", "fmri", "encoding", "networks"):
         assert cache.key(stage, base) != cache.key(stage, shifted), stage
+
+
+def test_resampling_kernel_revision_is_in_the_cache_key_of_every_stage_that_resamples(monkeypatch):
+    """A code fix to the word -> TR kernels must rebuild cached stages, not reuse them."""
+    import brainalign.timecourse.resample as resample
+
+    config = validate({})
+    before = {stage: StageCache("/tmp/out").key(stage, config) for stage in STAGE_DEPENDENCIES}
+    monkeypatch.setattr(resample, "KERNEL_REVISION", resample.KERNEL_REVISION + 1)
+    after = {stage: StageCache("/tmp/out").key(stage, config) for stage in STAGE_DEPENDENCIES}
+    changed = {stage for stage in before if before[stage] != after[stage]}
+    assert changed == {stage for stage, tables in STAGE_DEPENDENCIES.items()
+                       if any(t.partition(".")[0] == "timecourse" for t in tables)}
+    assert {"timecourse", "patterns", "encoding", "corpus"} <= changed
+    assert "record" not in changed and "interventions" not in changed

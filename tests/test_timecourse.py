@@ -30,12 +30,12 @@ def make_story(onsets_per_run, tr_s=2.0, n_volumes=None, duration_s=0.2, first_v
                            allow_words_outside_scan=allow_words_outside_scan)
 
 
-def lanczos_reference(word_times, tr_times, values, cutoff_hz, window=3):
-    """Scalar float64 loop over the Lanczos formula."""
+def lanczos_reference(word_times, tr_times, values, rate_hz, window=3):
+    """Scalar float64 loop over the Lanczos formula (sinc rate ``rate_hz``)."""
     out = np.zeros((len(tr_times), values.shape[1]))
     for k, t_k in enumerate(tr_times):
         for w, t_w in enumerate(word_times):
-            x = (t_k - t_w) * cutoff_hz
+            x = (t_k - t_w) * rate_hz
             if x == 0:
                 weight = 1.0
             elif abs(x) > window:
@@ -60,28 +60,39 @@ def test_words_to_tr_lanczos_matches_float64_reference_on_irregular_words():
     story = make_story([onsets], tr_s=2.0, n_volumes=[31], duration_s=0.3)
     values = rng.standard_normal((80, 3))
     got = words_to_tr(values, story, method="lanczos")
-    expected = lanczos_reference(onsets + 0.15, 2.0 * np.arange(31), values, cutoff_hz=0.25)
+    expected = lanczos_reference(onsets + 0.15, 2.0 * np.arange(31), values, rate_hz=0.5)
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
 
 
-def test_lanczos_passes_slow_sinusoid_and_rejects_fast_one():
-    dt, tr_s, n_tr = 0.25, 2.0, 150
+def test_lanczos_passes_up_to_the_nyquist_frequency_and_rejects_above():
+    """The Huth-lab kernel (sinc rate 1 / tr_s) is a low-pass at 1 / (2 tr_s) = 0.25 Hz.
+    Revision 1 (rate 1 / (2 tr_s)) kept only half that band: its gain at 0.15 Hz was 0.18."""
+    dt, tr_s, n_tr = 0.1, 2.0, 200
     onsets = np.arange(0, tr_s * n_tr, dt)
     story = make_story([onsets], tr_s=tr_s, n_volumes=[n_tr], duration_s=0.0)
-    scale = dt * (1 / (2 * tr_s))  # density of words x kernel width (module doc)
     t_tr = tr_s * np.arange(n_tr)
-    interior = slice(5, n_tr - 5)
-    slow = np.sin(2 * np.pi * 0.02 * onsets)
-    got = words_to_tr(slow, story) * scale
-    np.testing.assert_allclose(got[interior], np.sin(2 * np.pi * 0.02 * t_tr)[interior], atol=0.02)
-    fast = np.sin(2 * np.pi * 0.6 * onsets)  # above the 0.25 Hz cutoff
-    assert np.max(np.abs(words_to_tr(fast, story) * scale)[interior]) < 0.05
+    interior = slice(10, n_tr - 10)
+    dc = words_to_tr(np.ones_like(onsets), story)[interior].mean()
+    np.testing.assert_allclose(dc, tr_s / dt, rtol=0.01)  # words per tr_s / cutoff_mult (doc)
+
+    def gain(frequency_hz):
+        got = words_to_tr(np.sin(2 * np.pi * frequency_hz * onsets), story)[interior] / dc
+        reference = np.sin(2 * np.pi * frequency_hz * t_tr)[interior]
+        return float(got @ reference / (reference @ reference))
+
+    for frequency_hz in (0.02, 0.1, 0.15):
+        assert abs(gain(frequency_hz) - 1) < 0.03, frequency_hz
+    assert 0.7 < gain(0.2) < 0.95  # the Lanczos window's transition band below Nyquist
+    for frequency_hz in (0.35, 0.6):  # above Nyquist (0.25 Hz) and beyond the transition
+        fast = words_to_tr(np.sin(2 * np.pi * frequency_hz * onsets), story)[interior] / dc
+        assert np.max(np.abs(fast)) < 0.05, frequency_hz
 
 
-def test_lanczos_is_identity_on_the_grid_with_cutoff_at_sampling_rate():
+def test_lanczos_is_identity_on_the_grid_at_the_default_cutoff():
+    """Words on the volume times come back unchanged: one sinc zero crossing per TR."""
     story = make_story([2.0 * np.arange(20)], tr_s=2.0, n_volumes=[20], duration_s=0.0)
     values = np.random.default_rng(1).standard_normal((20, 2))
-    np.testing.assert_allclose(words_to_tr(values, story, cutoff_mult=2.0), values, atol=1e-12)
+    np.testing.assert_allclose(words_to_tr(values, story), values, atol=1e-12)
 
 
 @pytest.mark.parametrize("hrf_model", ["spm", "glover"])

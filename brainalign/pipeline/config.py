@@ -721,6 +721,10 @@ def stage_config(config: dict[str, dict[str, Any]], stage: str) -> dict[str, Any
     if "study" in part:
         part["study"].pop("out", None)
         part["study"].pop("name", None)
+    if "timecourse" in part:  # a stage cached with older resampling kernels is rebuilt
+        from brainalign.timecourse.resample import KERNEL_REVISION
+
+        part["timecourse"]["kernel_revision"] = KERNEL_REVISION
     return part
 
 

@@ -6,19 +6,22 @@ built once per run as a matrix ``W`` of shape (n_tr, n_words) and applied as ``W
 
 ``"lanczos"``
     Lanczos-windowed sinc interpolation from irregular word times to regular TR times,
-    the convention of the Huth lab's encoding work (Huth et al. 2016, Nature 532:453):
-    window of 3 lobes, cutoff at the Nyquist frequency of the TR grid, ``1 / (2 tr_s)``.
-    Written by hand here because no maintained library offers resampling from irregular
-    sample times. The kernel value of a word at time ``t_w`` for a TR at time ``t_k`` is
+    the convention of the Huth lab's encoding work (Huth et al. 2016, Nature 532:453; their
+    ``lanczosinterp2D``): window of 3 lobes, sinc rate ``cutoff_mult / tr_s`` (one zero
+    crossing per TR at ``cutoff_mult = 1``), which passes frequencies up to
+    ``cutoff_mult / (2 tr_s)``, the Nyquist frequency of the TR grid. Written by hand here
+    because no maintained library offers resampling from irregular sample times. The
+    kernel value of a word at time ``t_w`` for a TR at time ``t_k`` is
 
-        x = (t_k - t_w) * cutoff_hz
+        x = (t_k - t_w) * cutoff_mult / tr_s
         L(x) = window * sin(pi x) * sin(pi x / window) / (pi x)**2,   L(0) = 1,
         L(x) = 0 where |x| > window.
 
     As in that convention the kernel is not normalised by the sampling density: a
     feature equal to 1 on every word becomes, on the TR grid, roughly the number of
-    words heard per ``1 / cutoff_hz`` seconds (a word-rate regressor). Per-run
-    z-scoring removes this scale.
+    words heard per ``tr_s / cutoff_mult`` seconds (a word-rate regressor). Per-run
+    z-scoring removes this scale. Before :data:`KERNEL_REVISION` 2 the sinc rate was half
+    this, ``cutoff_mult / (2 tr_s)``, which passed only up to a quarter of the TR rate.
 
 ``"hrf"``
     Each word is an impulse at its onset, scaled by its value, convolved with a
@@ -37,6 +40,10 @@ from typing import Literal
 import numpy as np
 
 METHODS = ("lanczos", "hrf")
+#: Revision of the resampling kernels, recorded in provenance and in the cache keys of
+#: every stage that resamples: 2 = Lanczos sinc rate ``cutoff_mult / tr_s`` (Nyquist
+#: passband); revision 1 used half that rate.
+KERNEL_REVISION = 2
 HRF_MODELS = ("spm", "glover")
 #: Length of the canonical HRF kernel (s): a word moves no volume later than this.
 HRF_LENGTH_S = 32.0
@@ -64,12 +71,12 @@ def tr_times(n_volumes: int, tr_s: float, first_volume_s: float) -> np.ndarray:
 
 
 def lanczos_kernel(x: np.ndarray, window: int = 3) -> np.ndarray:
-    """The Lanczos kernel ``L(x)`` for ``x`` in units of ``1 / cutoff_hz`` (see module doc).
+    """The Lanczos kernel ``L(x)`` for ``x`` in units of ``tr_s / cutoff_mult`` (module doc).
 
     Parameters
     ----------
     x : ndarray, any shape
-        Time differences multiplied by the cutoff frequency (dimensionless).
+        Time differences multiplied by the sinc rate (dimensionless).
     window : int
         Number of lobes on each side; the kernel is zero beyond ``|x| > window``.
 
@@ -97,19 +104,20 @@ def lanczos_matrix(word_times_s: np.ndarray, tr_times_s: np.ndarray, tr_s: float
     tr_times_s : ndarray, shape (n_tr,)
         Time of each volume (s), same clock.
     tr_s : float
-        Repetition time (s); the cutoff is ``cutoff_mult / (2 tr_s)`` Hz.
+        Repetition time (s); the sinc rate is ``cutoff_mult / tr_s`` and the passband
+        ends at ``cutoff_mult / (2 tr_s)`` Hz.
     window : int
         Lanczos window (lobes per side), 3 by convention.
     cutoff_mult : float
-        Multiplier of the Nyquist cutoff (1 by convention).
+        Multiplier of the cutoff (1 by convention: the Nyquist frequency of the TR grid).
 
     Returns
     -------
     W : ndarray, shape (n_tr, n_words), float64
     """
-    cutoff_hz = cutoff_mult / (2.0 * tr_s)
+    rate_hz = cutoff_mult / tr_s
     lags_s = np.asarray(tr_times_s, np.float64)[:, None] - np.asarray(word_times_s, np.float64)[None, :]
-    return lanczos_kernel(lags_s * cutoff_hz, window)
+    return lanczos_kernel(lags_s * rate_hz, window)
 
 
 def hrf_samples(tr_s: float, hrf_model: Literal["spm", "glover"] = "spm",

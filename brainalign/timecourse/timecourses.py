@@ -27,8 +27,8 @@ import numpy as np
 from brainalign.provenance import provenance_block
 from brainalign.record.neurons import NeuronTable
 from brainalign.stimuli.story import Story
-from brainalign.timecourse.resample import (HRF_LENGTH_S, METHODS, hrf_matrix, lanczos_matrix,
-                                             tr_times)
+from brainalign.timecourse.resample import (HRF_LENGTH_S, KERNEL_REVISION, METHODS, hrf_matrix,
+                                           lanczos_matrix, tr_times)
 from brainalign.timecourse.runs import check_runs, trim_mask, zscore_runs
 
 logger = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class TrResampling:
         """Lags (s) outside which the kernel is zero: volume time - word time lies in
         ``[-before, after]``; returned as ``(before, after)``."""
         if self.method == "lanczos":
-            reach = self.window * 2.0 * tr_s / self.cutoff_mult
+            reach = self.window * tr_s / self.cutoff_mult
             return reach, reach
         return 0.0, HRF_LENGTH_S
 
@@ -232,7 +232,8 @@ class TrResampling:
         return dict(
             method=self.method, allow_words_outside_scan=self.allow_words_outside_scan,
             word_time=self.word_time,
-            lanczos={"window": self.window, "cutoff_mult": self.cutoff_mult}
+            lanczos={"window": self.window, "cutoff_mult": self.cutoff_mult,
+                     "kernel_revision": KERNEL_REVISION}
             if self.method == "lanczos" else None,
             hrf={"model": self.hrf_model, "oversampling": self.oversampling}
             if self.method == "hrf" else None,
@@ -279,7 +280,7 @@ def words_to_tr(values: np.ndarray, story: Story, method: Method = "lanczos", *,
         With its scan attached (:meth:`Story.with_scan`): volume ``k`` of run ``r`` is
         at ``story.first_volume_s[r] + k * story.tr_s`` on that run's word clock.
     method : {"lanczos", "hrf"}
-        Lanczos interpolation (window ``window``, cutoff ``cutoff_mult / (2 tr_s)``) or
+        Lanczos interpolation (window ``window``, passband up to ``cutoff_mult / (2 tr_s)``) or
         impulses convolved with nilearn's ``hrf_model`` HRF; see
         :mod:`brainalign.timecourse.resample`.
     allow_words_outside_scan : bool, default False
