@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -520,3 +521,23 @@ def test_recording_a_mixture_of_experts_with_its_router(tmp_path):
         assert ((router > 0).sum(axis=1) == 2).all()  # first token of each word: top-2
         active = np.abs(inner.reshape(40, N_EXPERTS, EXPERT_FFN)).sum(axis=2) > 0
         np.testing.assert_array_equal(active, router > 0)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in MOE])
+def test_parameter_regions_read_the_residual_axis_of_attention_outputs(family):
+    """Study C counts region entries per hidden dimension: a row of the (square) attention
+    output projection writes one residual dimension, whatever the family calls it."""
+    from brainalign.interventions.regions import Region, dimension_profile
+
+    model = tiny_model(family)
+    (site,) = resolve_sites(model, ["attn.out"], [0])
+    key = site.module_path + ".weight"
+    weight = dict(model.named_parameters())[key]
+    assert weight.shape == (D_MODEL, D_MODEL)
+    writes = np.zeros(weight.shape, dtype=bool)
+    if type(_sub(model, site.module_path)).__name__ == "Conv1D":  # GPT-2 stores (in, out)
+        writes[:, 5] = True
+    else:
+        writes[5, :] = True
+    profile = dimension_profile(model, Region({key: torch.as_tensor(np.flatnonzero(writes))}))
+    assert profile.counts[5] == D_MODEL and profile.counts.sum() == D_MODEL

@@ -31,10 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from brainalign.models.sites import block_list
-
-#: Matrices whose *output* (rows, for torch Linear) is the hidden (d_model) axis.
-_OUTPUT_PROJECTIONS = ("o_proj", "down_proj", "c_proj", "output.dense", "dense")
+from brainalign.models.sites import RESIDUAL_WRITERS, block_list
 
 
 def block_matrices(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -323,11 +320,17 @@ def scale_region(model: torch.nn.Module, region: Region, factor: float):
 
 
 def _hidden_axis(module: torch.nn.Module, name: str, shape: torch.Size, hidden_size: int) -> int | None:
-    """Axis of a weight that indexes hidden (d_model) dimensions, or None."""
+    """Axis of a weight that indexes hidden (d_model) dimensions, or None.
+
+    The output axis for the matrices that write the residual stream
+    (:data:`~brainalign.models.sites.RESIDUAL_WRITERS`: attention output and down
+    projections), the input axis for the others; the other axis when only it has the
+    hidden size. Square matrices are decided by the name alone.
+    """
     rows_are_output = type(module).__name__ != "Conv1D"  # GPT-2's Conv1D stores (in, out)
     output_axis, input_axis = (0, 1) if rows_are_output else (1, 0)
     module_name = name.rsplit(".", 1)[0]
-    preferred = output_axis if module_name.endswith(_OUTPUT_PROJECTIONS) else input_axis
+    preferred = output_axis if module_name.rsplit(".", 1)[-1] in RESIDUAL_WRITERS else input_axis
     if shape[preferred] == hidden_size:
         return preferred
     other = 1 - preferred

@@ -153,6 +153,9 @@ _ATTENTION_OUT = ("o_proj", "out_proj", "c_proj", "dense", "out_lin", "Wo", "o")
 #: Names of a block's feed-forward sub-module, and of its down projection inside it.
 _FFN = ("mlp", "ffn", "feed_forward", "block_sparse_moe")
 _DOWN = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "fc_out", "lin2", "Wo", "w2")
+#: Last names of the modules whose output is the residual (d_model) axis: the attention
+#: output and feed-forward down projections of every family above.
+RESIDUAL_WRITERS = frozenset(_ATTENTION_OUT + _DOWN)
 
 _LAYOUT_EXAMPLE = (
     "layout={'blocks': 'model.layers', 'mlp.inner': ['mlp.down_proj', 'input'], "
