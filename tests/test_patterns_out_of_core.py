@@ -161,3 +161,16 @@ def test_projected_atoms_standardise_on_the_training_rows_only(on_disk):
     np.testing.assert_array_equal(again.mean_, projector.mean_)
     with pytest.raises(ValueError, match="neurons of the patterns"):
         ProjectedAtoms(patterns).fit(story[:, :10])
+
+
+@pytest.mark.parametrize("rows", [[0, 2, 1, 3], [0, 0, 2, 3], [1, 2, 3], [4, 2, 5]])
+def test_training_rows_are_read_as_given_in_any_order_and_with_repeats(rows):
+    """Rows that span a range without being it (reordered, repeated) are not read as one."""
+    from brainalign.patterns.study_a import _standardized_neurons
+
+    data = np.arange(24, dtype=np.float32).reshape(6, 4) ** 1.5
+    rows = np.array(rows)
+    blocks = NeuronBlocks.standardized(data, rows, torch.device("cpu"), standardize=False)
+    in_memory, _, _ = _standardized_neurons(data, rows, torch.device("cpu"), False, None)
+    for got in (blocks[0:4], in_memory):
+        np.testing.assert_allclose(np.asarray(got), data[rows].T, rtol=1e-6)

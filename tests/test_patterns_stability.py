@@ -402,3 +402,25 @@ def test_split_half_reports_the_principal_subspace_agreement():
     without = split_half_stability(data, K, train_runs="all", neurons=neurons, runs=runs,
                                    device="cpu", subspace=False)
     assert "subspace" not in without
+
+
+def test_stability_refits_read_the_data_as_the_fit_does(monkeypatch):
+    """fit_atoms(in_memory=False) keeps its seed, split-half and subspace refits out of
+    core too (a long corpus would not fit on the device otherwise)."""
+    import brainalign.patterns.stability as stability
+    import brainalign.patterns.study_a as study_a
+
+    read_in_memory = []
+    original = study_a._training_matrix
+
+    def spy(inputs, rows, *args, **kwargs):
+        read_in_memory.append(inputs.in_memory)
+        return original(inputs, rows, *args, **kwargs)
+
+    monkeypatch.setattr(study_a, "_training_matrix", spy)
+    monkeypatch.setattr(stability, "_training_matrix", spy)
+    data = np.random.default_rng(0).standard_normal((40, 50)).astype(np.float32)
+    fit_atoms(data, 3, train_runs="all", neurons=NeuronTable.from_sites([(0, "mlp.out", 50)]),
+              runs=np.repeat([0, 1], 20), device="cpu", in_memory=False, stability_seeds=[1],
+              split_half=True, max_iter=3)
+    assert len(read_in_memory) >= 4 and not any(read_in_memory)

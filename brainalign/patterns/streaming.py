@@ -187,11 +187,18 @@ class NeuronBlocks:
         return torch.from_numpy(values).to(self.device)
 
 
+def row_index(rows: np.ndarray) -> slice | np.ndarray:
+    """``rows`` as a slice when they are consecutive and increasing (a memory map reads a
+    slice in one sweep), else unchanged (any order, repeats kept)."""
+    rows = np.asarray(rows)
+    if len(rows) and np.all(np.diff(rows) == 1):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
 def _read_trs(data, rows: np.ndarray, check: bool = True) -> np.ndarray:
     """``data[rows]`` (n_rows, n_neurons) as float32, with the map's pages released."""
-    contiguous = len(rows) and rows[-1] - rows[0] + 1 == len(rows)
-    values = np.array(data[int(rows[0]):int(rows[-1]) + 1] if contiguous else data[rows],
-                      dtype=np.float32)
+    values = np.array(data[row_index(rows)], dtype=np.float32)
     release_pages(data)
     if check and not np.isfinite(values).all():
         bad = sorted(set(int(rows[i]) for i in np.nonzero(~np.isfinite(values))[0][:5]))

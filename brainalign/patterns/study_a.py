@@ -57,7 +57,7 @@ from brainalign.patterns.dictionary import DictionaryLearning
 from brainalign.patterns.ica import FastICA
 from brainalign.patterns.kmeans import KMeans
 from brainalign.patterns.streaming import (NeuronBlocks, default_chunk_rows, resolve_device,
-                                           row_chunks)
+                                           row_chunks, row_index)
 from brainalign.provenance import config_hash, provenance_block
 from brainalign.record.neurons import NeuronTable
 from brainalign.timecourse.delays import DEFAULT_DELAYS
@@ -308,10 +308,9 @@ def _standardized_neurons(data, rows: np.ndarray, device: torch.device, standard
     out = torch.empty(n_neurons, len(rows), dtype=torch.float32, device=device)
     mean = np.zeros(n_neurons, dtype=np.float64)
     scale = np.ones(n_neurons, dtype=np.float64)
-    contiguous = len(rows) == rows[-1] - rows[0] + 1
-    row_index = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
+    index = row_index(rows)
     for cols in row_chunks(n_neurons, default_chunk_rows(len(rows), chunk_size)):
-        block = torch.from_numpy(np.array(data[row_index, cols], dtype=np.float64)).to(device)
+        block = torch.from_numpy(np.array(data[index, cols], dtype=np.float64)).to(device)
         if not torch.isfinite(block).all():
             raise ValueError(f"time courses contain NaN or inf (neurons {cols.start}..{cols.stop - 1})")
         if standardize:
@@ -513,7 +512,8 @@ def fit_atoms(
 
         refit = dict(train_rows=rows, neurons=neurons, runs=runs, times_s=times_s,
                      method=method, standardize=standardize, device=device,
-                     chunk_size=chunk_size, consensus_fits=consensus_fits, **params)
+                     in_memory=in_memory, chunk_size=chunk_size,
+                     consensus_fits=consensus_fits, **params)
         if len(stability_seeds):
             patterns.stability["seed"] = seed_stability(timecourses, n_atoms, stability_seeds,
                                                         reference=patterns, **refit)
