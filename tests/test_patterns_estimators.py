@@ -229,3 +229,15 @@ def test_estimators_agree_between_cpu_and_cuda():
     d_cpu = DictionaryLearning(8, alpha=0.1, random_state=0, device="cpu").fit(Z)
     d_gpu = DictionaryLearning(8, alpha=0.1, random_state=0, device="cuda").fit(Z)
     np.testing.assert_allclose(d_gpu.objective_, d_cpu.objective_, rtol=1e-2)
+
+
+@pytest.mark.parametrize("init", ["svd", "random"])
+def test_overcomplete_dictionary_fits_and_reconstructs(init):
+    """More atoms than features: the SVD start pads with random atoms instead of failing."""
+    X = np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32)
+    model = DictionaryLearning(6, alpha=1e-3, init=init, device="cpu", random_state=0,
+                               max_iter=50).fit(X)
+    assert model.components_.shape == (6, 4)
+    np.testing.assert_allclose(np.linalg.norm(model.components_, axis=1), 1, atol=1e-5)
+    residual = X - model.transform(X) @ model.components_
+    assert np.linalg.norm(residual) < 0.01 * np.linalg.norm(X)

@@ -302,10 +302,11 @@ class DictionaryLearning(TransformerMixin, BaseEstimator):
             atoms = eigvecs[:, order].T.to(X.dtype)
         else:
             atoms = randomized_right_singular_vectors(X, self.n_components, rng, chunk)
-            if self.n_components > n_features:  # more atoms than dimensions: pad randomly
-                extra = self.n_components - atoms.shape[0]
-                atoms = torch.cat([atoms, torch.as_tensor(
-                    rng.standard_normal((extra, n_features)), dtype=X.dtype, device=X.device)])
+        if self.init == "svd" and atoms.shape[0] < self.n_components:
+            # more atoms than dimensions (an overcomplete dictionary): pad randomly
+            extra = self.n_components - atoms.shape[0]
+            atoms = torch.cat([atoms, torch.as_tensor(
+                rng.standard_normal((extra, n_features)), dtype=X.dtype, device=X.device)])
         norms = atoms.norm(dim=1, keepdim=True).clamp_min(1e-12)
         return atoms / norms
 
