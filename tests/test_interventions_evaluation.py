@@ -11,7 +11,8 @@ from conftest import tiny_config, tiny_model
 from brainalign.interventions import NeuronSet, lesion
 from brainalign.interventions.corpora import (TextSplit, prose_split, read_prose, read_udhr, udhr_dir,
                                               udhr_languages, udhr_split)
-from brainalign.interventions.evaluation import causal_perplexity, pseudo_perplexity, sliding_windows, text_prefix
+from brainalign.interventions.evaluation import (causal_perplexity, pseudo_perplexity, score_text,
+                                                 sliding_windows, text_prefix)
 
 IDS = torch.randint(0, 128, (50,), generator=torch.Generator().manual_seed(2))
 
@@ -116,6 +117,26 @@ def test_pseudo_perplexity_matches_one_mask_at_a_time():
     assert score.n_correct == correct
     with pytest.raises(TypeError, match="masked-LM head"):
         pseudo_perplexity(tiny_model("bert"), ids, mask_id, window=8)
+
+
+
+def test_encoder_text_score_with_stride_equal_to_window_uses_non_overlapping_windows():
+    """``window`` counts [CLS] and [SEP]; a stride of the whole window means windows that
+    do not overlap: every text token scored exactly once, as with stride = window - 2."""
+    from transformers import BertForMaskedLM
+
+    class Tokenizer:
+        mask_token_id, cls_token_id, sep_token_id = 4, 1, 2
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [5 + ord(c) % 90 for c in text]}
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_config("bert")).eval()
+    text = "a few words of text to score " * 2
+    whole = score_text(model, Tokenizer(), text, kind="encoder", window=10, stride=10)
+    content = score_text(model, Tokenizer(), text, kind="encoder", window=10, stride=8)
+    assert whole.n_tokens == len(text) and whole == content
 
 
 HTML = """<!doctype html>

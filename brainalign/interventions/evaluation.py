@@ -234,7 +234,9 @@ def score_text(
     windows start with the tokenizer's :func:`text_prefix`.
 
     ``batch_size`` is windows per forward pass (causal) or masked copies per forward pass
-    (encoder); ``window`` counts special tokens for encoders.
+    (encoder); ``window`` counts special tokens for encoders, ``stride`` counts text tokens
+    and is at most the text tokens of a window (so ``stride == window`` means
+    non-overlapping windows for encoders too).
     """
     ids = tokenize(tokenizer, text, max_tokens)
     if kind == "causal":
@@ -245,9 +247,10 @@ def score_text(
             raise ValueError("pseudo-perplexity needs a tokenizer with a mask token")
         prefix = (tokenizer.cls_token_id,) if tokenizer.cls_token_id is not None else ()
         suffix = (tokenizer.sep_token_id,) if tokenizer.sep_token_id is not None else ()
-        return pseudo_perplexity(model, ids, tokenizer.mask_token_id, window=window - len(prefix) - len(suffix),
-                                 stride=stride, prefix_ids=prefix, suffix_ids=suffix,
-                                 batch_size=batch_size)
+        content = window - len(prefix) - len(suffix)
+        return pseudo_perplexity(model, ids, tokenizer.mask_token_id, window=content,
+                                 stride=None if stride is None else min(stride, content),
+                                 prefix_ids=prefix, suffix_ids=suffix, batch_size=batch_size)
     raise ValueError(f"kind must be 'causal' or 'encoder', got {kind!r}")
 
 
