@@ -245,3 +245,20 @@ def test_truncated_or_changed_shards_are_caught_on_open_and_read(causal, word_re
         recording_to_tr(recording, device="cpu")
     unchecked = Recording.open(copy, check_blocks=False)
     assert unchecked.block("resid", 1)[301, 7] == np.float32(0.5)
+
+
+def test_tr_stream_zscores_like_zscore_runs_with_constant_neurons():
+    """On the device, as offline: a neuron constant within a run becomes 0 there."""
+    from brainalign.record.to_tr import TrStream
+    from brainalign.timecourse import zscore_runs
+
+    story = scanned_story()
+    stream = TrStream(story, TrResampling(), {"L00.mlp.out": 4}, torch.device("cpu"),
+                      torch.float32)
+    n_rows = story.n_volumes[0]
+    values = np.random.default_rng(0).standard_normal((n_rows, 4)).astype(np.float32)
+    values[:, 1], values[:, 2] = 1000.1, 0.0
+    stream._accumulator(0).copy_(torch.from_numpy(values))
+    ((run, rows),) = stream.finished_runs(1)
+    np.testing.assert_allclose(rows.numpy(), zscore_runs(values.astype(np.float64)), atol=1e-5)
+    assert run == 0 and np.all(rows.numpy()[:, 1:3] == 0)

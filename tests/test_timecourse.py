@@ -205,6 +205,19 @@ def test_zscore_runs_matches_scipy_per_run():
     assert np.all(got[:20, 2] == 0)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zscore_runs_turns_large_constants_into_zero(dtype):
+    """The mean of a constant column is not exactly the constant in floating point; the
+    column must still become 0, not the +-1 that dividing the rounding residue gives."""
+    runs = runs_from_lengths([100, 300])
+    noise = np.random.default_rng(0).standard_normal(400)
+    data = np.column_stack([np.full(400, 0.1), np.full(400, 1000.1), np.full(400, 12345.678),
+                            noise]).astype(dtype)
+    got = zscore_runs(data, runs)
+    assert np.all(got[:, :3] == 0)
+    np.testing.assert_allclose(got[100:, 3], zscore(data[100:, 3].astype(np.float64)), atol=1e-5)
+
 def test_trim_runs_drops_edges_of_every_run():
     runs = runs_from_lengths([5, 6])
     data = np.arange(11)[:, None]

@@ -166,9 +166,11 @@ class TrStream:
             if not keep.all():
                 rows = rows[torch.as_tensor(keep, device=self.device)]
             if self.resampling.zscore and len(rows):  # in place: one run's rows at a time
+                constant = rows.amax(0) == rows.amin(0)  # -> 0, as zscore_runs
                 rows.sub_(rows.mean(0))
                 std = torch.linalg.vector_norm(rows, dim=0).div_(len(rows) ** 0.5)
-                rows.div_(torch.where(std > 1e-12, std, torch.full_like(std, float("inf"))))
+                constant |= std <= 1e-12
+                rows.div_(torch.where(constant, torch.full_like(std, float("inf")), std))
             rows = rows.to(self.storage_dtype)
             self._bad |= ~torch.isfinite(rows).all()
             out.append((run, rows))

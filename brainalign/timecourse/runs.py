@@ -109,8 +109,8 @@ def trim_runs(data: np.ndarray, runs: np.ndarray,
 def zscore_runs(data: np.ndarray, runs: np.ndarray | None = None, eps: float = 1e-12) -> np.ndarray:
     """Z-score each column within each run (mean 0, population std 1 per run).
 
-    Columns that are constant within a run (std below ``eps``) become 0 in that run
-    rather than NaN.
+    Columns that are constant within a run (all values equal, or std below ``eps``) become
+    0 in that run rather than NaN, or the +-1 that the mean's rounding error would give.
 
     Parameters
     ----------
@@ -131,6 +131,7 @@ def zscore_runs(data: np.ndarray, runs: np.ndarray | None = None, eps: float = 1
         block = data[part].astype(np.float64)
         mean = block.mean(axis=0)
         std = block.std(axis=0)
-        scale = np.where(std > eps, std, np.inf)
+        constant = (std <= eps) | (block.max(axis=0) == block.min(axis=0))
+        scale = np.where(constant, np.inf, std)
         out[part] = (block - mean) / scale
     return out
