@@ -564,6 +564,17 @@ def test_textgrid_story_tsv_round_trip(tmp_path):
     assert csv_story.words == story.words
 
 
+
+def test_table_round_trip_keeps_a_run_without_words(tmp_path):
+    """Words in runs 0 and 2 (run 1 silent) come back in runs 0 and 2, not 0 and 1."""
+    story = Story("s", (Word("a", 1.0, 1.5, 0), Word("b", 2.0, 2.5, 0), Word("c", 0.5, 1.0, 2)))
+    for delimiter, name in (("\t", "s.tsv"), (",", "s.csv")):
+        back = read_table(write_table(story, tmp_path / name, delimiter=delimiter))
+        assert back.words == story.words
+    (tmp_path / "bad.tsv").write_text("word\tonset\toffset\trun_index\na\t1\t2\tone\n")
+    with pytest.raises(StoryFormatError, match="run_index must be a 0-based integer, found 'one'"):
+        read_table(tmp_path / "bad.tsv")
+
 @pytest.mark.parametrize("short", [False, True])
 def test_write_textgrid_reads_back(tmp_path, short):
     story = Story("s", (Word('"Oh,', 1.5, 2.0, 0), Word("café", 2.0, 2.25, 0),

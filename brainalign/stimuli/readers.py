@@ -64,6 +64,7 @@ TABLE_COLUMNS = {
     "onset": ("onset", "onset_s", "start", "start_s"),
     "offset": ("offset", "offset_s", "end", "end_s"),
     "run": ("run",),
+    "run_index": ("run_index",),
 }
 
 class StoryFormatError(ValueError):
@@ -536,7 +537,10 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
     ``offset_s``, ``end``, ``end_s``), any case, in any order; other columns are ignored.
     An optional ``run`` column splits the words into runs: its distinct values, in order
     of appearance, become runs 0, 1, ... (the original labels are kept in
-    ``metadata["run_labels"]``) and each run's rows must be contiguous. The delimiter
+    ``metadata["run_labels"]``) and each run's rows must be contiguous. A ``run_index``
+    column (what :func:`~brainalign.stimuli.writers.write_table` writes) gives the 0-based
+    run index itself, so a run without words keeps its place; it takes precedence over
+    ``run``. The delimiter
     (tab, comma or semicolon) is sniffed from the header line. Tab-separated cells are
     taken verbatim (quotes are part of the word); comma- or semicolon-separated cells
     follow the CSV quoting rules. Rows whose word is a
@@ -585,7 +589,7 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
         found = [header.index(a) for a in aliases if a in header]
         if found:
             columns[role] = found[0]
-        elif role != "run":
+        elif role not in ("run", "run_index"):
             raise _fail(path, f"line {header_index + 1}", f"header has no {role} column "
                         f"(expected one of {', '.join(aliases)}); found columns {header}")
     items = []
@@ -606,7 +610,13 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
                         f"numbers (seconds), found {row[columns['onset']]!r} and "
                         f"{row[columns['offset']]!r}") from None
         run = 0
-        if "run" in columns:
+        if "run_index" in columns:
+            cell = row[columns["run_index"]].strip()
+            if not cell.isdigit():
+                raise _fail(path, f"line {line}", "malformed line: run_index must be a "
+                            f"0-based integer, found {cell!r}")
+            run = int(cell)
+        elif "run" in columns:
             label = row[columns["run"]].strip()
             if label not in run_labels:
                 run_labels.append(label)

@@ -19,12 +19,13 @@ def _seconds(value: float) -> str:
 
 
 def write_table(story: Story, path: str | os.PathLike, *, delimiter: str = "\t") -> Path:
-    """Write the words as a table with columns word, onset, offset, run.
+    """Write the words as a table with columns word, onset, offset, run_index.
 
     Parameters
     ----------
     story : Story
-        The story to write; run is the 0-based run index.
+        The story to write; ``run_index`` is the 0-based run index (runs without words
+        keep their place when :func:`~brainalign.stimuli.readers.read_table` reads it).
     path : path-like
         Output file (``.tsv`` for tabs, ``.csv`` with ``delimiter=","``).
     delimiter : str
@@ -43,7 +44,7 @@ def write_table(story: Story, path: str | os.PathLike, *, delimiter: str = "\t")
                else dict(quoting=csv.QUOTE_MINIMAL))
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, delimiter=delimiter, lineterminator="\n", **quoting)
-        writer.writerow(["word", "onset", "offset", "run"])
+        writer.writerow(["word", "onset", "offset", "run_index"])
         for word in story.words:
             writer.writerow([word.text, _seconds(word.onset_s), _seconds(word.offset_s),
                              word.run])
