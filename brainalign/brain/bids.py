@@ -1,12 +1,15 @@
 """The runs of a BIDS dataset preprocessed by fMRIPrep: files, TR, volumes and confounds.
 
-:func:`discover_bids` finds, for one output space, every subject x task x run of the
-derivatives (fMRIPrep's ``desc-preproc`` NIfTI in a volume space, or the two ``hemi-L`` /
-``hemi-R`` GIfTI files of a surface space such as ``fsaverage5``), the confounds table beside
-each run, the brain mask of volume runs, the repetition time and the volume count. What is
-missing (a run in the raw dataset without preprocessed files in that space, a hemisphere, a
-confounds table) is listed, not skipped silently; a space the derivatives do not hold is an
-error that lists the spaces they do hold.
+:func:`discover_bids` finds, for one output space, every run of the derivatives (fMRIPrep's
+``desc-preproc`` NIfTI in a volume space, or the two ``hemi-L`` / ``hemi-R`` GIfTI files of a
+surface space such as ``fsaverage5``), the confounds table beside each run, the brain mask of
+volume runs, the repetition time and the volume count. A run is named by every entity of its
+file name but the output's (``space``, ``cohort``, ``res``, ``den``, ``hemi``, ``desc``) and
+the suffix: subject, session, task, and also ``acq``, ``ce``, ``rec``, ``dir``, ``run``,
+``echo``..., so that two acquisitions or echoes of one run are two runs. What is missing (a
+run in the raw dataset without preprocessed files in that space, a hemisphere, a confounds
+table) is listed, not skipped silently; a space the derivatives do not hold is an error that
+lists the spaces they do hold.
 
 :func:`load_run_confounds` selects a run's confounds by a named strategy through nilearn's
 :func:`nilearn.interfaces.fmriprep.load_confounds` (motion, high_pass, wm_csf, scrub...), and
@@ -17,8 +20,9 @@ File finding and name parsing use nilearn's BIDS helpers
 parse_bids_filename`); only the pairing of a run with its sidecars follows BIDS naming here.
 
 Repetition time, in this order: the derivative's JSON sidecar, the raw dataset's sidecars
-(BIDS inheritance: subject level, then ``task-<label>_bold.json`` at the top), the NIfTI
-header. A run whose TR cannot be found anywhere is an error, never a default.
+(BIDS inheritance: subject level, then the top level's sidecar of the run's entities and
+``task-<label>_bold.json``), the NIfTI header. A run whose TR cannot be found anywhere is an
+error, never a default.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ SURFACE_SPACES = ("fsaverage5", "fsaverage6", "fsaverage")
 DEFAULT_STRATEGY = ("motion", "high_pass", "wm_csf")
 
 _IMAGE_TYPES = ("nii.gz", "nii", "func.gii")
+
+#: Entities of an output file that are not part of its run's name (the output space, its
+#: cohort, resolution and density, the hemisphere, the description).
+_OUTPUT_ENTITIES = ("space", "cohort", "res", "den", "hemi", "desc")
 
 
 class BidsError(ValueError):
@@ -69,6 +77,10 @@ class BidsRun:
         Repetition time, seconds.
     tr_source : str
         The file the TR was read from.
+    entities : tuple of (str, str)
+        Every entity naming the run, in the order of its file name: ``sub``, ``ses``,
+        ``task``, then e.g. ``acq``, ``ce``, ``rec``, ``dir``, ``run``, ``echo``; not the
+        output's ``space``, ``cohort``, ``res``, ``den``, ``hemi``, ``desc``.
     """
 
     subject: str
@@ -80,13 +92,19 @@ class BidsRun:
     mask: str | None
     tr_s: float
     tr_source: str
+    entities: tuple[tuple[str, str], ...]
 
     @property
     def label(self) -> str:
-        """``sub-01_task-story_run-1`` (with ``ses-`` when present)."""
-        parts = [f"sub-{self.subject}"] + ([f"ses-{self.session}"] if self.session else [])
-        parts.append(f"task-{self.task}")
-        return "_".join(parts + ([f"run-{self.run}"] if self.run is not None else []))
+        """The run's entities: ``sub-01_task-story_run-1``, ``sub-01_ses-2_task-story_acq-
+        lo_run-1``..."""
+        return _entity_name(self.entities)
+
+    @property
+    def other_entities(self) -> str:
+        """Entities besides subject, session, task and run (``acq-lo_echo-2``), or ''."""
+        return _entity_name(pair for pair in self.entities
+                            if pair[0] not in ("sub", "ses", "task", "run"))
 
     @property
     def image(self) -> str:
@@ -116,7 +134,7 @@ class BidsDataset:
     res : str or None
         Volume resolution label (``res-2``), when the files carry one.
     runs : list of BidsRun
-        Sorted by subject, task, run (as integers).
+        Sorted by subject, session, task, run (as integers), then the other entities.
     missing : list of str
         One line per missing file (run, hemisphere, confounds table).
     spaces_found : list of str
@@ -154,11 +172,13 @@ class BidsDataset:
                  f"{len(self.subjects)} subject(s) x {len(self.tasks)} task(s), "
                  f"{len(self.runs)} run(s)"]
         lines.append(f"{'subject':<10} {'task':<16} {'run':<5} {'TR (s)':>7} "
-                     f"{'volumes':>8}  confounds")
+                     f"{'volumes':>8}  {'confounds':<9}  other entities")
         for run in self.runs:
             count = str(run.n_volumes()) if volumes else "-"
             lines.append(f"{run.subject:<10} {run.task:<16} {run.run or '-':<5} "
-                         f"{run.tr_s:>7.3g} {count:>8}  {'yes' if run.confounds else 'MISSING'}")
+                         f"{run.tr_s:>7.3g} {count:>8}  "
+                         f"{'yes' if run.confounds else 'MISSING':<9}  "
+                         f"{run.other_entities or '-'}")
         lines += [f"missing: {line}" for line in self.missing] or ["missing: nothing"]
         return lines
 
@@ -168,6 +188,22 @@ def _parse(path: str) -> dict:
 
     parsed = parse_bids_filename(path)
     return {**parsed["entities"], "_extension": parsed["extension"]}
+
+
+def _run_entities(entities: dict) -> tuple[tuple[str, str], ...]:
+    """The entities naming a file's run, in file-name order (see :class:`BidsRun`)."""
+    return tuple((k, v) for k, v in entities.items()
+                 if k not in _OUTPUT_ENTITIES and not k.startswith("_"))
+
+
+def _entity_name(pairs) -> str:
+    return "_".join(f"{k}-{v}" for k, v in pairs)
+
+
+def _run_order(pairs: tuple[tuple[str, str], ...]) -> tuple:
+    """Sort key: subject, session, task, run (as integers), then the other entities."""
+    e = dict(pairs)
+    return (e["sub"], e.get("ses") or "", e["task"], run_sort_key(e.get("run")), pairs)
 
 
 def _resolve_derivatives(root: Path, derivatives: str | Path | None) -> Path:
@@ -190,19 +226,29 @@ def _sidecar_tr(candidates: Sequence[Path]) -> tuple[float, str] | None:
     return None
 
 
-def _repetition_time(image: str, entities: dict, root: Path) -> tuple[float, str]:
-    """(TR in s, the file it came from): derivative sidecar, raw sidecars, NIfTI header."""
+def _repetition_time(image: str, run: tuple[tuple[str, str], ...],
+                     root: Path) -> tuple[float, str]:
+    """(TR in s, the file it came from): derivative sidecar, raw sidecars, NIfTI header.
+
+    Raw sidecars by BIDS inheritance, the most specific first: the subject's folder (the
+    run's full name, then subject-task-run, then subject-task), then the top level (the
+    run's name without subject and session, then the task).
+    """
     image_path = Path(image)
     stem = image_path.name.split(".")[0]
+    entities = dict(run)
     task, sub = entities["task"], entities["sub"]
     ses = entities.get("ses")
     prefix = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
-    run = f"_run-{entities['run']}" if entities.get("run") else ""
+    run_label = f"_run-{entities['run']}" if entities.get("run") else ""
     raw_func = root / f"sub-{sub}" / (f"ses-{ses}" if ses else "") / "func"
-    candidates = [image_path.with_name(f"{stem}.json"),
-                  raw_func / f"{prefix}_task-{task}{run}_bold.json",
-                  raw_func / f"{prefix}_task-{task}_bold.json",
-                  root / f"task-{task}_bold.json"]
+    top = _entity_name((k, v) for k, v in run if k not in ("sub", "ses"))
+    candidates = list(dict.fromkeys([image_path.with_name(f"{stem}.json"),
+                                     raw_func / f"{_entity_name(run)}_bold.json",
+                                     raw_func / f"{prefix}_task-{task}{run_label}_bold.json",
+                                     raw_func / f"{prefix}_task-{task}_bold.json",
+                                     root / f"{top}_bold.json",
+                                     root / f"task-{task}_bold.json"]))
     found = _sidecar_tr(candidates)
     if found is not None:
         return found
@@ -220,18 +266,21 @@ def _repetition_time(image: str, entities: dict, root: Path) -> tuple[float, str
                     "header")
 
 
-def _confounds_path(image: str, entities: dict) -> tuple[Path, Path]:
-    """(fMRIPrep >= 20.2 name, the older ``desc-confounds_regressors`` name) beside a run."""
-    prefix = f"sub-{entities['sub']}" + (f"_ses-{entities['ses']}" if entities.get("ses") else "")
-    name = f"{prefix}_task-{entities['task']}" + (f"_run-{entities['run']}"
-                                                  if entities.get("run") else "")
+def _confounds_path(image: str, run: tuple[tuple[str, str], ...]) -> tuple[Path, Path]:
+    """(fMRIPrep >= 20.2 name, the older ``desc-confounds_regressors`` name) beside a run.
+
+    fMRIPrep names the table by every entity of the run, in the order of the bold file's
+    name: ``sub-X[_ses-Y]_task-Z[_acq-A][_ce-C][_rec-R][_dir-D][_run-N][_echo-E]``.
+    """
+    name = _entity_name(run)
     folder = Path(image).parent
     return (folder / f"{name}_desc-confounds_timeseries.tsv",
             folder / f"{name}_desc-confounds_regressors.tsv")
 
 
 def _raw_runs(root: Path) -> set[tuple]:
-    """(sub, ses, task, run) of the raw dataset's bold images or events files."""
+    """The run entities (see :class:`BidsRun`) of the raw dataset's bold images or events
+    files."""
     from nilearn.interfaces.bids import get_bids_files
 
     keys = set()
@@ -240,7 +289,7 @@ def _raw_runs(root: Path) -> set[tuple]:
             for path in get_bids_files(root, file_tag=tag, file_type=kind, modality_folder="func"):
                 e = _parse(path)
                 if "task" in e:
-                    keys.add((e["sub"], e.get("ses"), e["task"], e.get("run")))
+                    keys.add(_run_entities(e))
     return keys
 
 
@@ -272,7 +321,8 @@ def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str
     ------
     BidsError
         No such folder, a space or resolution the derivatives do not hold, unknown
-        subjects or tasks, a run without TR, or no run at all.
+        subjects or tasks, two files for one run (e.g. ``.nii`` and ``.nii.gz``, or two
+        cohorts of a space), a run without TR, or no run at all.
     """
     from nilearn.interfaces.bids import get_bids_files
 
@@ -319,12 +369,16 @@ def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str
              and (not tasks or e["task"] in tasks)]
     grouped: dict[tuple, dict] = {}
     for path, entities in files:
-        key = (entities["sub"], entities.get("ses"), entities["task"], entities.get("run"))
-        grouped.setdefault(key, {"entities": entities})[entities.get("hemi", "volume")] = path
+        found = grouped.setdefault(_run_entities(entities), {})
+        slot = entities.get("hemi", "volume")
+        if slot in found:
+            raise BidsError(f"{found[slot]} and {path} are both the "
+                            f"{'bold' if slot == 'volume' else 'hemi-' + slot} file of run "
+                            f"{_entity_name(_run_entities(entities))} in space {space}; keep "
+                            "one")
+        found[slot] = path
     runs, missing = [], []
-    for key, found in sorted(grouped.items(), key=lambda item: (
-            item[0][0], item[0][1] or "", item[0][2], run_sort_key(item[0][3]))):
-        entities = found["entities"]
+    for key, found in sorted(grouped.items(), key=lambda item: _run_order(item[0])):
         if surface:
             absent = [h for h in ("L", "R") if h not in found]
             if absent:
@@ -337,22 +391,24 @@ def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str
             bold = image = found["volume"]
             mask_path = Path(image.replace("_desc-preproc_bold", "_desc-brain_mask"))
             mask = str(mask_path) if mask_path.is_file() else None
-        confounds = next((str(p) for p in _confounds_path(image, entities) if p.is_file()), None)
+        confounds = next((str(p) for p in _confounds_path(image, key) if p.is_file()), None)
         if confounds is None:
             missing.append(f"{image}: no confounds file beside it (expected "
-                           f"{_confounds_path(image, entities)[0].name})")
-        tr_s, tr_source = _repetition_time(image, entities, root)
-        runs.append(BidsRun(key[0], key[2], key[3], key[1], bold, confounds, mask, tr_s,
-                            tr_source))
-    have = {(r.subject, r.session, r.task, r.run) for r in runs}
-    for key in sorted(_raw_runs(root) - have, key=lambda k: (k[0], k[1] or "", k[2],
-                                                               run_sort_key(k[3]))):
-        if (subjects and key[0] not in subjects) or (tasks and key[2] not in tasks):
+                           f"{_confounds_path(image, key)[0].name})")
+        tr_s, tr_source = _repetition_time(image, key, root)
+        entities = dict(key)
+        runs.append(BidsRun(entities["sub"], entities["task"], entities.get("run"),
+                            entities.get("ses"), bold, confounds, mask, tr_s, tr_source, key))
+    # a raw file names its run by a subset of the run's entities (events.tsv may omit acq-)
+    have = [set(r.entities) for r in runs]
+    for key in sorted(_raw_runs(root), key=_run_order):
+        entities = dict(key)
+        if ((subjects and entities["sub"] not in subjects)
+                or (tasks and entities["task"] not in tasks)
+                or any(set(key) <= run for run in have)):
             continue
-        label = "_".join([f"sub-{key[0]}"] + ([f"ses-{key[1]}"] if key[1] else [])
-                         + [f"task-{key[2]}"] + ([f"run-{key[3]}"] if key[3] else []))
-        missing.append(f"{label}: in the raw dataset but no preprocessed bold in space "
-                       f"{space} under {deriv}")
+        missing.append(f"{_entity_name(key)}: in the raw dataset but no preprocessed bold in "
+                       f"space {space} under {deriv}")
     if not runs:
         raise BidsError(f"no complete run in space {space!r} under {deriv}"
                         + (f"; missing: {missing[0]}" if missing else ""))
@@ -401,9 +457,8 @@ def load_run_confounds(run: BidsRun, strategy: Sequence[str] = DEFAULT_STRATEGY,
         The run has no confounds table, or nilearn cannot read it (message names the file).
     """
     if run.confounds is None:
-        entities = _parse(run.image)
         raise BidsError(f"{run.image}: no confounds file beside it (expected "
-                        f"{_confounds_path(run.image, entities)[0]})")
+                        f"{_confounds_path(run.image, run.entities)[0]})")
     if not strategy:
         return RunConfounds(None, [], None, run.confounds)
     from nilearn.interfaces.fmriprep import load_confounds

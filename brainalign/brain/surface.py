@@ -1,11 +1,15 @@
 """Surface time series in GIfTI files (one per hemisphere), e.g. fsaverage5.
 
 :class:`SurfaceMasker` reads per-hemisphere GIfTI time series with nibabel (one data
-array per time point, or one (n_vertices, n_tr) array), keeps the vertices of an
-optional mask (e.g. without the medial wall), stacks left then right, and maps values
-back to one GIfTI image per hemisphere. No mesh is needed: vertex order is the only
-geometry a time series carries. Cleaning is shared with the other maskers
-(:mod:`brainalign.brain.base`, nilearn.signal).
+array per time point, or one 2-D array), keeps the vertices of an optional mask (e.g.
+without the medial wall), stacks left then right, and maps values back to one GIfTI image
+per hemisphere. No mesh is needed: vertex order is the only geometry a time series
+carries. Cleaning is shared with the other maskers (:mod:`brainalign.brain.base`,
+nilearn.signal).
+
+A single 2-D data array is (n_vertices, n_tr) as nilearn writes it; the transposed
+(n_tr, n_vertices) layout is read when the vertex count shows it (see
+:func:`read_gifti_series`).
 """
 
 from __future__ import annotations
@@ -46,11 +50,28 @@ def as_hemispheres(run) -> dict[str, Any]:
 def read_gifti_series(source, n_vertices: int | None = None) -> np.ndarray:
     """Time series of one hemisphere as (n_tr, n_vertices).
 
+    A single 2-D data array is oriented by the vertex count: the axis of length
+    ``n_vertices`` holds the vertices. When both axes have that length, or neither does,
+    the array is read as (n_vertices, n_tr), the layout nilearn writes (a caller that
+    knows the count then checks it). Without ``n_vertices``, the fsaverage vertex counts
+    (:data:`FSAVERAGE_SPACES`) tell: an array is read as (n_tr, n_vertices) when its second
+    axis has such a count and its first, shorter axis has none (e.g. 20 x 10242); as
+    (n_vertices, n_tr) when its second axis has no such count, when both axes are equal,
+    or when both have such counts and the first is the longer (10242 x 642).
+
     Parameters
     ----------
     source : path, nibabel.gifti.GiftiImage, or array (n_tr, n_vertices)
     n_vertices : int, optional
         Expected vertex count, used to orient a single 2-D data array.
+
+    Raises
+    ------
+    ValueError
+        ``source`` is not a GIfTI image; or, without ``n_vertices``, a single 2-D array
+        whose shape fits both orientations: its second axis has an fsaverage vertex count
+        and its first is either a shorter fsaverage count (642 x 10242) or a longer
+        count of another mesh (32492 x 642).
     """
     import nibabel as nib
 
@@ -59,14 +80,25 @@ def read_gifti_series(source, n_vertices: int | None = None) -> np.ndarray:
     img = nib.load(str(source)) if isinstance(source, (str, Path)) else source
     if not isinstance(img, nib.gifti.GiftiImage):
         raise ValueError(f"expected a GIfTI image, got {type(img).__name__} from {source!r}")
-    if len(img.darrays) == 1:
-        data = np.asarray(img.darrays[0].data)
-        if data.ndim == 1:
-            return data[None, :]
-        if n_vertices is not None and data.shape[1] == n_vertices and data.shape[0] != n_vertices:
-            return data
+    if len(img.darrays) != 1:
+        return np.stack([np.asarray(d.data) for d in img.darrays], axis=0)
+    data = np.asarray(img.darrays[0].data)
+    if data.ndim == 1:
+        return data[None, :]
+    rows, columns = data.shape
+    if n_vertices is not None:
+        return data if columns == n_vertices and rows != n_vertices else data.T
+    fsaverage_rows = rows in FSAVERAGE_SPACES
+    if columns not in FSAVERAGE_SPACES or rows == columns or (fsaverage_rows and rows > columns):
         return data.T
-    return np.stack([np.asarray(d.data) for d in img.darrays], axis=0)
+    if rows < columns and not fsaverage_rows:
+        return data
+    name = str(source) if isinstance(source, (str, Path)) else "GIfTI image"
+    raise ValueError(
+        f"{name}: cannot tell which axis of its {rows} x {columns} data array holds the "
+        f"vertices: it fits both (n_vertices, n_tr) and (n_tr, n_vertices), {columns} being "
+        f"the vertex count of {FSAVERAGE_SPACES[columns]}; give the vertex count "
+        "(SurfaceMasker: space= or mask=; read_gifti_series: n_vertices=)")
 
 
 class SurfaceMasker(BrainMasker):
@@ -80,9 +112,12 @@ class SurfaceMasker(BrainMasker):
     Parameters
     ----------
     mask : mapping hemisphere -> bool array (n_vertices,), optional
-        Vertices to keep (e.g. cortex without the medial wall); all when None.
+        Vertices to keep (e.g. cortex without the medial wall); all when None. Its length
+        is the vertex count that orients a single 2-D GIfTI data array at fit
+        (:func:`read_gifti_series`).
     space : str, optional
-        Surface space; default inferred from the vertex count (10,242 -> fsaverage5).
+        Surface space; default inferred from the vertex count (10,242 -> fsaverage5). An
+        fsaverage space gives the vertex count for hemispheres without a mask.
     """ + CLEANING_PARAMETERS + """
     Attributes
     ----------
@@ -117,15 +152,19 @@ class SurfaceMasker(BrainMasker):
         ----------
         imgs : one run's input or a list of them, optional when ``mask`` is given
         """
-        if imgs is not None:
-            first = as_hemispheres(imgs[0] if self._is_run_list(imgs) else imgs)
-            n_vertices = {h: read_gifti_series(src).shape[1] for h, src in first.items()}
-        elif self.mask is not None:
-            n_vertices = {_hemi_key(h): len(m) for h, m in self.mask.items()}
-        else:
-            raise ValueError("SurfaceMasker.fit needs surface images or a vertex mask")
         mask = {} if self.mask is None else {_hemi_key(h): np.asarray(m, dtype=bool)
                                              for h, m in self.mask.items()}
+        if imgs is not None:
+            first = as_hemispheres(imgs[0] if self._is_run_list(imgs) else imgs)
+            # a single 2-D data array is oriented by the vertex count of the mask or space
+            space_count = {name: n for n, name in FSAVERAGE_SPACES.items()}.get(self.space)
+            n_vertices = {h: read_gifti_series(src, len(mask[h]) if h in mask
+                                               else space_count).shape[1]
+                          for h, src in first.items()}
+        elif self.mask is not None:
+            n_vertices = {h: len(m) for h, m in mask.items()}
+        else:
+            raise ValueError("SurfaceMasker.fit needs surface images or a vertex mask")
         self.hemispheres_ = [h for h in HEMISPHERES if h in n_vertices]
         self.n_vertices_ = {h: int(n_vertices[h]) for h in self.hemispheres_}
         self.mask_ = {}
