@@ -196,26 +196,43 @@ def load_map(path: str | Path, brain) -> np.ndarray:
     Returns
     -------
     ndarray, shape (n_targets,) for a single map, else (n_maps, n_targets), float32
+        The values in the file: a volume masker's ``smoothing_fwhm`` is not applied.
     """
     masker = _resolve_masker(brain)
     path = Path(path)
-    if isinstance(masker, SurfaceMasker):
+    if isinstance(masker, VolumeMasker):
+        values = _read_volume_map(path, masker)
+    elif isinstance(masker, SurfaceMasker):
         match = re.search(r"hemi-([LR])", path.name)
         if match is None:
             raise ValueError(f"surface map name has no hemi-L/hemi-R entity: {path.name}")
         source = {h: path.with_name(path.name.replace(match.group(0), f"hemi-{h}"))
                   for h in masker.hemispheres_}
-    elif path.name.endswith((".nii", ".nii.gz")):
-        from nilearn.image import load_img, new_img_like
-
-        source = load_img(str(path))
-        if source.ndim == 3:  # one map: read as a single volume (fMRI must be 4-D)
-            source = new_img_like(source, np.asarray(source.dataobj)[..., None],
-                                  copy_header=True)
+        values = masker.extract_signals(source)[0]
     else:
-        source = str(path)
-    values = masker.extract_signals(source)[0].astype(np.float32)
+        values = masker.extract_signals(str(path))[0]
+    values = np.asarray(values, dtype=np.float32)
     return values[0] if values.shape[0] == 1 else values
+
+
+def _read_volume_map(path: Path, masker: VolumeMasker) -> np.ndarray:
+    """The mask's voxels of a NIfTI map, (n_maps, n_voxels), as written: the mask alone is
+    applied (the masker's own reading would smooth the map with its ``smoothing_fwhm``)."""
+    import nibabel as nib
+    from nilearn.masking import apply_mask
+
+    if not path.name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"a volume masker reads NIfTI maps (.nii, .nii.gz), got {path.name}")
+    image = nib.load(str(path))
+    mask = masker.mask_img_
+    if (tuple(image.shape[:3]) != tuple(mask.shape[:3])
+            or not np.allclose(image.affine, mask.affine, atol=1e-3)):
+        raise ValueError(f"map {path.name} has grid shape {tuple(image.shape[:3])}, affine "
+                         f"{np.round(image.affine[:3], 3).tolist()}; the masker's mask has "
+                         f"shape {tuple(mask.shape[:3])}, affine "
+                         f"{np.round(mask.affine[:3], 3).tolist()}: read it with the masker "
+                         f"it was written with")
+    return np.atleast_2d(apply_mask(image, mask))
 
 
 #: Per-target arrays of an encoding result written by :func:`save_encoding_maps` (stat label -> attribute).

@@ -26,11 +26,17 @@ Sources (all read directly from the installed packages' data folders):
   GIfTI (one hemisphere, or a left/right pair), e.g. the Smith 2009 RSN10 maps.
 
 Resampling to a volume grid uses nilearn's ``resample_to_img``: nearest-neighbour
-interpolation for label maps, continuous interpolation for probabilistic maps.
+interpolation for label maps, continuous interpolation for probabilistic maps. It goes by
+world (mm) coordinates only: an atlas defined in one MNI152 template (Yeo: FSL's
+MNI152NLin6Asym) put on data in another (fMRIPrep's MNI152NLin2009cAsym) is not registered
+between the two, so a warning is logged; a target space that is no MNI template is refused.
+A volume atlas' ``space`` is the target's declared space (else the source template), and its
+provenance records the source space, the target space and the grid (shape and affine).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -40,7 +46,10 @@ from typing import Any, Sequence
 import nibabel as nib
 import numpy as np
 
+from brainalign.brain.volume import NILEARN_MNI_SPACE
 from brainalign.provenance import file_sha256, provenance_block
+
+logger = logging.getLogger(__name__)
 
 #: Vertices per hemisphere of FreeSurfer's fsaverage family (icosahedral order).
 FSAVERAGE_VERTICES = {"fsaverage": 163842, "fsaverage6": 40962, "fsaverage5": 10242,
@@ -51,6 +60,11 @@ MNI_SPACE = "MNI152NLin6Asym_2mm"
 GRAYORDINATE_SPACE = "fsLR32k_grayordinates"
 #: One target per region of interest (coordinate atlases).
 ROI_SPACE = "roi"
+#: Space of coordinate tables (MNI152 mm, no particular template variant).
+MNI_COORDINATE_SPACE = "MNI152"
+#: Space of the grid coordinate atlases are drawn on without a target: nilearn's MNI152
+#: template at 2 mm (ICBM 2009a nonlinear symmetric, shape (99, 117, 95)).
+SPHERE_GRID_SPACE = f"{NILEARN_MNI_SPACE}_2mm"
 
 #: Yeo 2011 7-network names, in the order of the atlas' integer labels 1..7.
 YEO7_NETWORKS = ("Visual", "Somatomotor", "DorsalAttention", "SalienceVentralAttention",
@@ -77,7 +91,11 @@ class Atlas:
         Atlas name, e.g. ``"yeo7"``.
     space : str
         Space of the targets: ``"fsaverage5"``, ``"fsaverage"``, ``"MNI152NLin6Asym_2mm"``
-        (or another volume grid), ``"fsLR32k_grayordinates"``, or ``"roi"``.
+        (Yeo's own grid), ``"MNI152NLin2009aSym_2mm"`` (spheres on nilearn's template
+        grid), a volume target's declared space (e.g. ``"MNI152NLin2009cAsym"``; else the
+        source template, e.g. ``"MNI152NLin6Asym"``), ``"fsLR32k_grayordinates"``, or
+        ``"roi"``. Volume atlases' provenance holds ``source_space``, ``target_space``,
+        ``grid_shape`` and ``grid_affine``.
     labels : list of str
         Network names; network ``k`` (0-based) is integer label ``k + 1`` in ``data``.
     data : ndarray
@@ -218,7 +236,10 @@ def load_atlas(name: str | os.PathLike, space: str | None = None, target: Any = 
         Target space. Yeo: ``"fsaverage5"`` (default), ``"fsaverage"``/``"fsaverage4"``/
         ``"fsaverage3"``, ``"MNI152NLin6Asym_2mm"`` (alias ``"MNI"``) or
         ``"fsLR32k_grayordinates"``. Seitzman/Dosenbach: ``"roi"`` (default) or ``"MNI"``
-        (spheres). Cole-Anticevic: ``"fsLR32k_grayordinates"`` only. Files: inferred.
+        (spheres, on the target's grid, else on nilearn's MNI152 2 mm template grid, space
+        :data:`SPHERE_GRID_SPACE`). Cole-Anticevic: ``"fsLR32k_grayordinates"`` only.
+        Files: the file's template (volumes: compared with the target's; default unknown),
+        surfaces inferred from the vertex count.
     target : optional
         Surface spaces: ``None`` (every vertex, left then right), a boolean mask over
         both hemispheres' vertices, or a fitted surface masker (``mask_`` and
@@ -226,7 +247,11 @@ def load_atlas(name: str | os.PathLike, space: str | None = None, target: Any = 
         keeps only those vertices, in that order. Volume spaces: where the targets are.
         ``None`` keeps the atlas' own grid with every voxel a target (C order); a 3D mask image or path (non-zero voxels are the
         targets, in C order, as nilearn's maskers order them); or a fitted masker with a
-        ``mask_img_`` attribute (e.g. ``nilearn.maskers.NiftiMasker``).
+        ``mask_img_`` attribute (e.g. ``nilearn.maskers.NiftiMasker``). A masker's
+        ``space_`` (``brainalign.brain.VolumeMasker``) becomes the atlas' space; when it
+        names another MNI template than the atlas' (Yeo: MNI152NLin6Asym), a warning is
+        logged (resampling does not register one template to the other), and a space that
+        is no MNI template is refused.
     path : path, optional
         Yeo in MNI space: folder with the neuroparc ``Yeo-7_space-MNI152NLin6_res-2x2x2
         .nii.gz`` files (default: ``$BRAINALIGN_SHARED_DATA/yeo2011_mni``).
@@ -353,19 +378,96 @@ def _resolve_volume_target(target: Any):
     return mask_img, mask != 0
 
 
-def _volume_atlas(name: str, space: str, image, labels: Sequence[str], target: Any,
+def _template(space: str) -> str:
+    """Template of a space name without its grid suffix ("MNI152NLin6Asym_2mm" ->
+    "MNI152NLin6Asym")."""
+    return str(space).split("_")[0]
+
+
+def _is_mni_template(space: str) -> bool:
+    """True for MNI templates: MNI152 variants (any ``MNI152...``), MNI305, MNIColin27."""
+    key = _template(space).lower()
+    return key.startswith("mni152") or key in ("mni305", "mnicolin27")
+
+
+def _target_space(target: Any) -> str | None:
+    """The space a volume target declares (a fitted masker's ``space_``), else None."""
+    space = getattr(target, "space_", None)
+    return None if space is None else str(space)
+
+
+def _check_target_space(name: str, source_space: str | None, target_space: str | None) -> None:
+    """Log a warning when an atlas of one MNI template goes onto data of another; refuse
+    data whose declared space is no MNI template.
+
+    ``source_space`` None means the atlas' template is not known (user file without
+    ``space=``); :data:`MNI_COORDINATE_SPACE` (coordinate tables) matches every MNI152
+    variant. ``target_space`` None means the target declares none (a mask image).
+    """
+    if source_space is None or target_space is None:
+        return
+    source, target = _template(source_space), _template(target_space)
+    if source.lower() == target.lower():
+        return
+    if source == MNI_COORDINATE_SPACE and target.lower().startswith("mni152"):
+        return    # MNI152 coordinates hold, as well as they can, in every MNI152 variant
+    if _is_mni_template(source) and _is_mni_template(target):
+        logger.warning(
+            "atlas %s is defined in %s but the target data are in %s: it is resampled by "
+            "world (mm) coordinates without a registration between the two templates (they "
+            "differ by up to a few mm)", name, source, target)
+        return
+    raise ValueError(
+        f"atlas {name!r} is defined in {source_space}, but the target declares space "
+        f"{target_space!r}, which is not an MNI template: resampling by world coordinates "
+        f"would put the networks in the wrong places. Register the data to an MNI template "
+        f"first, or pass a mask image of a grid in MNI space as target")
+
+
+def _grid_fields(source_space: str | None, target_space: str | None, grid) -> dict[str, Any]:
+    """Provenance of where an atlas was put: ``source_space``, ``target_space`` (None: no
+    target, or one that declares no space) and the grid's ``grid_shape`` (3 ints) and
+    ``grid_affine`` (4 x 4, mm)."""
+    return {"source_space": source_space, "target_space": target_space,
+            "grid_shape": [int(n) for n in grid.shape[:3]],
+            "grid_affine": np.asarray(grid.affine, dtype=np.float64).tolist()}
+
+
+def _placement(name: str, source_space: str | None, target: Any, grid) -> tuple[str | None,
+                                                                               dict[str, Any]]:
+    """(space of the atlas on a target's grid, provenance fields from :func:`_grid_fields`).
+
+    The atlas takes the space the target declares; a target that declares none (a mask
+    image) keeps the source's template without its grid suffix, since the grid is the
+    target's. Spaces are checked with :func:`_check_target_space`.
+    """
+    target_space = _target_space(target)
+    _check_target_space(name, source_space, target_space)
+    space = target_space or (None if source_space is None else _template(source_space))
+    return space, _grid_fields(source_space, target_space, grid)
+
+
+def _volume_atlas(name: str, space: str | None, image, labels: Sequence[str], target: Any,
                   source: str, fields: dict[str, Any]) -> Atlas:
-    """Resample a label (3D) or probabilistic (4D) image to the target and flatten it."""
+    """Resample a label (3D) or probabilistic (4D, one volume per network) image to the
+    target and flatten it.
+
+    ``space`` is the image's own space (None: not known); the atlas' space is the target's
+    (see :func:`_placement`), or ``space`` (else ``"volume"``) without a target.
+    """
     from nilearn.image import resample_to_img
 
     grid, mask = _resolve_volume_target(target)
     probabilistic = len(image.shape) == 4
     if grid is not None:
+        placed_space, placement = _placement(name, space, target, grid)
         interpolation = "continuous" if probabilistic else "nearest"
         image = resample_to_img(image, grid, interpolation=interpolation,
                                 force_resample=True, copy_header=True)
-        fields = dict(fields, resampled_to=f"grid {tuple(grid.shape[:3])}",
+        fields = dict(fields, **placement, resampled_to=f"grid {tuple(grid.shape[:3])}",
                       interpolation=interpolation)
+        space = placed_space
+    space = space or "volume"
     values = np.asarray(image.dataobj)
     if mask is None:
         mask = np.ones(values.shape[:3], dtype=bool)
@@ -402,9 +504,8 @@ def _yeo_mni(n_networks: int, target: Any, path: str | os.PathLike | None,
     image = nib.load(fetched.maps) if isinstance(fetched.maps, (str, Path)) else fetched.maps
     if len(image.shape) == 4:
         image = nib.Nifti1Image(np.asarray(image.dataobj)[..., 0], image.affine)
-    return _volume_atlas(f"yeo{n_networks}", "MNI152NLin6Asym_1mm" if target is None
-                         else MNI_SPACE, image, names, target, source="nilearn fetcher",
-                         fields={"file": str(fetched.maps)})
+    return _volume_atlas(f"yeo{n_networks}", "MNI152NLin6Asym_1mm", image, names, target,
+                         source="nilearn fetcher", fields={"file": str(fetched.maps)})
 
 
 # --------------------------------------------------------------------------- coordinates
@@ -507,19 +608,25 @@ def _default_mni_grid():
 
 def _sphere_atlas(name: str, table: _CoordinateTable, target: Any,
                   radius_mm: float | None) -> Atlas:
+    """Spheres around a table's MNI coordinates, drawn on the target's grid, or on
+    nilearn's MNI152 2 mm template grid (space :data:`SPHERE_GRID_SPACE`) without one."""
     grid, mask = _resolve_volume_target(target)
-    grid = grid if grid is not None else _default_mni_grid()
+    if grid is None:
+        grid = _default_mni_grid()
+        space = SPHERE_GRID_SPACE
+        placement = _grid_fields(MNI_COORDINATE_SPACE, None, grid)
+    else:
+        space, placement = _placement(name, MNI_COORDINATE_SPACE, target, grid)
     radius = table.radius_mm if radius_mm is None else float(radius_mm)
     painted = render_spheres(table.coordinates_mm, table.network, radius, grid)
     image = nib.Nifti1Image(painted.astype(np.int16), grid.affine)
     mask = np.ones(painted.shape, dtype=bool) if mask is None else mask
     data = painted[mask]
-    provenance = provenance_block(atlas=name, space=MNI_SPACE, file=str(table.file),
+    provenance = provenance_block(atlas=name, space=space, file=str(table.file),
                                   sha256=file_sha256(table.file),
                                   radius_mm=radius_mm if radius_mm is not None else "table",
-                                  grid_shape=list(grid.shape[:3]),
-                                  grid_affine=np.asarray(grid.affine).tolist())
-    return Atlas(name, MNI_SPACE, table.labels, data, image=image,
+                                  **placement)
+    return Atlas(name, space, table.labels, data, image=image,
                  source=f"nilearn bundled table {table.file.name} as spheres",
                  provenance=provenance, grid_mask=mask)
 
@@ -559,21 +666,58 @@ def _labels_beside(file: Path) -> list[str] | None:
     return None
 
 
-def _read_gifti(file: Path) -> tuple[np.ndarray, list[str] | None]:
-    """(values (n_maps, n_vertices) or (n_vertices,), label names or None) of a GIfTI."""
+_LABEL_INTENT = nib.nifti1.intent_codes.code["NIFTI_INTENT_LABEL"]
+
+
+def _read_gifti(file: Path) -> tuple[np.ndarray, list[str] | None, bool]:
+    """(values, label names or None, is_label) of one hemisphere's GIfTI.
+
+    A GIfTI is a label map when its data array has intent ``NIFTI_INTENT_LABEL`` or the file
+    has a label table; values are then (n_vertices,) integer labels. Otherwise every data
+    array is one network's weights: values (n_maps, n_vertices), also for one array.
+    """
     image = nib.load(str(file))
     arrays = [np.asarray(d.data) for d in image.darrays]
     names = None
-    if image.labeltable is not None and len(image.labeltable.labels) > 1:
+    has_table = image.labeltable is not None and len(image.labeltable.labels) > 1
+    if has_table:
         table = sorted((lab.key, lab.label) for lab in image.labeltable.labels if lab.key != 0)
         names = [n for _, n in table]
-    if len(arrays) == 1:
-        return arrays[0], names
-    return np.stack(arrays), names
+    is_label = has_table or any(d.intent == _LABEL_INTENT for d in image.darrays)
+    values = arrays[0] if len(arrays) == 1 else np.stack(arrays)
+    if is_label:
+        if values.ndim != 1:
+            raise ValueError(f"label GIfTI {file}: expected one data array of (n_vertices,) "
+                             f"labels, got {len(arrays)} array(s), values shape {values.shape}")
+        return np.rint(values).astype(np.int64), names, True
+    return np.atleast_2d(values).astype(np.float64), names, False
+
+
+def _single_volume_is_label(image, file: Path) -> bool:
+    """Whether a 4-D NIfTI with one volume is a label map (intent ``NIFTI_INTENT_LABEL``)
+    rather than one network's weights; integer values above 1 without that intent are
+    refused as ambiguous."""
+    if image.header.get_intent()[0] == "label":
+        return True
+    values = np.asarray(image.dataobj)
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.max() > 1 and np.all(finite == np.round(finite)):
+        raise ValueError(
+            f"{file} has shape {tuple(image.shape)}: one volume of integers up to "
+            f"{int(finite.max())}, which reads as a label map stored as 4-D. A 4-D image is "
+            f"one weight map per network; save labels as a 3-D image (or set the NIfTI "
+            f"intent to NIFTI_INTENT_LABEL)")
+    return False
 
 
 def _load_user_map(name: Any, space: str | None, target: Any,
                    labels: Sequence[str] | None) -> Atlas:
+    """A user label or weight map (NIfTI, or GIfTI per hemisphere) as an Atlas.
+
+    GIfTI label maps (see :func:`_read_gifti`) mark label-0 vertices as medial wall, as the
+    built-in Yeo surfaces do. A 4-D NIfTI is one weight map per network, also with a single
+    volume (data (1, n_targets)), unless its intent says labels.
+    """
     files = [Path(p) for p in name] if isinstance(name, (list, tuple)) else [Path(name)]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
@@ -584,25 +728,27 @@ def _load_user_map(name: Any, space: str | None, target: Any,
     atlas_name = files[0].name.split(".")[0]
     if files[0].name.endswith(".gii") or files[0].name.endswith(".gii.gz"):
         parts = [_read_gifti(f) for f in files]
-        data = np.concatenate([p[0] for p in parts], axis=-1)
+        kinds = {is_label for _, _, is_label in parts}
+        if len(kinds) != 1:
+            raise ValueError(f"GIfTI atlas {[str(f) for f in files]}: one hemisphere is a "
+                             f"label map and the other weight maps; give two of one kind")
+        is_label = kinds.pop()
+        data = np.concatenate([values for values, _, _ in parts], axis=-1)
         names = list(labels) if labels is not None else (parts[0][1] or _labels_beside(files[0]))
-        if data.ndim == 1:
-            data = np.rint(data).astype(np.int64)
-            n_networks = int(data.max())
-        else:
-            data = data.astype(np.float64)
-            n_networks = data.shape[0]
+        n_networks = int(data.max()) if is_label else data.shape[0]
         names = names or [f"network_{k + 1}" for k in range(n_networks)]
         n_per_hemi = data.shape[-1] // len(files)
         inferred = next((s for s, n in FSAVERAGE_VERTICES.items() if n == n_per_hemi), "surface")
         space = space or inferred
         return Atlas(atlas_name, space, names, data, image=None, source=str(files[0]),
                      provenance=provenance_block(atlas=atlas_name, space=space,
-                                                 **provenance_fields))
+                                                 **provenance_fields),
+                     medial_wall=data == 0 if is_label else None)
     if len(files) != 1:
         raise ValueError(f"only GIfTI atlases come as several files (left, right); got {files}")
     image = nib.load(str(files[0]))
-    if len(image.shape) == 4 and image.shape[3] == 1:
+    if len(image.shape) == 4 and image.shape[3] == 1 and _single_volume_is_label(image,
+                                                                                 files[0]):
         image = nib.Nifti1Image(np.asarray(image.dataobj)[..., 0], image.affine)
     if len(image.shape) == 4:
         n_networks = image.shape[3]
@@ -610,5 +756,5 @@ def _load_user_map(name: Any, space: str | None, target: Any,
         n_networks = int(np.rint(np.nanmax(np.asarray(image.dataobj))))
     names = list(labels) if labels is not None else _labels_beside(files[0])
     names = names or [f"network_{k + 1}" for k in range(n_networks)]
-    return _volume_atlas(atlas_name, space or "volume", image, names, target,
+    return _volume_atlas(atlas_name, space, image, names, target,
                          source=str(files[0]), fields=provenance_fields)

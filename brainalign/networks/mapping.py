@@ -84,7 +84,8 @@ class NetworkMapping:
     statistics : dict of str -> ndarray (n_patterns, n_networks)
         Observed statistics (see :data:`STATISTICS`; ``unique_r`` with a temporal test).
     p_values : dict of str -> ndarray (n_patterns, n_networks)
-        One-sided p-values of each statistic under its null (1 where it is undefined).
+        One-sided p-values of each statistic under its null (1 where the test is
+        undefined, e.g. an empty network or a NaN temporal p-value).
     p_fdr : dict of str -> ndarray (n_patterns, n_networks)
         Benjamini-Hochberg adjusted p-values, one family per pattern (its networks).
     statistic : str
@@ -165,10 +166,15 @@ class NetworkMapping:
                             columns=pd.Index(self.networks, name="network"))
 
     def assignments(self) -> pd.DataFrame:
-        """One row per pattern: network, confidence, statistic(s) and p_fdr at that network."""
+        """One row per pattern: network, confidence, statistic(s) and p_fdr at that network.
+
+        For a "none" pattern the columns describe the network its confidence refers to:
+        the one with the smallest p_fdr (of the weakest required test).
+        """
         index = self.assigned_index
         rows = np.arange(len(self.patterns))
-        best = np.where(index >= 0, index, self.statistics[self.statistic].argmax(axis=1))
+        best = np.where(index >= 0, index,
+                        np.argmin(_pair_p_fdr(self.p_fdr, self.statistic), axis=1))
         columns = {"pattern": self.patterns, "network": self.assigned,
                    "confidence": self.confidence}
         for name in dict.fromkeys([self.statistic, "unique_r"]):
@@ -338,10 +344,22 @@ def _null_draws(maps: np.ndarray, significant: np.ndarray | None, networks: np.n
 
 
 def _fdr_per_pattern(p_values: np.ndarray, alpha: float) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values within each row (one family per pattern)."""
+    """Benjamini-Hochberg adjusted p-values within each row (one family per pattern).
+
+    p_values (n_patterns, n_networks), without NaN: mne would make a row with one NaN all
+    NaN (map_patterns counts an undefined test as p = 1 first).
+    """
     from mne.stats import fdr_correction
 
     return np.array([fdr_correction(row, alpha=alpha)[1] for row in p_values])
+
+
+def _pair_p_fdr(p_fdr: dict[str, np.ndarray], statistic: str) -> np.ndarray:
+    """Each pattern x network pair's evidence, its weakest test (n_patterns, n_networks):
+    the spatial statistic's p_fdr, or the larger of it and ``unique_r``'s (temporal test)."""
+    if "unique_r" in p_fdr:
+        return np.maximum(p_fdr[statistic], p_fdr["unique_r"])
+    return p_fdr[statistic]
 
 
 def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None = None, *,
@@ -482,7 +500,7 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
         for name, values in observed.items():
             tested = permutation_p_values(magnitude(values), magnitude(null_statistics[name]),
                                           tail=tail)
-            p_values[name] = np.where(np.isnan(tested.p_values), 1.0, tested.p_values)
+            p_values[name] = tested.p_values
             p_method[name] = tested.method
             described[name] = tested.describe()
     # the settings are the same for every statistic; the counts per method are not
@@ -496,15 +514,16 @@ def map_patterns(maps: np.ndarray, atlas: Atlas, significant: np.ndarray | None 
         observed["unique_r"] = np.asarray(temporal.statistic, dtype=np.float64)
         p_values["unique_r"] = np.asarray(temporal.p_values, dtype=np.float64)
         p_method["unique_r"] = np.asarray(temporal.p_method, dtype=str)
+    # an undefined test (NaN p: empty network, constant map, ...) counts as p = 1, in the
+    # spatial, shift and temporal p-values alike
+    p_values = {name: np.where(np.isnan(p), 1.0, p) for name, p in p_values.items()}
     p_fdr = {name: _fdr_per_pattern(p, alpha) for name, p in p_values.items()}
 
     score = np.nan_to_num(magnitude(observed[statistic]), nan=-np.inf)
     passes = {"spatial": (p_fdr[statistic] < alpha) & (score > 0)}
-    # a pair's evidence is its weakest test: the spatial one, and the temporal one if given
-    p_pair = p_fdr[statistic]
     if temporal is not None:
         passes["temporal"] = (p_fdr["unique_r"] < alpha) & (observed["unique_r"] > 0)
-        p_pair = np.maximum(p_pair, p_fdr["unique_r"])
+    p_pair = _pair_p_fdr(p_fdr, statistic)
     passing = np.logical_and.reduce(list(passes.values()))
     has_network = passing.any(axis=1)
     # the best passing network, else (for the confidence of "none") the best-supported one
