@@ -193,18 +193,26 @@ class FoldCleaner:
         return out
 
     def remove_nuisance(self, values: np.ndarray) -> np.ndarray:
-        """Residuals of the nuisance fits, shape like ``values`` (n_tr, n_columns), float64."""
+        """Residuals of the nuisance fits, shape like ``values`` (n_tr, n_columns), float64.
+
+        Censored rows do not enter the coefficients, whatever they hold (a NaN there stays
+        in its own row and spreads nowhere)."""
         out = np.array(values, dtype=np.float64)
         for rows, basis, coef_map in self.segments:
-            out[rows] -= basis @ (coef_map @ out[rows])
+            fit = ~self.is_censored[rows]
+            out[rows] -= basis @ (coef_map[:, fit] @ out[rows[fit]])
         return out
+
+    def rescale(self, residuals: np.ndarray) -> np.ndarray:
+        """Divide nuisance residuals (float64, changed in place and returned) by their
+        standard deviation over the training rows, when the cleaning z-scores (columns
+        constant on the training rows keep scale 1)."""
+        if self.cleaning.standardize:
+            scale = residuals[self.train].std(axis=0)
+            residuals /= np.where(scale > 0, scale, 1.0)
+        return residuals
 
     def apply(self, values: np.ndarray) -> np.ndarray:
         """Clean ``values`` (n_tr, n_columns): nuisance removal, then z-scoring with the
-        training rows' standard deviation (columns constant on the training rows keep
-        scale 1). Returns float64."""
-        out = self.remove_nuisance(values)
-        if self.cleaning.standardize:
-            scale = out[self.train].std(axis=0)
-            out /= np.where(scale > 0, scale, 1.0)
-        return out
+        training rows' standard deviation (:meth:`rescale`). Returns float64."""
+        return self.rescale(self.remove_nuisance(values))

@@ -15,7 +15,9 @@ The recipe (each step named in the result's ``cv`` dictionary):
 3. each fold's held-out predictions are scored per target. The headline ``r`` is the mean
    over folds of the within-fold Pearson r (blind to the offset each fold's model adds);
    ``r_concat`` is r on the predictions concatenated over folds; ``r2`` is the mean over
-   folds of the within-fold R^2;
+   folds of the within-fold R^2. A fold where a target's held-out data are flat (constant
+   up to the rounding that cleaning leaves, e.g. signal dropout in that run) does not
+   score it: NaN there, and that target's means are over its other folds;
 4. with several bands, variance partitioning per fold (:mod:`brainalign.encoding.partition`):
    each band alone, the model without each band, each band's unique contribution and
    himalaya's split R^2; each band's unique r is tested against circular shifts of that
@@ -45,10 +47,15 @@ from .null import FoldOperator, refit_null_test
 from .partition import band_shift_null
 from .result import EncodingResult
 from .ridge import DEFAULT_ALPHAS, EncodingModel, valid_target_mask
-from .stats import fdr, fold_mean_r, null_indices, pearson_r, permutation_test, r2_score
+from .stats import fdr, null_indices, pearson_r, permutation_test, r2_score
 from .tail import permutation_p_values
 
 logger = logging.getLogger(__name__)
+
+#: A fold's held-out column is flat (not scored) when its standard deviation after the
+#: nuisance removal is at most this fraction of the root mean square of its raw values,
+#: the scale of the rounding error that cleaning leaves.
+FLAT_TOLERANCE = 1e-10
 
 #: Partition scores kept per band, each (n_bands, n_targets).
 PARTITION_SCORES = ("r_alone", "r2_alone", "r_without", "r2_without", "r_unique", "r2_unique",
@@ -140,8 +147,9 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
         Nuisance regressors (motion...) removed from targets and features within runs.
     sample_mask : array of int or bool, optional
         The volumes kept (indices, as nilearn's ``load_confounds`` returns, or a boolean
-        mask of length n_tr); the others are scrubbed: left out of every model fit, score
-        and nuisance fit, for features and targets alike. The features keep their FIR
+        mask of length n_tr); the others are scrubbed: left out of every model fit, score,
+        nuisance fit and permutation surrogate, for features and targets alike (what
+        the targets hold there, NaN included, changes nothing). The features keep their FIR
         delays on the acquisition grid (a kept volume's delayed features may come from a
         scrubbed one, whose stimulus is not corrupted). Their predictions are NaN.
     outer_groups : array of int, shape (n_tr,), optional
@@ -235,6 +243,7 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
     operators, extensions = [], []
     r_folds = np.full((n_folds, n_targets), np.nan)
     r2_folds = np.full((n_folds, n_targets), np.nan)
+    scored = np.zeros((n_folds, n_valid), dtype=bool)   # folds whose test data are not flat
     alphas_folds = np.full((n_folds, n_targets), np.nan)
     scores = {key: np.zeros((len(bands), n_valid)) for key in PARTITION_SCORES}
     shift_r = (np.zeros((len(bands), n_band_shifts + 1, n_valid)) if shifts is not None
@@ -245,7 +254,13 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
         cleaner = (None if cleaning is None else
                    FoldCleaner(cleaning, runs, split.train, tr_s, confounds, censored))
         train, test = _uncensored(split.train, censored), _uncensored(split.test, censored)
-        Yc = Yv if cleaner is None else cleaner.apply(Yv).astype(Yv.dtype, copy=False)
+        if cleaner is None:
+            Yc = Yv
+            scored[i] = ~_flat_columns(Yv[test], Yv[test])
+        else:
+            residuals = cleaner.remove_nuisance(Yv)
+            scored[i] = ~_flat_columns(residuals[test], Yv[test])
+            Yc = cleaner.rescale(residuals).astype(Yv.dtype, copy=False)
         values = [fold_band_values(band, i, train, cleaner, standardize, split.train)
                   for band in bands]
         design, layout = band_design(values, bands, runs)
@@ -254,44 +269,54 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
         alphas_folds[i, valid] = fold_model.alphas_
         prediction[test] = fold_model.predict(design[test])
         held_out[test] = Yc[test]
-        r_folds[i, valid] = pearson_r(Yc[test], prediction[test])
-        r2_folds[i, valid] = r2_score(Yc[test], prediction[test])
+        flat = np.flatnonzero(~scored[i])
+        # a flat column's residue is rounding noise: held at its mean, it scores 0 in the
+        # fold-wise statistic of the predictions null, as it is left out of r here
+        held_out[np.ix_(test, flat)] = Yc[np.ix_(test, flat)].mean(0)
+        r_folds[i, valid], r2_folds[i, valid] = _fold_scores(Yc[test], prediction[test],
+                                                             scored[i])
         fold_of_tr[test] = i
         if n_perm > 0 and null_scope == "refit":
             matrix = None if cleaner is None else cleaner.matrix()
             if len(bands) == 1:
                 operators.append(FoldOperator.from_design(design, train, test, fold_model.alphas_,
-                                                          matrix))
+                                                          matrix, scored[i]))
             else:
                 centred = design - design[train].mean(0)
                 kernels = np.stack([centred[:, a:b] @ centred[:, a:b].T
                                     for a, b in (band["columns"] for band in layout)])
                 operators.append(FoldOperator.from_band_kernels(kernels, train, test,
-                                                                np.exp(fold_model.deltas_), matrix))
+                                                                np.exp(fold_model.deltas_), matrix,
+                                                                scored[i]))
         if do_partition:
             _partition_fold(scores, shift_r, models, fold_model, bands, values, layout, design,
-                            Yc, runs, train, test, shifts, n_folds)
+                            Yc, runs, train, test, shifts, scored[i])
 
+    n_flat = int((~scored.all(0)).sum())
+    if n_flat:
+        logger.warning("%d of %d targets are flat in some outer test fold (constant there, "
+                       "e.g. signal dropout): those folds do not score them", n_flat, n_valid)
     r = np.full(n_targets, np.nan)
-    r[valid] = fold_mean_r(held_out[kept], prediction[kept], fold_of_tr[kept])
+    r[valid] = _mean_over_scored(r_folds[:, valid], scored)
     r_concat = np.full(n_targets, np.nan)
     r_concat[valid] = pearson_r(held_out[kept], prediction[kept])
     r2 = np.full(n_targets, np.nan)
-    r2[valid] = r2_folds[:, valid].mean(0)
+    r2[valid] = _mean_over_scored(r2_folds[:, valid], scored)
     p_values = np.full(n_targets, np.nan)
     p_method = None
     if n_perm > 0 and null_scope == "refit":
         surrogate_base = Yv if cleaning is None else FoldCleaner(
             cleaning, runs, np.arange(n_tr), tr_s, confounds, censored).remove_nuisance(Yv)
         tested, _ = refit_null_test(surrogate_base, operators, runs, n_perm=n_perm, method=null,
-                                    block_tr=block_tr, random_state=random_state)
+                                    block_tr=block_tr, random_state=random_state, kept=kept)
         p_values[valid] = tested.p_values
         p_method = tested.describe()
     elif n_perm > 0:
         order = kept[np.argsort(fold_of_tr[kept], kind="stable")]  # folds as consecutive rows
-        p_values[valid] = permutation_test(held_out[order], prediction[order],
-                                           groups=fold_of_tr[order], n_perm=n_perm, method=null,
-                                           block_tr=block_tr, random_state=random_state)
+        tested = permutation_test(held_out[order], prediction[order], groups=fold_of_tr[order],
+                                  n_perm=n_perm, method=null, block_tr=block_tr,
+                                  random_state=random_state)
+        p_values[valid] = np.where(scored.any(0), tested, np.nan)   # no fold scores: no test
     _, p_fdr = fdr(p_values, alpha=fdr_alpha)
 
     logger.info("final fit on all %d kept TRs", len(kept))
@@ -319,13 +344,17 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
     partition_result, unique_method = None, None
     if do_partition:
         partition_result = {"bands": names}
+        n_scored = scored.sum(0)
         for key, values_ in scores.items():
             full = np.full((len(bands), n_targets), np.nan)
-            full[:, valid] = values_
+            with np.errstate(invalid="ignore", divide="ignore"):
+                full[:, valid] = values_ / n_scored
             partition_result[key] = full
         p_unique = np.full((len(bands), n_targets), np.nan)
         if shift_r is not None:
             # the full model with the band in place against it with the band shifted
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shift_r /= n_scored
             tested = permutation_p_values(shift_r[:, 0] - 1e-12, shift_r[:, 1:].transpose(1, 0, 2))
             p_unique[:, valid] = tested.p_values
             unique_method = tested.describe()
@@ -360,7 +389,11 @@ def fit_encoding(X, Y, runs=None, *, delays=DEFAULT_DELAYS, alphas=DEFAULT_ALPHA
                   backend=getattr(final, "backend_", None), dtype=dtype,
                   r="mean over outer folds of the held-out Pearson r (the headline score)",
                   r_concat="Pearson r of the held-out predictions concatenated over folds",
-                  r2="mean over outer folds of the held-out 1 - SS_res/SS_tot")
+                  r2="mean over outer folds of the held-out 1 - SS_res/SS_tot",
+                  flat_folds=f"a fold where a target's held-out data are flat (std after "
+                  f"nuisance removal <= {FLAT_TOLERANCE:g} x the root mean square of the raw "
+                  "values) does not score it; r, r2, partition scores and nulls average the "
+                  "other folds")
     extra = dict(provenance or {})
     return EncodingResult(
         r=r, r2=r2, alphas=final_alphas, coef=coef, intercept=intercept, p_values=p_values,
@@ -396,6 +429,30 @@ def _kept_rows(sample_mask, n_tr: int) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(keep), np.flatnonzero(~keep)
 
 
+def _flat_columns(residuals: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """True for columns that are flat over these rows: the standard deviation of
+    ``residuals`` (the values after nuisance removal, or the raw values themselves) is at
+    most :data:`FLAT_TOLERANCE` times the root mean square of the ``raw`` values."""
+    spread = np.std(residuals, axis=0, dtype=np.float64)
+    magnitude = np.sqrt(np.mean(np.square(raw, dtype=np.float64), axis=0))
+    return spread <= FLAT_TOLERANCE * magnitude
+
+
+def _fold_scores(data: np.ndarray, prediction: np.ndarray, scored: np.ndarray):
+    """Held-out Pearson r and R^2 of one fold per target: NaN where the fold does not score
+    the target (``scored`` False), r = 0 where the prediction is constant (it explains
+    nothing; the refit null counts it so too)."""
+    r = np.nan_to_num(pearson_r(data, prediction), nan=0.0)
+    r2 = r2_score(data, prediction)
+    return np.where(scored, r, np.nan), np.where(scored, r2, np.nan)
+
+
+def _mean_over_scored(values: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """Mean over folds (axis 0) of the folds that score each target (NaN where none does)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(scored, values, 0.0).sum(0) / scored.sum(0)
+
+
 def _uncensored(rows: np.ndarray, censored: np.ndarray) -> np.ndarray:
     return rows if not len(censored) else rows[~np.isin(rows, censored)]
 
@@ -410,19 +467,27 @@ def _legacy_delays(bands) -> list | None:
 
 
 def _partition_fold(scores, shift_r, models, fold_model, bands, values, layout, design, Yc,
-                    runs, train, test, shifts, n_folds) -> None:
-    """Add one fold's share of every partition score (and of the shift null) in place."""
+                    runs, train, test, shifts, scored) -> None:
+    """Add one fold's terms of every partition score (and of the shift null) in place: sums
+    over the folds that score each target (``scored``), divided by their number later."""
     names = [band.name for band in bands]
+
+    def fold_scores(prediction):
+        return tuple(np.nan_to_num(s) for s in _fold_scores(Yc[test], prediction, scored))
+
     full = fold_model.predict(design[test])
-    r_full, r2_full = pearson_r(Yc[test], full), r2_score(Yc[test], full)
-    scores["r2_split"] += _split_r2(fold_model, design[test], Yc[test]) / n_folds
+    r_full, r2_full = fold_scores(full)
+    with np.errstate(invalid="ignore", divide="ignore"):     # flat targets: not scored
+        split = _split_r2(fold_model, design[test], Yc[test])
+    scores["r2_split"] += np.where(scored, split, 0.0)
     alone = {}
     for k, name in enumerate(names):
         columns, sub_layout = _columns(layout, [name])
         model = models.fit(design[np.ix_(train, columns)], sub_layout, Yc[train], runs[train])
         alone[name] = model.predict(design[np.ix_(test, columns)])
-        scores["r_alone"][k] += pearson_r(Yc[test], alone[name]) / n_folds
-        scores["r2_alone"][k] += r2_score(Yc[test], alone[name]) / n_folds
+        r_alone, r2_alone = fold_scores(alone[name])
+        scores["r_alone"][k] += r_alone
+        scores["r2_alone"][k] += r2_alone
     for k, name in enumerate(names):
         rest = [other for other in names if other != name]
         if len(rest) == 1:
@@ -431,15 +496,16 @@ def _partition_fold(scores, shift_r, models, fold_model, bands, values, layout, 
             columns, sub_layout = _columns(layout, rest)
             model = models.fit(design[np.ix_(train, columns)], sub_layout, Yc[train], runs[train])
             without = model.predict(design[np.ix_(test, columns)])
-        r_without, r2_without = pearson_r(Yc[test], without), r2_score(Yc[test], without)
-        scores["r_without"][k] += r_without / n_folds
-        scores["r2_without"][k] += r2_without / n_folds
-        scores["r_unique"][k] += (r_full - r_without) / n_folds
-        scores["r2_unique"][k] += (r2_full - r2_without) / n_folds
+        r_without, r2_without = fold_scores(without)
+        scores["r_without"][k] += r_without
+        scores["r2_without"][k] += r2_without
+        scores["r_unique"][k] += r_full - r_without
+        scores["r2_unique"][k] += r2_full - r2_without
     if shift_r is None:
         return
     orders = np.vstack([np.arange(len(runs))[None], shifts])
     for k, name in enumerate(names):
         logger.info("unique-r null of band %r: %d shifts", name, len(shifts))
-        shift_r[k] += band_shift_null(values, [b.delays for b in bands], runs, train, test, Yc,
-                                      np.exp(fold_model.deltas_), k, orders) / n_folds
+        shifted = band_shift_null(values, [b.delays for b in bands], runs, train, test, Yc,
+                                  np.exp(fold_model.deltas_), k, orders)
+        shift_r[k] += np.where(scored, shifted, 0.0)

@@ -25,7 +25,9 @@ fold's operator also carries its cleaning rows: ``y_train = C[train] y`` and
 ``y_test = C[test] y``. Surrogates shuffle the data cleaned run by run on all of its rows
 (no drift left to scatter across blocks); the fold's cleaning of those is its cleaning of
 the raw data up to the small slow remainder that a held-out block's own basis does not
-span, and the observed statistic is computed the same way as the null.
+span, and the observed statistic is computed the same way as the null. Scrubbed volumes
+stay out of the surrogates: only the kept rows are reordered, and the scrubbed ones stay
+in place, zeroed (no fold trains or tests on them).
 Written by hand: no maintained library offers this for many targets.
 """
 
@@ -89,16 +91,22 @@ class FoldOperator:
         One per group of targets sharing a kernel (one block for plain ridge).
     cleaning : ndarray, shape (n_samples, n_samples), optional
         The fold's cleaning as a matrix over all rows (None: no cleaning).
+    scored : ndarray of bool, shape (n_targets,), optional
+        Targets this fold scores (None: all). A target whose held-out data are flat in
+        the fold is left out of this fold's share of its mean r, as in
+        :func:`brainalign.encoding.fit_encoding`.
     """
 
     train: np.ndarray
     test: np.ndarray
     blocks: list = field(default_factory=list)
     cleaning: np.ndarray | None = None
+    scored: np.ndarray | None = None
 
     @classmethod
     def from_design(cls, design: np.ndarray, train: np.ndarray, test: np.ndarray,
-                    alphas: np.ndarray, cleaning: np.ndarray | None = None) -> "FoldOperator":
+                    alphas: np.ndarray, cleaning: np.ndarray | None = None,
+                    scored: np.ndarray | None = None) -> "FoldOperator":
         """Plain ridge: from the fold's design (all rows) and its per-target alphas."""
         mean = design[train].mean(0)
         u, s, vt = np.linalg.svd(design[train] - mean, full_matrices=False)
@@ -106,11 +114,12 @@ class FoldOperator:
         alphas = np.asarray(alphas, dtype=np.float64)
         block = OperatorBlock(np.arange(len(alphas)), (design[test] - mean) @ vt[keep].T * s[keep],
                               u[:, keep].T, s[keep] ** 2, alphas)
-        return cls(train, test, [block], cleaning)
+        return cls(train, test, [block], cleaning, scored)
 
     @classmethod
     def from_band_kernels(cls, kernels: np.ndarray, train: np.ndarray, test: np.ndarray,
-                          weights: np.ndarray, cleaning: np.ndarray | None = None) -> "FoldOperator":
+                          weights: np.ndarray, cleaning: np.ndarray | None = None,
+                          scored: np.ndarray | None = None) -> "FoldOperator":
         """Banded ridge: from each band's kernel and every target's band weights.
 
         Parameters
@@ -128,23 +137,29 @@ class FoldOperator:
             kernel = np.tensordot(group, kernels, axes=1)
             blocks.append(OperatorBlock.from_kernel(kernel, train, test, targets,
                                                     np.ones(len(targets))))
-        return cls(train, test, blocks, cleaning)
+        return cls(train, test, blocks, cleaning, scored)
 
 
 def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, n_perm: int = 1000,
                     method: str = "block", block_tr: int = 10, random_state=0,
-                    device: str = "auto", tail: str = "gpd", return_null: bool = False):
+                    device: str = "auto", tail: str = "gpd", return_null: bool = False,
+                    kept=None):
     """p-values of the fold-mean held-out r with the data shuffled and the folds refitted.
 
     Parameters
     ----------
     Y : array, shape (n_samples, n_targets)
-        Data (all rows; every row is in exactly one fold's test set). With cleaning in the
-        folds, pass the data cleaned run by run on all rows (surrogates shuffle them).
+        Data (all rows; every kept row is in exactly one fold's test set). With cleaning
+        in the folds, pass the data cleaned run by run on all rows (surrogates shuffle
+        them).
     folds : list of FoldOperator
     runs : array of int, shape (n_samples,)
         Surrogate data move blocks only within runs (see
         :func:`brainalign.encoding.stats.null_indices`).
+    kept : array of int, optional
+        Rows the surrogates reorder (e.g. the volumes a sample mask keeps); None: all.
+        The others (scrubbed volumes) are set to zero and stay in place, so that nothing
+        they held reaches a kept position; no fold may train or test on them.
     n_perm, method, block_tr, random_state, device
         As in :func:`brainalign.encoding.stats.permutation_test`.
     tail : {"gpd", "empirical"}
@@ -159,17 +174,26 @@ def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, 
     p_values : PermutationPValues
         p-values per target (``.p_values``) and how each was obtained.
     observed : ndarray, shape (n_targets,)
-        The fold-mean r recomputed by the operators (equals the fitted model's ``r`` up
-        to rounding).
+        The held-out r recomputed by the operators, averaged over the folds that score
+        each target (:attr:`FoldOperator.scored`; NaN where none does); equals the fitted
+        model's ``r`` up to rounding.
     null : ndarray, shape (n_perm, n_targets)
         Only with ``return_null``.
     """
     import torch
 
-    Y = np.asarray(Y, dtype=np.float64)
+    Y = np.array(Y, dtype=np.float64)
     n_samples, n_targets = Y.shape
-    order = null_indices(runs, n_perm, method, block_tr, random_state)
-    order = np.vstack([np.arange(n_samples)[None], order])       # row 0: the real data
+    runs = np.asarray(runs)
+    kept = np.arange(n_samples) if kept is None else np.asarray(kept)
+    scrubbed = np.setdiff1d(np.arange(n_samples), kept)
+    for index, fold in enumerate(folds):
+        if np.isin(fold.train, scrubbed).any() or np.isin(fold.test, scrubbed).any():
+            raise ValueError(f"fold {index} trains or tests on rows outside `kept`; the "
+                             "folds must leave scrubbed rows out")
+    Y[scrubbed] = 0.0
+    order = np.tile(np.arange(n_samples), (n_perm + 1, 1))      # row 0: the real data
+    order[1:, kept] = kept[null_indices(runs[kept], n_perm, method, block_tr, random_state)]
     dev = _torch_device(device)
     dtype = torch.float32
     as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=dev)  # noqa: E731
@@ -183,7 +207,8 @@ def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, 
             rows = (as_t(fold.cleaning[fold.train]), as_t(fold.cleaning[fold.test]))
         blocks = [(torch.as_tensor(b.targets, device=dev), as_t(b.test_basis), as_t(b.train_basis_t),
                    as_t(b.eigenvalues), as_t(b.alphas)) for b in fold.blocks]
-        operators.append((fold.cleaning is not None, rows, blocks))
+        scored = as_t(np.ones(n_targets) if fold.scored is None else fold.scored)
+        operators.append((fold.cleaning is not None, rows, blocks, scored))
 
     itemsize = torch.finfo(dtype).bits // 8
     budget = torch.cuda.mem_get_info(dev)[0] // 4 if dev.type == "cuda" else CPU_NULL_BYTES
@@ -198,8 +223,8 @@ def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, 
             surrogate = Y_t[:, t0:t1][order_t[p0:p0 + n_perm_batch].T]
             n_batch, width = surrogate.shape[1], surrogate.shape[2]
             flat = surrogate.reshape(n_samples, -1)
-            total = 0
-            for cleaned, (train_rows, test_rows), blocks in operators:
+            total, count = 0, 0
+            for cleaned, (train_rows, test_rows), blocks, scored in operators:
                 if cleaned:
                     train_data = (train_rows @ flat).reshape(-1, n_batch, width)
                     data = (test_rows @ flat).reshape(-1, n_batch, width)
@@ -220,8 +245,10 @@ def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, 
                 data = data - data.mean(0)
                 prediction = prediction - prediction.mean(0)
                 norm = torch.sqrt((data ** 2).sum(0) * (prediction ** 2).sum(0))
-                total = total + (data * prediction).sum(0) / torch.clamp(norm, min=torch.finfo(dtype).tiny)
-            statistic[p0:p0 + n_perm_batch, t0:t1] = total / len(operators)
+                r = (data * prediction).sum(0) / torch.clamp(norm, min=torch.finfo(dtype).tiny)
+                total = total + r * scored[t0:t1]
+                count = count + scored[t0:t1]
+            statistic[p0:p0 + n_perm_batch, t0:t1] = total / count   # NaN: no fold scores
     statistic = statistic.cpu().numpy().astype(np.float64)
     observed, null = statistic[0], statistic[1:]
     tolerance = 16 * np.finfo(np.float32).eps  # float32 rounding: a tie counts as exceeding

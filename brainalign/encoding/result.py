@@ -29,11 +29,12 @@ class EncodingResult:
     ----------
     r : ndarray, shape (n_targets,)
         The headline score. Held-out Pearson r: within each outer test fold, averaged
-        over folds (the mean of ``r_folds``), which keeps the offset each fold's model
-        adds out of the score. NaN for invalid targets.
+        over folds (the mean of ``r_folds`` over the folds where it is not NaN), which
+        keeps the offset each fold's model adds out of the score. NaN for invalid targets
+        and for targets flat in every test fold.
     r2 : ndarray, shape (n_targets,)
         Held-out coefficient of determination (1 - SS_res / SS_tot) within each outer
-        fold, averaged over folds; not r squared.
+        fold, averaged over the same folds as ``r``; not r squared.
     alphas : ndarray, shape (n_targets,)
         Ridge alpha per target chosen by the inner CV of the final fit on all data
         (banded ridge: ``1 / sum(exp(deltas))``).
@@ -55,7 +56,9 @@ class EncodingResult:
         False for targets excluded because they are constant or contain NaN.
     noise_ceiling : ndarray, shape (n_targets,), or None
     r_folds : ndarray, shape (n_outer_folds, n_targets)
-        Pearson r within each outer test fold.
+        Pearson r within each outer test fold: NaN where the target's held-out data are
+        flat in that fold (constant up to the rounding cleaning leaves, e.g. signal
+        dropout in that run), 0 where the fold's prediction is constant.
     delays : list of int, or None
         FIR delays in TRs applied to the features (None if X came pre-delayed).
     provenance : dict
