@@ -132,11 +132,9 @@ def corpus_timecourses(args, config: dict):
 
     if args.corpus_recording:
         recording = load_corpus_timecourses(args.corpus_recording)
-    else:
-        folder = Path(args.cache) / "corpus"
-        existing = [p for p in folder.glob(f"moby-dick-{args.words}w") if p.is_dir()]
-        recording = (load_corpus_timecourses(existing[0]) if existing else
-                     record_corpus(MODEL, "moby-dick", args.words, folder, device="cpu"))
+    else:  # recorded once; again when the settings or the resampling kernels changed
+        recording = record_corpus(MODEL, "moby-dick", args.words, Path(args.cache) / "corpus",
+                                  device="cpu", overwrite=True)
     clean = Path(args.cache) / "corpus-cleaned.npy"
     return recording, cleaned_runs_on_disk(recording, config, clean)
 

@@ -54,13 +54,13 @@ TARGETS = {"loading_r": 0.8, "atom_r": 0.9}
 
 
 def recorded_corpus(n_words: int | None, cache: Path):
-    """The Moby-Dick recording (made once into ``cache``) and its cleaned copy on disk."""
-    from brainalign.record import load_corpus_timecourses, record_corpus
+    """The Moby-Dick recording (made once into ``cache``, again when its settings or the
+    resampling kernels changed) and its cleaned copy on disk."""
+    from brainalign.record import record_corpus
 
-    folder = cache / "corpus"
     name = "moby-dick" if n_words is None else f"moby-dick-{n_words}w"
-    recording = (load_corpus_timecourses(folder / name) if (folder / name).is_dir() else
-                 record_corpus(MODEL, "moby-dick", n_words, folder, device="cpu"))
+    recording = record_corpus(MODEL, "moby-dick", n_words, cache / "corpus", device="cpu",
+                              overwrite=True)
     cleaned = cleaned_runs_on_disk(recording, validate({}), cache / f"{name}-cleaned.npy")
     return recording, cleaned
 
