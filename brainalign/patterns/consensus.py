@@ -24,10 +24,9 @@ matched cluster), ICA's unit-variance neuron maps.
 
 What it buys, measured (``analysis/pattern_stability.py``: SmolLM2 ``mlp.out``, K = 64
 dictionary atoms, split halves of 100k words of Moby-Dick, 6 fits per half): matched
-loading r 0.37 -> 0.47 and subgroup ARI 0.06 -> 0.13, but matched atom time-course r
-0.63 -> 0.56, because averaged codes are denser (35 % of codes non-zero against 12 %) and
-the least-squares atom regressors of :meth:`~brainalign.patterns.study_a.Patterns.transform`
-become noisier. Use it where the neuron subgroups are the result; it is off by default.
+loading r 0.41 -> 0.51 and subgroup ARI 0.08 -> 0.11, but matched atom time-course r
+0.64 -> 0.62, because averaged codes are denser and the least-squares atom regressors of
+:meth:`~brainalign.patterns.study_a.Patterns.transform` become noisier. Use it where the neuron subgroups are the result; it is off by default.
 
 The fits are seeded by :func:`consensus_seeds`, derived from one ``random_state`` with
 :class:`numpy.random.SeedSequence`, so that two consensus fits with different
