@@ -88,6 +88,18 @@ def test_lanczos_passes_up_to_the_nyquist_frequency_and_rejects_above():
         assert np.max(np.abs(fast)) < 0.05, frequency_hz
 
 
+
+def test_half_cutoff_gives_the_revision_1_kernel():
+    """cutoff_mult = 0.5 is the kernel before revision 2 (sinc rate 1 / (2 tr_s)), as the
+    README says, so earlier results can be reproduced."""
+    rng = np.random.default_rng(3)
+    onsets = np.sort(rng.uniform(0, 60, 80))
+    story = make_story([onsets], tr_s=2.0, n_volumes=[31], duration_s=0.3)
+    values = rng.standard_normal((80, 2))
+    got = words_to_tr(values, story, cutoff_mult=0.5)
+    expected = lanczos_reference(onsets + 0.15, 2.0 * np.arange(31), values, rate_hz=0.25)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
 def test_lanczos_is_identity_on_the_grid_at_the_default_cutoff():
     """Words on the volume times come back unchanged: one sinc zero crossing per TR."""
     story = make_story([2.0 * np.arange(20)], tr_s=2.0, n_volumes=[20], duration_s=0.0)
