@@ -253,3 +253,22 @@ def test_assignments_of_a_none_row_describe_the_network_of_its_confidence():
     assert row["correlation"] == mapping.statistics["correlation"][0, best]
     assert row["p_fdr_correlation"] == mapping.p_fdr["correlation"][0, best]
     np.testing.assert_allclose(row["confidence"], 1 - row["p_fdr_correlation"])
+
+
+def test_a_study_on_volume_data_in_a_native_space_refuses_an_mni_atlas():
+    """`brainalign run` hands the atlas the data's masker, so its declared space is checked:
+    fMRIPrep's T1w space cannot take an MNI atlas by world coordinates."""
+    from types import SimpleNamespace
+
+    from nilearn.datasets import load_mni152_brain_mask
+
+    from brainalign.brain import VolumeMasker
+    from brainalign.pipeline.study import Study
+
+    mask = load_mni152_brain_mask(resolution=8)
+    masker = VolumeMasker(mask_img=mask, space="T1w").fit()
+    study = SimpleNamespace(config={"networks": {"atlas": "dosenbach"},
+                                    "fmri": {"source": "nifti"}})
+    data = SimpleNamespace(mask_img=mask, masker=masker)
+    with pytest.raises(ValueError, match="'T1w', which is not an MNI template"):
+        Study.mapping_atlas(study, "data", data)

@@ -764,8 +764,8 @@ class Study:
         source = self.config["fmri"]["source"]
         if source == "bids":
             source = "nifti" if data.mask_img is not None else "gifti"
-        if source == "nifti":
-            atlas = load_atlas(name, "MNI", target=data.mask_img)
+        if source == "nifti":  # the masker, so that its declared space is checked
+            atlas = load_atlas(name, "MNI", target=data.masker)
         elif source == "gifti":
             atlas = load_atlas(name, data.masker.space_)
         else:
