@@ -194,12 +194,14 @@ def test_tr_recording_with_many_kernel_pieces(causal, word_recording, tmp_path, 
 
 def test_shards_in_small_pieces_verify_and_catch_corruption(causal, word_recording, tmp_path,
                                                             monkeypatch):
-    """Pieces of 2 kB hashed on several threads, flushed every 4 kB: the same bytes, a
-    checksum that verifies, and one that catches a single changed value."""
+    """Pieces of 2 kB hashed on several threads, waited for on disk every 4 kB (flushed,
+    without sync_file_range): the same bytes, a checksum that verifies, and one that
+    catches a single changed value."""
     import brainalign.record.recorder as recorder
     import brainalign.record.store as store
 
     monkeypatch.setattr(store, "SYNC_BYTES", 4096)
+    monkeypatch.setattr(store, "WRITEBACK_BYTES", 4096)
     monkeypatch.setattr(recorder, "HOST_BUFFER_BYTES", 2048)
     monkeypatch.setattr(recorder, "hash_threads", lambda: 3)
     path = record_story(causal, word_recording.story, SITES, tmp_path, **SMALL_WINDOWS)

@@ -18,7 +18,8 @@ A recording made straight to the TR grid (``record_story(..., to_tr=...)``) is i
 Shards are plain NumPy ``.npy`` files (readable by any tool, memory-mapped by
 ``numpy.load(mmap_mode="r")``). They are written row block by row block through
 :class:`ShardWriter`, which hashes each block as it goes (on several threads), so
-neither the writer nor the checksum ever holds a whole array. A recording is first written to a private
+neither the writer nor the checksum ever holds a whole array, and hands each block to the
+disk as soon as it is written (on Linux), so the disk writes while the model runs. A recording is first written to a private
 ``.<name>.partial-<pid>`` folder and renamed into place only once its manifest is written:
 a run killed at any point leaves nothing that :meth:`Recording.open` accepts as complete.
 Leans on numpy's ``.npy`` format helpers and the standard library.
@@ -26,10 +27,13 @@ Leans on numpy's ``.npy`` format helpers and the standard library.
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import hashlib
 import json
 import os
 import shutil
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +49,76 @@ MANIFEST = "manifest.json"
 STORY_FILE = "story.json"
 FORMAT = "brainalign.recording"
 FORMAT_VERSION = 1
-#: A shard is flushed to disk every this many bytes while it is written, so that the
-#: disk works alongside the model instead of after it (the page cache would otherwise
-#: hold everything until the final fsync).
+#: Where the kernel cannot be asked to start writing a range early (not Linux), a shard
+#: is flushed to disk every this many bytes while it is written, so that the disk works
+#: alongside the model instead of after it (the page cache would otherwise hold everything
+#: until the final fsync).
 SYNC_BYTES = 256 * 2**20
+#: On Linux each written piece is handed to the disk at once (``sync_file_range``, which
+#: returns without waiting); a shard's writer waits for its oldest pieces only once more
+#: than this many bytes of it are still on their way, so the disk never idles while the
+#: writer copies, and the page cache holds a bounded amount per shard.
+WRITEBACK_BYTES = 128 * 2**20
 #: Storage dtypes and how each is kept on disk.
 DISK_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16),
                "bfloat16": np.dtype(np.uint16)}
+
+
+def _load_sync_file_range():
+    """libc's ``sync_file_range`` (Linux), or None where it is not available."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+#: ``sync_file_range`` and its flags (``<linux/fs.h>``).
+sync_file_range = _load_sync_file_range()
+SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, SYNC_FILE_RANGE_WAIT_AFTER = 1, 2, 4
+
+
+class _Writeback:
+    """Keep the disk writing a file's pieces while later pieces are still being written.
+
+    :meth:`written` is told each piece (byte range) once it is in the page cache. On Linux
+    it asks the kernel to start writing it out now and, once more than
+    :data:`WRITEBACK_BYTES` are in flight, waits for the oldest pieces to be on disk.
+    Elsewhere, or if the file system refuses ``sync_file_range``, it falls back to an
+    ``fdatasync`` every :data:`SYNC_BYTES`. Either way durability still comes from the
+    ``fsync`` at the end (``sync_file_range`` flushes neither metadata nor the disk's cache).
+    """
+
+    def __init__(self, fileno: int):
+        self.fileno = fileno
+        self.in_flight: collections.deque = collections.deque()
+        self.in_flight_bytes = 0
+        self.unsynced = 0
+        self.early = sync_file_range is not None
+
+    def written(self, start: int, length: int) -> None:
+        if self.early and sync_file_range(self.fileno, start, length, SYNC_FILE_RANGE_WRITE):
+            self.early = False  # refused here (e.g. the file system): flush instead
+            self.unsynced += self.in_flight_bytes
+            self.in_flight.clear()
+            self.in_flight_bytes = 0
+        if not self.early:
+            self.unsynced += length
+            if self.unsynced >= SYNC_BYTES:
+                getattr(os, "fdatasync", os.fsync)(self.fileno)
+                self.unsynced = 0
+            return
+        self.in_flight.append((start, length))
+        self.in_flight_bytes += length
+        while self.in_flight_bytes > WRITEBACK_BYTES and len(self.in_flight) > 1:
+            oldest, size = self.in_flight.popleft()
+            sync_file_range(self.fileno, oldest, size, SYNC_FILE_RANGE_WAIT_BEFORE
+                            | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)
+            self.in_flight_bytes -= size
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -123,7 +190,6 @@ class ShardWriter:
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = np.dtype(dtype)
         self.rows_written = 0
-        self._unsynced = 0
         self._piece_digests: list[bytes | None] = []
         self._piece_crc32: list[int | None] = []
         self._piece_rows: list[int] = []
@@ -135,6 +201,9 @@ class ShardWriter:
         np.lib.format.write_array_header_1_0(self._HashingFile(self._handle, header_digest),
                                              header)
         self._header_digest = header_digest.digest()
+        self._handle.flush()
+        self._offset = self._handle.tell()
+        self._writeback = _Writeback(self._handle.fileno())
 
     class _HashingFile:
         """File wrapper that hashes what numpy's header writer writes."""
@@ -161,15 +230,13 @@ class ShardWriter:
                              f"exceed the declared {self.shape[0]}")
         data = memoryview(np.ascontiguousarray(rows)).cast("B")
         self._handle.write(data)
+        self._handle.flush()
+        self._writeback.written(self._offset, data.nbytes)  # start the disk now, not at close
+        self._offset += data.nbytes
         self.rows_written += len(rows)
         self._piece_digests.append(None)
         self._piece_crc32.append(None)
         self._piece_rows.append(len(rows))
-        self._unsynced += data.nbytes
-        if self._unsynced >= SYNC_BYTES:  # start the disk early rather than all at close
-            self._handle.flush()
-            getattr(os, "fdatasync", os.fsync)(self._handle.fileno())
-            self._unsynced = 0
         return len(self._piece_digests) - 1
 
     def hash_piece(self, index: int, rows: np.ndarray) -> None:
