@@ -8,6 +8,7 @@ configuration that produced it.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import platform
@@ -24,6 +25,13 @@ TRACKED_PACKAGES = (
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
     """Installed version of each named distribution (``"not installed"`` if absent)."""
+    return dict(_installed_versions(tuple(names)))
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """:func:`package_versions`, read once per process (reading the installed packages'
+    metadata takes tens of ms, and every recording and result asks for it)."""
     versions = {}
     for name in names:
         try:
