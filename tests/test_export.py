@@ -83,6 +83,38 @@ def test_surface_map_one_gifti_per_hemisphere(tmp_path):
     assert sidecar["map"]["hemisphere_files"]["L"] == path.name
 
 
+def test_p_value_maps_hold_nan_outside_the_mask_and_effect_maps_zero(tmp_path):
+    """A p map with 0 outside the brain would pass any p < .05 threshold in a viewer: the
+    encoding's p / pfdr maps hold NaN there (volume and surface), r keeps 0, and each
+    sidecar states its value; the values inside the mask are unchanged."""
+    from brainalign.encoding.result import EncodingResult
+
+    volume, mask = volume_masker()
+    keep = np.ones(10242, dtype=bool)
+    keep[:300] = False
+    surface = SurfaceMasker(mask={"L": keep, "R": keep}).fit()
+    for masker, read in ((volume, lambda path: np.asarray(nib.load(path).dataobj)[~mask]),
+                         (surface, lambda path: nib.load(path).darrays[0].data[~keep])):
+        rng = np.random.default_rng(5)
+        n = masker.n_targets_
+        result = EncodingResult(
+            r=rng.uniform(-0.1, 0.5, n), r2=rng.uniform(-0.1, 0.2, n), alphas=np.ones(n),
+            coef=rng.standard_normal((2, n)), intercept=np.zeros(n),
+            p_values=rng.uniform(0, 1, n), p_fdr=rng.uniform(0, 1, n), solver="primal",
+            cv={}, valid_targets=np.ones(n, bool), delays=[1], provenance={})
+        paths = save_encoding_maps(result, masker, tmp_path / masker.space_)
+        for stat in ("p", "pfdr"):
+            assert np.isnan(read(paths[stat])).all()
+            np.testing.assert_allclose(load_map(paths[stat], masker),
+                                       getattr(result, {"p": "p_values", "pfdr": "p_fdr"}[stat]),
+                                       rtol=1e-6)
+            sidecar = paths[stat].with_name(paths[stat].name.split(".")[0] + ".json")
+            assert json.loads(sidecar.read_text())["map"]["outside_mask_value"] == "NaN"
+        assert (read(paths["r"]) == 0).all()
+        sidecar = paths["r"].with_name(paths["r"].name.split(".")[0] + ".json")
+        assert json.loads(sidecar.read_text())["map"]["outside_mask_value"] == 0.0
+
+
 def test_roi_map_tsv_round_trip(tmp_path):
     masker = RoiTableMasker(names=["LATL", "RATL", "LIFG"]).fit()
     values = np.array([[0.1, -0.2, 0.35], [0.0, 1.5, np.nan]], dtype=np.float32)

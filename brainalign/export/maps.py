@@ -101,7 +101,7 @@ def map_names(entities: Mapping[str, Any], n_maps: int | None) -> list[str]:
 def save_map(values: np.ndarray, brain, out_dir: str | Path,
              entities: Mapping[str, Any] | None = None,
              sidecar: Mapping[str, Any] | None = None,
-             names: list[str] | None = None) -> Path:
+             names: list[str] | None = None, outside_mask_value: float = 0.0) -> Path:
     """Write per-target values as a brain map with a JSON sidecar.
 
     Parameters
@@ -123,6 +123,11 @@ def save_map(values: np.ndarray, brain, out_dir: str | Path,
         One name per map (e.g. ``["atom00", "atom01", ...]``); default :func:`map_names`.
         GIfTI data arrays carry them as ``Name`` metadata; every sidecar lists them under
         ``map.map_names``.
+    outside_mask_value : float
+        Written at voxels / vertices outside the mask (volumes and surfaces), and stated in
+        the sidecar (``map.outside_mask_value``, NaN as ``"NaN"``). 0 suits effect maps;
+        p-value maps take NaN (:data:`P_VALUE_STATS`), since 0 would read as "significant"
+        everywhere outside the brain once a viewer thresholds at p < .05.
 
     Returns
     -------
@@ -152,7 +157,9 @@ def save_map(values: np.ndarray, brain, out_dir: str | Path,
         raise ValueError(f"names: {len(names)} given for {values_2d.shape[0]} maps")
     map_info = {"n_maps": n_maps, "map_names": names,
                 "n_targets": int(masker.n_targets_), "masker": type(masker).__name__,
-                "space": masker.space_, "outside_mask_value": 0.0}
+                "space": masker.space_,
+                "outside_mask_value": ("NaN" if np.isnan(outside_mask_value)
+                                       else float(outside_mask_value))}
 
     def write_sidecar(map_path: Path, extension: str, extra: dict) -> None:
         block = provenance_block(**description, map={**map_info, **extra, "file": map_path.name})
@@ -160,7 +167,8 @@ def save_map(values: np.ndarray, brain, out_dir: str | Path,
         sidecar_path.write_text(json.dumps(_jsonable(block), indent=2, default=str))
 
     if isinstance(masker, SurfaceMasker):
-        images = masker.inverse_transform(values_2d[0] if single else values_2d, names=names)
+        images = masker.inverse_transform(values_2d[0] if single else values_2d,
+                                          fill_value=outside_mask_value, names=names)
         paths = {}
         for hemi, image in images.items():
             path = out_dir / bids_name({**entities, "hemi": hemi}, "map", ".func.gii")
@@ -173,7 +181,12 @@ def save_map(values: np.ndarray, brain, out_dir: str | Path,
     if isinstance(masker, VolumeMasker):
         entities.setdefault("res", _resolution_label(masker))
         path = out_dir / bids_name(entities, "map", ".nii.gz")
-        nib.save(masker.inverse_transform(values_2d[0] if single else values_2d), path)
+        image = masker.inverse_transform(values_2d[0] if single else values_2d)
+        if outside_mask_value != 0.0:
+            data = np.asarray(image.dataobj, dtype=np.float32)
+            data[~np.asarray(masker.mask_img_.dataobj, dtype=bool)] = outside_mask_value
+            image = nib.Nifti1Image(data, image.affine, image.header)
+        nib.save(image, path)
         write_sidecar(path, ".nii.gz", {"resolution_mm": masker.resolution_mm_})
         return path
     if isinstance(masker, RoiTableMasker):
@@ -235,6 +248,9 @@ def _read_volume_map(path: Path, masker: VolumeMasker) -> np.ndarray:
     return np.atleast_2d(apply_mask(image, mask))
 
 
+#: Statistics whose maps hold NaN outside the mask (no test there), not 0 (see :func:`save_map`).
+P_VALUE_STATS = ("p", "pfdr", "pfwe")
+
 #: Per-target arrays of an encoding result written by :func:`save_encoding_maps` (stat label -> attribute).
 ENCODING_STATS = {"r": "r", "r2": "r2", "p": "p_values", "pfdr": "p_fdr", "alpha": "alphas",
                   "noiseceiling": "noise_ceiling"}
@@ -279,5 +295,6 @@ def save_encoding_maps(result, brain, out_dir: str | Path, entities: Mapping[str
         values = np.array(values, dtype=np.float32)
         values[..., invalid] = np.nan
         paths[label] = save_map(values, brain, out_dir, entities={**dict(entities or {}), "stat": label},
-                                sidecar={**description, "statistic": label})
+                                sidecar={**description, "statistic": label},
+                                outside_mask_value=np.nan if label in P_VALUE_STATS else 0.0)
     return paths

@@ -70,6 +70,7 @@ def save_group_map(group: GroupMap, masker_or_space, out_dir: str | Path,
         :func:`brainalign.export.save_map`).
     """
     from brainalign.export import save_map
+    from brainalign.export.maps import P_VALUE_STATS
 
     masker = resolve_masker(masker_or_space, group.n_targets)
     entities = {"desc": group_desc(group.measure), **dict(entities or {})}
@@ -81,5 +82,6 @@ def save_group_map(group: GroupMap, masker_or_space, out_dir: str | Path,
     return {stat: save_map(np.asarray(getattr(group, name), dtype=np.float32), masker, out_dir,
                            {**entities, "stat": stat},
                            {**description, "statistic": stat,
-                            "description": _describe(group, stat)})
+                            "description": _describe(group, stat)},
+                           outside_mask_value=np.nan if stat in P_VALUE_STATS else 0.0)
             for stat, name in GROUP_STATS.items()}
