@@ -74,8 +74,32 @@ def test_two_acquisitions_of_one_run_are_two_runs(tmp_path):
     lines = ds.describe()
     assert "1 subject(s) x 1 task(s), 2 run(s)" in lines
     rows = [line.split() for line in lines if line.startswith("01 ")]
-    assert rows == [["01", "story", "1", "1", "5", "yes", "acq-highres"],
-                    ["01", "story", "1", "2", "5", "yes", "acq-lowres"]]
+    assert rows == [["01", "story", "1", "1", "5", "-", "yes", "acq-highres"],
+                    ["01", "story", "1", "2", "5", "-", "yes", "acq-lowres"]]
+
+
+def test_entities_choose_one_acquisition_of_each_run(tmp_path):
+    """entities={"acq": ...} keeps that acquisition's runs only (with its own TR and
+    confounds), does not report the other one's raw files as missing, and refuses a label
+    no run has and entities that have options of their own."""
+    deriv = tmp_path / "derivatives" / "fmriprep" / "sub-01" / "func"
+    raw = raw_folder(tmp_path)
+    for acq, tr_s, value in (("lowres", 2.0, 10.0), ("highres", 1.0, 20.0)):
+        for run in ("1", "2"):
+            stem = f"sub-01_task-story_acq-{acq}_run-{run}"
+            (raw / f"{stem}_events.tsv").write_text("onset\tduration\n0\t1\n")
+            write_volume_run(deriv, stem, tr_s=tr_s, confounds=value)
+    ds = discover_bids(tmp_path, space=SPACE, entities={"acq": "lowres"})
+    assert [run.label for run in ds.runs] == ["sub-01_task-story_acq-lowres_run-1",
+                                              "sub-01_task-story_acq-lowres_run-2"]
+    assert [run.tr_s for run in ds.runs] == [2.0, 2.0] and ds.missing == []
+    chosen = load_run_confounds(ds.runs[1], strategy=("motion",), motion="basic", demean=False)
+    assert dict(zip(chosen.columns, chosen.values[-1]))["trans_x"] == 10.0
+    with pytest.raises(BidsError, match=r"acq- label\(s\) \['midres'\] not found.*'highres', "
+                                        r"'lowres'"):
+        discover_bids(tmp_path, space=SPACE, entities={"acq": "midres"})
+    with pytest.raises(BidsError, match="own options"):
+        discover_bids(tmp_path, space=SPACE, entities={"task": "story"})
 
 
 def test_confounds_are_named_by_every_entity_of_the_run(tmp_path):
@@ -200,3 +224,21 @@ def test_raw_sidecars_give_each_acquisition_its_tr(tmp_path):
     assert Path(runs["acq-slow"].tr_source) == raw / "sub-01_task-story_acq-slow_run-1_bold.json"
     assert Path(runs["acq-fast"].tr_source) == tmp_path / "task-story_acq-fast_run-1_bold.json"
     assert Path(runs["acq-plain"].tr_source) == tmp_path / "task-story_bold.json"
+
+
+def test_an_acquisition_beside_the_plain_run_gets_its_own_confounds(tmp_path):
+    """nilearn's lookup matches confounds tables by subject, task and run alone, so a folder
+    holding a plain run and an acq- run of it made it refuse both; each now gets its own."""
+    deriv = tmp_path / "derivatives" / "fmriprep" / "sub-01" / "func"
+    raw = raw_folder(tmp_path)
+    for stem, value in (("sub-01_task-story_run-1", 10.0),
+                        ("sub-01_task-story_acq-b_run-1", 20.0)):
+        (raw / f"{stem}_events.tsv").write_text("onset\tduration\n0\t1\n")
+        write_volume_run(deriv, stem, tr_s=2.0, confounds=value)
+    ds = discover_bids(tmp_path, space=SPACE)
+    assert [run.other_entities for run in ds.runs] == ["acq-b", ""]
+    for run, value in zip(ds.runs, (20.0, 10.0)):
+        chosen = load_run_confounds(run, strategy=("motion",), motion="basic", demean=False)
+        assert chosen.file == run.confounds
+        assert dict(zip(chosen.columns, chosen.values[-1])) == \
+            {name: value + i for i, name in enumerate(MOTION)}

@@ -221,6 +221,12 @@ def test_config_errors_of_a_bids_study(dataset):
         bids_design(bids_config(dataset, "out", fmri__stimulus_onset_s=[6.0]))
     with pytest.raises(ConfigError, match="confounds.strategy contains"):
         bids_config(dataset, "out", confounds__strategy=["motion", "wiggle"])
+    for bad in (["task-harbour"], ["acq"], ["acq-l_o"]):
+        with pytest.raises(ConfigError, match="fmri.bids_entities contains"):
+            bids_config(dataset, "out", fmri__bids_entities=bad)
+    # a valid entity is passed on to the discovery: a label no run has is an error naming it
+    with pytest.raises(ConfigError, match=r"acq- label\(s\) \['lo'\] not found"):
+        bids_design(bids_config(dataset, "out", fmri__bids_entities=["acq-lo"]))
 
 
 def test_bids_info_command(dataset):
@@ -233,7 +239,7 @@ def test_bids_info_command(dataset):
     assert sum(line.startswith("sub-") and line.endswith("ok") for line in lines) == 12
     assert "missing: nothing" in lines
     n = dataset.n_volumes["harbour"][0]
-    assert any(line.split()[:5] == ["01", "harbour", "1", "2", str(n)] for line in lines)
+    assert any(line.split()[:6] == ["01", "harbour", "1", "2", str(n), "-"] for line in lines)
     bad = runner.invoke(main, ["bids", "info", str(dataset.root), "--space", "fsaverage6"])
     assert bad.exit_code == 1
     assert bad.output.count("\n") == 1 and "spaces found" in bad.output
@@ -257,3 +263,74 @@ def test_the_readme_study_file_reads_a_dataset(dataset, tmp_path):
     assert design.subjects == ["01", "02", "03"]
     assert [s.name for s in design.stories] == ["harbour", "lighthouse"]
     assert design.story_of_run == [0, 0, 1, 1]
+
+
+# --------------------------------------------------------------------------- volume times
+
+def _set_start_time(dataset, root, start_time_s, subjects=("01", "02", "03")):
+    """Write StartTime into the derivative sidecar of every run of ``subjects`` (a copy made
+    of links: the link is replaced by a file)."""
+    for subject in subjects:
+        for task in dataset.tasks:
+            for run in dataset.runs:
+                bold = dataset.files(subject, task, run)["bold"]
+                sidecar = root / bold.relative_to(dataset.root)
+                sidecar = sidecar.with_name(sidecar.name.replace(".nii.gz", ".json"))
+                document = json.loads(sidecar.read_text())
+                sidecar.unlink()
+                sidecar.write_text(json.dumps({**document, "StartTime": start_time_s}))
+
+
+def _design(dataset, root, **changes):
+    config = bids_config(dataset, root.parent / "out", **changes)
+    config["fmri"]["bids"] = str(root)
+    return bids_design(config)
+
+
+def test_start_time_of_the_sidecars_times_every_volume(dataset, linked, caplog):
+    """fMRIPrep's StartTime (slice-timing reference) moves each volume's time on the words'
+    clock by that much: first_volume_s = -onset + StartTime, stated in the design."""
+    _set_start_time(dataset, linked, 0.75 * dataset.tr_s)
+    with caplog.at_level("WARNING", logger="brainalign.pipeline.bids_design"):
+        design = _design(dataset, linked)
+    assert "StartTime" not in caplog.text
+    for story in design.stories:
+        np.testing.assert_allclose(story.first_volume_s,
+                                   -dataset.onset_s + 0.75 * dataset.tr_s, atol=1e-9)
+    runs = design.describe()["runs"]
+    assert [r["volume_time_s"] for r in runs] == [0.75 * dataset.tr_s] * len(runs)
+    assert all("StartTime" in r["volume_time_source"] for r in runs)
+    # a key that agrees with the sidecars is accepted; one that does not is an error
+    assert _design(dataset, linked, fmri__bids_slice_time_ref=[0.75]).stories[0] \
+        .first_volume_s == design.stories[0].first_volume_s
+    message = design_error(dataset, linked, fmri__bids_slice_time_ref=[0.5])
+    assert "StartTime" in message and "bids_slice_time_ref = 0.5" in message
+
+
+def test_without_start_time_the_volume_time_is_stated_or_warned(dataset, linked, caplog):
+    """No StartTime: fmri.bids_slice_time_ref sets the volume time (fraction of the TR);
+    unset, volumes are taken at acquisition start and a warning says how to set it."""
+    with caplog.at_level("WARNING", logger="brainalign.pipeline.bids_design"):
+        design = _design(dataset, linked)
+    assert "no StartTime" in caplog.text and "bids_slice_time_ref = [0.5]" in caplog.text
+    assert all(s == -dataset.onset_s for story in design.stories for s in story.first_volume_s)
+    assert design.describe()["runs"][0]["volume_time_s"] == 0.0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="brainalign.pipeline.bids_design"):
+        design = _design(dataset, linked, fmri__bids_slice_time_ref=[0.5])
+    assert "no StartTime" not in caplog.text
+    np.testing.assert_allclose(design.stories[0].first_volume_s,
+                               -dataset.onset_s + 0.5 * dataset.tr_s, atol=1e-9)
+    assert design.describe()["runs"][0]["volume_time_source"] == "fmri.bids_slice_time_ref"
+    with pytest.raises(ConfigError, match="bids_slice_time_ref"):
+        bids_config(dataset, "out", fmri__bids_slice_time_ref=[1.5])
+
+
+def test_start_times_that_differ_between_subjects_or_exceed_the_tr(dataset, linked):
+    _set_start_time(dataset, linked, 0.5 * dataset.tr_s, subjects=("01", "03"))
+    _set_start_time(dataset, linked, 0.25 * dataset.tr_s, subjects=("02",))
+    message = design_error(dataset, linked)
+    assert "sub-02_task-harbour_run-1" in message and "same timing for every subject" in message
+    _set_start_time(dataset, linked, dataset.tr_s, subjects=("02",))
+    message = design_error(dataset, linked)
+    assert "StartTime" in message and "sub-02_task-harbour_run-1" in message

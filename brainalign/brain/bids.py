@@ -22,16 +22,20 @@ parse_bids_filename`); only the pairing of a run with its sidecars follows BIDS 
 Repetition time, in this order: the derivative's JSON sidecar, the raw dataset's sidecars
 (BIDS inheritance: subject level, then the top level's sidecar of the run's entities and
 ``task-<label>_bold.json``), the NIfTI header. A run whose TR cannot be found anywhere is an
-error, never a default.
+error, never a default. The moment within each volume that its data stand for is the
+``StartTime`` of the run's own sidecar (fMRIPrep's slice-timing reference), when it has one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -77,6 +81,10 @@ class BidsRun:
         Repetition time, seconds.
     tr_source : str
         The file the TR was read from.
+    start_time_s : float or None
+        ``StartTime`` of the run's own (derivative) sidecar: seconds from the start of each
+        volume's acquisition to the moment its data stand for (fMRIPrep writes it when it
+        corrects slice timing: the reference slice's time). None when the sidecar has none.
     entities : tuple of (str, str)
         Every entity naming the run, in the order of its file name: ``sub``, ``ses``,
         ``task``, then e.g. ``acq``, ``ce``, ``rec``, ``dir``, ``run``, ``echo``; not the
@@ -92,6 +100,7 @@ class BidsRun:
     mask: str | None
     tr_s: float
     tr_source: str
+    start_time_s: float | None
     entities: tuple[tuple[str, str], ...]
 
     @property
@@ -172,11 +181,12 @@ class BidsDataset:
                  f"{len(self.subjects)} subject(s) x {len(self.tasks)} task(s), "
                  f"{len(self.runs)} run(s)"]
         lines.append(f"{'subject':<10} {'task':<16} {'run':<5} {'TR (s)':>7} "
-                     f"{'volumes':>8}  {'confounds':<9}  other entities")
+                     f"{'volumes':>8} {'StartTime':>9}  {'confounds':<9}  other entities")
         for run in self.runs:
             count = str(run.n_volumes()) if volumes else "-"
             lines.append(f"{run.subject:<10} {run.task:<16} {run.run or '-':<5} "
-                         f"{run.tr_s:>7.3g} {count:>8}  "
+                         f"{run.tr_s:>7.3g} {count:>8} "
+                         f"{'-' if run.start_time_s is None else f'{run.start_time_s:.3g}':>9}  "
                          f"{'yes' if run.confounds else 'MISSING':<9}  "
                          f"{run.other_entities or '-'}")
         lines += [f"missing: {line}" for line in self.missing] or ["missing: nothing"]
@@ -266,6 +276,23 @@ def _repetition_time(image: str, run: tuple[tuple[str, str], ...],
                     "header")
 
 
+def _start_time(image: str, tr_s: float) -> float | None:
+    """``StartTime`` (s) of the run's own sidecar, checked to lie within one TR; or None."""
+    sidecar = Path(image).with_name(Path(image).name.split(".")[0] + ".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        value = json.loads(sidecar.read_text()).get("StartTime")
+    except (OSError, ValueError) as err:
+        raise BidsError(f"{sidecar}: cannot read the JSON sidecar: {err}") from None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < tr_s:
+        raise BidsError(f"{sidecar}: StartTime = {value!r}; expected seconds in [0, TR = "
+                        f"{tr_s}) from the start of each volume's acquisition")
+    return float(value)
+
+
 def _confounds_path(image: str, run: tuple[tuple[str, str], ...]) -> tuple[Path, Path]:
     """(fMRIPrep >= 20.2 name, the older ``desc-confounds_regressors`` name) beside a run.
 
@@ -295,7 +322,8 @@ def _raw_runs(root: Path) -> set[tuple]:
 
 def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str | None = None,
                   tasks: Sequence[str] | None = None,
-                  subjects: Sequence[str] | None = None) -> BidsDataset:
+                  subjects: Sequence[str] | None = None,
+                  entities: Mapping[str, str] | None = None) -> BidsDataset:
     """Find every preprocessed run of one space in an fMRIPrep derivatives folder.
 
     Parameters
@@ -312,6 +340,11 @@ def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str
         Volume resolution label (the ``res-`` entity); required when the space has several.
     tasks, subjects : sequence of str, optional
         Restrict to these labels (default: all). A label that is not in the data is an error.
+    entities : mapping of str to str, optional
+        Keep only the runs whose file names carry these entities, e.g. ``{"acq": "lo"}`` to
+        choose one of two acquisitions of each run, or ``{"echo": "2"}``. Entities with an
+        option of their own (``sub``, ``task``, ``space``, ``res``) are refused here, as is
+        a value that no run has.
 
     Returns
     -------
@@ -326,6 +359,11 @@ def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str
     """
     from nilearn.interfaces.bids import get_bids_files
 
+    chosen = {str(k): str(v) for k, v in (entities or {}).items()}
+    own = sorted(set(chosen) & {"sub", "task", "space", "res", "hemi", "desc"})
+    if own:
+        raise BidsError(f"entities {own} are chosen by their own options (subjects, tasks, "
+                        "space, res), not by entities")
     root = Path(root)
     if not root.is_dir():
         raise BidsError(f"{root}: no such BIDS folder")
@@ -360,13 +398,16 @@ def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str
             files = [(p, e) for p, e in files if e.get("res") == str(res)]
         res = str(res) if res is not None else resolutions[0]
     for label, wanted, have in (("subject", subjects, {e["sub"] for _, e in files}),
-                                ("task", tasks, {e["task"] for _, e in files})):
+                                ("task", tasks, {e["task"] for _, e in files}),
+                                *((f"{k}- label", [v], {e[k] for _, e in files if k in e})
+                                  for k, v in chosen.items())):
         unknown = sorted(set(wanted or ()) - have)
         if unknown:
             raise BidsError(f"{label}(s) {unknown} not found in {deriv} (space {space}); "
                             f"found: {sorted(have)}")
     files = [(p, e) for p, e in files if (not subjects or e["sub"] in subjects)
-             and (not tasks or e["task"] in tasks)]
+             and (not tasks or e["task"] in tasks)
+             and all(e.get(k) == v for k, v in chosen.items())]
     grouped: dict[tuple, dict] = {}
     for path, entities in files:
         found = grouped.setdefault(_run_entities(entities), {})
@@ -398,13 +439,15 @@ def discover_bids(root, *, derivatives=None, space: str = "fsaverage5", res: str
         tr_s, tr_source = _repetition_time(image, key, root)
         entities = dict(key)
         runs.append(BidsRun(entities["sub"], entities["task"], entities.get("run"),
-                            entities.get("ses"), bold, confounds, mask, tr_s, tr_source, key))
+                            entities.get("ses"), bold, confounds, mask, tr_s, tr_source,
+                            _start_time(image, tr_s), key))
     # a raw file names its run by a subset of the run's entities (events.tsv may omit acq-)
     have = [set(r.entities) for r in runs]
     for key in sorted(_raw_runs(root), key=_run_order):
         entities = dict(key)
         if ((subjects and entities["sub"] not in subjects)
                 or (tasks and entities["task"] not in tasks)
+                or any(k in entities and entities[k] != v for k, v in chosen.items())
                 or any(set(key) <= run for run in have)):
             continue
         missing.append(f"{_entity_name(key)}: in the raw dataset but no preprocessed bold in "
@@ -438,6 +481,29 @@ class RunConfounds:
     file: str
 
 
+@contextlib.contextmanager
+def _run_files_alone(run: BidsRun):
+    """The run's image(s), as nilearn's confounds lookup should see them: links, in a private
+    folder, to every file of the run's folder named by the run's own entities, and to its
+    confounds table and that table's JSON.
+
+    nilearn finds the confounds table beside an image by subject, session, task and run
+    alone, so a folder holding two acquisitions (``acq-``), echoes... of one run holds two
+    tables it cannot choose between; the private folder holds this run's alone.
+    """
+    images = [run.bold] if isinstance(run.bold, str) else [run.bold["L"], run.bold["R"]]
+    folder = Path(images[0]).parent
+    prefix = run.label + "_"
+    table = Path(run.confounds)
+    own = {table, table.with_name(table.name.split(".")[0] + ".json")}
+    with tempfile.TemporaryDirectory(prefix="brainalign-confounds-") as private:
+        for path in folder.iterdir():
+            if path.name.startswith(prefix) or path in own:
+                os.symlink(path.resolve(), Path(private) / path.name)
+        links = [str(Path(private) / Path(image).name) for image in images]
+        yield links[0] if isinstance(run.bold, str) else links
+
+
 def load_run_confounds(run: BidsRun, strategy: Sequence[str] = DEFAULT_STRATEGY,
                        **options) -> RunConfounds:
     """A run's confounds by nilearn's :func:`~nilearn.interfaces.fmriprep.load_confounds`.
@@ -463,9 +529,9 @@ def load_run_confounds(run: BidsRun, strategy: Sequence[str] = DEFAULT_STRATEGY,
         return RunConfounds(None, [], None, run.confounds)
     from nilearn.interfaces.fmriprep import load_confounds
 
-    image = run.image if isinstance(run.bold, str) else [run.bold["L"], run.bold["R"]]
     try:
-        frame, sample_mask = load_confounds(image, strategy=tuple(strategy), **options)
+        with _run_files_alone(run) as image:
+            frame, sample_mask = load_confounds(image, strategy=tuple(strategy), **options)
     except (ValueError, KeyError, FileNotFoundError) as err:
         message = " ".join(str(err).split())
         raise BidsError(f"{run.confounds}: cannot select confounds {list(strategy)}: "

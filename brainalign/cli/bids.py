@@ -1,7 +1,8 @@
 """``brainalign bids info PATH``: what a BIDS / fMRIPrep dataset holds for a study.
 
-Prints subjects x tasks x runs with each run's TR, volumes and confounds table, the files
-that are missing, and, with ``--timing``, the story, story run and onset of every run and
+Prints subjects x tasks x runs with each run's TR, volumes, StartTime (the slice-timing
+reference of its sidecar) and confounds table, the files that are missing, and, with
+``--timing``, the story, story run and onset of every run and
 the runs whose volumes do not cover their story. Errors (no such folder, a space the
 derivatives lack, a run without its story) are one line naming the file.
 """
@@ -28,20 +29,26 @@ def bids_group() -> None:
 @click.option("--res", default=None, help="Volume resolution label (the res- entity).")
 @click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
 @click.option("--subject", "subjects", multiple=True, help="Only these subjects (repeatable).")
+@click.option("--entity", "entities", multiple=True, metavar="KEY-LABEL",
+              help="Only runs whose file names carry this entity, e.g. acq-lo (repeatable).")
 @click.option("--timing", type=click.Choice(["narratives", "lebel2023", "lepetitprince"]),
               default=None, help="Also pair each run with its story in this timing layout.")
 @click.option("--onset", type=float, default=None,
               help="lebel2023 / lepetitprince: seconds from a run's first volume to its story's "
                    "start, for runs without an events file.")
-def bids_info(path, derivatives, space, res, tasks, subjects, timing, onset) -> None:
+def bids_info(path, derivatives, space, res, tasks, subjects, entities, timing, onset) -> None:
     """Subjects x runs x stories, TR and volumes, missing files, of the dataset at PATH."""
     from brainalign.brain.bids import BidsError, discover_bids
     from brainalign.stimuli.readers import StoryFormatError
     from brainalign.stimuli.timing import StimulusTimingError, read_stimulus_timing
 
     try:
+        bad = [e for e in entities if "-" not in e.strip("-")]
+        if bad:
+            raise click.UsageError(f"--entity {bad[0]!r}: expected KEY-LABEL, e.g. acq-lo")
         dataset = discover_bids(path, derivatives=derivatives, space=space, res=res,
-                                tasks=list(tasks) or None, subjects=list(subjects) or None)
+                                tasks=list(tasks) or None, subjects=list(subjects) or None,
+                                entities=dict(e.split("-", 1) for e in entities))
         for line in dataset.describe():
             click.echo(line)
         if timing is None:

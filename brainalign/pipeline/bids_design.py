@@ -13,9 +13,16 @@ check per way it goes wrong:
 - with a confound strategy, every run needs its confounds table.
 
 The stories then carry the scan of the data (``n_volumes`` per story run,
-``first_volume_s = -onset``), their runs in story order, so that each story is recorded once
+``first_volume_s = -onset + volume time``), their runs in story order, so that each story is recorded once
 per model and its time courses serve every subject. Each subject's runs are listed in that
 same order.
+
+The volume time is the moment within each volume that its data stand for, in seconds after
+the volume's acquisition starts: the ``StartTime`` of the run's sidecar (fMRIPrep's
+slice-timing reference: half the acquisition with its defaults), else
+``fmri.bids_slice_time_ref`` times the TR, else 0 with a warning, since a volume that stands
+for mid-acquisition but is taken at its start shifts every feature by half a TR. It must
+agree across subjects like the onsets, and is written in :meth:`BidsDesign.describe`.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ class BidsDesign:
         Each subject's runs, one per story run, stories in order.
     story_of_run : list of int
         For each run of that order, the index of its story (leave-one-story-out groups).
+    volume_times : list of (float, str)
+        For each run of that order, the volume time (s after each volume's acquisition
+        start; see the module doc) and where it came from.
     """
 
     dataset: object
@@ -52,6 +62,7 @@ class BidsDesign:
     subjects: list
     runs: dict
     story_of_run: list
+    volume_times: list
 
     def describe(self) -> dict:
         """What the study read, for provenance: files per subject and run, onsets, TR."""
@@ -62,8 +73,9 @@ class BidsDesign:
             "timing_layout": self.timing.layout, "subjects": list(self.subjects),
             "runs": [{"story": s.name, "story_run": k, "task": run.task, "run": run.run,
                       "n_volumes": s.n_volumes[k], "first_volume_s": s.first_volume_s[k],
-                      "tr_s": run.tr_s}
-                     for (s, k), run in zip(self.story_runs(), first)],
+                      "tr_s": run.tr_s, "volume_time_s": self.volume_times[i][0],
+                      "volume_time_source": self.volume_times[i][1]}
+                     for i, ((s, k), run) in enumerate(zip(self.story_runs(), first))],
             "files": {sub: [run.bold for run in runs] for sub, runs in self.runs.items()},
             "missing": list(self.dataset.missing),
         }
@@ -86,6 +98,22 @@ def _timing_options(layout: str, fmri: dict, tasks: list[str]) -> dict:
     return options
 
 
+def volume_time(run, slice_time_ref: float | None) -> tuple[float, str]:
+    """(seconds after each volume's acquisition start that its data stand for, where that
+    came from) for a :class:`~brainalign.brain.bids.BidsRun`: its sidecar's ``StartTime``,
+    else ``slice_time_ref`` (fraction of the TR), else 0."""
+    if run.start_time_s is not None:
+        if slice_time_ref is not None and abs(slice_time_ref * run.tr_s - run.start_time_s) > 1e-3:
+            raise ConfigError(f"{run.image}: its sidecar's StartTime is {run.start_time_s} s, but "
+                              f"fmri.bids_slice_time_ref = {slice_time_ref} puts each volume at "
+                              f"{slice_time_ref * run.tr_s:g} s; remove the key (the sidecar "
+                              "is read) or make them agree")
+        return run.start_time_s, "StartTime of the run's sidecar"
+    if slice_time_ref is not None:
+        return slice_time_ref * run.tr_s, "fmri.bids_slice_time_ref"
+    return 0.0, "none: no StartTime in the sidecar, fmri.bids_slice_time_ref unset"
+
+
 def bids_design(config: dict) -> BidsDesign:
     """Discover a BIDS study's runs and pair them with its stories (see the module doc).
 
@@ -100,11 +128,14 @@ def bids_design(config: dict) -> BidsDesign:
 
     fmri = config["fmri"]
     tr_s = float(config["stories"]["tr_s"])
+    slice_time_ref = (float(fmri["bids_slice_time_ref"][0]) if fmri["bids_slice_time_ref"]
+                      else None)
     try:
         dataset = discover_bids(fmri["bids"], derivatives=fmri["bids_derivatives"] or None,
                                 space=fmri["bids_space"], res=fmri["bids_res"] or None,
                                 tasks=fmri["bids_tasks"] or None,
-                                subjects=fmri["bids_subjects"] or None)
+                                subjects=fmri["bids_subjects"] or None,
+                                entities=dict(e.split("-", 1) for e in fmri["bids_entities"]))
         timing = read_stimulus_timing(fmri["timing_layout"], fmri["bids"],
                                       **_timing_options(fmri["timing_layout"], fmri,
                                                         dataset.tasks))
@@ -121,8 +152,9 @@ def bids_design(config: dict) -> BidsDesign:
         mine = presented.setdefault(run.subject, {})
         if key in mine:
             raise ConfigError(f"{run.image} and {mine[key].image} both present story "
-                              f"{entry.story!r} run {entry.story_run + 1}; keep one (e.g. "
-                              "fmri.bids_tasks) or average the repeats first")
+                              f"{entry.story!r} run {entry.story_run + 1}; keep one (by "
+                              "fmri.bids_entities, e.g. [\"acq-lo\"], or fmri.bids_tasks) or "
+                              "average the repeats first")
         mine[key] = run
         if abs(run.tr_s - tr_s) > 1e-6:
             raise ConfigError(f"{run.image}: TR {run.tr_s} s (from {run.tr_source}) but "
@@ -139,7 +171,7 @@ def bids_design(config: dict) -> BidsDesign:
                 if s == key[0]), key[1])):
         if story not in order:
             order.append(story)
-    stories, story_of_run, keys = [], [], []
+    stories, story_of_run, keys, volume_times = [], [], [], []
     for index, name in enumerate(order):
         story = timing.stories[name]
         scanned = sorted(k for s, k in reference if s == name)
@@ -151,7 +183,9 @@ def bids_design(config: dict) -> BidsDesign:
         for k in range(story.n_runs):
             run = reference[(name, k)]
             volumes.append(run.n_volumes())
-            first.append(timing.first_volume_s(run.subject, run.task, run.run))
+            volume_times.append(volume_time(run, slice_time_ref))
+            first.append(timing.first_volume_s(run.subject, run.task, run.run)
+                         + volume_times[-1][0])
             keys.append((name, k))
             story_of_run.append(index)
         try:
@@ -186,15 +220,32 @@ def bids_design(config: dict) -> BidsDesign:
                                   f"{k + 1} was scanned with {story.n_volumes[k]} in "
                                   f"{reference[(story.name, k)].image}; the study needs the "
                                   "same scan for every subject")
+            at, _ = volume_time(run, slice_time_ref)
+            expected_at = volume_times[keys.index((story.name, k))][0]
+            if abs(at - expected_at) > 1e-3:
+                raise ConfigError(f"{run.image}: each volume stands for {at:g} s after its "
+                                  f"acquisition starts, but {expected_at:g} s in "
+                                  f"{reference[(story.name, k)].image} (StartTime in the "
+                                  "sidecars); the study needs the same timing for every "
+                                  "subject")
             first = timing.first_volume_s(run.subject, run.task, run.run)
-            if abs(first - story.first_volume_s[k]) > 1e-6:
+            expected = story.first_volume_s[k] - expected_at
+            if abs(first - expected) > 1e-6:
                 raise ConfigError(f"{run.image}: the story starts {-first} s after the first "
-                                  f"volume, but {-story.first_volume_s[k]} s in "
+                                  f"volume, but {-expected} s in "
                                   f"{reference[(story.name, k)].image}; the study needs the "
                                   "same onset for every subject")
+    untimed = [run.image for run in runs[subjects[0]] if run.start_time_s is None]
+    if untimed and slice_time_ref is None:
+        logger.warning(
+            "%d run(s) (e.g. %s) have no StartTime in their sidecar and "
+            "fmri.bids_slice_time_ref is unset: each volume is taken at the start of its "
+            "acquisition. If the data were slice-time corrected (fMRIPrep's default reference "
+            "is the middle of the acquisition), set fmri.bids_slice_time_ref = [0.5], or [0] "
+            "to state the acquisition start", len(untimed), untimed[0])
     logger.info("BIDS study: %d subjects x %d runs of %d stories (%s, space %s)",
                 len(subjects), len(keys), len(stories), timing.layout, dataset.space)
-    return BidsDesign(dataset, timing, stories, subjects, runs, story_of_run)
+    return BidsDesign(dataset, timing, stories, subjects, runs, story_of_run, volume_times)
 
 
 def fmri_needs_confounds(config: dict) -> bool:

@@ -89,12 +89,21 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "bids_tasks": Key(_LIST, [], doc="source bids: tasks to use (default all)."),
         "bids_subjects": Key(_LIST, [], doc="source bids: subjects to use, labels without "
                              "sub- (default all)."),
+        "bids_entities": Key(_LIST, [], doc="source bids: only runs whose file names carry "
+                             "these entities, as [\"acq-lo\", \"echo-2\"...] (to choose one of "
+                             "two acquisitions of each run)."),
         "timing_layout": Key(_STR, "narratives", ("narratives", "lebel2023", "lepetitprince"),
                              "source bids: where the word timings and onsets are "
                              "(brainalign.stimuli.timing)."),
         "stimulus_onset_s": Key(_LIST, [], doc="source bids, layouts lebel2023 and "
                                 "lepetitprince: [seconds from each run's first volume to the "
                                 "story's start] for runs without an events file."),
+        "bids_slice_time_ref": Key(_LIST, [], doc="source bids: [fraction of the TR] at "
+                                   "which each volume's data stand for, for runs whose "
+                                   "sidecar has no StartTime (fMRIPrep writes it when it "
+                                   "corrects slice timing; 0.5 is its default reference). "
+                                   "Unset: StartTime, else 0 (acquisition start) with a "
+                                   "warning."),
         "spaces": Key(_LIST, ["fsaverage5"], doc="Target spaces of a simulation: "
                       "fsaverage5, MNI152_3mm, roi."),
         "paths": Key(_LIST, [], doc="Data files for nifti/gifti/roi sources: one entry per "
@@ -438,6 +447,12 @@ def _check_bids(config: dict[str, dict[str, Any]]) -> list[str]:
                                   and math.isfinite(t) for t in onsets):
         errors.append(f"fmri.stimulus_onset_s = {onsets!r}; allowed: [] or [seconds] (one "
                       "number for every run without an events file)")
+    ref = fmri["bids_slice_time_ref"]
+    if len(ref) > 1 or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                               and 0 <= t < 1 for t in ref):
+        errors.append(f"fmri.bids_slice_time_ref = {ref!r}; allowed: [] or [fraction of the "
+                      "TR, 0 <= f < 1] (e.g. [0.5] for data slice-time corrected to the "
+                      "middle of each volume)")
     strategies = ("motion", "high_pass", "wm_csf", "global_signal", "compcor", "ica_aroma",
                   "scrub", "non_steady_state")
     unknown = [v for v in config["confounds"]["strategy"] if v not in strategies]
@@ -447,6 +462,12 @@ def _check_bids(config: dict[str, dict[str, Any]]) -> list[str]:
             or not config["confounds"]["std_dvars_threshold"] > 0:
         errors.append("confounds.scrub must be >= 0 and confounds.fd_threshold (mm) and "
                       "confounds.std_dvars_threshold must be > 0")
+    for value in fmri["bids_entities"]:
+        if not (isinstance(value, str) and re.fullmatch(r"[a-zA-Z]+-[a-zA-Z0-9]+", value)) \
+                or value.split("-")[0] in ("sub", "task", "space", "res", "hemi", "desc"):
+            errors.append(f"fmri.bids_entities contains {value!r}; allowed: \"key-label\" "
+                          "strings such as \"acq-lo\" or \"echo-2\" (sub, task, space and res "
+                          "have keys of their own)")
     for key in ("bids_tasks", "bids_subjects"):
         if not all(isinstance(v, str) and v for v in fmri[key]):
             errors.append(f"fmri.{key} = {fmri[key]!r}; allowed: a list of labels (strings)")
