@@ -13,9 +13,9 @@ check per way it goes wrong:
 - with a confound strategy, every run needs its confounds table.
 
 The stories then carry the scan of the data (``n_volumes`` per story run,
-``first_volume_s = -onset + volume time``), their runs in story order, so that each story is recorded once
-per model and its time courses serve every subject. Each subject's runs are listed in that
-same order.
+``first_volume_s = -onset + volume time``), their runs in story order, so that each story
+is recorded once per model and its time courses serve every subject. Each subject's runs
+are listed in that same order.
 
 The volume time is the moment within each volume that its data stand for, in seconds after
 the volume's acquisition starts: the ``StartTime`` of the run's sidecar (fMRIPrep's
