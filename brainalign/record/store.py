@@ -19,9 +19,10 @@ Shards are plain NumPy ``.npy`` files (readable by any tool, memory-mapped by
 ``numpy.load(mmap_mode="r")``). They are written row block by row block through
 :class:`ShardWriter`, which hashes each block as it goes (on several threads), so
 neither the writer nor the checksum ever holds a whole array, and hands each block to the
-disk as soon as it is written (on Linux), so the disk writes while the model runs. A recording is first written to a private
-``.<name>.partial-<pid>`` folder and renamed into place only once its manifest is written:
-a run killed at any point leaves nothing that :meth:`Recording.open` accepts as complete.
+disk as soon as it is written (on Linux), so the disk writes while the model runs. A
+recording is first written to a private ``.<name>.partial-<pid>`` folder and renamed into
+place only once its manifest is written: a run killed at any point leaves nothing that
+:meth:`Recording.open` accepts as complete.
 Leans on numpy's ``.npy`` format helpers and the standard library.
 """
 
