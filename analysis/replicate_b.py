@@ -124,7 +124,7 @@ def main(argv=None) -> dict:
     # Keep-only the union of k networks (k ICA components).
     for k in args.keep_only_k:
         kept = union if k == args.n_components else NeuronSet({}).union(*networks_for(k), name=f"union{k}")
-        with keep_only(model, kept):
+        with keep_only(model, kept, universe=[args.site]):  # defined for an empty union too
             record(f"keep-only/k={k}", evaluate(), kept)
 
     # Amplification of the union vs a count-matched random set.

@@ -97,6 +97,13 @@ def test_keep_only_zeroes_every_other_neuron():
         assert torch.all(value[..., keep_units] != 0), key
     assert torch.equal(edited["L00.mlp.out"][..., [3, 4]], base["L00.mlp.out"][..., [3, 4]])
     assert torch.all(edited["L01.mlp.out"] == 0)  # a layer with no kept unit is silenced
+    # the empty set: its own sites are none, so without a universe it would edit nothing
+    with pytest.raises(ValueError, match="empty neuron set"):
+        with keep_only(model, NeuronSet({})):
+            pass
+    with keep_only(model, NeuronSet({}), universe=["mlp.out"]):
+        silenced, _ = record(model, ["mlp.out"])
+    assert all(torch.all(value == 0) for value in silenced.values())
 
 
 def test_scale_add_exact_and_compose_in_entry_order():
@@ -209,6 +216,13 @@ def test_controls_match_count_layers_and_magnitude():
     from brainalign.pipeline.lesion_check import _drawn_from_other_layers
     assert _drawn_from_other_layers(crowded, shifted) == 8
     assert _drawn_from_other_layers(target, layer_matched(target, universe, seed=0)) == 0
+    # the study's lesion-over-controls ratio: finite, inf only for a lesion that raised
+    # perplexity beside unchanged controls, NaN when neither raised it (was inf)
+    from brainalign.pipeline.lesion_check import rise_ratio
+    assert rise_ratio(3.0, 1.5) == 2.0 and rise_ratio(-0.5, 2.0) == -0.25
+    assert rise_ratio(0.7, 0.0) == float("inf")
+    assert np.isnan(rise_ratio(-0.0074, -0.0037)) and np.isnan(rise_ratio(0.0, 0.0))
+    assert np.isnan(rise_ratio(0.7, -0.1))
 
     # A large synthetic universe with a wide spread of magnitudes, so that a match means something.
     neurons = NeuronTable.from_sites([(layer, "mlp.out", 500) for layer in range(4)])
@@ -227,6 +241,15 @@ def test_controls_match_count_layers_and_magnitude():
         random_rows = np.flatnonzero(_membership(neurons, count_matched(target, neurons, seed=seed)))
         assert abs(magnitude[random_rows].mean() - magnitude[target_rows].mean()) > 0.3 * magnitude[target_rows].mean()
     assert magnitude_matched(target, stats, 0).to_dict() != magnitude_matched(target, stats, 1).to_dict()
+    # Each pick is among the nearest *free* neurons, however far the walk from the target's
+    # rank: two targets at 1.35 beside 1.0-1.3 must never get 5-8 once 1.3 and 1.2 are taken.
+    values = np.array([1.35, 1.35, 1.0, 1.1, 1.2, 1.3, 5.0, 6.0, 7.0, 8.0])
+    few = NeuronTable.from_sites([(0, "mlp.out", values.size)])
+    few_stats = ActivationStatistics(few, values, values, n_tokens=1)
+    for seed in range(20):
+        control = magnitude_matched(NeuronSet({"L00.mlp.out": [0, 1]}), few_stats, seed=seed,
+                                    n_candidates=2)
+        assert values[_membership(few, control)].max() <= 1.3
     stats = activation_statistics(model, IDS.ravel(), ["mlp.out"])
     target = NeuronSet({"L02.mlp.out": list(range(10))})
     controls = matched_controls(target, stats.neurons, stats, seeds=[0, 1])

@@ -39,3 +39,10 @@ def test_lesion_command_reports_the_python_api_ratio(tmp_path):
     assert abs(document["ppl_ratio"] - 1.0) > 1e-3  # random tiny model: near-uniform predictions
     bad = CliRunner().invoke(main, ["lesion", "--model", str(model_dir), "--neurons", str(neurons_path)])
     assert bad.exit_code != 0 and "exactly one of --text" in bad.output
+    # scale / add need their value (a default 0 made scale a lesion and add a no-op)
+    common = ["lesion", "--model", str(model_dir), "--neurons", str(neurons_path), "--text",
+              str(text_path)]
+    bad = CliRunner().invoke(main, common + ["--mode", "add"])
+    assert bad.exit_code != 0 and "--mode add takes --value" in bad.output
+    bad = CliRunner().invoke(main, common + ["--mode", "zero", "--value", "2"])
+    assert bad.exit_code != 0 and "not zero" in bad.output

@@ -20,7 +20,8 @@ from brainalign.models.registry import (DEFAULT_CAUSAL_MODEL, ModelNotInstalledE
               required=True, help='JSON {"name": ..., "units": {"L27.mlp.out": [3, 17, ...]}}.')
 @click.option("--mode", type=click.Choice(["zero", "keep_only", "scale", "add"]), default="zero",
               show_default=True)
-@click.option("--value", type=float, default=0.0, help="Factor (scale) or constant (add).")
+@click.option("--value", type=float, default=None,
+              help="Factor (--mode scale) or constant (--mode add); required by those modes.")
 @click.option("--text", "text_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Plain-text file to score.")
 @click.option("--udhr", "language", help="Score the UDHR in this language (code, BCP 47 or ISO 639-3).")
@@ -40,6 +41,10 @@ def lesion_command(model_name, neurons_path, mode, value, text_path, language, m
 
     if (text_path is None) == (language is None):
         raise click.UsageError("give exactly one of --text FILE or --udhr LANGUAGE")
+    if (mode in ("scale", "add")) != (value is not None):
+        raise click.UsageError(f"--mode {mode} takes --value (the factor for scale, the constant "
+                               "for add)" if value is None else
+                               f"--value is used by --mode scale or add, not {mode}")
     from brainalign.cli import check_device, check_out_file
 
     device = check_device(device)
@@ -64,7 +69,7 @@ def lesion_command(model_name, neurons_path, mode, value, text_path, language, m
         raise click.ClickException(f"--neurons {neurons_path}: {err}") from None
     options = dict(kind=loaded.kind, max_tokens=max_tokens, window=window, stride=stride)
     intact = score_text(loaded.model, loaded.tokenizer, text, **options)
-    with edit_neurons(loaded.model, neuron_set, mode, value=value):
+    with edit_neurons(loaded.model, neuron_set, mode, **({} if value is None else {"value": value})):
         edited = score_text(loaded.model, loaded.tokenizer, text, **options)
     click.echo(f"{neuron_set.size} neurons, {mode}{'' if mode in ('zero', 'keep_only') else f' {value:g}'}, "
                f"{intact.n_tokens} tokens")

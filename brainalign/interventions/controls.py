@@ -97,16 +97,17 @@ def layer_matched(neuron_set: NeuronSet, universe: NeuronTable, seed: int = 0,
 
 def magnitude_matched(neuron_set: NeuronSet, statistics: ActivationStatistics, seed: int = 0,
                       n_candidates: int = 8, exclude_target: bool = True) -> NeuronSet:
-    """Each target neuron swapped for a random one among the ``n_candidates`` non-target
-    neurons closest to it in mean absolute activation (without replacement).
+    """Each target neuron swapped for a random one among the ``n_candidates`` free non-target
+    neurons closest to it in mean absolute activation (without replacement: neurons taken
+    for earlier targets are skipped, however far the walk must go).
 
     Parameters
     ----------
     statistics : ActivationStatistics
         Computed over a text (use the text the target set was found on, not held-out text).
     n_candidates : int
-        Width of the neighbourhood in magnitude rank: larger gives more randomness and a
-        looser match.
+        How many of the nearest free neurons each pick is drawn from: larger gives more
+        randomness and a looser match.
     """
     universe = statistics.neurons
     inside = _membership(universe, neuron_set)
@@ -121,15 +122,26 @@ def magnitude_matched(neuron_set: NeuronSet, statistics: ActivationStatistics, s
     picked = []
     targets = np.flatnonzero(inside)
     for target in rng.permutation(targets):
-        position = int(np.searchsorted(pool_values, statistics.mean_abs[target]))
-        lo, hi = position, position
+        value = statistics.mean_abs[target]
+        # Walk outwards from the target's rank, always to the closer free neighbour: the
+        # first n_candidates reached are the free neurons nearest in value.
+        below = int(np.searchsorted(pool_values, value)) - 1
+        above = below + 1
         candidates: list[int] = []
-        # Widen the window around the target's rank until it holds enough free neurons.
-        while len(candidates) < n_candidates and (lo > 0 or hi < pool_sorted.size):
-            lo, hi = max(lo - n_candidates, 0), min(hi + n_candidates, pool_sorted.size)
-            free = np.flatnonzero(~taken[lo:hi]) + lo
-            distance = np.abs(pool_values[free] - statistics.mean_abs[target])
-            candidates = free[np.argsort(distance, kind="stable")[:n_candidates]].tolist()
+        while len(candidates) < n_candidates and (below >= 0 or above < pool_sorted.size):
+            while below >= 0 and taken[below]:
+                below -= 1
+            while above < pool_sorted.size and taken[above]:
+                above += 1
+            if below < 0 and above >= pool_sorted.size:
+                break
+            if above >= pool_sorted.size or (
+                    below >= 0 and value - pool_values[below] <= pool_values[above] - value):
+                candidates.append(below)
+                below -= 1
+            else:
+                candidates.append(above)
+                above += 1
         choice = candidates[int(rng.integers(len(candidates)))]
         taken[choice] = True
         picked.append(pool_sorted[choice])

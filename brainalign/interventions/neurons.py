@@ -263,6 +263,11 @@ def edit_neurons(
     """
     if mode not in ("zero", "keep_only", "scale", "add"):
         raise ValueError(f"mode must be 'zero', 'keep_only', 'scale' or 'add', got {mode!r}")
+    if mode == "keep_only" and universe is None and neuron_set.size == 0:
+        raise ValueError(f"keep_only of the empty neuron set {neuron_set.name!r} without a "
+                         "universe: the sites to silence come from the set's own sites, so "
+                         "nothing would be edited; pass universe=[\"mlp.out\"] (every unit of "
+                         "those sites zeroed) or a non-empty set")
     if mode == "keep_only":
         names = sorted({parse_site_key(k)[1] for k in neuron_set.units}) if universe is None else list(universe)
         keys: list[str] = []

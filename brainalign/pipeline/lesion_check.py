@@ -110,13 +110,24 @@ def lesion_check(model_name: str, recording: Any, story: Any, options: dict, *,
     lesion_rise = result["lesion"]["perplexity"] - base
     control_rise = float(np.median([c["perplexity"] for c in controls])) - base
     result["perplexity_rise"] = {"lesion": lesion_rise, "controls_median": control_rise}
-    result["ratio"] = float(lesion_rise / control_rise) if control_rise > 0 else float("inf")
+    result["ratio"] = rise_ratio(lesion_rise, control_rise)
     result["verdict"] = (
         f"lesioning {len(union_index)} FN neurons: perplexity {base:.2f} -> "
         f"{result['lesion']['perplexity']:.2f}; layer-matched random sets -> "
         f"{base + control_rise:.2f} (median of {len(controls)})")
     logger.info(result["verdict"])
     return result
+
+
+def rise_ratio(lesion_rise: float, control_rise: float) -> float:
+    """Perplexity rise of the lesion over the controls' median rise; NaN where that says
+    nothing (the controls did not raise perplexity and the lesion did not either), inf only
+    for a lesion that raised it beside controls that left it exactly unchanged."""
+    if control_rise > 0:
+        return float(lesion_rise / control_rise)
+    if control_rise == 0 and lesion_rise > 0:
+        return float("inf")
+    return float("nan")
 
 
 def _drawn_from_other_layers(target: Any, control: Any) -> int:
