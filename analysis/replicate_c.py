@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
                for lang in args.importance_languages}
     log.info("importance over %s", {k: v.numel() for k, v in fit_ids.items()})
     importance = language_importance(model, fit_ids, fraction=args.fraction, chunk_tokens=args.chunk_tokens,
-                                     progress=True)
+                                     progress=True, prefix_ids=text_prefix(tokenizer))
     regions = {which: select_region(importance.total, args.fraction, which, seed=args.seed)
                for which in ("top", "bottom", "random")}
     log.info("regions: %d entries each (%.3f%% of block matrices)", regions["top"].size,
@@ -165,7 +165,8 @@ def main(argv=None) -> dict:
     training = {}
     for label, frozen in (("frozen", regions["top"]), ("unfrozen", None), ("random_frozen", regions["random"])):
         trained = copy.deepcopy(model)
-        losses = continue_training(trained, train_chunks, frozen=frozen, lr=args.train_lr)
+        losses = continue_training(trained, train_chunks, frozen=frozen, lr=args.train_lr,
+                                   prefix_ids=prefix)
         after = causal_perplexity(trained, english_ids, window=args.window, prefix_ids=prefix)
         training[label] = {"losses": losses, "english_ppl_after": after.perplexity,
                            "english_ppl_ratio": after.perplexity / english_before.perplexity}

@@ -156,7 +156,10 @@ HTML = """<!doctype html>
 
 def write_corpus(folder):
     for code, iso, lang, name in [("eng", "eng", "en", "English"), ("cmn_hans", "cmn", "zh", "Chinese"),
-                                  ("cmn_hans_x", "cmn", "zh", "Chinese (x)"), ("deu_1996", "deu", "de-1996", "German")]:
+                                  ("cmn_hans_x", "cmn", "zh", "Chinese (x)"), ("deu_1996", "deu", "de-1996", "German"),
+                                  ("ron_1953", "ron", "ro", "Romanian (1953)"),
+                                  ("ron_2006", "ron", "ro", "Romanian (2006)"),
+                                  ("deu_1901", "deu", "de-1901", "German (1901)")]:
         (folder / f"{code}.html").write_text(HTML.format(code=code, iso=iso, lang=lang, name=name), encoding="utf-8")
     return folder
 
@@ -173,7 +176,9 @@ def test_udhr_reader_on_generated_html(tmp_path):
     assert read_udhr("cmn_hans_x", folder).name == "Chinese (x)"
     assert read_udhr("de", folder).code == "deu_1996"
     assert read_udhr("deu", folder).language == "de-1996"
-    assert [row["code"] for row in udhr_languages(folder)] == ["cmn_hans", "cmn_hans_x", "deu_1996", "eng"]
+    assert read_udhr("ro", folder).code == "ron_2006"  # the newest of dated spellings
+    assert [row["code"] for row in udhr_languages(folder)] == ["cmn_hans", "cmn_hans_x", "deu_1901",
+                                                               "deu_1996", "eng", "ron_1953", "ron_2006"]
     split = udhr_split("en", heldout_articles={2}, root=folder)
     assert "Second en text." in split.heldout and "Second" not in split.fit and "First en" in split.fit
     assert split.description["heldout_articles"] == [2] and split.description["fit_articles"] == [0, 1]

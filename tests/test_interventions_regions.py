@@ -45,6 +45,59 @@ def test_importance_equals_float64_hand_computation():
     assert all(p.requires_grad for p in model.parameters())  # flags restored
 
 
+def test_importance_with_a_prefix_in_eval_mode_summed_in_float32():
+    """prefix_ids go before every chunk (Gemma's <bos>: the model's training inputs), as the
+    float64 reference with the prefix prepended; dropout is off while scoring and the
+    model's mode is restored; a bfloat16 model's gradients are summed in float32."""
+    from brainalign.interventions.regions import _chunk_batch
+
+    model = tiny_model("llama")
+    chunks = list(token_chunks(IDS, 16))
+    with_prefix = parameter_importance(model, chunks, prefix_ids=[5])
+    reference = parameter_importance(model, [torch.cat([torch.tensor([5]), c]) for c in chunks])
+    plain = parameter_importance(model, chunks)
+    for name in with_prefix:
+        torch.testing.assert_close(with_prefix[name], reference[name])
+    assert any((with_prefix[n] - plain[n]).abs().max() > 1e-6 for n in plain)
+    assert _chunk_batch(torch.tensor([[1, 2], [3, 4]]), torch.device("cpu"), (7, 8)).tolist() \
+        == [[7, 8, 1, 2], [7, 8, 3, 4]]
+
+    dropout = tiny_model("gpt2")  # GPT-2 blocks carry dropout (p = 0.1 in the config)
+    dropout.config.resid_pdrop = dropout.config.attn_pdrop = dropout.config.embd_pdrop = 0.5
+    for module in dropout.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    dropout.train()
+    first = parameter_importance(dropout, chunks)
+    second = parameter_importance(dropout, chunks)
+    assert dropout.training  # restored
+    for name in first:
+        torch.testing.assert_close(first[name], second[name])
+
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    many = [IDS[i:i + 8] for i in range(0, 32)]  # 32 overlapping chunks
+    got = parameter_importance(bf16, many)
+    params = dict(bf16.named_parameters())
+    total = {n: torch.zeros(params[n].shape, dtype=torch.float64) for n in got}
+    for chunk in many:  # the same bfloat16 gradients, summed in float64
+        bf16.zero_grad(set_to_none=True)
+        bf16(input_ids=chunk[None], labels=chunk[None]).loss.backward()
+        for n in got:
+            total[n] += params[n].grad.double()
+    bf16.zero_grad(set_to_none=True)
+    for n in got:
+        expected = (params[n].detach().double() * total[n]).abs() / len(many)
+        torch.testing.assert_close(got[n].double(), expected, rtol=1e-4, atol=1e-9)
+
+
+def test_control_dimension_is_the_lowest_index_at_the_median_count():
+    from brainalign.interventions.regions import DimensionProfile
+
+    assert DimensionProfile(np.array([5, 1, 1, 1, 1, 9]), 18).control_dimension() == 1
+    assert DimensionProfile(np.full(6, 3), 18).control_dimension() == 0
+    assert DimensionProfile(np.array([9, 4, 7, 2, 4]), 26).control_dimension() == 1
+
+
 def test_select_region_same_counts_and_extremes():
     torch.manual_seed(0)
     scores = {"a": torch.rand(10, 30), "b": torch.rand(7, 9)}

@@ -147,8 +147,9 @@ def resolve_udhr_code(language: str, root: str | Path | None = None) -> str:
     """File code for a file code, BCP 47 tag or ISO 639-3 code.
 
     When several files share a tag (``"zh"``: ``cmn_hans``, ``cmn_hans_beijing``...), the
-    file whose code equals its ISO 639-3 code wins, then the shortest code. A bare tag also
-    matches tags that start with it (``"de"``: ``de-1901``, ``de-1996``).
+    file whose code equals its ISO 639-3 code wins, then the newest of dated spellings
+    (``"ro"``: ``ron_2006`` over ``ron_1953``), then the shortest code. A bare tag also
+    matches tags that start with it (``"de"``: ``de-1901``, ``de-1996`` -> ``deu_1996``).
     """
     folder = udhr_dir(root)
     if (folder / f"{language}.html").exists():
@@ -162,7 +163,12 @@ def resolve_udhr_code(language: str, root: str | Path | None = None) -> str:
             f"no UDHR declaration for {language!r}: give a file code (e.g. 'spa', 'cmn_hans'), a "
             f"BCP 47 tag ('es', 'zh') or an ISO 639-3 code ('spa'); {len(rows)} files in {folder}"
         )
-    matches.sort(key=lambda r: (r["code"] != r["iso6393"], len(r["code"]), r["code"]))
+    def year(code: str) -> int:  # "ron_2006" -> 2006; 0 for undated codes
+        match = re.search(r"_(\d{4})$", code)
+        return int(match.group(1)) if match else 0
+
+    matches.sort(key=lambda r: (r["code"] != r["iso6393"], -year(r["code"]), len(r["code"]),
+                                r["code"]))
     return matches[0]["code"]
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Literal, Mapping
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -64,9 +64,15 @@ def _only_grad_for(model: torch.nn.Module, names: Iterable[str]) -> Iterator[dic
             p.requires_grad_(saved[name])
 
 
-def _chunk_batch(chunk: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _chunk_batch(chunk: torch.Tensor, device: torch.device,
+                 prefix_ids: Sequence[int] = ()) -> torch.Tensor:
+    """A chunk as a (batch, n_tokens) batch on ``device``, ``prefix_ids`` before each row."""
     chunk = torch.as_tensor(chunk)
-    return (chunk[None] if chunk.ndim == 1 else chunk).to(device)
+    chunk = chunk[None] if chunk.ndim == 1 else chunk
+    if len(prefix_ids):
+        prefix = torch.as_tensor(list(prefix_ids), dtype=chunk.dtype).expand(len(chunk), -1)
+        chunk = torch.cat([prefix, chunk], dim=1)
+    return chunk.to(device)
 
 
 def parameter_importance(
@@ -74,11 +80,14 @@ def parameter_importance(
     token_chunks: Iterable[torch.Tensor],
     names: Iterable[str] | None = None,
     progress: bool = False,
+    prefix_ids: Sequence[int] = (),
 ) -> dict[str, torch.Tensor]:
     """Importance ``|theta * g| / n_chunks`` of block matrices for a causal LM.
 
     ``g`` is the sum over chunks of the gradient of each chunk's mean next-token
-    cross-entropy, accumulated in place in ``.grad`` (the gradients are cleared afterwards).
+    cross-entropy, summed in float32 whatever the model's dtype (a bfloat16 running sum
+    swamps later chunks); the product with ``theta`` is taken in float32 too. The model is
+    scored in eval mode (no dropout) and left in the mode it was in.
 
     Parameters
     ----------
@@ -86,6 +95,11 @@ def parameter_importance(
         Consumed lazily, one forward/backward pass each.
     names : iterable of str, optional
         Parameters to score (default :func:`block_matrices`).
+    prefix_ids : sequence of int
+        Tokens put before every chunk, as in training and in the evaluation
+        (:func:`~brainalign.interventions.evaluation.text_prefix`: Gemma's ``<bos>``;
+        empty for SmolLM2). Without it a model trained with ``<bos>`` is scored on inputs
+        it never saw.
 
     Returns
     -------
@@ -95,20 +109,27 @@ def parameter_importance(
     names = list(names) if names is not None else list(block_matrices(model))
     device = next(model.parameters()).device
     n_chunks = 0
-    with _only_grad_for(model, names) as params:
-        for chunk in tqdm(token_chunks, desc="importance", disable=not progress, leave=False):
-            ids = _chunk_batch(chunk, device)
-            model(input_ids=ids, labels=ids).loss.backward()
-            n_chunks += 1
-        if n_chunks == 0:
-            raise ValueError("no token chunks were given")
-        importance = {}
-        for name in names:
-            p = params[name]
-            grad = p.grad if p.grad is not None else torch.zeros_like(p)
-            importance[name] = (p.detach() * grad).abs().float() / n_chunks
-            p.grad = None
-    return importance
+    was_training = model.training
+    model.eval()
+    try:
+        with _only_grad_for(model, names) as params:
+            summed = {name: torch.zeros(params[name].shape, dtype=torch.float32,
+                                        device=params[name].device) for name in names}
+            for chunk in tqdm(token_chunks, desc="importance", disable=not progress, leave=False):
+                ids = _chunk_batch(chunk, device, prefix_ids)
+                model(input_ids=ids, labels=ids).loss.backward()
+                for name in names:
+                    p = params[name]
+                    if p.grad is not None:
+                        summed[name] += p.grad.float()
+                        p.grad = None
+                n_chunks += 1
+            if n_chunks == 0:
+                raise ValueError("no token chunks were given")
+            return {name: (params[name].detach().float() * summed.pop(name)).abs_() / n_chunks
+                    for name in names}
+    finally:
+        model.train(was_training)
 
 
 def token_chunks(token_ids: torch.Tensor, chunk_tokens: int = 256) -> Iterator[torch.Tensor]:
@@ -245,6 +266,7 @@ def language_importance(
     fraction: float = 0.01,
     chunk_tokens: int = 256,
     progress: bool = False,
+    prefix_ids: Sequence[int] = (),
 ) -> LanguageImportance:
     """:func:`parameter_importance` for each language over ``chunk_tokens`` chunks of its
     text; only the running total and each language's top region are kept in memory.
@@ -253,11 +275,14 @@ def language_importance(
     ----------
     token_ids_by_language : mapping of str to LongTensor (n_tokens,)
         The *fit* text of each language (never the held-out text).
+    prefix_ids : sequence of int
+        Put before every chunk (see :func:`parameter_importance`).
     """
     total: dict[str, torch.Tensor] = {}
     tops, n_tokens = {}, {}
     for language, ids in tqdm(token_ids_by_language.items(), desc="languages", disable=not progress):
-        scores = parameter_importance(model, token_chunks(ids, chunk_tokens))
+        scores = parameter_importance(model, token_chunks(ids, chunk_tokens),
+                                      prefix_ids=prefix_ids)
         tops[language] = select_region(scores, fraction, "top", name=f"top-{fraction:g}-{language}")
         n_tokens[language] = int(torch.as_tensor(ids).numel())
         for key, value in scores.items():
@@ -361,9 +386,10 @@ class DimensionProfile:
         return float(self.counts.max() / self.counts.mean()) if self.counts.sum() else float("nan")
 
     def control_dimension(self) -> int:
-        """A typical dimension: the one with the median count (ties: lowest index)."""
-        order = np.argsort(self.counts, kind="stable")
-        return int(order[len(order) // 2])
+        """A typical dimension: the lowest-index one whose count is the median count (the
+        upper median for an even number of dimensions)."""
+        median = np.sort(self.counts)[len(self.counts) // 2]
+        return int(np.flatnonzero(self.counts == median)[0])
 
 
 def _hidden_size(model: torch.nn.Module) -> int:
@@ -454,10 +480,12 @@ def continue_training(
     lr: float = 1e-4,
     names: Iterable[str] | None = None,
     progress: bool = False,
+    prefix_ids: Sequence[int] = (),
 ) -> list[float]:
     """Train block matrices (default) with AdamW on a stream of token chunks; when
     ``frozen`` is given, its entries are written back to their starting values after
-    every optimizer step (the region stays exactly as it was).
+    every optimizer step (the region stays exactly as it was). ``prefix_ids`` are put
+    before every chunk (see :func:`parameter_importance`).
 
     Returns
     -------
@@ -473,7 +501,7 @@ def continue_training(
         model.train()
         try:
             for chunk in tqdm(token_chunks_iter, desc="training", disable=not progress, leave=False):
-                ids = _chunk_batch(chunk, device)
+                ids = _chunk_batch(chunk, device, prefix_ids)
                 loss = model(input_ids=ids, labels=ids).loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
