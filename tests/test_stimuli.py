@@ -200,13 +200,20 @@ def test_textgrid_tier_heuristics(tmp_path):
     for name in ("word", "Words", "wrd", "speaker1 - words"):
         path = write(tmp_path, "a.TextGrid", long_textgrid({"phones": phones, name: words}))
         assert read_textgrid(path).texts == ["one", "two"], name
-    # No such name: the interval tier with the most non-silent intervals.
-    notes = [(0, 1.5, "note"), (1.5, 3, "")]
-    path = write(tmp_path, "b.TextGrid", long_textgrid({"notes": notes, "transcript": words,
-                                                        "segments": phones}))
+    # No such name: never a phone-like tier (it has the most intervals), and two or more
+    # other tiers with words are an error asking for tier=.
+    path = write(tmp_path, "b.TextGrid", long_textgrid({"transcript": words, "segments": phones}))
     story = read_textgrid(path)
-    assert story.metadata["tier"] == "segments"
-    assert story.texts == ["W", "AH1", "T", "UW1"]
+    assert story.metadata["tier"] == "transcript" and story.texts == ["one", "two"]
+    path = write(tmp_path, "b2.TextGrid", long_textgrid({"Orthography": words, "phones": phones}))
+    assert read_textgrid(path).texts == ["one", "two"]
+    notes = [(0, 1.5, "note"), (1.5, 3, "")]
+    path = write(tmp_path, "b3.TextGrid", long_textgrid({"notes": notes, "transcript": words,
+                                                         "segments": phones}))
+    with pytest.raises(StoryFormatError, match=r"ambiguous tiers.*'notes'.*'transcript'.*"
+                       r"pass tier=NAME"):
+        read_textgrid(path)
+    assert read_textgrid(path, tier="transcript").texts == ["one", "two"]
     # Only silence anywhere: an error listing the tiers.
     silent = [(0, 1, "sp"), (1, 3, "")]
     path = write(tmp_path, "c.TextGrid", long_textgrid({"a": silent, "b": silent}))
@@ -337,9 +344,11 @@ def gentle_document() -> dict:
                       ok("the", 2.6, 2.7), ok("ferry", 2.7, 3.1), lost("again")]}
 
 
-def test_gentle_interpolates_unaligned_words_and_flags_them(tmp_path):
+def test_gentle_interpolates_unaligned_words_and_flags_them(tmp_path, caplog):
     path = write(tmp_path, "g.json", json.dumps(gentle_document()))
-    story = load_story(path)
+    with caplog.at_level("WARNING", logger="brainalign.stimuli.readers"):
+        story = load_story(path)
+    assert "4 of 9 words (44.4%) were not aligned" in caplog.text
     assert story.texts == ["So", "the", "lighthouse", "keeper", "waved", "at", "the", "ferry",
                            "again"]
     assert story.metadata["interpolated_words"] == [0, 3, 4, 8]
@@ -547,6 +556,19 @@ def test_default_silences_are_not_english_words():
     assert {"", "sp", "sil", "<sil>"} <= DEFAULT_SILENCES
 
 
+def test_noise_and_sentence_labels_of_the_huth_textgrids_are_not_words(tmp_path):
+    """LeBel et al. (2023) TextGrids mark breaths, coughs and sentence boundaries as
+    intervals; none of them is a word of the story (nor Kaldi's bracketed noises)."""
+    intervals = [(0, 0.5, "{BR}"), (0.5, 1, "so"), (1, 1.2, "{CG}"), (1.2, 1.5, "i"),
+                 (1.5, 1.6, "{LS}"), (1.6, 1.7, "{IG}"), (1.7, 2, "went"),
+                 (2, 2.1, "sentence_end"), (2.1, 2.2, "sentence_start"), (2.2, 2.4, "[noise]"),
+                 (2.4, 2.6, "home")]
+    path = write(tmp_path, "lebel.TextGrid", long_textgrid({"word": intervals}))
+    story = read_textgrid(path)
+    assert story.texts == ["so", "i", "went", "home"]
+    assert [w.onset_s for w in story.words] == [0.5, 1.2, 1.7, 2.4]
+
+
 # ----------------------------------------------------------------------------- round trips
 
 
@@ -649,6 +671,9 @@ def test_with_scan_attaches_the_first_volume_time_per_run():
         story.with_scan(2.0, [10, 5])  # no default: a wrong onset shifts every feature
     with pytest.raises(ValueError, match=r"first_volume_s has 3 entries but the words span 2"):
         story.with_scan(2.0, [10, 5], first_volume_s=[0.0, 0.0, 0.0])
+    # a list is one entry per run: [20.0] for two runs is an error, not 20 s for both
+    with pytest.raises(ValueError, match=r"first_volume_s has 1 entries but the words span 2"):
+        story.with_scan(2.0, [10, 5], first_volume_s=[20.0])
 
 
 def test_with_scan_rejects_words_outside_the_scan_naming_run_last_word_and_scan_end():

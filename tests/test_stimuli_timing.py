@@ -237,12 +237,15 @@ def test_lebel_argument_onset(lebel):
     assert timing.first_volume_s("UTS01", "beta", "02") == -10.0
 
 
-def test_lebel_events_file_wins_over_argument(lebel):
+def test_lebel_events_file_wins_over_argument(lebel, caplog):
     events = write_events(lebel / "sub-UTS01" / "ses-1" / "func"
                           / "sub-UTS01_ses-1_task-alpha_events.tsv",
                           [[7.5, 600, "story"], [9.0, 1, "beep"]],
                           header=("onset", "duration", "trial_type"))
-    timing = lebel_timing(lebel, onset_s=10.0)
+    with caplog.at_level("WARNING", logger="brainalign.stimuli.timing"):
+        timing = lebel_timing(lebel, onset_s=10.0)
+    # two rows, none naming a stim_file: the first is used, and the warning says so
+    assert "2 rows and none names a stim_file" in caplog.text and "line 2" in caplog.text
     own = timing.lookup("UTS01", "alpha", None)
     assert (own.onset_s, own.source) == (7.5, str(events))
     assert timing.lookup("UTS02", "alpha", None).source == ARGUMENT_SOURCE

@@ -170,8 +170,9 @@ def _with_scan(story, tr_s, volumes, first_volume):
         return story
     if not all(given):
         raise click.UsageError("give --scan-tr, --scan-volumes and --scan-first-volume together")
-    try:
+    first = _numbers(first_volume, float, "--scan-first-volume")
+    try:  # one number is every run's, as the option's help says
         return story.with_scan(tr_s, _numbers(volumes, int, "--scan-volumes"),
-                               first_volume_s=_numbers(first_volume, float, "--scan-first-volume"))
+                               first_volume_s=first[0] if len(first) == 1 else first)
     except ValueError as err:
         raise click.ClickException(f"story {story.name!r}: {err}") from None

@@ -56,8 +56,9 @@ def story_info(paths: tuple[str, ...], tier: str | None, words_per_s: float | No
     try:
         story = load_story(list(paths), **options) if paths else bundled_story()
         if all(scan_given):
-            story = story.with_scan(tr_s, n_volumes, first_volume_s=first_volume_s,
-                                    allow_words_outside_scan=True)  # flagged below instead
+            story = story.with_scan(tr_s, n_volumes, first_volume_s=(  # one for all runs
+                first_volume_s[0] if len(first_volume_s) == 1 else first_volume_s),
+                allow_words_outside_scan=True)  # flagged below instead
     except (StoryFormatError, TypeError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     rows = story.run_summary()

@@ -46,10 +46,14 @@ logger = logging.getLogger(__name__)
 #: Interval labels that mark silence or noise rather than a word (compared after
 #: stripping spaces and case-folding): Praat/HTK ("sp", "sil", "<sil>"), Penn Forced
 #: Aligner and MFA (empty labels), CMU Sphinx ("<s>", "</s>", "{sl}"), Buckeye-style
-#: noise labels ("{lg}", "{ns}"), "pau", "<p:>" and "#". English words ("silence",
-#: "pause") are deliberately not in the list: a story may say them.
+#: noise labels ("{lg}", "{ns}"), the Huth lab's TextGrids (LeBel et al. 2023: breath
+#: "{BR}", cough "{CG}", "{IG}", "{LS}", "sentence_start", "sentence_end"), Kaldi-style
+#: "[noise]", "[laughter]", "[vocalized-noise]", and "pau", "<p:>", "#". English words
+#: ("silence", "pause") are deliberately not in the list: a story may say them.
 DEFAULT_SILENCES: frozenset[str] = frozenset(
-    {"", "sp", "sil", "<sil>", "pau", "<p:>", "#", "<s>", "</s>", "{sl}", "{lg}", "{ns}"})
+    {"", "sp", "sil", "<sil>", "pau", "<p:>", "#", "<s>", "</s>", "{sl}", "{lg}", "{ns}",
+     "{br}", "{cg}", "{ig}", "{ls}", "sentence_start", "sentence_end", "[noise]",
+     "[laughter]", "[vocalized-noise]"})
 
 #: Largest overlap between consecutive words (seconds) accepted as rounding error.
 OVERLAP_TOLERANCE_S = 1e-3
@@ -57,6 +61,10 @@ OVERLAP_TOLERANCE_S = 1e-3
 #: Tier names taken for the word tier without looking further (case-insensitive; MFA's
 #: "speaker - words" also matches).
 WORD_TIER_NAMES = ("words", "word", "wrd", "wrds")
+#: Tier names never taken for the word tier by the search (a phone tier has more
+#: intervals than the word tier, so "the most words" would pick it).
+SUBWORD_TIER_NAMES = ("phones", "phone", "phn", "phns", "phonemes", "phoneme", "segments",
+                      "segment", "syllables", "syllable", "syl", "chars", "characters")
 
 #: Column names accepted in TSV/CSV files (first match wins), case-insensitive.
 TABLE_COLUMNS = {
@@ -352,15 +360,19 @@ def _choose_tier(tiers: Sequence[_Tier], tier: str | None, silences: frozenset[s
     def n_words(t: _Tier) -> int:
         return sum(not _is_silence(label, silences) for _, _, label, _ in t.intervals)
 
-    candidates = [t for t in interval_tiers if n_words(t) > 0]
+    candidates = [t for t in interval_tiers if n_words(t) > 0
+                  and t.name.split(" - ")[-1].strip().casefold() not in SUBWORD_TIER_NAMES]
     if not candidates:
         raise _fail(path, None, "missing tier: no interval tier holds words; the file has "
                     f"{_describe_tiers(tiers)}; pass tier=NAME")
-    best = max(candidates, key=n_words)  # max keeps the first of equals
-    logger.info("%s: no tier named like %s; using %r, the interval tier with the most "
-                "non-silent intervals (%d)", path, "/".join(WORD_TIER_NAMES), best.name,
-                n_words(best))
-    return best
+    if len(candidates) > 1:
+        raise _fail(path, None, f"ambiguous tiers: no tier is named like "
+                    f"{'/'.join(WORD_TIER_NAMES)} and {len(candidates)} could be the words "
+                    f"({_describe_tiers(candidates)}); pass tier=NAME")
+    logger.warning("%s: no tier named like %s; using %r, the only interval tier with words "
+                   "besides phone-like tiers", path, "/".join(WORD_TIER_NAMES),
+                   candidates[0].name)
+    return candidates[0]
 
 
 def read_textgrid(path: str | os.PathLike, name: str | None = None, *,
@@ -482,6 +494,11 @@ def read_gentle(path: str | os.PathLike, name: str | None = None, *,
                     "(no entry with case 'success'): nothing to interpolate from")
     _check_timing(aligned_rows, path, tolerance_s)
     items, interpolated = _interpolate(rows)
+    if interpolated:
+        logger.warning("%s: %d of %d words (%.1f%%) were not aligned to the audio; their "
+                       "times are interpolated between aligned neighbours (the story's "
+                       "metadata lists them as interpolated_words)", path, len(interpolated),
+                       len(items), 100 * len(interpolated) / len(items))
     _check_timing(items, path, tolerance_s)
     return _story(name or path.stem, items, path,
                   {"format": "gentle", "interpolated_words": interpolated,

@@ -224,7 +224,7 @@ class Story:
             When the scan does not hold the words (see :meth:`check_scan`).
         """
         first = [float(t) for t in np.atleast_1d(np.asarray(first_volume_s, dtype=np.float64))]
-        if len(first) == 1:
+        if np.ndim(first_volume_s) == 0:  # one number for every run; a list is one per run
             first = first * self.n_runs
         volumes = tuple(int(n) if isinstance(n, (int, float, np.number)) and float(n).is_integer()
                         else n for n in n_volumes)  # 132.0 -> 132; anything else is refused

@@ -253,7 +253,8 @@ class _Events:
 
 def _read_events(path: Path, subject: str | None, task: str, run: str | None,
                  warn_several: bool) -> _Events:
-    """The stimulus row of an events file: the first whose stim_file is set, else the first.
+    """The stimulus row of an events file: the first whose stim_file is set, else the first
+    (with a warning when there are several: is it the row that starts the story?).
 
     Raises :class:`StimulusTimingError` for a file without an onset column or rows, or a
     row whose onset is not a finite number.
@@ -286,6 +287,12 @@ def _read_events(path: Path, subject: str | None, task: str, run: str | None,
         logger.warning("%s: %d rows name a stim_file (%s); using the first, line %d", path,
                        len(stim_rows), ", ".join(cell(c, stim_col) for _, c in stim_rows),
                        stim_rows[0][0])
+    if not stim_rows and len(body) > 1:
+        logger.warning("%s: %d rows and none names a stim_file; the story's onset is taken "
+                       "from the first row, line %d (onsets %s%s): check that this row starts "
+                       "the story", path, len(body), body[0][0],
+                       ", ".join(cell(c, onset_col) for _, c in body[:5]),
+                       "..." if len(body) > 5 else "")
     line, cells = (stim_rows or body)[0]
     raw = cell(cells, onset_col)
     try:
