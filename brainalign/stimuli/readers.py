@@ -369,9 +369,8 @@ def _choose_tier(tiers: Sequence[_Tier], tier: str | None, silences: frozenset[s
         raise _fail(path, None, f"ambiguous tiers: no tier is named like "
                     f"{'/'.join(WORD_TIER_NAMES)} and {len(candidates)} could be the words "
                     f"({_describe_tiers(candidates)}); pass tier=NAME")
-    logger.warning("%s: no tier named like %s; using %r, the only interval tier with words "
-                   "besides phone-like tiers", path, "/".join(WORD_TIER_NAMES),
-                   candidates[0].name)
+    logger.info("%s: no tier named like %s; using %r, the only interval tier with words "
+                "besides phone-like tiers", path, "/".join(WORD_TIER_NAMES), candidates[0].name)
     return candidates[0]
 
 
