@@ -221,18 +221,30 @@ def _resolve_derivatives(root: Path, derivatives: str | Path | None) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def _sidecar_of(path: str | Path) -> Path:
+    """The JSON sidecar beside a BIDS file: its name with every extension replaced."""
+    path = Path(path)
+    return path.with_name(path.name.split(".")[0] + ".json")
+
+
+def _sidecar_value(sidecar: Path, key: str):
+    """``key`` of a JSON sidecar, or None when the file or the key is absent."""
+    if not sidecar.is_file():
+        return None
+    try:
+        return json.loads(sidecar.read_text()).get(key)
+    except (OSError, ValueError) as err:
+        raise BidsError(f"{sidecar}: cannot read the JSON sidecar: {err}") from None
+
+
 def _sidecar_tr(candidates: Sequence[Path]) -> tuple[float, str] | None:
     for candidate in candidates:
-        if candidate.is_file():
-            try:
-                value = json.loads(candidate.read_text()).get("RepetitionTime")
-            except (OSError, ValueError) as err:
-                raise BidsError(f"{candidate}: cannot read the JSON sidecar: {err}") from None
-            if value is not None:
-                if not isinstance(value, (int, float)) or not value > 0:
-                    raise BidsError(f"{candidate}: RepetitionTime = {value!r} is not a "
-                                    "positive number of seconds")
-                return float(value), str(candidate)
+        value = _sidecar_value(candidate, "RepetitionTime")
+        if value is not None:
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise BidsError(f"{candidate}: RepetitionTime = {value!r} is not a "
+                                "positive number of seconds")
+            return float(value), str(candidate)
     return None
 
 
@@ -244,8 +256,6 @@ def _repetition_time(image: str, run: tuple[tuple[str, str], ...],
     run's full name, then subject-task-run, then subject-task), then the top level (the
     run's name without subject and session, then the task).
     """
-    image_path = Path(image)
-    stem = image_path.name.split(".")[0]
     entities = dict(run)
     task, sub = entities["task"], entities["sub"]
     ses = entities.get("ses")
@@ -253,7 +263,7 @@ def _repetition_time(image: str, run: tuple[tuple[str, str], ...],
     run_label = f"_run-{entities['run']}" if entities.get("run") else ""
     raw_func = root / f"sub-{sub}" / (f"ses-{ses}" if ses else "") / "func"
     top = _entity_name((k, v) for k, v in run if k not in ("sub", "ses"))
-    candidates = list(dict.fromkeys([image_path.with_name(f"{stem}.json"),
+    candidates = list(dict.fromkeys([_sidecar_of(image),
                                      raw_func / f"{_entity_name(run)}_bold.json",
                                      raw_func / f"{prefix}_task-{task}{run_label}_bold.json",
                                      raw_func / f"{prefix}_task-{task}_bold.json",
@@ -278,13 +288,8 @@ def _repetition_time(image: str, run: tuple[tuple[str, str], ...],
 
 def _start_time(image: str, tr_s: float) -> float | None:
     """``StartTime`` (s) of the run's own sidecar, checked to lie within one TR; or None."""
-    sidecar = Path(image).with_name(Path(image).name.split(".")[0] + ".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        value = json.loads(sidecar.read_text()).get("StartTime")
-    except (OSError, ValueError) as err:
-        raise BidsError(f"{sidecar}: cannot read the JSON sidecar: {err}") from None
+    sidecar = _sidecar_of(image)
+    value = _sidecar_value(sidecar, "StartTime")
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < tr_s:
@@ -495,7 +500,7 @@ def _run_files_alone(run: BidsRun):
     folder = Path(images[0]).parent
     prefix = run.label + "_"
     table = Path(run.confounds)
-    own = {table, table.with_name(table.name.split(".")[0] + ".json")}
+    own = {table, _sidecar_of(table)}
     with tempfile.TemporaryDirectory(prefix="brainalign-confounds-") as private:
         for path in folder.iterdir():
             if path.name.startswith(prefix) or path in own:
