@@ -641,6 +641,17 @@ def test_round_trips_through_every_writer(tmp_path_factory, story):
     assert load_story(grids).words == story.words
 
 
+def test_csv_round_trip_keeps_a_newline_inside_a_quoted_word(tmp_path):
+    story = Story("s", (Word("two\nlines", 0.5, 1.0, 0), Word("b", 1.0, 1.5, 0),
+                        Word("c", 2.0, 2.5, 0)))
+    path = write_table(story, tmp_path / "s.csv", delimiter=",")
+    assert read_table(path).words == story.words
+    # an error after the quoted cell still names its physical line (the header is line 1)
+    path.write_text(path.read_text().replace("2.0,2.5", "x,2.5"))
+    with pytest.raises(StoryFormatError, match="line 5"):
+        read_table(path)
+
+
 def test_run_summary():
     story = Story("s", (Word("a", 1.0, 1.5, 0), Word("b", 2.0, 3.0, 0), Word("c", 0.5, 0.5, 1)),
                   tr_s=2.0, n_volumes=(4, 3), first_volume_s=(0.0, 1.0))

@@ -598,7 +598,9 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
     # Words may hold quote characters ("Hello,): a TSV is read verbatim, while a CSV
     # follows the usual quoting rules (a word holding a comma must be quoted).
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(lines[header_index:], delimiter=delimiter, quoting=quoting)
+    # each line keeps its end: a quoted CSV cell may span lines, and keeps its newline
+    reader = csv.reader([line + "\n" for line in lines[header_index:]], delimiter=delimiter,
+                        quoting=quoting)
     header = [cell.strip().casefold() for cell in next(reader)]
     columns = {}
     for role, aliases in TABLE_COLUMNS.items():
