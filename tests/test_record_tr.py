@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_record import make_story, one_thread, tiny_loaded  # noqa: F401 (fixture)
 
-from brainalign.record import Recording, record_story
+from brainalign.record import Recording, record_story, record_timecourses
 from brainalign.record.recorder import storage_dtype
 from brainalign.record.store import IncompleteRecordingError
 from brainalign.timecourse import NeuronTimecourses, recording_to_tr
@@ -264,3 +264,45 @@ def test_tr_stream_zscores_like_zscore_runs_with_constant_neurons():
     ((run, rows),) = stream.finished_runs(1)
     np.testing.assert_allclose(rows.numpy(), zscore_runs(values.astype(np.float64)), atol=1e-5)
     assert run == 0 and np.all(rows.numpy()[:, 1:3] == 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_tr_recording_in_memory_equals_the_one_on_disk(causal, word_recording, tmp_path,
+                                                       monkeypatch, dtype):
+    """record_timecourses gives the bytes record_story writes, through host buffers of a
+    few rows (each run's rows cross in several pieces), and the provenance of a recording."""
+    import brainalign.record.recorder as recorder
+
+    resampling = TrResampling(method="hrf", trim=(2, 1))
+    on_disk = NeuronTimecourses.load(record_story(causal, word_recording.story, SITES,
+                                                  tmp_path, to_tr=resampling, dtype=dtype,
+                                                  **SMALL_WINDOWS))
+    n_neurons = on_disk.n_neurons
+    monkeypatch.setattr(recorder, "HOST_BUFFER_BYTES", 5 * n_neurons * 2)  # 5 / 10 rows
+    in_memory = record_timecourses(causal, word_recording.story, SITES, to_tr=resampling,
+                                   dtype=dtype, **SMALL_WINDOWS)
+    assert in_memory.data.dtype == np.dtype(dtype) and not isinstance(in_memory.data, np.memmap)
+    np.testing.assert_array_equal(in_memory.data, on_disk.data)
+    np.testing.assert_array_equal(in_memory.times_s, on_disk.times_s)
+    np.testing.assert_array_equal(in_memory.runs, on_disk.runs)
+    np.testing.assert_array_equal(in_memory.neurons.unit, on_disk.neurons.unit)
+    reference = recording_to_tr(word_recording, "hrf", trim=(2, 1), device="cpu")
+    np.testing.assert_allclose(in_memory.data.astype(np.float64), reference.data, rtol=2.0 ** -11,
+                               atol=1e-5 * np.abs(reference.data).max())
+    for key in ("method", "trim", "zscore", "first_volume_s", "hrf"):
+        assert in_memory.provenance[key] == on_disk.provenance[key], key
+    recording = in_memory.provenance["recording"]
+    assert recording["grid"] == "tr" and recording["stored_dtype"] == dtype
+    manifest = json.loads((tmp_path / word_recording.story.name / "manifest.json").read_text())
+    assert recording["settings_hash"] == manifest["settings_hash"]
+    assert recording["timing"]["n_windows"] == manifest["timing"]["n_windows"]
+
+
+def test_tr_recording_in_memory_refusals(causal, word_recording):
+    with pytest.raises(ValueError, match="to_tr=True"):
+        record_timecourses(causal, word_recording.story, SITES, to_tr=False, **SMALL_WINDOWS)
+    with pytest.raises(ValueError, match="scan"):
+        record_timecourses(causal, make_story(50, name="no-scan"), SITES, **SMALL_WINDOWS)
+    with pytest.raises(ValueError, match="float16 or float32"):
+        record_timecourses(causal, word_recording.story, SITES, dtype="bfloat16",
+                           **SMALL_WINDOWS)

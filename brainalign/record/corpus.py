@@ -92,7 +92,7 @@ def record_corpus(
         ``data`` a read-only ``np.memmap`` (n_tr, n_neurons) over ``data.npy``;
         ``provenance["corpus"]`` the corpus block of the story.
     """
-    from brainalign.timecourse.timecourses import NeuronTimecourses, TrResampling
+    from brainalign.timecourse.timecourses import TrResampling
 
     if isinstance(corpus, Story):
         if n_words is not None or story_options:

@@ -20,7 +20,9 @@
 
 The recording is written to a private folder and renamed into place when complete; a
 re-run skips a story whose manifest is complete, matches the settings and whose
-checksums verify. Leans on torch hooks, transformers and numpy.
+checksums verify. :func:`record_timecourses` runs the same loop straight to the TR grid
+and keeps the TR rows in one host array instead of writing them (no disk in the way).
+Leans on torch hooks, transformers and numpy.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from brainalign.stimuli.story import Story
 
 if TYPE_CHECKING:  # brainalign.timecourse imports brainalign.record: imported when used
     from brainalign.record.to_tr import TrStream
-    from brainalign.timecourse.timecourses import TrResampling
+    from brainalign.timecourse.timecourses import NeuronTimecourses, TrResampling
 
 logger = logging.getLogger(__name__)
 
@@ -270,41 +272,35 @@ def _numpy_rows(host: torch.Tensor) -> np.ndarray:
 
 
 class _HostPipeline:
-    """Device rows -> pinned host buffers -> disk, with copies, writes and hashes overlapping.
+    """Device rows -> pinned host buffers -> a consumer thread, with copies overlapping.
 
     :meth:`write` splits a device tensor of rows into pieces of at most
     :data:`HOST_BUFFER_BYTES`, copies each into a free host buffer (asynchronously on
-    CUDA, into pinned memory) and queues it; a writer thread appends it to its shard, and
-    a pool of :func:`~brainalign.record.store.hash_threads` threads hashes it
-    (:meth:`ShardWriter.hash_piece`) and frees the buffer. Host memory is a fixed number
-    of buffers (two more than the hashing threads), whatever the story's length.
+    CUDA, into pinned memory) and queues it; a consumer thread hands it to
+    :meth:`_consume`, which frees the buffer once done with it. Host memory is a fixed
+    number of buffers, whatever the story's length. Subclasses say where rows go:
+    :class:`_DiskPipeline` (shards on disk), :class:`_MemoryPipeline` (one host array).
     """
 
-    def __init__(self, writers: dict[str, ShardWriter], max_width: int, dtype: torch.dtype,
+    def __init__(self, n_buffers: int, max_width: int, dtype: torch.dtype,
                  device: torch.device):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.writers = writers
         self.device = device
         itemsize = torch.empty((), dtype=dtype).element_size()
         elements = max(max_width, HOST_BUFFER_BYTES // itemsize)
         pin = device.type == "cuda"
-        n_hashers = hash_threads()
         self.buffers = [torch.empty(elements, dtype=dtype, pin_memory=pin)
-                        for _ in range(n_hashers + 2)]
+                        for _ in range(n_buffers)]
         self.free: queue.Queue = queue.Queue()
         for index in range(len(self.buffers)):
             self.free.put(index)
-        self.to_write: queue.Queue = queue.Queue()
-        self.hashers = ThreadPoolExecutor(max_workers=n_hashers,
-                                          thread_name_prefix="brainalign-hash")
+        self.to_consume: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._write_loop, name="brainalign-write",
+        self.thread = threading.Thread(target=self._consume_loop, name="brainalign-host",
                                        daemon=True)
         self.thread.start()
 
     def write(self, key: str, rows: torch.Tensor) -> None:
-        """Queue ``rows`` (n, width) of the shard ``key``, already in the storage dtype."""
+        """Queue ``rows`` (n, width) of the output ``key``, already in the storage dtype."""
         if not len(rows):
             return
         per_buffer = max(1, self.buffers[0].numel() // rows.shape[1])
@@ -318,22 +314,58 @@ class _HostPipeline:
             if self.device.type == "cuda":
                 done = torch.cuda.Event()
                 done.record()
-            self.to_write.put((key, index, host, done))
+            self.to_consume.put((key, index, host, done))
 
-    def _write_loop(self) -> None:
-        while (item := self.to_write.get()) is not None:
+    def _consume_loop(self) -> None:
+        while (item := self.to_consume.get()) is not None:
             key, index, host, done = item
             try:
                 if done is not None:
                     done.synchronize()
                 if self.error is None:
-                    rows = _numpy_rows(host)
-                    piece = self.writers[key].write(rows)
-                    self.hashers.submit(self._hash, key, piece, rows, index)
+                    self._consume(key, index, _numpy_rows(host))
                     continue
             except BaseException as err:  # handed to the main thread
                 self.error = err
             self.free.put(index)
+
+    def _consume(self, key: str, index: int, rows: np.ndarray) -> None:
+        """Use the rows of buffer ``index``; put ``index`` back on :attr:`free` when done."""
+        raise NotImplementedError
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise RuntimeError("handling recorded rows on the host failed") from self.error
+
+    def close(self) -> None:
+        """Wait for every queued piece to be consumed."""
+        self.to_consume.put(None)
+        self.thread.join()
+        self._raise_error()
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+
+class _DiskPipeline(_HostPipeline):
+    """Host buffers -> shards on disk: the consumer thread appends each piece to its shard,
+    and a pool of :func:`~brainalign.record.store.hash_threads` threads hashes it
+    (:meth:`ShardWriter.hash_piece`) and frees the buffer (two more buffers than hashers)."""
+
+    def __init__(self, writers: dict[str, ShardWriter], max_width: int, dtype: torch.dtype,
+                 device: torch.device):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.writers = writers
+        n_hashers = hash_threads()
+        self.hashers = ThreadPoolExecutor(max_workers=n_hashers,
+                                          thread_name_prefix="brainalign-hash")
+        super().__init__(n_hashers + 2, max_width, dtype, device)
+
+    def _consume(self, key: str, index: int, rows: np.ndarray) -> None:
+        piece = self.writers[key].write(rows)
+        self.hashers.submit(self._hash, key, piece, rows, index)
 
     def _hash(self, key: str, piece: int, rows: np.ndarray, index: int) -> None:
         try:
@@ -344,20 +376,30 @@ class _HostPipeline:
         finally:
             self.free.put(index)
 
-    def _raise_error(self) -> None:
-        if self.error is not None:
-            raise RuntimeError("writing recording shards failed") from self.error
-
     def close(self) -> None:
         """Wait for every queued piece to be written and hashed."""
-        self.to_write.put(None)
+        self.to_consume.put(None)
         self.thread.join()
         self.hashers.shutdown(wait=True)
         self._raise_error()
 
-    @property
-    def running(self) -> bool:
-        return self.thread.is_alive()
+
+class _MemoryPipeline(_HostPipeline):
+    """Host buffers -> consecutive rows of one host array (:attr:`result`), in the order the
+    rows were written (TR rows of a recording held in memory)."""
+
+    def __init__(self, shape: tuple[int, int], dtype: torch.dtype, device: torch.device):
+        self.result = np.empty(shape, dtype=_numpy_rows(torch.empty(0, dtype=dtype)).dtype)
+        self.n_rows = 0
+        super().__init__(3, shape[1], dtype, device)
+
+    def _consume(self, key: str, index: int, rows: np.ndarray) -> None:
+        stop = self.n_rows + len(rows)
+        if stop > len(self.result):
+            raise ValueError(f"{stop} rows written to a result of {len(self.result)}")
+        self.result[self.n_rows:stop] = rows  # the first touch of these pages, off the main thread
+        self.n_rows = stop
+        self.free.put(index)
 
 
 def _story_words_hash(story: Story) -> str:
@@ -451,10 +493,163 @@ def record_story(
         The story's recording directory: open it with :meth:`Recording.open`, or, with
         ``to_tr``, with :meth:`NeuronTimecourses.load`.
     """
-    from tqdm.auto import tqdm
-
     from brainalign.record.to_tr import TrStream
-    from brainalign.timecourse.timecourses import TIMECOURSE_DATA, TrResampling
+    from brainalign.timecourse.timecourses import TIMECOURSE_AXES, TIMECOURSE_DATA
+
+    plan = _plan_recording(loaded, story, sites, layers, context_tokens, stride_tokens,
+                           pooling, batch_size, device, dtype, to_tr)
+    settings_hash = config_hash(plan.settings)
+    if not story.name or story.name.startswith(".") or "/" in story.name or os.sep in story.name:
+        raise ValueError(f"story name {story.name!r} cannot name a directory: use a name "
+                         "without path separators that does not start with '.'")
+    final = Path(out_dir) / story.name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if _existing_recording(final, settings_hash, overwrite):
+        logger.info("%s is already recorded (manifest complete, checksums verified); skipped",
+                    final)
+        return final
+    remove_stale_partials(final)
+    partial = partial_dir(final)
+    partial.mkdir()
+
+    resolved, alignment, stored = plan.resolved, plan.alignment, plan.stored
+    torch_dtype = _TORCH_DTYPES[stored]
+    widths = {s.key: s.width for s in resolved}
+    if plan.resampling is None:
+        writers = {s.key: ShardWriter(partial / shard_path(s.name, s.layer),
+                                      (alignment.n_words, s.width), DISK_DTYPES[stored])
+                   for s in resolved}
+        stream = None
+    else:
+        stream = TrStream(story, plan.resampling, widths, plan.device, torch_dtype)
+        writers = {"data": ShardWriter(partial / TIMECOURSE_DATA,
+                                       (stream.n_rows_kept, stream.n_neurons), DISK_DTYPES[stored])}
+    try:
+        pipeline = _DiskPipeline(writers, max(widths.values()) if stream is None else
+                                 stream.n_neurons, torch_dtype, plan.device)
+        timing = _read_story(loaded, story, plan, pooling, batch_size, pipeline, stream,
+                             progress)
+        checksums = {Path(w.path).relative_to(partial).as_posix(): w.close()
+                     for w in writers.values()}
+    except BaseException:
+        for writer in writers.values():
+            writer.discard()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    checksums["tokens/token_ids.npy"] = write_small_array(partial / "tokens" / "token_ids.npy",
+                                                          alignment.input_ids)
+    checksums["tokens/token_word.npy"] = write_small_array(
+        partial / "tokens" / "token_word.npy", alignment.token_word)
+    checksums[STORY_FILE] = write_json(partial / STORY_FILE, story_to_json(story))
+    provenance = _recording_provenance(loaded, story, plan, pooling)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "complete": True,
+        "grid": "word" if stream is None else "tr", "dtype": stored,
+        "story": story.name, "n_words": alignment.n_words, "n_tokens": alignment.n_tokens,
+        "n_neurons": sum(s.width for s in resolved),
+        "arrays": [{"site": s.name, "layer": s.layer, "width": s.width,
+                    "file": shard_path(s.name, s.layer) if stream is None else TIMECOURSE_DATA,
+                    "shape": [alignment.n_words, s.width] if stream is None
+                    else [stream.n_rows_kept, s.width],
+                    "dtype": stored, "module": s.module_path, "capture": s.capture}
+                   for s in resolved],
+        "checksums": checksums,
+        "settings": plan.settings, "settings_hash": settings_hash,
+        "timing": timing,
+        "provenance": provenance,
+    }
+    if stream is not None:
+        manifest["n_tr"] = stream.n_rows_kept
+        timecourses = _timecourses(story, plan, stream, provenance,
+                                   np.empty((stream.n_rows_kept, stream.n_neurons),
+                                            dtype=np.float32))  # shape only: data is on disk
+        timecourses.save_axes(partial)
+        checksums.update({name: file_sha256(partial / name) for name in TIMECOURSE_AXES})
+    write_json(partial / MANIFEST, manifest)
+    publish(partial, final)
+    logger.info("recorded %s: %d words x %d neurons%s in %.1f s -> %s", story.name,
+                alignment.n_words, manifest["n_neurons"],
+                "" if stream is None else f" to {stream.n_rows_kept} TRs", timing["seconds"],
+                final)
+    return final
+
+
+def record_timecourses(
+    loaded: LoadedModel,
+    story: Story,
+    sites: Iterable[str],
+    to_tr: TrResampling | bool = True,
+    layers: Iterable[int] | None = None,
+    context_tokens: int | None = None,
+    pooling: Pooling = "mean",
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    stride_tokens: int | None = None,
+    progress: bool = True,
+    dtype: str | None = None,
+) -> NeuronTimecourses:
+    """Record neuron time courses on the story's TR grid, held in memory (nothing on disk).
+
+    The same recording as :func:`record_story` with ``to_tr`` (same windows, pooling,
+    on-device resampling, trimming and z-scoring per run, same values), returned as a
+    :class:`~brainalign.timecourse.NeuronTimecourses` instead of written to a folder. Each
+    run's TR rows are copied to the host as soon as the run's last word is read, while the
+    model reads the next run; the disk is not in the way, so on a GPU the recording runs
+    at about the forward pass's speed. Host memory is the result (TR rows x neurons x 2
+    bytes in float16) plus a few fixed buffers.
+
+    Parameters are those of :func:`record_story` (``to_tr`` may not be ``False``; ``dtype``
+    float16 or float32, default float16 on CUDA and float32 on CPU).
+
+    Returns
+    -------
+    NeuronTimecourses
+        ``data`` (n_tr, n_neurons) in the storage dtype; ``provenance`` holds the
+        recording's (model, sites, context, dtype, device, ``settings``) and timing.
+    """
+    from brainalign.record.to_tr import TrStream
+
+    if to_tr is False or to_tr is None:
+        raise ValueError("record_timecourses records to the TR grid: give to_tr=True or a "
+                         "TrResampling (record word rows to disk with record_story)")
+    plan = _plan_recording(loaded, story, sites, layers, context_tokens, stride_tokens,
+                           pooling, batch_size, device, dtype, to_tr)
+    torch_dtype = _TORCH_DTYPES[plan.stored]
+    stream = TrStream(story, plan.resampling, {s.key: s.width for s in plan.resolved},
+                      plan.device, torch_dtype)
+    pipeline = _MemoryPipeline((stream.n_rows_kept, stream.n_neurons), torch_dtype,
+                               plan.device)
+    timing = _read_story(loaded, story, plan, pooling, batch_size, pipeline, stream, progress)
+    if pipeline.n_rows != stream.n_rows_kept:
+        raise RuntimeError(f"{pipeline.n_rows} TR rows reached the host, expected "
+                           f"{stream.n_rows_kept}")
+    provenance = {**_recording_provenance(loaded, story, plan, pooling),
+                  "settings": plan.settings, "settings_hash": config_hash(plan.settings),
+                  "timing": timing}
+    logger.info("recorded %s: %d words x %d neurons to %d TRs in %.1f s (in memory)",
+                story.name, plan.alignment.n_words, stream.n_neurons, stream.n_rows_kept,
+                timing["seconds"])
+    return _timecourses(story, plan, stream, provenance, pipeline.result)
+
+
+@dataclass
+class _RecordingPlan:
+    """What a recording reads and how: checked sites, tokens, context and storage dtype."""
+
+    resolved: list[Site]
+    alignment: WordAlignment
+    policy: ContextPolicy
+    stored: str                      # storage dtype name
+    resampling: TrResampling | None  # None: word rows
+    compute_dtype: str
+    settings: dict                   # what the recording's values depend on
+    device: torch.device
+
+
+def _plan_recording(loaded, story, sites, layers, context_tokens, stride_tokens, pooling,
+                    batch_size, device, dtype, to_tr) -> _RecordingPlan:
+    """Check the options, move the model to ``device`` and plan the recording."""
+    from brainalign.timecourse.timecourses import TrResampling
 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -490,36 +685,23 @@ def record_story(
         settings["to_tr"] = {**resampling.provenance(), "tr_s": story.tr_s,
                              "n_volumes": list(story.n_volumes),
                              "first_volume_s": list(story.first_volume_s)}
-    settings_hash = config_hash(settings)
-    if not story.name or story.name.startswith(".") or "/" in story.name or os.sep in story.name:
-        raise ValueError(f"story name {story.name!r} cannot name a directory: use a name "
-                         "without path separators that does not start with '.'")
-    final = Path(out_dir) / story.name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if _existing_recording(final, settings_hash, overwrite):
-        logger.info("%s is already recorded (manifest complete, checksums verified); skipped",
-                    final)
-        return final
-    remove_stale_partials(final)
-    partial = partial_dir(final)
-    partial.mkdir()
+    return _RecordingPlan(resolved, alignment, policy, stored, resampling, compute_dtype,
+                          settings, device)
 
-    windows = plan_windows(alignment, policy)
+
+def _read_story(loaded: LoadedModel, story: Story, plan: _RecordingPlan, pooling: Pooling,
+                batch_size: int, pipeline: _HostPipeline, stream: TrStream | None,
+                progress: bool) -> dict:
+    """Run the model over the story's windows, handing every row to ``pipeline`` (word rows
+    per site, or with ``stream`` each finished run's TR rows under the key ``"data"``), and
+    wait for the pipeline to finish. Returns the timing block of the manifest."""
+    from tqdm.auto import tqdm
+
+    model, alignment, device = loaded.model, plan.alignment, plan.device
+    windows = plan_windows(alignment, plan.policy)
     batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
-    torch_dtype = _TORCH_DTYPES[stored]
-    widths = {s.key: s.width for s in resolved}
-    if resampling is None:
-        writers = {s.key: ShardWriter(partial / shard_path(s.name, s.layer),
-                                      (alignment.n_words, s.width), DISK_DTYPES[stored])
-                   for s in resolved}
-        stream = None
-    else:
-        stream = TrStream(story, resampling, widths, device, torch_dtype)
-        writers = {"data": ShardWriter(partial / TIMECOURSE_DATA,
-                                       (stream.n_rows_kept, stream.n_neurons), DISK_DTYPES[stored])}
-    pipeline = _HostPipeline(writers, max(widths.values()) if stream is None else
-                             stream.n_neurons, torch_dtype, device)
-    deepest = max(resolved, key=lambda s: (s.layer, _SITE_ORDER[s.name]))
+    torch_dtype = _TORCH_DTYPES[plan.stored]
+    deepest = max(plan.resolved, key=lambda s: (s.layer, _SITE_ORDER[s.name]))
     pad_id = loaded.tokenizer.pad_token_id
     pad_id = int(pad_id) if pad_id is not None else int(alignment.input_ids[0])
     use_mask = loaded.kind == "encoder"  # causal: right padding never reaches kept tokens
@@ -543,7 +725,8 @@ def record_story(
                 pipeline.write(site.key, rows)
                 return None
 
-            with torch.inference_mode(), site_hooks(model, resolved, on_site, stop_after=deepest):
+            with torch.inference_mode(), site_hooks(model, plan.resolved, on_site,
+                                                    stop_after=deepest):
                 try:
                     model(input_ids=batch.input_ids,
                           attention_mask=batch.attention_mask if use_mask else None,
@@ -560,78 +743,44 @@ def record_story(
             for _, rows in stream.finished_runs(stream.n_runs):
                 pipeline.write("data", rows)
         pipeline.close()
-        if stream is not None:
-            stream.check_finite()
-        elif bool(not_finite):
-            raise ValueError(f"recording {story.name!r}: the model produced NaN or inf values, "
-                             f"or values beyond {stored}'s range; record with dtype='float32'")
-        checksums = {Path(w.path).relative_to(partial).as_posix(): w.close()
-                     for w in writers.values()}
     except BaseException:
         if pipeline.running:
-            with contextlib.suppress(Exception):  # the original error is re-raised below
+            with contextlib.suppress(Exception):  # the original error is re-raised
                 pipeline.close()
-        for writer in writers.values():
-            writer.discard()
-        shutil.rmtree(partial, ignore_errors=True)
         raise
     finally:
         bar.close()
+    if stream is not None:
+        stream.check_finite()
+    elif bool(not_finite):
+        raise ValueError(f"recording {story.name!r}: the model produced NaN or inf values, "
+                         f"or values beyond {plan.stored}'s range; record with dtype='float32'")
     seconds = time.perf_counter() - started
-    checksums["tokens/token_ids.npy"] = write_small_array(partial / "tokens" / "token_ids.npy",
-                                                          alignment.input_ids)
-    checksums["tokens/token_word.npy"] = write_small_array(
-        partial / "tokens" / "token_word.npy", alignment.token_word)
-    checksums[STORY_FILE] = write_json(partial / STORY_FILE, story_to_json(story))
-    provenance = provenance_block(
+    return {"seconds": seconds, "tokens_fed": n_tokens_fed,
+            "story_tokens_per_s": alignment.n_tokens / seconds if seconds else None,
+            "n_windows": len(windows), "batch_size": batch_size}
+
+
+def _recording_provenance(loaded: LoadedModel, story: Story, plan: _RecordingPlan,
+                          pooling: Pooling) -> dict:
+    resolved = plan.resolved
+    return provenance_block(
         model=loaded.provenance, story_name=story.name, story_source=story.source,
         sites=sorted({s.name for s in resolved}), layers=sorted({s.layer for s in resolved}),
-        context=asdict(policy), pooling=pooling, compute_dtype=compute_dtype,
-        stored_dtype=stored, device=str(device),
+        context=asdict(plan.policy), pooling=pooling, compute_dtype=plan.compute_dtype,
+        stored_dtype=plan.stored, device=str(plan.device),
         tokenizer=type(loaded.tokenizer).__name__, alignment="tokenizer character offsets",
-        grid="word" if stream is None else "tr",
+        grid="word" if plan.resampling is None else "tr",
     )
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "complete": True,
-        "grid": "word" if stream is None else "tr", "dtype": stored,
-        "story": story.name, "n_words": alignment.n_words, "n_tokens": alignment.n_tokens,
-        "n_neurons": sum(s.width for s in resolved),
-        "arrays": [{"site": s.name, "layer": s.layer, "width": s.width,
-                    "file": shard_path(s.name, s.layer) if stream is None else TIMECOURSE_DATA,
-                    "shape": [alignment.n_words, s.width] if stream is None
-                    else [stream.n_rows_kept, s.width],
-                    "dtype": stored, "module": s.module_path, "capture": s.capture}
-                   for s in resolved],
-        "checksums": checksums,
-        "settings": settings, "settings_hash": settings_hash,
-        "timing": {"seconds": seconds, "tokens_fed": n_tokens_fed,
-                   "story_tokens_per_s": alignment.n_tokens / seconds if seconds else None,
-                   "n_windows": len(windows), "batch_size": batch_size},
-        "provenance": provenance,
-    }
-    if stream is not None:
-        manifest["n_tr"] = stream.n_rows_kept
-        checksums.update(_write_timecourse_axes(partial, story, resampling, stream, resolved,
-                                                provenance))
-    write_json(partial / MANIFEST, manifest)
-    publish(partial, final)
-    logger.info("recorded %s: %d words x %d neurons%s in %.1f s -> %s", story.name,
-                alignment.n_words, manifest["n_neurons"],
-                "" if stream is None else f" to {stream.n_rows_kept} TRs", seconds, final)
-    return final
 
 
-def _write_timecourse_axes(partial: Path, story: Story, resampling: TrResampling,
-                           stream: TrStream, resolved: list[Site], recording: dict) -> dict:
-    """The axes and provenance files of a TR-grid recording (its ``data.npy`` is written);
-    their checksums."""
-    from brainalign.timecourse.timecourses import (TIMECOURSE_AXES, NeuronTimecourses,
-                                                   timecourse_provenance)
+def _timecourses(story: Story, plan: _RecordingPlan, stream: TrStream, recording: dict,
+                 data: np.ndarray) -> NeuronTimecourses:
+    """The TR recording's :class:`NeuronTimecourses` around ``data`` (n_tr, n_neurons)."""
+    from brainalign.timecourse.timecourses import NeuronTimecourses, timecourse_provenance
 
-    neurons = NeuronTable.from_sites((s.layer, s.name, s.width) for s in resolved)
-    timecourses = NeuronTimecourses(
-        np.empty((stream.n_rows_kept, len(neurons)), dtype=np.float32),  # shape only
-        stream.times_s[stream.keep], stream.runs[stream.keep], neurons,
-        timecourse_provenance(story, resampling, recording, resampled_on=str(stream.device)))
-    timecourses.save_axes(partial)
-    return {name: file_sha256(partial / name) for name in TIMECOURSE_AXES}
+    neurons = NeuronTable.from_sites((s.layer, s.name, s.width) for s in plan.resolved)
+    return NeuronTimecourses(
+        data, stream.times_s[stream.keep], stream.runs[stream.keep], neurons,
+        timecourse_provenance(story, plan.resampling, recording,
+                              resampled_on=str(stream.device)))
