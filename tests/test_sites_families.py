@@ -541,3 +541,43 @@ def test_parameter_regions_read_the_residual_axis_of_attention_outputs(family):
         writes[5, :] = True
     profile = dimension_profile(model, Region({key: torch.as_tensor(np.flatnonzero(writes))}))
     assert profile.counts[5] == D_MODEL and profile.counts.sum() == D_MODEL
+
+
+def test_parameter_regions_treat_each_expert_as_a_matrix():
+    """A stack of expert matrices (n_experts, out, in) is one matrix per expert for study C:
+    each expert gets its own top entries, and the hidden axis of the stack is found by the
+    parameter's own name (down_proj writes the residual stream)."""
+    from brainalign.interventions.regions import (block_matrices, dimension_parameter,
+                                                  dimension_profile, select_region)
+
+    model = tiny_model("mixtral")
+    params = block_matrices(model)
+    key = "model.layers.0.mlp.experts.down_proj"
+    stack = params[key]
+    assert stack.ndim == 3 and stack.shape[:2] == (N_EXPERTS, D_MODEL)
+    generator = torch.Generator().manual_seed(0)
+    scores = {name: torch.rand(p.shape, generator=generator) for name, p in params.items()}
+    scores[key][0] += 10  # expert 0 dominates the whole stack
+    scores[key][2, 5, :] += 100  # and output row 5 of expert 2 dominates expert 2
+    per_matrix = stack.shape[1] * stack.shape[2]
+    region = select_region(scores, 0.25, "top")
+    experts = region.indices[key] // per_matrix
+    np.testing.assert_array_equal(np.bincount(experts.numpy(), minlength=N_EXPERTS),
+                                  [round(0.25 * per_matrix)] * N_EXPERTS)
+    random = select_region(scores, 0.25, "random")
+    np.testing.assert_array_equal(np.bincount((random.indices[key] // per_matrix).numpy(),
+                                              minlength=N_EXPERTS),
+                                  [round(0.25 * per_matrix)] * N_EXPERTS)
+    assert random.n_parameters == region.n_parameters == sum(p.numel() for p in params.values())
+    # expert 2's top entries: its row 5 whole (the stack's hidden axis is axis 1)
+    only_stack = type(region)({key: region.indices[key]}, n_parameters=region.n_parameters)
+    profile = dimension_profile(model, only_stack)
+    assert profile.counts.sum() == region.indices[key].numel()
+    assert profile.counts[5] >= stack.shape[2] and profile.top_dimensions(1)[0] == 5
+    probe, twin = dimension_parameter(model, only_stack, scores, 5, 3)
+    (flat,) = probe.indices[key].tolist()
+    (flat_twin,) = twin.indices[key].tolist()
+    expert, row, col = np.unravel_index(flat, tuple(stack.shape))
+    best = np.unravel_index(int(torch.argmax(scores[key][:, 5, :])), (N_EXPERTS, stack.shape[2]))
+    assert (expert, row, col) == (best[0], 5, best[1])
+    assert np.unravel_index(flat_twin, tuple(stack.shape)) == (expert, 3, col)

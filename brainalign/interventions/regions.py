@@ -217,6 +217,10 @@ def select_region(
     """Per matrix, the ``round(fraction * numel)`` (at least 1) entries of highest (``top``)
     or lowest (``bottom``) score, or chosen at random (``random``): the three kinds have the
     same count in every matrix.
+
+    A parameter of more than two dimensions is a stack of matrices (a mixture-of-experts
+    layer stores its experts as one ``(n_experts, out, in)`` tensor): each matrix of the
+    stack is a matrix here, with its own count, as each expert's ``nn.Linear`` would be.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -225,13 +229,18 @@ def select_region(
     generator = torch.Generator().manual_seed(seed)
     indices, total = {}, 0
     for key, score in scores.items():
-        flat = score.reshape(-1)
-        k = max(1, int(round(fraction * flat.numel())))
-        total += flat.numel()
+        matrices = score.reshape(-1, *score.shape[-2:]).flatten(1)  # (n_matrices, entries)
+        n_matrices, per_matrix = matrices.shape
+        k = max(1, int(round(fraction * per_matrix)))
+        total += matrices.numel()
         if which == "random":
-            indices[key] = torch.randperm(flat.numel(), generator=generator)[:k]
+            chosen = torch.stack([torch.randperm(per_matrix, generator=generator)[:k]
+                                  for _ in range(n_matrices)])
         else:
-            indices[key] = torch.topk(flat.float(), k, largest=which == "top", sorted=False).indices.cpu()
+            chosen = torch.topk(matrices.float(), k, dim=1, largest=which == "top",
+                                sorted=False).indices.cpu()
+        offsets = torch.arange(n_matrices)[:, None] * per_matrix
+        indices[key] = (chosen + offsets).reshape(-1)
     return Region(indices, name or f"{which}-{fraction:g}", total)
 
 
@@ -350,15 +359,23 @@ def _hidden_axis(module: torch.nn.Module, name: str, shape: torch.Size, hidden_s
     The output axis for the matrices that write the residual stream
     (:data:`~brainalign.models.sites.RESIDUAL_WRITERS`: attention output and down
     projections), the input axis for the others; the other axis when only it has the
-    hidden size. Square matrices are decided by the name alone.
+    hidden size. Square matrices are decided by the name alone: the module's last name
+    for a ``weight``; for a stack of expert matrices ``(n_experts, out, in)``, stored as
+    a parameter of its own name (``experts.down_proj``), that name. The axis counts the
+    stack's leading axes (2 or 1 for a 3-D stack).
     """
-    rows_are_output = type(module).__name__ != "Conv1D"  # GPT-2's Conv1D stores (in, out)
-    output_axis, input_axis = (0, 1) if rows_are_output else (1, 0)
-    module_name = name.rsplit(".", 1)[0]
-    preferred = output_axis if module_name.rsplit(".", 1)[-1] in RESIDUAL_WRITERS else input_axis
+    lead = len(shape) - 2
+    if len(shape) > 2:
+        output_axis, input_axis = lead, lead + 1
+        writer = name.rsplit(".", 1)[-1]
+    else:
+        rows_are_output = type(module).__name__ != "Conv1D"  # GPT-2's Conv1D stores (in, out)
+        output_axis, input_axis = (0, 1) if rows_are_output else (1, 0)
+        writer = name.rsplit(".", 1)[0].rsplit(".", 1)[-1]
+    preferred = output_axis if writer in RESIDUAL_WRITERS else input_axis
     if shape[preferred] == hidden_size:
         return preferred
-    other = 1 - preferred
+    other = output_axis + input_axis - preferred
     return other if shape[other] == hidden_size else None
 
 
@@ -413,8 +430,8 @@ def dimension_profile(model: torch.nn.Module, region: Region) -> DimensionProfil
     for key, axis in _axis_map(model, region.indices).items():
         if axis is None:
             continue
-        rows, cols = np.unravel_index(region.indices[key].numpy(), tuple(params[key].shape))
-        counts += np.bincount(rows if axis == 0 else cols, minlength=hidden)
+        coords = np.unravel_index(region.indices[key].numpy(), tuple(params[key].shape))
+        counts += np.bincount(coords[axis], minlength=hidden)
         n_entries += region.indices[key].numel()
     return DimensionProfile(counts, n_entries)
 
@@ -452,20 +469,19 @@ def dimension_parameter(
     for key, axis in axes.items():
         if axis is None or (layer is not None and block_index(key) != layer):
             continue
-        rows, cols = np.unravel_index(region.indices[key].numpy(), tuple(params[key].shape))
-        count = int(((rows if axis == 0 else cols) == dimension).sum())
+        coords = np.unravel_index(region.indices[key].numpy(), tuple(params[key].shape))
+        count = int((coords[axis] == dimension).sum())
         if count > best_count:
             best_key, best_count = key, count
     if best_key is None:
         where = "" if layer is None else f" in block {layer}"
         raise ValueError(f"no region entry lies on hidden dimension {dimension}{where}")
     axis = axes[best_key]
-    score = scores[best_key].reshape(params[best_key].shape)
-    line = score[dimension] if axis == 0 else score[:, dimension]
-    other = int(torch.argmax(line))
     shape = tuple(params[best_key].shape)
-    coords = (dimension, other) if axis == 0 else (other, dimension)
-    twin = (control_dimension, other) if axis == 0 else (other, control_dimension)
+    line = scores[best_key].reshape(shape).select(axis, dimension)  # the other axes' entries
+    others = np.unravel_index(int(torch.argmax(line)), tuple(line.shape))
+    coords = tuple(int(c) for c in (*others[:axis], dimension, *others[axis:]))
+    twin = coords[:axis] + (control_dimension,) + coords[axis + 1:]
     flat = int(np.ravel_multi_index(coords, shape))
     flat_twin = int(np.ravel_multi_index(twin, shape))
     total = sum(p.numel() for p in params.values())
