@@ -48,6 +48,26 @@ def test_roi_table_masker_round_trip_and_names(tmp_path):
     assert RoiTableMasker().fit(values).target_names_ == ["roi000", "roi001", "roi002", "roi003"]
 
 
+def test_roi_tables_of_other_subjects_are_matched_by_roi_name(tmp_path):
+    """A second subject's table listing the same ROIs in another order is read in the
+    fitted order; one naming other ROIs is refused (by position, A1's values would sit
+    under IFG's name)."""
+    rng = np.random.default_rng(3)
+    first = pd.DataFrame(rng.standard_normal((12, 3)), columns=["A1", "IFG", "ATL"])
+    first.to_csv(tmp_path / "sub-01.tsv", sep="\t", index=False)
+    second = pd.DataFrame(rng.standard_normal((12, 3)), columns=["A1", "IFG", "ATL"])
+    second[["ATL", "A1", "IFG"]].to_csv(tmp_path / "sub-02.tsv", sep="\t", index=False)
+    masker = RoiTableMasker().fit(tmp_path / "sub-01.tsv")
+    assert masker.target_names_ == ["A1", "IFG", "ATL"]
+    np.testing.assert_allclose(masker.transform(tmp_path / "sub-02.tsv"), second.to_numpy())
+    np.testing.assert_allclose(masker.transform(tmp_path / "sub-01.tsv"), first.to_numpy())
+    second.rename(columns={"ATL": "PTL"}).to_csv(tmp_path / "sub-03.tsv", sep="\t", index=False)
+    with pytest.raises(ValueError, match=r"missing \['ATL'\], not expected \['PTL'\]"):
+        masker.transform(tmp_path / "sub-03.tsv")
+    # a table without a header is read by position, as before
+    np.testing.assert_allclose(masker.transform(second.to_numpy()), second.to_numpy())
+
+
 def test_roi_table_cleaning_is_per_run_and_removes_confounds():
     rng = np.random.default_rng(2)
     run0, run1 = rng.standard_normal((30, 3)) + 10, rng.standard_normal((25, 3)) * 4 - 3

@@ -35,6 +35,10 @@ class RoiTableMasker(BrainMasker):
     n_features_in_ : int
         Number of ROIs (columns a table must have), as scikit-learn names it.
     target_names_ : list of str
+    header_ : list of str or None
+        The header of the table fitted on; tables read later with a header have their
+        columns matched to it by name (same ROIs in another order are reordered, other
+        ROIs are an error).
     space_ : str
         ``"roi"``.
     """
@@ -81,7 +85,10 @@ class RoiTableMasker(BrainMasker):
         return values, header
 
     def _read_one(self, img) -> np.ndarray:
-        values = self._table(img)[0]
+        values, header = self._table(img)
+        fitted = getattr(self, "header_", None)
+        if header is not None and fitted is not None and header != fitted:
+            values = self._reorder(values, header, fitted, img)
         if hasattr(self, "n_targets_") and values.shape[1] != self.n_targets_:
             hint = (" A 1-D array is read as one ROI's time course; if it holds one TR of "
                     "several ROIs, Reshape your data with array.reshape(1, -1)."
@@ -91,6 +98,20 @@ class RoiTableMasker(BrainMasker):
                              f"{values.shape[1]} ROI columns, the masker was fitted with "
                              f"{self.n_targets_}.{hint}")
         return values
+
+    @staticmethod
+    def _reorder(values: np.ndarray, header: list[str], fitted: list[str], img) -> np.ndarray:
+        """A table's columns in the fitted table's order, matched by name: a table that
+        lists the same ROIs in another order is read right; other ROIs are an error (taken
+        by position, they would put one region's values under another's name)."""
+        if sorted(header) != sorted(fitted) or len(set(header)) != len(header):
+            missing = [name for name in fitted if name not in header]
+            extra = [name for name in header if name not in fitted]
+            where = f" {img}" if isinstance(img, str) or hasattr(img, "__fspath__") else ""
+            raise ValueError(f"the ROI table{where} names other columns than the table the "
+                             f"masker was fitted on: missing {missing}, not expected {extra} "
+                             f"(header {header}, fitted {fitted})")
+        return values[:, [header.index(name) for name in fitted]]
 
     def _count_one(self, img) -> int:
         return len(read_table(img, self.delimiter)[0])
@@ -122,6 +143,7 @@ class RoiTableMasker(BrainMasker):
             self.target_names_ = [str(n) for n in self.names]
         else:
             self.target_names_ = header or [f"roi{i:03d}" for i in range(n_targets)]
+        self.header_ = header  # later tables' columns are matched to it by name
         self.n_targets_ = n_targets
         self.n_features_in_ = n_targets
         self.space_ = "roi"
