@@ -13,9 +13,9 @@ Spaces and null maps (sized for a 2-core CPU):
   values correlated between ROIs as exp(-distance / 30 mm); max-t (nilearn).
 - ``surface_cluster``: fsaverage4, both hemispheres (5,124 vertices), white noise smoothed
   by 6 rounds of neighbour averaging on the mesh (a smoothness of about 2 vertex spacings,
-  ~10 mm); cluster mass above p < .001 (MNE).
+  ~10 mm); cluster mass above p < .001 (brainalign.group.surface, sign flips).
 - ``surface_tfce``: the same on fsaverage3 (1,284 vertices, 3 rounds), TFCE with steps
-  of 0.2 t (MNE); fewer permutations, TFCE being the slowest test.
+  of 0.2 t; fewer permutations, TFCE being the slowest test.
 - ``volume_maxt``, ``volume_cluster``: nilearn's MNI152 brain mask resampled to 8 mm
   voxels, Gaussian noise smoothed on the grid (sigma 1 voxel, FWHM ~19 mm); voxel max-t
   and cluster mass above p < .001 (nilearn's ``non_parametric_inference``).

@@ -97,38 +97,90 @@ def test_surface_adjacency_keeps_the_masked_vertices_and_no_edge_across_hemisphe
 
 # --------------------------------------------------------------------------- exactness
 
-def test_surface_cluster_equals_mne_on_the_same_data_and_seed():
-    rng = np.random.default_rng(0)
+def mne_max_statistic(maps, adjacency, threshold, tail):
+    """MNE's largest cluster mass (or TFCE) of ``maps`` themselves: no permutations."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no cluster: MNE warns
+        _, _, _, h0 = mne.stats.permutation_cluster_1samp_test(
+            maps, threshold=threshold, n_permutations=1, tail=tail, adjacency=adjacency,
+            out_type="mask", verbose=False)
+    return float(np.abs(h0).max()) if len(h0) else 0.0
+
+
+def every_flip(n_subjects):
+    return np.array([[1.0 - 2.0 * ((code >> s) & 1) for s in range(n_subjects)]
+                     for code in range(2 ** n_subjects)])
+
+
+@pytest.mark.parametrize("method", ["cluster", "tfce"])
+def test_one_sided_surface_test_counts_every_flip_once(method):
+    """Seven subjects, every one of the 128 flips (the negated maps too, the identity once):
+    p_FWE is the share of flips whose largest statistic (MNE's, for each flipped copy
+    separately) reaches the observed one, down to 1 / 128."""
+    rng = np.random.default_rng(4)
     adjacency = mesh_adjacency("fsaverage3")
-    maps = smooth(rng.normal(0, 1, (8, 2 * N3)), adjacency)
-    maps[:, left_patch(N3)] += 0.5
-    group = group_map(maps, "fsaverage3", method="cluster", n_perm=100, fisher_z=False,
-                      cluster_p=0.01, random_state=7)
-    t_obs, clusters, cluster_pv, _ = mne.stats.permutation_cluster_1samp_test(
-        maps, threshold=stats.t.isf(0.01, df=7), n_permutations=100, tail=1,
-        adjacency=adjacency, rng=7, out_type="mask", verbose=False)
-    expected = np.ones(2 * N3)
-    for mask, p_value in zip(clusters, cluster_pv):
-        expected[mask] = p_value
-    assert len(clusters) > 0 and expected.min() < 0.05
-    np.testing.assert_allclose(group.p_fwe, expected)
-    np.testing.assert_allclose(group.t, t_obs, rtol=1e-10)
-    np.testing.assert_allclose(group.mean, maps.mean(axis=0))
-    assert group.method == "cluster" and group.parameters["adjacency"] == "fsaverage3 mesh edges"
+    maps = smooth(rng.normal(0, 1, (7, 2 * N3)), adjacency)
+    maps[:, left_patch(N3)] += 1.5
+    threshold = (stats.t.isf(0.01, df=6) if method == "cluster"
+                 else dict(start=0, step=0.5))
+    group = group_map(maps, "fsaverage3", method=method, n_perm=500, fisher_z=False,
+                      cluster_p=0.01, tfce_step=0.5, random_state=0)
+    assert group.parameters["exact"] and group.parameters["n_draws"] == 128
+    null = np.array([mne_max_statistic(flip[:, None] * maps, adjacency, threshold, 1)
+                     for flip in every_flip(7)])
+    observed = null[0]  # the identity: the patch's cluster
+    best = group.p_fwe.min()
+    assert best == pytest.approx(np.mean(null >= observed * (1 - 1e-9))) == 1 / 128
+    assert (group.p_fwe[left_patch(N3)] < 0.05).mean() > 0.8
+    assert group.parameters["smallest_attainable_p"] == 1 / 128
 
 
-def test_surface_tfce_two_sided_equals_mne_on_the_same_data_and_seed():
+def test_two_sided_surface_tests_equal_mne_when_every_flip_is_used():
+    """Two-sided, MNE's exact test is right (a flip and its negation are one draw): the same
+    p-values for clusters and TFCE, with 64 of 64 distinct flips for 7 subjects."""
     rng = np.random.default_rng(1)
     adjacency = mesh_adjacency("fsaverage3")
-    maps = smooth(rng.normal(0, 1, (6, 2 * N3)), adjacency)
-    maps[:, left_patch(N3)] -= 0.6
-    group = group_map(maps, "fsaverage3", method="tfce", tail=0, n_perm=50, fisher_z=False,
-                      tfce_step=0.5, random_state=3)
-    _, _, p_values, _ = mne.stats.permutation_cluster_1samp_test(
-        maps, threshold=dict(start=0, step=0.5), n_permutations=50, tail=0,
-        adjacency=adjacency, rng=3, out_type="mask", verbose=False)
-    np.testing.assert_allclose(group.p_fwe, p_values)
-    np.testing.assert_allclose(group.t, mne.stats.ttest_1samp_no_p(maps))
+    maps = smooth(rng.normal(0, 1, (7, 2 * N3)), adjacency)
+    maps[:, left_patch(N3)] -= 0.8
+    for method, threshold in (("cluster", stats.t.isf(0.005, df=6)),
+                              ("tfce", dict(start=0, step=0.5))):
+        group = group_map(maps, "fsaverage3", method=method, tail=0, n_perm=200,
+                          fisher_z=False, cluster_p=0.01, tfce_step=0.5, random_state=3)
+        assert group.parameters["exact"] and group.parameters["n_draws"] == 64
+        _, clusters, p_values, _ = mne.stats.permutation_cluster_1samp_test(
+            maps, threshold=threshold, n_permutations=1000, tail=0, adjacency=adjacency,
+            out_type="mask", verbose=False)
+        expected = np.ones(2 * N3)
+        for mask, p_value in zip(clusters, p_values):
+            expected[mask] = p_value
+        assert expected.min() < 0.05
+        np.testing.assert_allclose(group.p_fwe, expected, err_msg=method)
+    np.testing.assert_allclose(group.t, mne.stats.ttest_1samp_no_p(maps), rtol=1e-10)
+
+
+def test_random_surface_flips_are_distinct_and_leave_the_identity_alone():
+    from brainalign.group.surface import sign_flips
+
+    flips, exact = sign_flips(10, 300, False, random_state=0)
+    assert not exact and flips.shape == (301, 10)
+    assert (flips[0] == 1).all() and not (flips[1:] == 1).all(axis=1).any()
+    assert len(np.unique(flips, axis=0)) == 301
+    flips, exact = sign_flips(10, 300, True, random_state=0)
+    assert (flips[:, -1] == 1).all() and len(np.unique(flips, axis=0)) == 301
+    assert sign_flips(10, 300, False, 5)[0].tolist() == sign_flips(10, 300, False, 5)[0].tolist()
+    every, exact = sign_flips(4, 15, False, None)
+    assert exact and len(np.unique(every, axis=0)) == 16
+    many, exact = sign_flips(80, 50, False, 0)  # beyond enumeration: drawn bit by bit
+    assert not exact and many.shape == (51, 80) and (many[0] == 1).all()
+    # a huge effect: p_FWE at the floor, 1 / (n_perm + 1)
+    rng = np.random.default_rng(0)
+    maps = 1 + 0.01 * rng.normal(size=(10, 2 * N3))
+    group = group_map(maps, "fsaverage3", method="cluster", n_perm=99, fisher_z=False,
+                      random_state=0)
+    assert group.p_fwe.min() == pytest.approx(1 / 100)
+    assert group.parameters["smallest_attainable_p"] == pytest.approx(1 / 100)
 
 
 def test_roi_maxt_equals_nilearn_permuted_ols_on_fisher_z():

@@ -9,8 +9,9 @@ masker            methods (``"auto"``     library
                   picks the first)
 ================  ======================  ===================================================
 RoiTableMasker    maxt                    :func:`nilearn.mass_univariate.permuted_ols`
-SurfaceMasker     cluster, tfce, maxt     :func:`mne.stats.permutation_cluster_1samp_test`
-                                          on the mesh's adjacency (max-t: nilearn)
+SurfaceMasker     cluster, tfce, maxt     :func:`brainalign.group.surface.cluster_test`
+                                          (sign flips, scipy's connected components on
+                                          the mesh's edges; max-t: nilearn)
 VolumeMasker      cluster, maxt, tfce     :func:`nilearn.glm.second_level.non_parametric_inference`
 ================  ======================  ===================================================
 
@@ -72,8 +73,9 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
         ``"auto"``: cluster on surfaces and volumes, max-t on ROI tables (see the module
         docstring for what each space allows).
     n_perm : int
-        Sign-flip permutations (MNE enumerates every flip when ``n_perm`` exceeds their
-        number). The smallest attainable p is about ``1 / (n_perm + 1)``.
+        Sign-flip permutations (surface clusters and TFCE use every flip when ``n_perm + 1``
+        reaches their number). The smallest attainable p is about ``1 / (n_perm + 1)``
+        (``1 / n_perm`` for volume clusters, whose null nilearn draws without the identity).
     tail : {1, 0, -1}
         1: test for a group mean above zero (the default: held-out r is informative only
         when positive); -1: below zero; 0: two-sided.
@@ -103,7 +105,7 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
     random_state : int or None
         Seed of the sign flips.
     n_jobs : int
-        Parallel jobs of the permutation loop (MNE / nilearn).
+        Parallel jobs of the permutation loop.
     provenance : mapping, optional
         Description stored with the result (model, study config hash...).
 
@@ -145,7 +147,9 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
     if len(subjects) != n_subjects:
         raise ValueError(f"subjects has {len(subjects)} labels for {n_subjects} maps")
 
-    smallest_p = smallest_attainable_p(n_subjects, n_perm, tail)
+    smallest_p = smallest_attainable_p(
+        n_subjects, n_perm, tail,
+        counts_identity=not (isinstance(masker, VolumeMasker) and chosen == "cluster"))
     if smallest_p >= 0.05:
         logger.warning("group map of %s: with %d subjects the smallest attainable p_FWE is "
                        "%.3g, so no target can pass p < .05; 5 or more subjects are needed "
@@ -168,7 +172,7 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
         p_tested, parameters = cluster_test(flipped, graph[tested][:, tested], method=chosen,
                                             cluster_p=cluster_p, tfce_step=tfce_step, **options)
         parameters["adjacency"] = f"{masker.space_} mesh edges" if adjacency is None else "given"
-        library = "mne"
+        library = "scipy"
     else:
         from .volume import volume_test
 
@@ -192,14 +196,18 @@ def group_map(subject_maps, masker_or_space, *, method: str = "auto", n_perm: in
                     provenance=dict(provenance or {}))
 
 
-def smallest_attainable_p(n_subjects: int, n_perm: int, tail: int) -> float:
+def smallest_attainable_p(n_subjects: int, n_perm: int, tail: int,
+                          counts_identity: bool = True) -> float:
     """The smallest p_FWE a sign-flip test of ``n_subjects`` maps can give (about).
 
     A sign-flip null has ``2 ** n_subjects`` flips (half as many distinct ones two-sided,
     ``tail=0``), the observed one among them, so p cannot go below about ``1 / 2 ** n``
-    (random flips drawn with replacement estimate it), nor below ``1 / (n_perm + 1)``.
+    (random flips drawn with replacement estimate it), nor below ``1 / (n_perm + 1)``, or
+    ``1 / n_perm`` for a null of ``n_perm`` draws that leaves the identity out
+    (``counts_identity=False``: nilearn's volume clusters).
     """
-    return max(2.0 ** -(n_subjects - (tail == 0)), 1.0 / (n_perm + 1))
+    return max(2.0 ** -(n_subjects - (tail == 0)),
+               1.0 / (n_perm + 1 if counts_identity else n_perm))
 
 
 def _check_adjacency(adjacency, n_targets: int):
