@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -116,7 +117,7 @@ def test_cleaning_run_by_run_on_disk_equals_cleaning_in_memory(tmp_path):
     timecourses = NeuronTimecourses(
         data=data, times_s=np.arange(180) * 2.0, runs=runs,
         neurons=NeuronTable(np.zeros(40, int), np.full(40, "mlp.out"), np.arange(40)),
-        provenance={"story": "toy"})
+        provenance={"story": "toy", "tr_s": 2.0})
     config = validate({})
     on_disk = cleaned_runs_on_disk(timecourses, config, tmp_path / "clean.npy")
     in_memory = cleaned_timecourses(timecourses, config)
@@ -124,3 +125,11 @@ def test_cleaning_run_by_run_on_disk_equals_cleaning_in_memory(tmp_path):
     np.testing.assert_allclose(on_disk.data, in_memory.data, atol=1e-5)
     assert abs(np.asarray(on_disk.data)[runs == 1].mean()) < 1e-5  # each run cleaned
     assert json.loads(json.dumps(on_disk.provenance["cleaning"]))["fitted"] == "each whole run"
+    # a corpus on its own grid is cleaned at its own TR (the high-pass cut-off is in Hz),
+    # whatever the stories' TR
+    fast = dataclasses.replace(timecourses, times_s=np.arange(180) * 1.5,
+                               provenance={"story": "toy", "tr_s": 1.5})
+    on_disk = cleaned_runs_on_disk(fast, config, tmp_path / "clean-fast.npy")
+    at_its_tr = cleaned_timecourses(fast, validate({"stories": {"tr_s": 1.5}}))
+    np.testing.assert_allclose(on_disk.data, at_its_tr.data, atol=1e-5)
+    assert not np.allclose(on_disk.data, in_memory.data, atol=1e-3)

@@ -186,6 +186,7 @@ def test_lesion_check_scores_the_unhooked_model_and_the_lesion(first_run):
     config, summary = first_run
     result = summary.study_b
     assert result["n_neurons"] == 96 and result["n_words_fit"] == len(bundled_story().run_words(0))
+    assert result["story"] == bundled_story().name and result["heldout_runs"] == [1]
     assert 0 < result["union_size"] <= sum(result["network_sizes"])
     loaded = load_model(config["model"]["names"][0])
     with torch.no_grad():
@@ -341,6 +342,56 @@ def test_study_on_a_local_dask_cluster_equals_the_serial_study(first_run, tmp_pa
         np.testing.assert_array_equal(a.alphas, b.alphas)
         np.testing.assert_array_equal(a.coef, b.coef)
     assert distributed.recovery["accuracy"] == serial.recovery["accuracy"]
+
+
+def test_inputs_rewritten_at_the_same_path_are_computed_again(first_run, tmp_path):
+    """A corrected transcript or re-preprocessed fMRI written over the old file: the stages
+    that read it are computed again (their keys hold the files' fingerprints and the
+    stories' words), the others still come from the cache."""
+    from brainalign.encoding import load
+    from brainalign.simulate import Simulation
+    from brainalign.stimuli import Story, Word, bundled_story, write_table
+
+    config, first = first_run
+    simulation = Simulation.load(Path(next(r.path for r in first.stages if r.stage == "fmri"))
+                                 / "tiny-llama" / "roi")
+    story = bundled_story()
+    split = np.cumsum(story.n_volumes)[:-1]  # one table per run: the TSV story has no scan
+    tables = [[tmp_path / f"sub-{subject + 1:02d}_run-{run + 1}.tsv"
+               for run in range(story.n_runs)] for subject in range(len(simulation.bold))]
+    for paths, bold in zip(tables, simulation.bold):
+        for path, part in zip(paths, np.split(bold, split)):
+            np.savetxt(path, part, delimiter="\t", fmt="%.9g")
+    transcript = write_table(story, tmp_path / "story.tsv")
+    real = copy.deepcopy(config)
+    real["stories"].update(bundled=False, paths=[str(transcript)])
+    real["fmri"].update(source="roi", paths=[[str(t) for t in paths] for paths in tables],
+                        first_volume_s=list(story.first_volume_s))
+    real["interventions"]["study_b"] = False
+    real["networks"]["atlas"] = "none"
+    real["outputs"]["report"] = False
+    real["encoding"]["n_permutations"] = 0
+
+    def encoding_r(summary, subject):
+        folder = Path(next(r.path for r in summary.stages if r.stage == "encoding"))
+        return load(folder / "tiny-llama" / "data" / f"sub-{subject:02d}").r
+
+    before = run_study(real, progress=False)
+    noise = np.random.default_rng(0).standard_normal((story.n_volumes[0],
+                                                       simulation.bold[0].shape[1]))
+    np.savetxt(tables[0][0], noise, delimiter="\t", fmt="%.9g")  # same path, same shape
+    after = run_study(real, progress=False)
+    status = after.stage_status()
+    assert [status[s] for s in ("record", "timecourse", "patterns")] == ["cached"] * 3
+    assert status["fmri"] == status["encoding"] == "computed"
+    assert not np.allclose(encoding_r(after, 1), encoding_r(before, 1))
+    np.testing.assert_allclose(encoding_r(after, 2), encoding_r(before, 2), atol=1e-6)
+    # a transcript corrected in place: same file, same times, one word changed
+    words = list(story.words)
+    words[5] = Word("corrected", words[5].onset_s, words[5].offset_s, words[5].run)
+    write_table(Story(story.name, tuple(words)), transcript)
+    status = run_study(real, progress=False).stage_status()
+    assert status["record"] == status["encoding"] == "computed"
 
 
 def write_two_run_study(folder, n_volumes=(12, 10)):

@@ -76,9 +76,9 @@ def cleaned_runs_on_disk(timecourses, config: dict, path: Path):
     for rows in parts:
         part = slice(rows[0], rows[-1] + 1)
         values = np.asarray(timecourses.data[part], dtype=np.float64)
-        if cleaning:
+        if cleaning:  # the corpus's own TR (its provenance), which sets the high-pass
             values = FoldCleaner(cleaning, runs[rows], np.arange(len(rows)),
-                                 float(config["stories"]["tr_s"])).remove_nuisance(values)
+                                 float(timecourses.provenance["tr_s"])).remove_nuisance(values)
         total += values.sum(0)
         squares += (values ** 2).sum(0)
         out[part] = values

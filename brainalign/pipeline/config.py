@@ -270,23 +270,35 @@ SPACES = ("fsaverage5", "MNI152_3mm", "MNI152_2mm", "roi")
 #: grid is keyed on the scan it was computed for.
 SCAN_TABLE = "scan"
 
+#: Not a table of the file either: fingerprints of what the study read (the stories'
+#: words, the model, fMRI, band and atlas files), added by the study
+#: (:mod:`brainalign.pipeline.inputs`), so that an input rewritten at the same path is
+#: not served from the cache.
+INPUTS_TABLE = "inputs"
+
+_READS = (f"{INPUTS_TABLE}.stories", f"{INPUTS_TABLE}.model")
+_READS_FMRI = _READS + (f"{INPUTS_TABLE}.fmri", f"{INPUTS_TABLE}.bands")
+
 #: Which tables each stage's output depends on (its own and everything upstream).
 STAGE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "record": ("model", "stories"),
-    "timecourse": ("model", "stories", "timecourse", SCAN_TABLE),
+    "record": ("model", "stories") + _READS,
+    "timecourse": ("model", "stories", "timecourse", SCAN_TABLE) + _READS,
     # a simulation plants the time courses of the study's own neuron subgroups
     "fmri": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
-             "study", SCAN_TABLE),
+             "study", SCAN_TABLE) + _READS_FMRI,
     # a reference corpus is recorded once per model: it does not depend on the stories
-    "corpus": ("model", "timecourse", "patterns.fit_on", "patterns.corpus_words"),
-    "patterns": ("model", "stories", "timecourse", "cleaning", "patterns", "study", SCAN_TABLE),
+    "corpus": ("model", "timecourse", "patterns.fit_on", "patterns.corpus_words",
+               "stories.tr_s", f"{INPUTS_TABLE}.model"),
+    "patterns": ("model", "stories", "timecourse", "cleaning", "patterns", "study",
+                 SCAN_TABLE) + _READS,
     "encoding": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
-                 "encoding", "study", SCAN_TABLE),
+                 "encoding", "study", SCAN_TABLE) + _READS_FMRI,
     "networks": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
-                 "encoding", "networks", "study", SCAN_TABLE),
-    "interventions": ("model", "stories", "interventions", "study"),
+                 "encoding", "networks", "study", SCAN_TABLE) + _READS_FMRI
+                + (f"{INPUTS_TABLE}.atlas",),
+    "interventions": ("model", "stories", "interventions", "study") + _READS,
     "group": ("model", "stories", "timecourse", "cleaning", "patterns", "fmri", "confounds",
-              "encoding", "group", "study", SCAN_TABLE),
+              "encoding", "group", "study", SCAN_TABLE) + _READS_FMRI,
 }
 
 
@@ -601,6 +613,12 @@ def load_config(path: str | Path, check_files: bool = False) -> dict[str, dict[s
             config[table][name] = _resolve_paths(config[table][name], base, f"{table}.{name}")
         except ConfigError as err:
             errors.append(str(err))
+    atlas = config["networks"]["atlas"]
+    if isinstance(atlas, str) and not _is_atlas_name(atlas):
+        try:  # an atlas file, next to the study file like every other path
+            config["networks"]["atlas"] = _resolve_paths(atlas, base, "networks.atlas")
+        except ConfigError as err:
+            errors.append(str(err))
     for index, entry in enumerate(config["encoding"]["extra_bands"]):
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
             try:
@@ -616,6 +634,13 @@ def load_config(path: str | Path, check_files: bool = False) -> dict[str, dict[s
         except ConfigError as err:
             raise ConfigError(f"{path}: {err}") from None
     return config
+
+
+def _is_atlas_name(atlas: str) -> bool:
+    """Whether ``networks.atlas`` names a bundled atlas or ``"none"`` (else it is a path)."""
+    from brainalign.networks.atlases import ATLAS_NAMES
+
+    return atlas == "none" or atlas.lower() in ATLAS_NAMES
 
 
 def _flat_paths(value: Any) -> list[str]:
@@ -648,11 +673,9 @@ def check_resources(config: dict[str, dict[str, Any]]) -> list[str]:
                 and not Path(entry["path"]).exists():
             errors.append(f"encoding.extra_bands[{index}].path: no such file: {entry['path']!r}")
     atlas = config["networks"]["atlas"]
-    try:
+    if not _is_atlas_name(atlas) and not Path(atlas).exists():
         from brainalign.networks.atlases import ATLAS_NAMES
-    except Exception:  # pragma: no cover - the networks extra is missing
-        ATLAS_NAMES = ("yeo7", "yeo17", "seitzman", "dosenbach", "cole-anticevic")
-    if atlas != "none" and atlas.lower() not in ATLAS_NAMES and not Path(atlas).exists():
+
         errors.append(f"networks.atlas = {atlas!r} is neither a known atlas nor an existing "
                       f"file; allowed: {list(ATLAS_NAMES)}, \"none\" or a path")
     errors.extend(_check_models(config["model"]))
@@ -729,7 +752,8 @@ def _check_fit_on(patterns: dict) -> list[str]:
 def stage_config(config: dict[str, dict[str, Any]], stage: str) -> dict[str, Any]:
     """The tables a stage depends on (what its cache key hashes); ``study.out`` excluded.
 
-    :data:`SCAN_TABLE` is included when the configuration holds it (a study adds it).
+    :data:`SCAN_TABLE` and :data:`INPUTS_TABLE` are included when the configuration holds
+    them (a study adds them).
     """
     if stage not in STAGE_DEPENDENCIES:
         raise KeyError(f"unknown stage {stage!r}; stages: {sorted(STAGE_DEPENDENCIES)}")

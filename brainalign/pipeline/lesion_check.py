@@ -74,6 +74,8 @@ def lesion_check(model_name: str, recording: Any, story: Any, options: dict, *,
     members = [np.asarray(index, dtype=np.int64) for index in networks.networks]
     union_index = np.unique(np.concatenate(members)) if members else np.zeros(0, np.int64)
     result: dict[str, Any] = {
+        "model": model_name, "story": story.name, "fit_run": 0,
+        "heldout_runs": sorted({int(w.run) for w in story.words if w.run != 0}),
         "n_neurons": int(len(neurons)), "n_components": options["n_components"],
         "z_threshold": options["z_threshold"], "n_words_fit": int(activations.shape[0]),
         "network_sizes": [int(len(m)) for m in members], "union_size": int(len(union_index)),

@@ -38,7 +38,8 @@ from typing import Any, Callable
 import numpy as np
 
 from brainalign.pipeline.cache import StageCache
-from brainalign.pipeline.config import SCAN_TABLE, ConfigError, corpus_name
+from brainalign.pipeline.config import INPUTS_TABLE, SCAN_TABLE, ConfigError, corpus_name
+from brainalign.pipeline.inputs import study_inputs
 from brainalign.provenance import config_hash, provenance_block
 
 logger = logging.getLogger(__name__)
@@ -471,8 +472,10 @@ class Study:
         else:
             self.stories = study_stories(config)
         # every stage on the TR grid is keyed on the scans it used, which come partly from
-        # files (story directories, brain data), not from the configuration alone
-        self.config = {**config, SCAN_TABLE: scan_table(self.stories)}
+        # files (story directories, brain data), not from the configuration alone, and
+        # every stage on what it read (words, model, fMRI and band files)
+        self.config = {**config, SCAN_TABLE: scan_table(self.stories),
+                       INPUTS_TABLE: study_inputs(config, self.stories, self.design)}
         self.runs: list[StageRun] = []
         self.notes: list[str] = []
 
@@ -784,7 +787,8 @@ class Study:
 
     def build_corpus(self, folder: Path) -> None:
         """Record each model on the corpus's first ``patterns.corpus_words`` words, straight to
-        the TR grid, with the study's sites, layers, context and resampling."""
+        the TR grid of the study's TR (``stories.tr_s``), with the study's sites, layers,
+        context and resampling."""
         from brainalign.models.registry import load_model
         from brainalign.record import record_corpus
         from brainalign.timecourse import TrResampling
@@ -796,7 +800,7 @@ class Study:
                           model["sites"], layers=_layers(self.config),
                           context_tokens=model["context_tokens"], pooling=model["pooling"],
                           resampling=TrResampling(method=self.config["timecourse"]["method"]),
-                          progress=self.progress)
+                          progress=self.progress, tr_s=float(self.config["stories"]["tr_s"]))
 
     def corpus_timecourses(self, slug: str) -> Any:
         """The corpus's neuron time courses (``data`` a memory map, shape (n_tr, n_neurons))."""

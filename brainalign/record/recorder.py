@@ -402,10 +402,6 @@ class _MemoryPipeline(_HostPipeline):
         self.free.put(index)
 
 
-def _story_words_hash(story: Story) -> str:
-    return config_hash({"words": [[w.text, w.onset_s, w.offset_s, w.run] for w in story.words]})
-
-
 def _existing_recording(final: Path, settings_hash: str, overwrite: bool) -> bool:
     """Whether ``final`` holds this exact recording, complete and intact."""
     if not final.exists():
@@ -678,7 +674,7 @@ def _plan_recording(loaded, story, sites, layers, context_tokens, stride_tokens,
         "model_id": loaded.provenance.get("model_id", loaded.name),
         "model_sha256": loaded.provenance.get("file_sha256"),
         "sites": [s.key for s in resolved], "context": asdict(policy), "pooling": pooling,
-        "compute_dtype": compute_dtype, "story_words": _story_words_hash(story),
+        "compute_dtype": compute_dtype, "story_words": story.words_hash(),
         "dtype": stored,
     }
     if resampling is not None:

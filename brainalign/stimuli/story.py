@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from brainalign.provenance import config_hash
+
 logger = logging.getLogger(__name__)
 
 #: Rounding in alignment files (seconds) tolerated when words are checked against a scan.
@@ -107,6 +109,11 @@ class Story:
     @property
     def texts(self) -> list[str]:
         return [w.text for w in self.words]
+
+    def words_hash(self) -> str:
+        """A hash of the words: text, onset, offset and run of each (not the name or scan)."""
+        return config_hash({"words": [[w.text, w.onset_s, w.offset_s, w.run]
+                                      for w in self.words]})
 
     @property
     def has_scan(self) -> bool:
