@@ -56,6 +56,15 @@ def test_extra_band_paths_resolve_next_to_the_config(tmp_path):
     assert band["path"] == str(tmp_path / "bands" / "published.tsv") and band["hrf_convolved"]
 
 
+def test_an_atlas_file_resolves_next_to_the_config_and_a_bundled_name_stays(tmp_path):
+    (tmp_path / "atlas.nii.gz").write_bytes(b"")
+    (tmp_path / "study.toml").write_text('[networks]\natlas = "atlas.nii.gz"\n')
+    assert load_config(tmp_path / "study.toml")["networks"]["atlas"] == str(
+        tmp_path / "atlas.nii.gz")
+    (tmp_path / "named.toml").write_text('[networks]\natlas = "Yeo17"\n')
+    assert load_config(tmp_path / "named.toml")["networks"]["atlas"] == "Yeo17"
+
+
 @pytest.mark.parametrize("raw, fragment", [
     ({"patterns": {"method": "pca"}}, "patterns.method = 'pca' is not allowed; allowed values: "
                                       "['dictionary', 'kmeans', 'ica']"),
@@ -66,6 +75,11 @@ def test_extra_band_paths_resolve_next_to_the_config(tmp_path):
     ({"fmri": {"source": "nifti"}}, "fmri.paths is empty"),
     ({"networks": {"alpha": 1.5}}, "networks.alpha = 1.5 must lie in (0, 1)"),
     ({"surprise": {}}, "unknown table(s) ['surprise']"),
+    ({"stories": {"tr_s": 2000}}, "stories.tr_s = 2000 must lie in (0, 30.0] seconds"),
+    ({"cleaning": {"high_pass_hz": 128}}, "at or above the Nyquist frequency of a 2.0 s TR"),
+    ({"timecourse": {"trim": [1.9, 0]}}, "timecourse.trim = [1.9, 0]; allowed: two integers"),
+    ({"timecourse": {"trim": [True, False]}}, "timecourse.trim = [True, False]"),
+    ({"timecourse": {"trim": [2]}}, "timecourse.trim = [2]; allowed"),
 ])
 def test_invalid_configs_name_the_key_and_allowed_values(raw, fragment):
     with pytest.raises(ConfigError) as err:

@@ -261,6 +261,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 
+#: Longest ``stories.tr_s`` accepted, seconds (sparse designs reach about 10 s; a larger
+#: value is most likely a TR in milliseconds).
+MAX_TR_S = 30.0
+
 #: Target spaces of a simulated study (``fmri.spaces``).
 SPACES = ("fsaverage5", "MNI152_3mm", "MNI152_2mm", "roi")
 
@@ -429,11 +433,22 @@ def _check_values(config: dict[str, dict[str, Any]]) -> list[str]:
         check_fir_delays(config["encoding"]["delays"], "encoding.delays", allow_empty=False)
     except ValueError as err:
         errors.append(str(err))
-    if config["cleaning"]["high_pass_hz"] < 0:
-        errors.append(f"cleaning.high_pass_hz = {config['cleaning']['high_pass_hz']} must be "
-                      ">= 0 (0: no high-pass filter)")
-    if not config["stories"]["tr_s"] > 0:
-        errors.append(f"stories.tr_s = {config['stories']['tr_s']} must be > 0 (seconds)")
+    high_pass, tr_s = config["cleaning"]["high_pass_hz"], config["stories"]["tr_s"]
+    if high_pass < 0:
+        errors.append(f"cleaning.high_pass_hz = {high_pass} must be >= 0 (0: no high-pass "
+                      "filter)")
+    if not 0 < tr_s <= MAX_TR_S:
+        errors.append(f"stories.tr_s = {tr_s} must lie in (0, {MAX_TR_S}] seconds (a TR in "
+                      "milliseconds? 2000 ms is tr_s = 2.0)")
+    elif high_pass >= 0.5 / tr_s:
+        errors.append(f"cleaning.high_pass_hz = {high_pass} is at or above the Nyquist "
+                      f"frequency of a {tr_s} s TR ({0.5 / tr_s:g} Hz): it is a frequency in Hz "
+                      f"(a 128 s cut-off period is {1 / 128:g} Hz)")
+    trim = config["timecourse"]["trim"]
+    if len(trim) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                 for n in trim):
+        errors.append(f"timecourse.trim = {trim!r}; allowed: two integers >= 0 (TRs dropped at "
+                      "the start and at the end of each run)")
     for table, name in (("encoding", "fdr_q"), ("networks", "alpha"), ("group", "cluster_p"),
                         ("group", "alpha")):
         if not 0 < config[table][name] < 1:
