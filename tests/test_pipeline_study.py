@@ -93,9 +93,15 @@ def test_first_run_computes_every_stage_and_writes_outputs(first_run):
     assert 0.5 < per_space["auc"] <= 1.0, "planted ROIs should rank above the rest"
     assert document["sizes"]["n_neurons"] == 3 * 32 and document["sizes"]["n_tr"] == 279
     assert document["sizes"]["spaces"] == {"roi": 160}
+    # each band's own delays: the word rate is already convolved with the HRF
+    delays = {"atoms": [1, 2, 3], "word_rate": []}
+    assert config["encoding"]["bands"] == ["atoms", "word_rate"]
+    assert document["sizes"]["delays_tr"] == delays
     for path in document["maps"]["tiny-llama/roi"].values():
         assert path.endswith(".tsv") and open(path).readline().startswith(("roi", "map"))
-        assert json.load(open(path[:-4] + ".json"))["versions"]
+        sidecar = json.load(open(path[:-4] + ".json"))
+        assert sidecar["versions"] and sidecar["delays_tr"] == delays
+        assert sidecar["timecourse"]["method"] == config["timecourse"]["method"]
     lines = read_log(out)
     stage_lines = [line for line in lines if line.get("event") == "stage"]
     assert [line["stage"] for line in stage_lines if line["status"] != "skipped"] == \

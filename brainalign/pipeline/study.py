@@ -399,6 +399,12 @@ def _layers(config: dict) -> list[int] | None:
     return None if layers == "all" else list(layers)
 
 
+def band_delays(result) -> dict[str, list[int]]:
+    """The FIR delays (TRs) each band of a fitted encoding model was given: none for a band
+    already convolved with the HRF (atoms resampled with the HRF, the word rate)."""
+    return {band["name"]: [int(d) for d in band["delays"]] for band in result.bands}
+
+
 def _write_json(path: Path, document: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, default=_json_default))
@@ -1104,7 +1110,12 @@ class Study:
                            "features": "atoms", "bands": encoding["bands"],
                            "atoms_per_fold": encoding["atoms_per_fold"],
                            "n_atoms": int(pattern_maps.shape[0]),
-                           "delays_tr": encoding["delays"], "tr_s": self.config["stories"]["tr_s"],
+                           "delays_tr": band_delays(results[0]),
+                           "tr_s": self.config["stories"]["tr_s"],
+                           "layers": self.config["model"]["layers"],
+                           "timecourse": dict(self.config["timecourse"]),
+                           "cleaning": dict(self.config["cleaning"]),
+                           "scan": self.config[SCAN_TABLE],
                            "n_subjects": len(results), "simulated": data.simulation is not None,
                            "config_hash": config_hash(self.config)}
                 if self.design is not None:
@@ -1209,7 +1220,7 @@ class Study:
                  "encoding_permutations": config["encoding"]["n_permutations"],
                  "null_maps": config["networks"]["n_null"],
                  "temporal_shifts": config["networks"]["n_shifts"],
-                 "delays_tr": config["encoding"]["delays"]}
+                 "delays_tr": band_delays(self.encodings(slug, self.spaces[0])[0])}
         for space in self.spaces:
             sizes["spaces"][space] = int(self.brain(slug, space).masker.n_targets_)
         return sizes

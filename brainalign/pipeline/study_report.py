@@ -38,7 +38,9 @@ def _stimulus_section(report: Report, study: Any, summary: Any) -> None:
         "fMRI": config["fmri"]["source"],
         "spaces (targets)": ", ".join(f"{k} ({v:,})" for k, v in sizes["spaces"].items()),
         "subjects": sizes["n_subjects"], "planted patterns": sizes["n_planted"],
-        "SNR": float(sizes["snr"]), "FIR delays (TR)": str(sizes["delays_tr"]),
+        "SNR": float(sizes["snr"]), "FIR delays (TR)": "; ".join(
+            f"{band} {delays if delays else 'none (HRF-convolved)'}"
+            for band, delays in sizes["delays_tr"].items()),
         "encoding permutations": sizes["encoding_permutations"],
         "spatial null maps": sizes["null_maps"]})
     for note in summary.notes:
