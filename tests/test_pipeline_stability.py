@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 import re
@@ -127,3 +128,18 @@ def test_report_has_the_stability_table_and_the_curve_figure(stability_run):
     assert len(images) == 1
     assert images[0].startswith(f"{SLUG}: stability of the atoms against the number of atoms K")
     assert "K (2, 4)" in images[0]
+
+
+def test_notes_of_the_patterns_stage_are_kept_when_it_is_cached(stability_run):
+    config, _ = stability_run
+    wide = copy.deepcopy(config)
+    wide["patterns"]["stability_k"] = [4, 2, 500]  # 500 atoms: more than a split half's TRs
+    note = f"patterns.stability_k: {SLUG}: K = [500] left out of the stability curve"
+    computed = run_study(wide, progress=False)
+    assert computed.stage_status()["patterns"] == "computed"
+    cached = run_study(wide, progress=False)
+    assert cached.stage_status()["patterns"] == "cached"
+    for summary in (computed, cached):
+        assert any(n.startswith(note) for n in summary.notes), summary.notes
+    document = json.loads((Path(cached.out) / "summary.json").read_text())
+    assert any(n.startswith(note) for n in document["notes"])

@@ -483,7 +483,7 @@ class Study:
         self.config = {**config, SCAN_TABLE: scan_table(self.stories),
                        INPUTS_TABLE: study_inputs(config, self.stories, self.design)}
         self.runs: list[StageRun] = []
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # said on every run (notes of a stage's build are in its folder)
 
     # -- stage runner --------------------------------------------------------------
     def stage(self, name: str, build: Callable[[Path], None]) -> Path:
@@ -826,15 +826,16 @@ class Study:
                    consensus_fits=options["consensus_fits"], random_state=seed,
                    stability_seeds=[seed + 1] if options["stability"] else [],
                    **({"alpha": options["alpha"]} if options["method"] == "dictionary" else {}))
+        notes: list[str] = []  # kept in the stage folder: a cached run reports them too
         for slug, _ in self.models:
             runs = (self.timecourses(slug) if self.corpus is None
                     else self.corpus_timecourses(slug)).runs
             halves, _ = split_half_rows(np.asarray(runs), np.arange(len(runs)))
             fit["split_half"] = options["stability"] and min(map(len, halves)) >= options["n_atoms"]
             if options["stability"] and not fit["split_half"]:
-                self.notes.append(f"patterns: no split-half stability for {slug}: a half has "
-                                  f"{min(map(len, halves))} TRs, fewer than the "
-                                  f"{options['n_atoms']} atoms")
+                notes.append(f"patterns: no split-half stability for {slug}: a half has "
+                             f"{min(map(len, halves))} TRs, fewer than the "
+                             f"{options['n_atoms']} atoms")
             if self.corpus is None:
                 # the study's atoms are fitted on every run, cleaned as the encoding cleans its
                 # features: they give the maps and the network mapping; the encoding's
@@ -850,26 +851,28 @@ class Study:
                 Path(cleaned.data.filename).unlink()
             patterns.save(folder / slug)
             if options["stability_k"] and self.corpus is None:
-                self.stability_curve(slug, cleaned, min(map(len, halves)),
-                                     folder / slug / STABILITY_CURVE)
+                notes += self.stability_curve(slug, cleaned, min(map(len, halves)),
+                                              folder / slug / STABILITY_CURVE)
+        _write_json(folder / "notes.json", notes)
 
-    def stability_curve(self, slug: str, cleaned: Any, half_trs: int, path: Path) -> None:
+    def stability_curve(self, slug: str, cleaned: Any, half_trs: int, path: Path) -> list[str]:
         """Seed and split-half stability at each K of ``patterns.stability_k``, fitted as the
         study's atoms are (same time courses, method, penalty and seeds), written to ``path``.
 
         K larger than the TRs of the smaller split half (``half_trs``) cannot be split and
-        is left out, with a note."""
+        is left out; returns the notes saying so."""
         from brainalign.patterns.stability import stability_curve
 
         options, seed = self.config["patterns"], self.config["study"]["seed"]
         requested = sorted(set(options["stability_k"]))
         candidates = [k for k in requested if k <= half_trs]
+        notes = []
         if len(candidates) < len(requested):
-            self.notes.append(f"patterns.stability_k: {slug}: K = "
-                              f"{[k for k in requested if k > half_trs]} left out of the "
-                              f"stability curve, a split half has only {half_trs} TRs")
+            notes.append(f"patterns.stability_k: {slug}: K = "
+                         f"{[k for k in requested if k > half_trs]} left out of the "
+                         f"stability curve, a split half has only {half_trs} TRs")
         if not candidates:
-            return
+            return notes
         curve = stability_curve(cleaned, candidates, seeds=[seed + 1], split_half=True,
                                 train_runs="all", method=options["method"], random_state=seed,
                                 consensus_fits=options["consensus_fits"],
@@ -881,6 +884,7 @@ class Study:
             stage="patterns", part="stability_curve", model=slug,
             config_hash=config_hash(self.config), fit_stories=[s.name for s in self.stories])
         _write_json(path, document)
+        return notes
 
     def stability_curve_path(self, slug: str) -> Path:
         """Where :meth:`stability_curve` wrote ``slug``'s curve (it may not exist)."""
@@ -1247,7 +1251,9 @@ class Study:
         return notes
 
     def collect_notes(self) -> list[str]:
-        notes = list(self.notes)
+        patterns_notes = self.cache.path("patterns", self.config) / "notes.json"
+        notes = json.loads(patterns_notes.read_text()) if patterns_notes.exists() else []
+        notes += self.notes
         if self.config["encoding"]["n_permutations"] == 0:
             notes.append("encoding.n_permutations = 0: no target-wise p-values; the "
                          "significance AUC ranks targets by held-out r")
