@@ -122,6 +122,18 @@ def test_stage_cache_publishes_only_complete_stages(tmp_path):
         (folder / "part.npy").write_bytes(b"x")
     assert cache.is_complete("record", config)
     assert (cache.path("record", config) / "part.npy").read_bytes() == b"x"
+    # a run killed outright (no exception handler ran) leaves its build folder: the next
+    # build of that stage removes it, and leaves one of a process still running
+    final = cache.path("timecourse", config)
+    dead = final.with_name(f".{final.name}.partial-999999999")
+    alive = final.with_name(f".{final.name}.partial-1")  # init: always running
+    for folder in (dead, alive):
+        folder.mkdir()
+    with cache.build("timecourse", config) as folder:
+        (folder / "part.npy").write_bytes(b"y")
+    assert not dead.exists() and alive.exists()
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [alive.name, cache.path("record", config).name, final.name])
 
 
 @pytest.mark.parametrize("fmri, fragment", [

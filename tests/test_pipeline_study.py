@@ -377,6 +377,7 @@ def test_inputs_rewritten_at_the_same_path_are_computed_again(first_run, tmp_pat
     real["networks"]["atlas"] = "none"
     real["outputs"]["report"] = False
     real["encoding"]["n_permutations"] = 0
+    real["study"]["out"] = str(tmp_path / "out")
 
     def encoding_r(summary, subject):
         folder = Path(next(r.path for r in summary.stages if r.stage == "encoding"))
@@ -398,6 +399,11 @@ def test_inputs_rewritten_at_the_same_path_are_computed_again(first_run, tmp_pat
     write_table(Story(story.name, tuple(words)), transcript)
     status = run_study(real, progress=False).stage_status()
     assert status["record"] == status["encoding"] == "computed"
+    # maps of a run that writes none do not linger from the run before
+    maps = tmp_path / "out" / "maps"
+    assert any(maps.iterdir())
+    real["outputs"]["maps"] = False
+    assert run_study(real, progress=False).maps == {} and not maps.exists()
 
 
 def write_two_run_study(folder, n_volumes=(12, 10)):

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from brainalign.pipeline.config import stage_config
+from brainalign.record.store import partial_dir, remove_stale_partials
 from brainalign.provenance import config_hash, provenance_block
 
 logger = logging.getLogger(__name__)
@@ -50,9 +50,11 @@ class StageCache:
     def build(self, stage: str, config: dict[str, Any]) -> Iterator[Path]:
         """Yield a private folder to write the stage into; publish it only on success."""
         final = self.path(stage, config)
-        partial = final.with_name(f"{final.name}.partial-{os.getpid()}")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(final)  # left by a run that was killed
+        partial = partial_dir(final)
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
+        partial.mkdir()
         started = time.perf_counter()
         try:
             yield partial

@@ -1312,7 +1312,9 @@ def run_study(config: dict, progress: bool = True) -> StudySummary:
     Returns
     -------
     StudySummary
-        Also written to ``<out>/summary.json``; the report is ``<out>/report.html``.
+        Also written to ``<out>/summary.json``; the report is ``<out>/report.html``. Each run
+        replaces ``<out>/maps``, ``<out>/tables`` and the report as a whole: nothing of an
+        earlier run with other settings is left beside them (the cache keeps the stages).
     """
     from tqdm.auto import tqdm
 
@@ -1356,6 +1358,10 @@ def run_study(config: dict, progress: bool = True) -> StudySummary:
             else:
                 study.stage(name, build)
         run_group_stage(study)
+        for stale in (out / "maps", out / "tables"):  # an earlier run's maps are not this one's
+            shutil.rmtree(stale, ignore_errors=True)
+        if not config["outputs"]["report"]:
+            (out / "report.html").unlink(missing_ok=True)
         maps, tables = study.export() if config["outputs"]["maps"] else ({}, {})
         summary = StudySummary(
             out=str(out), wall_s=0.0, stages=study.runs, recovery=study.recovery(), maps=maps,
