@@ -95,7 +95,7 @@ def _fake_caches(tmp_path, monkeypatch):
     record = study / "cache" / "record-0123456789abcdef"
     _fill(record / "values.npy", 4000)
     (record / "complete.json").write_text("{}")
-    _fill(study / "cache" / "fmri-fedcba9876543210.partial-4242" / "bold.npy", 1000)
+    _fill(study / "cache" / ".fmri-fedcba9876543210.partial-4242" / "bold.npy", 1000)
     _fill(study / "cache" / "notes.txt", 10)  # not a stage folder: kept
     _fill(study / "maps" / "network.nii.gz", 100)
     (study / "summary.json").write_text("{}")

@@ -28,9 +28,10 @@ from brainalign.cli import main
 from brainalign.models.registry import cache_dir
 from brainalign.pipeline.config import STAGE_DEPENDENCIES
 
-#: ``<stage>-<config hash>`` and the private ``.partial-<pid>`` folder a stage is built in.
+#: ``<stage>-<config hash>`` and the private ``.<stage>-<config hash>.partial-<pid>`` folder
+#: a stage is built in.
 STAGE_FOLDER = re.compile(
-    rf"^({'|'.join(STAGE_DEPENDENCIES)})-[0-9a-f]+(\.partial-\d+)?$")
+    rf"^\.?({'|'.join(STAGE_DEPENDENCIES)})-[0-9a-f]+(\.partial-\d+)?$")
 
 
 @dataclass
