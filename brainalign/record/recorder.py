@@ -217,7 +217,7 @@ def _make_batch(alignment: WordAlignment, windows: Sequence[Window], pad_id: int
     last_index = np.concatenate([boundaries - 1, [len(kept_word) - 1]])
 
     def to_device(array, dtype=torch.long):
-        return torch.as_tensor(array, dtype=dtype).to(device, non_blocking=True)
+        return torch.as_tensor(array, dtype=dtype).to(device, non_blocking=device.type == "cuda")
 
     return _Batch(
         input_ids=to_device(input_ids), attention_mask=to_device(attention_mask),
@@ -309,11 +309,15 @@ class _HostPipeline:
             index = self.free.get()
             self._raise_error()
             host = self.buffers[index][:piece.numel()].view(piece.shape)
-            host.copy_(piece, non_blocking=True)
+            # asynchronous on CUDA only, where an event on the copying device's stream says
+            # when it landed (the model may sit on another GPU than the current one); other
+            # accelerators (MPS) copy synchronously
+            cuda = self.device.type == "cuda"
+            host.copy_(piece, non_blocking=cuda)
             done = None
-            if self.device.type == "cuda":
+            if cuda:
                 done = torch.cuda.Event()
-                done.record()
+                done.record(torch.cuda.current_stream(piece.device))
             self.to_consume.put((key, index, host, done))
 
     def _consume_loop(self) -> None:

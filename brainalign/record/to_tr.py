@@ -130,7 +130,7 @@ class TrStream:
                 word_slice = slice(int(piece[0] - first_word), int(piece[-1] - first_word) + 1)
                 out.append(Segment(int(run), word_slice, slice(lo, hi),
                                    torch.as_tensor(kernel, dtype=torch.float32).to(
-                                       self.device, non_blocking=True)))
+                                       self.device, non_blocking=self.device.type == "cuda")))
         return out
 
     def _accumulator(self, run: int) -> torch.Tensor:
