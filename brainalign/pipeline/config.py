@@ -593,6 +593,14 @@ def _check_bands(encoding: dict[str, Any]) -> None:
         names.append(entry["name"])
     if len(set(names)) != len(names):
         raise ConfigError(f"encoding.extra_bands repeat names: {names}")
+    labels = {}  # map file names keep a band's letters and digits only
+    for name in (*BUILT_IN_BANDS, *names):
+        label = "".join(c for c in name if c.isalnum()).lower()
+        if label in labels:
+            raise ConfigError(f"encoding.extra_bands: {name!r} and {labels[label]!r} name the "
+                              f"same map files (desc-...{label}); give names that differ in "
+                              "their letters or digits")
+        labels[label] = name
     bands = encoding["bands"]
     allowed = list(BUILT_IN_BANDS) + names
     bad = [b for b in bands if b not in allowed]
