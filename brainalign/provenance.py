@@ -51,6 +51,25 @@ def file_sha256(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def file_fingerprint(path: str | Path) -> str | None:
+    """A hash of a file's size and modification time (nanoseconds), or of every file's
+    under a folder: cheap for gigabytes, and changed by any rewrite. None for a path that
+    is not on disk (a hub id, a registry name)."""
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        return None
+    stamps = []
+    for file in files:
+        stat = file.stat()
+        stamps.append([file.relative_to(path).as_posix() if file != path else "",
+                       stat.st_size, stat.st_mtime_ns])
+    return config_hash({"files": stamps})
+
+
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: equal content gives equal text."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -173,6 +173,7 @@ class _Result:
         self.valid_targets = np.ones(n_targets, bool)
         self.partition = {"bands": ["atoms", "wordrate"],
                           "r_unique": rng.uniform(-0.05, 0.2, (2, n_targets))}
+        self.bands = [{"name": "atoms", "delays": [1, 2]}, {"name": "wordrate", "delays": []}]
         self.p_fdr = rng.uniform(0, 0.2, n_targets)
         self.provenance = {"subject": subject}
 
@@ -219,8 +220,11 @@ def two_space_study(root):
 
     class StandInStudy(Study):
         def __init__(self):  # no stories or models: the stages' outputs are given
-            self.config = {"study": {"seed": 0}, "model": {"sites": ["mlp.out"]},
-                           "stories": {"tr_s": 2.0},
+            self.config = {"study": {"seed": 0},
+                           "model": {"sites": ["mlp.out"], "layers": "all"},
+                           "stories": {"tr_s": 2.0}, "scan": {},
+                           "timecourse": {"method": "lanczos", "trim": [0, 0]},
+                           "cleaning": {"high_pass_hz": 1 / 128},
                            "fmri": {"source": "simulated", "spaces": spaces},
                            "encoding": {"bands": ["atoms", "wordrate"], "atoms_per_fold": True,
                                         "delays": [1, 2], "n_permutations": 10, "fdr_q": 0.05},
@@ -277,6 +281,8 @@ def test_study_export_sidecars_name_the_model_space_stat_and_desc_of_every_space
         entities = entities_of(path)
         space = sidecar["study_space"]
         assert sidecar["model"] == name, path.name  # every space, not only the first
+        if "delays_tr" in sidecar:  # maps of the encoding: each band's delays as fitted
+            assert sidecar["delays_tr"] == {"atoms": [1, 2], "wordrate": []}, path.name
         assert entities["model"] == slug.replace("-", "")
         assert sidecar["space"] == entities["space"] == labels[space], path.name
         assert sidecar["map"]["space"] == labels[space]

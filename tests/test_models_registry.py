@@ -190,3 +190,37 @@ def test_installed_smollm2_loads_by_alias_and_by_name():
     assert by_name.provenance["canonical_name"] == "smollm2-135m-instruct-q4"
     for a, b in zip(by_alias.model.parameters(), by_name.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_split_gguf_is_joined_again_when_its_parts_change(tmp_path, monkeypatch):
+    """New parts of the same total size (a re-quantised package) give a new joined file;
+    unchanged parts reuse the joined one."""
+    import os
+    import sys
+
+    from brainalign.models.registry import ModelSpec, locate
+
+    monkeypatch.setenv("BRAINALIGN_CACHE", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    parts = []
+    for index in range(2):
+        package = site / f"fake_gguf_part{index}"
+        (package / "data").mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        parts.append(package / "data" / f"m.gguf.part{index}")
+        parts[-1].write_bytes(bytes([index]) * 8)
+    monkeypatch.syspath_prepend(str(site))
+    sys.modules.pop("fake_gguf_part0", None)
+    spec = ModelSpec(name="fake", kind="causal", architecture="llama", hf_id="x/y",
+                     packages=("fake-part0", "fake-part1"),
+                     modules=("fake_gguf_part0", "fake_gguf_part1"), relative_path="m.gguf",
+                     description="", variant="base", quantisation="",
+                     gguf_parts=("data/m.gguf.part0", "data/m.gguf.part1"))
+    joined = locate(spec)
+    assert joined.read_bytes() == bytes([0]) * 8 + bytes([1]) * 8
+    stamp = joined.stat().st_mtime_ns
+    assert locate(spec) == joined and joined.stat().st_mtime_ns == stamp  # reused
+    parts[1].write_bytes(bytes([7]) * 8)  # same size, new contents
+    later = parts[1].stat().st_mtime_ns + 10**9
+    os.utime(parts[1], ns=(later, later))
+    assert locate(spec).read_bytes() == bytes([0]) * 8 + bytes([7]) * 8

@@ -581,3 +581,67 @@ def test_parameter_regions_treat_each_expert_as_a_matrix():
     best = np.unravel_index(int(torch.argmax(scores[key][:, 5, :])), (N_EXPERTS, stack.shape[2]))
     assert (expert, row, col) == (best[0], 5, best[1])
     assert np.unravel_index(flat_twin, tuple(stack.shape)) == (expert, 3, col)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_checkpoint_of_every_family_is_loaded_as_its_kind(family):
+    """load_model infers the kind of a local checkpoint or hub id from its config: GPT-J,
+    OPT, Falcon and the mixtures of experts are causal like Llama (they were taken for
+    encoders: loaded without their head and recorded with context on both sides)."""
+    from brainalign.models.registry import _kind_from_config
+
+    expected = "encoder" if family in ENCODERS else "causal"
+    assert _kind_from_config(tiny_model(family).config) == expected
+
+
+def test_encoder_decoder_and_unknown_model_types_are_refused():
+    import transformers as tf
+
+    from brainalign.models.registry import _kind_from_config
+
+    bart = tf.BartConfig(vocab_size=100, d_model=16, encoder_layers=1, decoder_layers=1,
+                         encoder_attention_heads=2, decoder_attention_heads=2,
+                         encoder_ffn_dim=32, decoder_ffn_dim=32)
+    with pytest.raises(UnsupportedModelError, match="encoder-decoder"):
+        _kind_from_config(bart)
+    unknown = tf.PretrainedConfig()
+    unknown.model_type = "my-own-model"
+    with pytest.raises(ValueError, match="pass kind='causal' or kind='encoder'"):
+        _kind_from_config(unknown)
+    unknown.is_decoder = True
+    assert _kind_from_config(unknown) == "causal"
+
+
+@pytest.mark.parametrize("family, fragment", [
+    ("glm4", "norms ['post_self_attn_layernorm', 'post_mlp_layernorm']"),
+    ("granite", "a residual multiplier (0.5)"),
+    ("bart", "encoder-decoder"),
+])
+def test_blocks_whose_residual_rule_is_unknown_need_a_declared_layout(family, fragment):
+    """Blocks that look like a known family but change a branch before the residual add
+    (GLM-4's extra post-norms, Granite's residual multiplier) or decoders of
+    encoder-decoder models (BART: shifted tokens, cross-attention) are refused with the way
+    to declare a layout, instead of recording sites that are not what reaches the
+    residual stream."""
+    import transformers as tf
+
+    small = dict(vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                 num_attention_heads=2, num_key_value_heads=1, head_dim=8, pad_token_id=0)
+    config = {"glm4": lambda: tf.Glm4Config(**small),
+              "granite": lambda: tf.GraniteConfig(**small, residual_multiplier=0.5),
+              "bart": lambda: tf.BartConfig(vocab_size=100, d_model=16, encoder_layers=1,
+                                            decoder_layers=1, encoder_attention_heads=2,
+                                            decoder_attention_heads=2, encoder_ffn_dim=32,
+                                            decoder_ffn_dim=32)}[family]()
+    model = tf.AutoModel.from_config(config)
+    with pytest.raises(UnsupportedModelError, match="declare where the sites are") as info:
+        resolve_sites(model, ["mlp.out"], [0])
+    assert fragment in str(info.value)
+
+
+def test_a_repeated_site_name_is_recorded_once():
+    model = tiny_model("llama")
+    once = resolve_sites(model, ["resid", "mlp.out"], [0, 1])
+    repeated = resolve_sites(model, ["resid", "mlp.out", "resid"], [1, 0, 1])
+    assert [s.key for s in repeated] == [s.key for s in once]
+    assert len(once) == 4

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from brainalign.provenance import file_sha256
+from brainalign.provenance import file_fingerprint, file_sha256
 
 if TYPE_CHECKING:  # torch is imported where a model is loaded: the CLI starts without it
     import torch
@@ -370,16 +370,20 @@ def locate(spec: ModelSpec) -> Path:
             f"{_install_hint(spec)}"
         )
     joined = cache_dir() / "models" / spec.relative_path
-    size = sum(p.stat().st_size for p in parts)
-    if not joined.exists() or joined.stat().st_size != size:
+    # the parts the joined file was made from: new parts of the same total size (a package
+    # upgrade) are joined again, not served from the old file
+    stamp = joined.with_name(joined.name + ".parts.json")
+    parts_now = json.dumps([[p.name, file_fingerprint(p)] for p in parts])
+    if not (joined.exists() and stamp.exists() and stamp.read_text() == parts_now):
         joined.parent.mkdir(parents=True, exist_ok=True)
-        partial = joined.with_suffix(".partial")
+        partial = joined.with_name(f"{joined.name}.partial-{os.getpid()}")
         with open(partial, "wb") as out:
             for part in parts:
                 with open(part, "rb") as handle:
                     while block := handle.read(1 << 24):
                         out.write(block)
         partial.replace(joined)
+        stamp.write_text(parts_now)
     return joined
 
 
@@ -443,12 +447,36 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 
 
 def _kind_from_config(config) -> ModelKind:
-    if getattr(config, "is_decoder", False) or config.model_type in {
-        "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text",
-        "gpt2", "gpt_neox", "phi", "phi3", "olmo", "olmo2",
-    }:
+    """Causal or encoder, from transformers' own tables of model types: a type with a
+    masked-LM head is an encoder (BERT, RoBERTa, ELECTRA also have causal heads), one with
+    a causal-LM head only is causal (GPT-J, OPT, Falcon, Mixtral... as much as Llama).
+
+    Raises
+    ------
+    UnsupportedModelError
+        An encoder-decoder model (BART, T5): its decoder reads shifted tokens and attends to
+        the whole input, which word-aligned recording does not handle.
+    ValueError
+        A model type in neither table: pass ``kind=`` to :func:`load_model`.
+    """
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    from brainalign.models.sites import UnsupportedModelError
+
+    model_type = config.model_type
+    if getattr(config, "is_encoder_decoder", False):
+        raise UnsupportedModelError(
+            f"{model_type!r} is an encoder-decoder model; brainalign records encoders and "
+            "decoder-only (causal) models")
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder",
+                                                                        False):
+        return "encoder"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or getattr(config, "is_decoder", False):
         return "causal"
-    return "encoder"
+    raise ValueError(f"cannot tell whether a {model_type!r} model is causal or an encoder "
+                     "(transformers lists no language-model head for it); pass "
+                     "kind='causal' or kind='encoder'")
 
 
 def _gguf_cache(name: str, gguf: Path) -> tuple[Path, str]:

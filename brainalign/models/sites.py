@@ -270,9 +270,32 @@ def _moe_widths(experts: torch.nn.Module) -> tuple[int, int, int]:
     return int(down.shape[0]), int(down.shape[2]), int(down.shape[1])
 
 
+#: Norms a block may apply after a sub-layer that the automatic layouts know: Llama's
+#: ``post_attention_layernorm`` (the norm before the feed-forward) and Gemma-2/3's and
+#: OLMo-2's ``post_feedforward_layernorm`` (whose output is ``mlp.out``).
+_KNOWN_POST_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm")
+
+
+def _check_residual_rule(block: torch.nn.Module, children: dict) -> None:
+    """Refuse blocks that change a branch between the modules the sites read and the
+    residual add in a way the automatic layouts do not know (``mlp.out`` and ``attn.out``
+    would not be what is added): post-norms of other names (GLM-4's ``post_mlp_layernorm``)
+    or a residual multiplier (Granite)."""
+    unknown = [name for name in children if name.startswith("post_") and "norm" in name
+               and name not in _KNOWN_POST_NORMS]
+    multiplier = getattr(block, "residual_multiplier", None)
+    if unknown or (multiplier is not None and multiplier != 1):
+        what = (f"norms {unknown} after its sub-layers" if unknown
+                else f"a residual multiplier ({multiplier})")
+        raise UnsupportedModelError(
+            f"{type(block).__name__} applies {what} before the residual add, which the "
+            "automatic layouts do not know; " + _HOW_TO_DECLARE)
+
+
 def _auto_block(block: torch.nn.Module) -> tuple[SiteLayout, dict[str, int]]:
     """The sites of one block, found from its sub-modules, and their widths."""
     children = dict(block.named_children())
+    _check_residual_rule(block, children)
     places: dict[str, tuple[str, Capture]] = {}
     widths: dict[str, int] = {}
     d_model = None
@@ -348,6 +371,11 @@ def block_list(model: torch.nn.Module, path: str | None = None) -> tuple[str, to
                 f"layout 'blocks': {path!r} is not a non-empty ModuleList in "
                 f"{type(model).__name__}; ModuleLists there: {lists[:8]}")
         return path, obj
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is an encoder-decoder model: its decoder reads the tokens "
+            "shifted by one and attends to the whole input, so its blocks are not found "
+            "automatically; " + _HOW_TO_DECLARE)
     for candidate in _BLOCK_LIST_PATHS:
         obj = _get(model, candidate)
         if isinstance(obj, torch.nn.ModuleList) and len(obj) > 0:
@@ -577,7 +605,7 @@ def resolve_sites(
     declared = load_layout(layout) if layout is not None else None
     prefix, blocks = block_list(model, declared.blocks or None if declared else None)
     n_layers = len(blocks)
-    site_names = list(site_names)
+    site_names = list(dict.fromkeys(site_names))  # a repeated name is recorded once
     unknown = [s for s in site_names if s not in ALL_SITE_NAMES]
     if unknown:
         raise ValueError(f"unknown site(s) {unknown}; expected any of {list(ALL_SITE_NAMES)}")

@@ -637,8 +637,10 @@ def load_config(path: str | Path, check_files: bool = False) -> dict[str, dict[s
         except ConfigError as err:
             errors.append(str(err))
     atlas = config["networks"]["atlas"]
-    if isinstance(atlas, str) and not _is_atlas_name(atlas):
-        try:  # an atlas file, next to the study file like every other path
+    if isinstance(atlas, str) and not _is_atlas_name(atlas) and (
+            "/" in atlas or os.sep in atlas or Path(atlas).suffix):
+        try:  # an atlas file, next to the study file like every other path (a bare word
+            # is a name, perhaps misspelled: the error quotes it as written)
             config["networks"]["atlas"] = _resolve_paths(atlas, base, "networks.atlas")
         except ConfigError as err:
             errors.append(str(err))

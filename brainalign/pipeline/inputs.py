@@ -19,29 +19,9 @@ gigabytes of BOLD, and changed by any rewrite; a folder's is that of every file 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-from brainalign.provenance import config_hash
-
-def fingerprint(path: str | os.PathLike) -> str | None:
-    """A hash of a file's size and modification time, or of every file under a folder;
-    None for something that is not on disk (a hub id, a registry name)."""
-    path = Path(path)
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-    else:
-        return None
-    stamps = []
-    for file in files:
-        stat = file.stat()
-        stamps.append([file.relative_to(path).as_posix() if file != path else "",
-                       stat.st_size, stat.st_mtime_ns])
-    return config_hash({"files": stamps})
-
+from brainalign.provenance import file_fingerprint as fingerprint
 
 def _fingerprints(value: Any) -> Any:
     """Fingerprints of the paths in a nested list / dict of paths, same shape."""
