@@ -494,7 +494,7 @@ def main() -> None:
             record_story(loaded, Story("warm-up", bundled_story().words[:64]), ["mlp.inner"],
                          scratch / "warm-up", overwrite=True, progress=False)
             result["memory"] = memory_rows(loaded, scratch)
-            result["memory_tr"] = memory_rows(loaded, scratch, factors=(2, 8), to_tr=True,
+            result["memory_tr"] = memory_rows(loaded, scratch, factors=(4, 16), to_tr=True,
                                               dtype="float16")
             row = cpu_row(loaded, scratch, args.repeats)
             result["rows"]["cpu"] = row
