@@ -645,3 +645,17 @@ def test_a_repeated_site_name_is_recorded_once():
     repeated = resolve_sites(model, ["resid", "mlp.out", "resid"], [1, 0, 1])
     assert [s.key for s in repeated] == [s.key for s in once]
     assert len(once) == 4
+
+
+def test_a_declared_layout_over_a_block_shared_by_every_layer_is_refused():
+    """ALBERT runs one block for all its layers: a declared layout over it would record the
+    first pass only (the forward stops there) while a lesion edits every pass."""
+    import transformers as tf
+
+    model = tf.AlbertModel(tf.AlbertConfig(vocab_size=100, embedding_size=8, hidden_size=16,
+                                           num_hidden_layers=3, num_attention_heads=2,
+                                           intermediate_size=32)).eval()
+    layout = {"blocks": "encoder.albert_layer_groups.0.albert_layers",
+              "mlp.out": ["ffn_output", "output"], "resid": ["", "output"]}
+    with pytest.raises(ValueError, match="ran 3 times in one forward pass"):
+        check_layout(model, layout)

@@ -461,9 +461,11 @@ def check_layout(model: torch.nn.Module, layout: SiteLayout | Mapping | str | Pa
                  input_ids: torch.Tensor | None = None) -> dict[str, tuple[int, ...]]:
     """Check a layout against one forward pass of ``model`` on a tiny input.
 
-    Every declared module must exist in every block, run during the forward pass and give
-    a ``(batch, tokens, width)`` value (or a fused-experts module / router for the
-    ``experts`` / ``router`` captures); declared ``widths`` must match.
+    Every declared module must exist in every block, run exactly once during the forward
+    pass and give a ``(batch, tokens, width)`` value (or a fused-experts module / router
+    for the ``experts`` / ``router`` captures); declared ``widths`` must match. A module
+    that runs several times per pass (one block shared by every layer, as in ALBERT) is
+    refused: a recording keeps one of its passes, while a lesion edits all of them.
 
     Returns
     -------
@@ -492,12 +494,14 @@ def check_layout(model: torch.nn.Module, layout: SiteLayout | Mapping | str | Pa
             sites.append(Site(name, layer, _join(prefix, layer, sub), capture, 0,
                               f"{prefix}.{layer}"))
     seen: dict[str, tuple] = {}
+    calls: dict[str, int] = {}
 
     def measure(site: Site, tensor: torch.Tensor):
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"layout {site.name!r}: {site.module_path} ({site.capture}) gave "
                              f"{type(tensor).__name__}, not a tensor")
         seen[site.key] = tuple(tensor.shape)
+        calls[site.key] = calls.get(site.key, 0) + 1
 
     ids = _probe_ids(model) if input_ids is None else input_ids
     with torch.no_grad(), site_hooks(model, sites, measure):
@@ -508,6 +512,11 @@ def check_layout(model: torch.nn.Module, layout: SiteLayout | Mapping | str | Pa
         if shape is None:
             raise ValueError(f"layout {site.name!r}: module {site.module_path} did not run "
                              "during the forward pass (is it the right module?)")
+        if calls[site.key] > 1:
+            raise ValueError(f"layout {site.name!r}: module {site.module_path} ran "
+                             f"{calls[site.key]} times in one forward pass (a block shared by "
+                             "several layers?); a site must be a module that runs once, as "
+                             "recording keeps one pass and a lesion edits every pass")
         if len(shape) != 3 or shape[:2] != tuple(ids.shape):
             raise ValueError(f"layout {site.name!r}: {site.module_path} ({site.capture}) has "
                              f"shape {shape}, expected (batch, tokens, width) with batch, "
