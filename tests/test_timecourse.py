@@ -131,6 +131,14 @@ def test_hrf_matches_nilearn_compute_regressor(hrf_model):
     np.testing.assert_allclose(got, expected[:, 0], atol=0.03 * peak)
 
 
+def test_a_coarse_hrf_grid_is_refused():
+    """At 1-2 grid points per TR the sampled HRF peaks a second late (nilearn's too)."""
+    story = make_story([2.0 * np.arange(10)], tr_s=2.0, n_volumes=[12])
+    with pytest.raises(ValueError, match="oversampling must be >= 10, got 2"):
+        words_to_tr(np.ones(10), story, method="hrf", oversampling=2)
+    assert np.isfinite(words_to_tr(np.ones(10), story, method="hrf", oversampling=10)).all()
+
+
 @pytest.mark.parametrize("method", ["lanczos", "hrf"])
 def test_runs_do_not_leak_and_equal_separate_stories(method):
     rng = np.random.default_rng(3)

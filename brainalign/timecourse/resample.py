@@ -120,6 +120,10 @@ def lanczos_matrix(word_times_s: np.ndarray, tr_times_s: np.ndarray, tr_s: float
     return lanczos_kernel(lags_s * rate_hz, window)
 
 
+#: Fewest HRF grid points per TR (nilearn's default is 50).
+MIN_OVERSAMPLING = 10
+
+
 def hrf_samples(tr_s: float, hrf_model: Literal["spm", "glover"] = "spm",
                 oversampling: int = 50, time_length_s: float = HRF_LENGTH_S) -> tuple[np.ndarray, float]:
     """nilearn's canonical HRF on a fine grid.
@@ -135,6 +139,10 @@ def hrf_samples(tr_s: float, hrf_model: Literal["spm", "glover"] = "spm",
 
     if hrf_model not in HRF_MODELS:
         raise ValueError(f"hrf_model must be one of {HRF_MODELS}, got {hrf_model!r}")
+    if int(oversampling) < MIN_OVERSAMPLING:
+        raise ValueError(f"oversampling must be >= {MIN_OVERSAMPLING}, got {oversampling}: the "
+                         "HRF is sampled every tr_s / oversampling seconds, and a coarser grid "
+                         "moves its peak (to 6 s instead of 5 s at 1 or 2 points per 2 s TR)")
     function = spm_hrf if hrf_model == "spm" else glover_hrf
     hrf = function(tr_s, oversampling=int(oversampling), time_length=time_length_s)
     return np.asarray(hrf, dtype=np.float64), tr_s / int(oversampling)
