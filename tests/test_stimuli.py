@@ -403,6 +403,25 @@ def test_gentle_malformed_json_names_line(tmp_path):
 # ----------------------------------------------------------------------------- TSV / CSV
 
 
+@pytest.mark.parametrize("labels, refused", [(["2", "1"], True), (["run-02", "run-01"], True),
+                                              (["run-01", "run-02"], False),
+                                              (["b", "a"], False)])
+def test_numbered_runs_out_of_order_are_refused(tmp_path, labels, refused):
+    """Runs are taken in the order they appear; numbered ones listed 2 before 1 would pair
+    each run's words with the other run's scan, so they are an error. Named runs keep their
+    order of appearance."""
+    path = tmp_path / "t.tsv"
+    path.write_text("word\tonset\toffset\trun\n"
+                    f"a\t0.1\t0.4\t{labels[0]}\nb\t0.5\t0.9\t{labels[0]}\n"
+                    f"c\t0.2\t0.6\t{labels[1]}\n")
+    if refused:
+        with pytest.raises(StoryFormatError, match="out of order"):
+            read_table(path)
+    else:
+        story = read_table(path)
+        assert story.metadata["run_labels"] == labels and story.words[-1].run == 1
+
+
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
 def test_table_tsv_with_run_column(tmp_path, newline):
     text = ("extra\trun\toffset\tword\tonset\n"

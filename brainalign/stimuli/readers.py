@@ -543,6 +543,12 @@ def _interpolate(rows: list[tuple[str, float | None, float | None, str]]
 # --------------------------------------------------------------------------- TSV / CSV
 
 
+def _run_number(label: str) -> int | None:
+    """The number in a run label (``"2"``, ``"run-02"``, ``"run2"``), None without one."""
+    digits = re.fullmatch(r"(?:run[-_ ]?)?0*(\d+)", label.strip(), flags=re.IGNORECASE)
+    return int(digits.group(1)) if digits else None
+
+
 def read_table(path: str | os.PathLike, name: str | None = None, *,
                silences: Iterable[str] | None = None,
                tolerance_s: float = OVERLAP_TOLERANCE_S) -> Story:
@@ -553,7 +559,8 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
     ``offset_s``, ``end``, ``end_s``), any case, in any order; other columns are ignored.
     An optional ``run`` column splits the words into runs: its distinct values, in order
     of appearance, become runs 0, 1, ... (the original labels are kept in
-    ``metadata["run_labels"]``) and each run's rows must be contiguous. A ``run_index``
+    ``metadata["run_labels"]``) and each run's rows must be contiguous; numbered labels
+    (``2``, ``run-02``) out of numeric order are an error. A ``run_index``
     column (what :func:`~brainalign.stimuli.writers.write_table` writes) gives the 0-based
     run index itself, so a run without words keeps its place; it takes precedence over
     ``run``. The delimiter
@@ -640,6 +647,12 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
                 run_labels.append(label)
             run = run_labels.index(label)
         items.append(_Timed(word, onset, offset, f"line {line}", run))
+    numbers = [_run_number(label) for label in run_labels]
+    if run_labels and None not in numbers and numbers != sorted(numbers):
+        raise _fail(path, None, f"the run column lists runs {run_labels} in that order: run "
+                    "numbers out of order would pair each run with another run's scan (runs "
+                    "are taken in the order they appear); sort the rows by run, or give a "
+                    "0-based run_index column")
     _check_timing(items, path, tolerance_s)
     words = [item for item in items if not _is_silence(item.text, silence_set)]
     metadata: dict = {"format": "table", "n_silences_skipped": len(items) - len(words)}
