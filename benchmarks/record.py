@@ -153,15 +153,20 @@ def time_bare(loaded, story, context_tokens, stride_tokens, batch_size) -> dict:
             "n_windows": len(windows), "tok_s": alignment.n_tokens / seconds}
 
 
+def warm_up_story(story: Story) -> Story:
+    """The story's first 64 words, with a 2 s scan covering them (warms up either route)."""
+    words = story.words[:64]
+    return Story(f"{story.name}-warm-up", words).with_scan(
+        2.0, [int(words[-1].onset_s / 2.0) + 2], first_volume_s=0.0)
+
+
 def time_brainalign(loaded, story, context_tokens, stride_tokens, batch_size, out_dir,
                     **options) -> dict:
     """(b), or (c) with ``to_tr=True``: record_story, mlp.inner of all layers, streamed to disk."""
     kwargs = dict(context_tokens=context_tokens, stride_tokens=stride_tokens,
                   batch_size=batch_size, overwrite=True, progress=False, **options)
     out_dir.mkdir(parents=True, exist_ok=True)
-    warm_up = story.words[:64]
-    warm_up = Story(f"{story.name}-warm-up", warm_up).with_scan(
-        2.0, [int(warm_up[-1].onset_s / 2.0) + 2], first_volume_s=0.0)
+    warm_up = warm_up_story(story)
     record_story(loaded, warm_up, ["mlp.inner"], out_dir / "warm-up", **kwargs)
     _sync(loaded.device)
     timed = Path(tempfile.mkdtemp(dir=out_dir))  # fresh: a finished recording would be skipped
@@ -185,9 +190,7 @@ def time_memory(loaded, story, context_tokens, stride_tokens, batch_size, **opti
     """(e): record_timecourses, mlp.inner of all layers, TR rows held in host memory."""
     kwargs = dict(context_tokens=context_tokens, stride_tokens=stride_tokens,
                   batch_size=batch_size, progress=False, **options)
-    warm_up = story.words[:64]
-    warm_up = Story(f"{story.name}-warm-up", warm_up).with_scan(
-        2.0, [int(warm_up[-1].onset_s / 2.0) + 2], first_volume_s=0.0)
+    warm_up = warm_up_story(story)
     record_timecourses(loaded, warm_up, ["mlp.inner"], **kwargs)
     _sync(loaded.device)
     started = time.perf_counter()
