@@ -660,6 +660,27 @@ def test_round_trips_through_every_writer(tmp_path_factory, story):
     assert load_story(grids).words == story.words
 
 
+def test_a_transcript_word_spelled_like_a_silence_label_survives_a_table(tmp_path):
+    """Gentle keeps a transcript word "#"; brainalign's own table must give it back, while
+    an aligner's table (no run_index column) still drops its "#" silence rows."""
+    document = gentle_document()
+    document["words"][5] = {"word": "#", "case": "success", "alignedWord": "#",
+                            "start": 2.4, "end": 2.5, "phones": []}
+    story = load_story(write(tmp_path, "g.json", json.dumps(document)))
+    assert "#" in story.texts
+    for name, delimiter in (("g.tsv", "\t"), ("g.csv", ",")):
+        back = read_table(write_table(story, tmp_path / name, delimiter=delimiter))
+        assert back.words == story.words
+        assert back.metadata["n_silences_skipped"] == 0
+    aligner = write(tmp_path, "mfa.tsv", "word\tonset\toffset\n#\t0.0\t0.5\nhi\t0.5\t0.9\n")
+    assert read_table(aligner).texts == ["hi"]
+    assert read_table(tmp_path / "g.tsv", silences=["#"]).texts == [
+        t for t in story.texts if t != "#"]
+    # a TextGrid cannot tell that word from a silence interval: refused, not dropped
+    with pytest.raises(ValueError, match=r"take for silence \(\['#'\]\).*write a table"):
+        write_textgrid(story, tmp_path / "g.TextGrid")
+
+
 def test_csv_round_trip_keeps_a_newline_inside_a_quoted_word(tmp_path):
     story = Story("s", (Word("two\nlines", 0.5, 1.0, 0), Word("b", 1.0, 1.5, 0),
                         Word("c", 2.0, 2.5, 0)))

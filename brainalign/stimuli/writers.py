@@ -11,6 +11,7 @@ import csv
 import os
 from pathlib import Path
 
+from brainalign.stimuli.readers import DEFAULT_SILENCES
 from brainalign.stimuli.story import Story
 
 
@@ -88,6 +89,11 @@ def write_textgrid(story: Story, path: str | os.PathLike, *, run: int = 0,
     words = story.run_words(run)
     if not words:
         raise ValueError(f"story {story.name!r} has no words in run {run}")
+    silent = sorted({w.text for w in words if w.text.strip().casefold() in DEFAULT_SILENCES})
+    if silent:
+        raise ValueError(f"run {run} has words that TextGrid readers take for silence "
+                         f"({silent}); they would be lost: write a table (write_table) "
+                         "instead")
     end = words[-1].offset_s
     if xmax_s is None:
         xmax_s = story.run_summary()[run]["scan_end_s"]
