@@ -92,7 +92,9 @@ def parameter_importance(
     Parameters
     ----------
     token_chunks : iterable of LongTensor, shape (n_tokens,) or (batch, n_tokens)
-        Consumed lazily, one forward/backward pass each.
+        Consumed lazily, one forward/backward pass each. Every token is text: no attention
+        mask is applied, so the rows of a batch must be unpadded windows of equal length
+        (as :func:`token_chunks` gives); pass texts of other lengths as separate chunks.
     names : iterable of str, optional
         Parameters to score (default :func:`block_matrices`).
     prefix_ids : sequence of int
