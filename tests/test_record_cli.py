@@ -76,6 +76,13 @@ def test_clear_errors(tmp_path, model_dir):
     result = CliRunner().invoke(main, ["record", "--model", str(model_dir), "--site", "mlp",
                                        "--out", str(tmp_path)])
     assert result.exit_code != 0 and "mlp.inner" in result.output
+    # TR settings without --to-tr were ignored: a word recording was made
+    for extra in (["--trim", "5,5"], ["--tr-method", "hrf"]):
+        result = CliRunner().invoke(main, ["record", "--model", str(model_dir), *extra,
+                                           "--out", str(tmp_path / "words")])
+        assert result.exit_code == 2, result.output
+        assert f"{extra[0]} set how TR time courses are made; they need --to-tr" in result.output
+        assert not (tmp_path / "words").exists()
 
 
 def test_parse_layers():

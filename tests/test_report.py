@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 
 import matplotlib.image
 import numpy as np
@@ -201,3 +203,63 @@ def test_heatmap_stays_legible_with_many_columns():
     assert fig.get_size_inches()[0] == 16
     labels = [tick.get_text() for tick in fig.axes[0].get_xticklabels()]
     assert labels == [f"roi{j}" for j in range(0, 160, 4)]
+
+
+def test_signed_scales_put_white_at_zero_whatever_the_data_range():
+    """An all-positive signed matrix or map is drawn red, never blue: the heat map and the
+    volume map centre RdBu_r on 0 (the data's own range put white at its midpoint, and
+    nilearn's automatic scale put a t of 3 in blue on a one-sided group map)."""
+    import nibabel as nib
+    from matplotlib.colors import to_rgba
+
+    matrix = np.array([[0.05, 0.30], [0.10, 0.50]])
+    fig = figures.heatmap(matrix, ["a", "b"], ["x", "y"], "r", "r", cmap=figures.SIGNED_CMAP)
+    (image,) = fig.axes[0].get_images()
+    assert image.get_clim() == (-0.5, 0.5)
+    red, green, blue, _ = image.to_rgba(np.array([[0.05]]))[0, 0]
+    assert red > blue  # a positive value is on the red side of white
+    # sequential maps keep the data's own range
+    fig = figures.heatmap(matrix, ["a", "b"], ["x", "y"], "share", "share")
+    assert fig.axes[0].get_images()[0].get_clim() == (0.05, 0.5)
+
+    grid = np.zeros((20, 24, 20), dtype=np.float32)
+    grid[8:12, 10:14, 8:12], grid[3:6, 3:6, 3:6] = 3.0, 8.0
+    affine = np.diag([6.0, 6.0, 6.0, 1.0])
+    affine[:3, 3] = [-60, -80, -50]
+    fig = figures.volume_map(nib.Nifti1Image(grid, affine), "t", units="t")
+    (bar,) = [ax for ax in fig.axes if ax.get_ylabel() == "t"]
+    assert bar.get_ylim() == pytest.approx((-8.0, 8.0))
+    overlays = [im for ax in fig.axes for im in ax.get_images() if im.get_clim()[0] < 0]
+    assert overlays and all(im.get_clim() == pytest.approx((-8.0, 8.0)) for im in overlays)
+    colour = overlays[0].to_rgba(np.array([[3.0]]))[0, 0]
+    assert colour[0] > colour[2] and colour != pytest.approx(to_rgba("white"))
+
+
+@pytest.mark.parametrize("n_labels", [7, 20, 21, 45, 64])
+def test_every_network_label_has_its_own_colour(n_labels):
+    cmap, norm = figures._label_colours(n_labels)
+    colours = {tuple(np.round(cmap(norm(k)), 6)) for k in range(1, n_labels + 1)}
+    assert len(colours) == n_labels
+
+
+def test_encoding_section_states_r_over_scored_targets_only():
+    """A target no subject could score (NaN r) is left out of the max, the 99th percentile
+    and the best-predicted table; it was counted as r = 0, above every negative r."""
+    from types import SimpleNamespace
+
+    from brainalign.pipeline.study_report import _encoding_section
+
+    subjects = [SimpleNamespace(r=np.array([np.nan, -0.1, -0.2, -0.3]),
+                                valid_targets=np.array([False, True, True, True]))] * 2
+    masker = SimpleNamespace(target_names_=["lost", "a", "b", "c"])
+    study = SimpleNamespace(config={"encoding": {"bands": ["llm"], "n_permutations": 0}},
+                            spaces=["roi"], encodings=lambda slug, space: subjects,
+                            brain=lambda slug, space: SimpleNamespace(masker=masker))
+    report = Report("t")
+    _encoding_section(report, study, "model", interactive=False)
+    page = report.write(Path(tempfile.mkdtemp()) / "r.html").read_text()
+    cells = re.findall(r"<tr><th>(roi: [^<]+)</th><td[^>]*>([^<]+)</td>", page)
+    assert dict(cells) == {"roi: max r": "-0.1", "roi: 99th percentile r": "-0.102",
+                           "roi: targets with an r": "3 of 4"}
+    best = re.findall(r"<tr><td[^>]*>(\w+)</td><td[^>]*>(-?[\d.]+)</td></tr>", page)
+    assert best == [("a", "-0.1"), ("b", "-0.2"), ("c", "-0.3")]

@@ -77,10 +77,11 @@ def parse_layers(text: str | None) -> list[int] | None:
 @click.option("--to-tr", is_flag=True,
               help="Record straight to the TR grid of each story's scan: word rows are "
               "resampled and z-scored per run on the device; writes NeuronTimecourses.")
-@click.option("--tr-method", type=click.Choice(["lanczos", "hrf"]), default="lanczos",
-              show_default=True, help="Word -> TR resampling for --to-tr.")
-@click.option("--trim", default="0,0", show_default=True,
-              help="TRs dropped at the start and end of every run, for --to-tr.")
+@click.option("--tr-method", type=click.Choice(["lanczos", "hrf"]), default=None,
+              help="Word -> TR resampling, with --to-tr only [default: lanczos].")
+@click.option("--trim", default=None,
+              help="TRs dropped at the start and end of every run, e.g. '5,5'; with --to-tr "
+              "only [default: 0,0].")
 @click.option("--scan-tr", type=float, default=None,
               help="Repetition time (s) of the scan, for stories that do not carry theirs.")
 @click.option("--scan-volumes", default=None,
@@ -104,6 +105,11 @@ def record_command(model_name, story_paths, sites, out_dir, layers, context_toke
     from brainalign.cli import check_device, check_out_dir
 
     layer_list = parse_layers(layers)
+    given = [name for name, value in (("--tr-method", tr_method), ("--trim", trim))
+             if value is not None]
+    if given and not to_tr:
+        raise click.UsageError(f"{' and '.join(given)} set how TR time courses are made; they "
+                               "need --to-tr (without it the recording is of words)")
     check_out_dir(out_dir)
     device = check_device(device) or ("cuda" if torch.cuda.is_available() else "cpu")
     stories = [load_story(path) for path in story_paths] or [bundled_story()]
@@ -116,7 +122,8 @@ def record_command(model_name, story_paths, sites, out_dir, layers, context_toke
                 f"--to-tr needs each story's scan; {', '.join(missing)} has none: give "
                 "--scan-tr, --scan-volumes and --scan-first-volume")
         try:
-            resampling = TrResampling(tr_method, trim=_numbers(trim, int, "--trim"))
+            resampling = TrResampling(tr_method or "lanczos",
+                                      trim=_numbers(trim or "0,0", int, "--trim"))
         except ValueError as err:
             raise click.ClickException(str(err)) from None
     try:

@@ -228,18 +228,22 @@ def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) 
     for space in study.spaces:
         results = study.encodings(slug, space)
         r = np.nanmean([np.where(x.valid_targets, x.r, np.nan) for x in results], axis=0)
-        r = np.nan_to_num(r)
-        section.key_values({f"{space}: max r": float(r.max()),
-                            f"{space}: 99th percentile r": float(np.percentile(r, 99))})
+        # over the targets with an r (a target no subject could score is not an r of 0)
+        scored = r[np.isfinite(r)]
+        section.key_values({f"{space}: max r": float(scored.max()) if scored.size else None,
+                            f"{space}: 99th percentile r":
+                                float(np.percentile(scored, 99)) if scored.size else None,
+                            f"{space}: targets with an r": f"{scored.size} of {len(r)}"})
         masker = study.brain(slug, space).masker
-        drawn = _brain_figure(section, masker, r, f"{slug} {space}: held-out r",
+        drawn = _brain_figure(section, masker, np.nan_to_num(r), f"{slug} {space}: held-out r",
                               "held-out Pearson r", f"{space}: held-out r, mean over "
                               f"{len(results)} subject(s)")
         if drawn and interactive and _is_fsaverage5(masker, len(r)):
-            _interactive_view(section, r)
+            _interactive_view(section, np.nan_to_num(r))
         if not drawn:
             names = masker.target_names_ or [f"target{i:03d}" for i in range(len(r))]
-            top = np.argsort(-r)[:10]
+            top = [i for i in np.argsort(-np.nan_to_num(r, nan=-np.inf))[:10]
+                   if np.isfinite(r[i])]
             section.table(["target", "r"], [[names[i], float(r[i])] for i in top],
                           caption=f"{space}: the ten best-predicted targets")
         if encoding["n_permutations"] > 0:
@@ -437,7 +441,7 @@ def _mapping_section(report: Report, study: Any, slug: str) -> None:
         values = mapping.statistics[statistic]
         marks = mapping.passes["spatial"]
         section.figure(figures.heatmap(values, mapping.patterns, mapping.networks,
-                                       f"{space}: {statistic} (* passes, FDR per pattern "
+                                       f"{space}: {statistic} (* spatial test passes, FDR per pattern "
                                        f"< {mapping.alpha})",
                                        statistic, marks=marks, cmap=figures.SIGNED_CMAP),
                        f"{space}: pattern x network {statistic}, {_spatial_null(mapping)} "
@@ -445,7 +449,8 @@ def _mapping_section(report: Report, study: Any, slug: str) -> None:
         if "unique_r" in mapping.statistics:
             section.figure(figures.heatmap(
                 mapping.statistics["unique_r"], mapping.patterns, mapping.networks,
-                f"{space}: unique held-out r (* passes, FDR per pattern < {mapping.alpha})",
+                f"{space}: unique held-out r (* temporal test passes, FDR per pattern "
+                f"< {mapping.alpha})",
                 "unique r", marks=mapping.passes["temporal"], cmap=figures.SIGNED_CMAP),
                 f"{space}: what each pattern adds to the held-out prediction of each "
                 f"network's mean signal: unique r = held-out r of all patterns minus held-out "

@@ -67,6 +67,8 @@ def heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
     """A labelled heat map; ``marks`` (same shape, bool) puts a star in significant cells.
 
     At most 16 x 16 inches, with about 40 labels per axis at most (every k-th beyond that).
+    With the signed colour map (:data:`SIGNED_CMAP`) the scale is symmetric around 0, so
+    white is 0 and red and blue keep their signs whatever the data's range.
 
     Parameters
     ----------
@@ -75,7 +77,11 @@ def heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
     n_rows, n_cols = matrix.shape
     fig, ax = plt.subplots(figsize=(min(16, max(4, 0.45 * n_cols + 2.5)),
                                     min(16, max(3, 0.28 * n_rows + 1.5))))
-    image = ax.imshow(matrix, aspect="auto", cmap=cmap, interpolation="nearest")
+    scale = {}
+    if cmap == SIGNED_CMAP:
+        vmax = _abs_max(matrix)
+        scale = dict(vmin=-vmax, vmax=vmax)
+    image = ax.imshow(matrix, aspect="auto", cmap=cmap, interpolation="nearest", **scale)
     col_step, row_step = max(1, n_cols // 40), max(1, n_rows // 40)  # at most ~40 labels
     ax.set_xticks(range(0, n_cols, col_step), list(col_labels)[::col_step], rotation=60,
                   ha="right", fontsize=8)
@@ -149,6 +155,12 @@ def _fsaverage5():
 SIGNED_CMAP, POSITIVE_CMAP = "RdBu_r", "YlOrRd"
 
 
+def _abs_max(values) -> float:
+    """Largest finite |value| (1 when there is none or it is 0): the colour scale's end."""
+    values = np.abs(np.asarray(values, dtype=float))
+    return float(np.nanmax(values, initial=0.0, where=np.isfinite(values))) or 1.0
+
+
 def _colorbar(fig, axes, vmax: float, units: str, cmap: str = SIGNED_CMAP,
               positive: bool = False) -> None:
     """One colour bar for panels drawn with ``cmap`` on [-vmax, vmax] (on [0, vmax] when
@@ -191,7 +203,7 @@ def surface_map(values: np.ndarray, title: str, threshold: float | None = None,
     if values.shape != (2 * n_left,):
         raise ValueError(f"surface_map expects {2 * n_left} fsaverage5 values (left then right), "
                          f"got shape {values.shape}")
-    vmax = float(np.nanmax(np.abs(values))) or 1.0
+    vmax = _abs_max(values)
     cmap = POSITIVE_CMAP if positive else SIGNED_CMAP
     scale = dict(vmin=0.0, vmax=vmax, symmetric_cbar=False) if positive else dict(
         vmax=vmax, symmetric_cbar=True)
@@ -216,11 +228,20 @@ def _four_views(values: np.ndarray, title: str, plot, **options):
 
 
 def _label_colours(n_labels: int):
-    """A qualitative colour map for labels 1..n_labels, and its boundaries' norm."""
+    """A qualitative colour map for labels 1..n_labels (each its own colour), and its
+    boundaries' norm: tab10, tab20, then tab20 + tab20b + tab20c (60 colours), then hues
+    sampled evenly around the colour wheel."""
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
-    base = plt.get_cmap("tab10" if n_labels <= 10 else "tab20")
-    cmap = ListedColormap([base(i % base.N) for i in range(n_labels)])
+    if n_labels <= 20:
+        base = plt.get_cmap("tab10" if n_labels <= 10 else "tab20")
+        colours = [base(i) for i in range(n_labels)]
+    elif n_labels <= 60:
+        colours = [plt.get_cmap(name)(i) for name in ("tab20", "tab20b", "tab20c")
+                   for i in range(20)][:n_labels]
+    else:
+        colours = [plt.get_cmap("hsv")(i / n_labels) for i in range(n_labels)]
+    cmap = ListedColormap(colours)
     return cmap, BoundaryNorm(np.arange(0.5, n_labels + 1), n_labels)
 
 
@@ -295,7 +316,7 @@ def surface_maps_lateral(maps: np.ndarray, titles: Sequence[str], units: str = "
     n_rows = -(-n_maps // 2)
     fig, axes = plt.subplots(n_rows, n_columns, subplot_kw={"projection": "3d"},
                              figsize=(12, 2.4 * n_rows + 0.6), squeeze=False)
-    vmax = float(np.nanmax(np.abs(maps))) or 1.0
+    vmax = _abs_max(maps)
     for index, ax in enumerate(axes.flat):
         k, hemi = index // 2, ("left", "right")[index % 2]
         if k >= n_maps:
@@ -326,13 +347,16 @@ def volume_map(image, title: str, threshold: float | None = 1e-6, units: str = "
     bg_img : Nifti1Image, optional
         Underlay; default nilearn's MNI152 (ICBM 2009) template, see :func:`mni_template`.
     positive : bool
-        Values are >= 0 (shares, counts): a sequential colour scale from 0.
+        Values are >= 0 (shares, counts): a sequential colour scale from 0. Otherwise the
+        scale is symmetric around 0, as on surfaces (nilearn's automatic scale would run
+        from 0 for a map without negative values and colour positive t values blue).
     """
     from nilearn import plotting
 
     fig = plt.figure(figsize=(8, 3))
-    scale = (dict(cmap=POSITIVE_CMAP, vmin=0.0, symmetric_cbar=False) if positive
-             else dict(cmap=SIGNED_CMAP))
+    vmax = _abs_max(image.dataobj)
+    scale = (dict(cmap=POSITIVE_CMAP, vmin=0.0, vmax=vmax, symmetric_cbar=False) if positive
+             else dict(cmap=SIGNED_CMAP, vmax=vmax, symmetric_cbar=True))
     display = plotting.plot_stat_map(image, bg_img=mni_template() if bg_img is None else bg_img,
                                      threshold=threshold, title=title, figure=fig,
                                      display_mode="ortho", colorbar=True, **scale)
@@ -360,7 +384,7 @@ def glass_brains(images: Sequence, titles: Sequence[str], units: str = "") -> pl
     n_maps = len(images)
     n_rows = -(-n_maps // 2)
     fig = plt.figure(figsize=(12, 2.2 * n_rows + 0.4))
-    vmax = max(float(np.nanmax(np.abs(np.asarray(img.dataobj)))) for img in images) or 1.0
+    vmax = _abs_max(np.concatenate([np.ravel(img.dataobj) for img in images]))
     height = 1.0 / n_rows
     for k, (image, title) in enumerate(zip(images, titles)):
         row, column = divmod(k, 2)
