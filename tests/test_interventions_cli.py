@@ -46,3 +46,41 @@ def test_lesion_command_reports_the_python_api_ratio(tmp_path):
     assert bad.exit_code != 0 and "--mode add takes --value" in bad.output
     bad = CliRunner().invoke(main, common + ["--mode", "zero", "--value", "2"])
     assert bad.exit_code != 0 and "not zero" in bad.output
+
+
+def test_lesion_command_edits_the_sites_of_a_declared_layout(tmp_path):
+    """--layout: Gemma-3's mlp.out declared before its sandwich norm; the scores equal the
+    Python API's with that layout on the model, not with the automatic site."""
+    from brainalign.interventions import lesion
+    from brainalign.models.sites import load_layout
+
+    loaded = tiny_loaded("gemma3", seed=2)
+    model_dir = tmp_path / "model"
+    loaded.model.save_pretrained(model_dir)
+    loaded.tokenizer.save_pretrained(model_dir)
+    text_path = tmp_path / "text.txt"
+    text_path.write_text(" ".join(VOCABULARY[i % len(VOCABULARY)] for i in range(0, 300, 7)))
+    neuron_set = NeuronSet({"L00.mlp.out": list(range(16))}, name="test")
+    neurons_path = tmp_path / "neurons.json"
+    neurons_path.write_text(json.dumps(neuron_set.to_dict()))
+    layout = {"mlp.out": ["mlp", "output"], "resid": ["", "output"]}
+    layout_path = tmp_path / "layout.json"
+    layout_path.write_text(json.dumps(layout))
+    out = tmp_path / "scores.json"
+    result = CliRunner().invoke(main, ["lesion", "--model", str(model_dir), "--neurons",
+                                       str(neurons_path), "--text", str(text_path), "--window",
+                                       "16", "--layout", str(layout_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = text_path.read_text()
+
+    def lesioned_perplexity():
+        with lesion(loaded.model, neuron_set):
+            return score_text(loaded.model, loaded.tokenizer, text, max_tokens=1024,
+                              window=16).perplexity
+
+    automatic = lesioned_perplexity()
+    loaded.layout = load_layout(layout)
+    declared = lesioned_perplexity()
+    assert abs(declared / automatic - 1) > 1e-4  # the two sites differ
+    edited = json.loads(out.read_text())["edited"]["perplexity"]
+    assert edited == pytest.approx(declared, rel=1e-5)

@@ -97,6 +97,25 @@ def check_out_dir(path, option: str = "--out") -> None:
         raise click.BadParameter(f"folder {str(existing)!r} is not writable", param_hint=option)
 
 
+#: ``--layout FILE``: where a model's sites are, for models not recognised automatically.
+layout_option = click.option(
+    "--layout", "layout_path", default=None, type=click.Path(exists=True, dir_okay=False),
+    help="TOML/JSON file declaring where the sites are (models not recognised "
+    "automatically; see brainalign.models.sites).")
+
+
+def declare_layout_file(loaded, layout_path) -> None:
+    """Give ``loaded`` the layout of ``--layout`` (if given), for its recordings and edits."""
+    if layout_path is None:
+        return
+    from brainalign.models.sites import load_layout
+
+    try:
+        loaded.layout = load_layout(layout_path)
+    except ValueError as err:
+        raise click.ClickException(f"--layout {layout_path}: {err}") from None
+
+
 def write_text_atomic(path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file beside it, so that a failure
     leaves no partial file."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from brainalign.cli import main
+from brainalign.cli import layout_option, main
 from brainalign.models.registry import (DEFAULT_CAUSAL_MODEL, ModelNotInstalledError,
                                         UnknownModelError)
 
@@ -29,9 +29,10 @@ from brainalign.models.registry import (DEFAULT_CAUSAL_MODEL, ModelNotInstalledE
 @click.option("--window", type=int, default=256, show_default=True)
 @click.option("--stride", type=int, default=None, help="Default: the window.")
 @click.option("--device", default="cpu", show_default=True)
+@layout_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the scores as JSON.")
 def lesion_command(model_name, neurons_path, mode, value, text_path, language, max_tokens, window, stride,
-                   device, out) -> None:
+                   device, layout_path, out) -> None:
     """Score a text with the model intact and with NEURONS edited (zero, keep-only, scale, add)."""
     from brainalign.interventions.corpora import read_prose, read_udhr
     from brainalign.interventions.evaluation import score_text
@@ -45,7 +46,7 @@ def lesion_command(model_name, neurons_path, mode, value, text_path, language, m
         raise click.UsageError(f"--mode {mode} takes --value (the factor for scale, the constant "
                                "for add)" if value is None else
                                f"--value is used by --mode scale or add, not {mode}")
-    from brainalign.cli import check_device, check_out_file
+    from brainalign.cli import check_device, check_out_file, declare_layout_file
 
     device = check_device(device)
     check_out_file(out)
@@ -63,6 +64,7 @@ def lesion_command(model_name, neurons_path, mode, value, text_path, language, m
         loaded = load_model(model_name, device=device)
     except (UnknownModelError, ModelNotInstalledError) as err:
         raise click.ClickException(str(err)) from None
+    declare_layout_file(loaded, layout_path)
     try:  # every site must exist and every unit lie inside its site, before any scoring
         neuron_set.sites(loaded.model)
     except ValueError as err:

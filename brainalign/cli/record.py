@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from brainalign.cli import main
+from brainalign.cli import layout_option, main
 from brainalign.models.registry import (DEFAULT_CAUSAL_MODEL, ModelNotInstalledError,
                                         UnknownModelError)
 
@@ -68,9 +68,7 @@ def parse_layers(text: str | None) -> list[int] | None:
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--overwrite", is_flag=True, help="Replace recordings made with other settings.")
-@click.option("--layout", "layout_path", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="TOML/JSON file declaring where the sites are (models not recognised "
-              "automatically; see brainalign.models.sites).")
+@layout_option
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
               help="Storage dtype of the values written (default float16 on CUDA, float32 "
               "on CPU; pooling and resampling run in float32).")
@@ -102,7 +100,7 @@ def record_command(model_name, story_paths, sites, out_dir, layers, context_toke
     from brainalign.stimuli import bundled_story, load_story
     from brainalign.timecourse.timecourses import TrResampling
 
-    from brainalign.cli import check_device, check_out_dir
+    from brainalign.cli import check_device, check_out_dir, declare_layout_file
 
     layer_list = parse_layers(layers)
     given = [name for name, value in (("--tr-method", tr_method), ("--trim", trim))
@@ -130,12 +128,7 @@ def record_command(model_name, story_paths, sites, out_dir, layers, context_toke
         loaded = load_model(model_name, device=device)
     except (UnknownModelError, ModelNotInstalledError) as err:
         raise click.ClickException(str(err)) from None
-    if layout_path is not None:
-        from brainalign.models.sites import load_layout
-        try:
-            loaded.layout = load_layout(layout_path)
-        except ValueError as err:
-            raise click.ClickException(str(err)) from None
+    declare_layout_file(loaded, layout_path)
     rows = []
     for story in stories:
         started = time.time()

@@ -129,6 +129,7 @@ def brain_loop(
     tr_options: Mapping | None = None,
     encoding_options: Mapping | None = None,
     features: FeatureFunction = subgroup_features,
+    lesion_sets: Mapping[int, NeuronSet] | None = None,
 ) -> LoopResult:
     """Lesion each mapped subgroup, re-record, re-encode, and compare r per network.
 
@@ -155,6 +156,11 @@ def brain_loop(
         condition (``n_perm`` defaults to 0: only r is needed).
     features : callable
         ``features(data (n_tr, n_neurons), subgroup) -> X (n_tr, n_features)``.
+    lesion_sets : mapping of int to NeuronSet, optional
+        The neurons lesioned for each subgroup; default its own members. A control passes
+        matched random sets here (e.g. :func:`~brainalign.interventions.layer_matched`,
+        which leaves the subgroup's own neurons out) while the features stay the real
+        subgroups'; a subgroup without a set is not lesioned.
     """
     from brainalign.encoding import fit_encoding
     from brainalign.provenance import provenance_block
@@ -164,6 +170,8 @@ def brain_loop(
     work_dir = Path(work_dir)
     record_options = dict(record_options or {})
     record_options.setdefault("progress", False)
+    # each lesion folder holds the recording of one lesion: re-recorded when it changes
+    record_options.setdefault("overwrite", True)
     tr_options = dict(tr_options or {})
     encoding_options = {"n_perm": 0, **(encoding_options or {})}
     target_labels = np.asarray(target_labels)
@@ -185,13 +193,17 @@ def brain_loop(
         return network_means(np.asarray(result.r), target_labels, n_networks), timecourses.neurons
 
     baseline, neurons = encode(work_dir / "baseline")
-    rows, lesioned_networks, lesioned_groups, sizes = [], [], [], []
+    rows, lesioned_networks, lesioned_groups, sizes, lesioned_names = [], [], [], [], []
     for group, network in sorted(subgroup_network.items()):
         if network == "none":
             continue
         if network not in network_names:
             raise ValueError(f"subgroup {group} is assigned to {network!r}, not one of {list(network_names)}")
-        neuron_set = NeuronSet.from_table(neurons, np.asarray(subgroup) == group, name=f"subgroup{group}")
+        if lesion_sets is None:
+            neuron_set = NeuronSet.from_table(neurons, np.asarray(subgroup) == group,
+                                              name=f"subgroup{group}")
+        else:
+            neuron_set = lesion_sets.get(group, NeuronSet({}))
         if neuron_set.size == 0:
             continue
         with lesion(loaded.model, neuron_set):
@@ -200,11 +212,14 @@ def brain_loop(
         lesioned_networks.append(network)
         lesioned_groups.append(int(group))
         sizes.append(neuron_set.size)
+        lesioned_names.append(neuron_set.name)
     return LoopResult(
         network_names=list(network_names), lesioned_networks=lesioned_networks,
         lesioned_subgroups=lesioned_groups, baseline_r=baseline,
         lesioned_r=np.array(rows).reshape(len(rows), n_networks), subgroup_sizes=sizes,
         provenance=provenance_block(stage="interventions.loop", sites=list(sites), layers=layers,
+                                    lesioned_sets=[f"{g}: {name}" for g, name in zip(
+                                        lesioned_groups, lesioned_names)],
                                     story=story.name, record_options={k: str(v) for k, v in record_options.items()},
                                     tr_options={k: str(v) for k, v in tr_options.items()},
                                     encoding_options={k: str(v) for k, v in encoding_options.items()}),

@@ -6,8 +6,11 @@ of the same sites to 0), :func:`scale` (x c) and :func:`add` (+ c) are all built
 :func:`brainalign.models.sites.site_hooks`, the package's one hook mechanism, so they
 compose with each other (nested contexts apply in the order they were entered) and with
 recording (:func:`brainalign.record.record_story` inside a lesion context records the
-lesioned model) and with evaluation (:mod:`brainalign.interventions.evaluation`). Hooks are
-removed when a context exits, also on exceptions.
+lesioned model, and the edit in force is part of the recording's settings, so a recording
+of another edit is never reused: :func:`brainalign.models.sites.edit_in_force`) and with
+evaluation (:mod:`brainalign.interventions.evaluation`). Hooks are removed when a context
+exits, also on exceptions. Sites are those of the model's declared layout, if it has one
+(:func:`brainalign.models.sites.declare_layout`), as for recordings.
 
 :func:`activation_statistics` streams a text through the model and keeps, per neuron, the
 mean activation and mean absolute activation, which the magnitude-matched controls of
@@ -17,6 +20,7 @@ mean activation and mean absolute activation, which the magnitude-matched contro
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Literal, Mapping
@@ -24,7 +28,8 @@ from typing import Callable, Iterable, Iterator, Literal, Mapping
 import numpy as np
 import torch
 
-from brainalign.models.sites import MOE_SITE_NAMES, SITE_NAMES, Site, resolve_sites, site_hooks
+from brainalign.models.sites import (MOE_SITE_NAMES, SITE_NAMES, Site, edit_in_force,
+                                     resolve_sites, site_hooks)
 from brainalign.record.neurons import NeuronTable
 
 _KEY_PATTERN = re.compile(r"^L(\d+)\.(.+)$")
@@ -300,8 +305,22 @@ def edit_neurons(
         picked = picked * value if mode == "scale" else picked + value
         return tensor.index_copy(-1, index, picked)
 
-    with site_hooks(model, sites, callback):
+    description = {"kind": "neurons", "mode": mode, "set": neuron_set.name,
+                   "n_units": neuron_set.size, "units_sha256": _units_hash(neuron_set.units)}
+    if mode in ("scale", "add"):
+        description["value"] = float(value)
+    if mode == "keep_only":
+        description["universe"] = sorted(s.key for s in sites)
+    with edit_in_force(model, description), site_hooks(model, sites, callback):
         yield neuron_set
+
+
+def _units_hash(units: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of a set's site keys and unit indices (what identifies the edited units)."""
+    digest = hashlib.sha256()
+    for key, index in units.items():
+        digest.update(key.encode() + b"\0" + np.asarray(index, dtype="<i8").tobytes())
+    return digest.hexdigest()
 
 
 def lesion(model: torch.nn.Module, neuron_set: NeuronSet):

@@ -23,6 +23,7 @@ Leans on torch only (autograd, topk, optimizers).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from brainalign.models.sites import RESIDUAL_WRITERS, block_list
+from brainalign.models.sites import RESIDUAL_WRITERS, block_list, edit_in_force
 
 
 def block_matrices(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -336,11 +337,21 @@ def _write(model: torch.nn.Module, region: Region, values: Mapping[str, torch.Te
 def edit_region(model: torch.nn.Module, region: Region,
                 edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[Region]:
     """Replace the region's values ``v`` by ``edit(v)`` inside the context; the original
-    values are written back exactly on exit, whatever happens inside."""
+    values are written back exactly on exit, whatever happens inside. The edit is in force
+    for recordings made inside (:func:`brainalign.models.sites.edit_in_force`: named by a
+    hash of the region's new values)."""
     saved = _snapshot(model, region)
     try:
-        _write(model, region, {k: edit(v) for k, v in saved.items()})
-        yield region
+        edited = {k: edit(v) for k, v in saved.items()}
+        _write(model, region, edited)
+        digest = hashlib.sha256()
+        for name, values in edited.items():
+            digest.update(name.encode() + b"\0" + region.indices[name].numpy().astype("<i8").tobytes()
+                          + values.detach().float().cpu().numpy().astype("<f4").tobytes())
+        with edit_in_force(model, {"kind": "parameters", "region": region.name,
+                                   "n_parameters": region.size,
+                                   "values_sha256": digest.hexdigest()}):
+            yield region
     finally:
         _write(model, region, saved)
 

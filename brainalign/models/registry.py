@@ -419,7 +419,9 @@ class LoadedModel:
         ``alias_used``.
     layout : dict, SiteLayout or path, optional
         A declared site layout (:func:`brainalign.models.sites.load_layout`) for models
-        whose sites are not found automatically; None: found from the modules.
+        whose sites are not found automatically; None: found from the modules. Setting it
+        declares it for the model object (:func:`~brainalign.models.sites.declare_layout`),
+        so lesions and evaluations of ``model`` use the sites a recording uses.
     """
 
     model: torch.nn.Module
@@ -429,6 +431,13 @@ class LoadedModel:
     architecture: str
     provenance: dict
     layout: object = None
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "layout":  # the model object's sites, for recordings and edits alike
+            from brainalign.models.sites import declare_layout
+
+            declare_layout(self.model, value)
+        super().__setattr__(name, value)
 
     @property
     def device(self) -> torch.device:

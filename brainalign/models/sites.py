@@ -91,7 +91,9 @@ lesion of unit ``e`` removes expert ``e``'s share of ``mlp.out`` where it was ro
 Declared layouts
 ----------------
 Anything else is described by a small table, passed as ``layout=`` to
-:func:`resolve_sites` (and ``brainalign record --layout PATH``)::
+:func:`resolve_sites`, or given to the model object once with :func:`declare_layout`
+(``LoadedModel.layout``, ``brainalign record --layout PATH``) so that recordings and
+interventions find the same modules::
 
     {"blocks": "model.layers",                       # the ModuleList of blocks
      "mlp.inner": ["mlp.down_proj", "input"],         # [path in the block, capture]
@@ -541,6 +543,58 @@ def _declared_widths(model: torch.nn.Module, layout: SiteLayout) -> dict[str, tu
     return per_model[key]
 
 
+_DECLARED: weakref.WeakKeyDictionary[torch.nn.Module, SiteLayout] = weakref.WeakKeyDictionary()
+
+
+def declare_layout(model: torch.nn.Module, layout: SiteLayout | Mapping | str | Path | None
+                   ) -> None:
+    """Make ``layout`` this model object's sites for every later :func:`resolve_sites` that
+    names no layout: recordings, lesions, evaluations and controls then edit and read the
+    same modules. ``None`` forgets it (the sites are found from the modules again).
+    :class:`~brainalign.models.registry.LoadedModel` calls this when its ``layout`` is set.
+    """
+    if layout is None:
+        _DECLARED.pop(model, None)
+        return
+    declared = load_layout(layout)
+    _declared_widths(model, declared)  # checked now, not at the first lesion
+    _DECLARED[model] = declared
+
+
+def declared_layout(model: torch.nn.Module) -> SiteLayout | None:
+    """The layout :func:`declare_layout` gave this model object, if any."""
+    return _DECLARED.get(model)
+
+
+# --- interventions in force ----------------------------------------------------------------
+
+_ACTIVE_EDITS: weakref.WeakKeyDictionary[torch.nn.Module, list[dict]] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def edit_in_force(model: torch.nn.Module, description: Mapping) -> Iterator[None]:
+    """Register an edit of ``model`` (a lesion, a scaled region...) while the context is
+    open, so that what the model computes can be told apart from the intact model's: the
+    recorder puts :func:`active_edits` into a recording's settings (its hash and
+    provenance), and a recording made under another edit, or none, is never reused.
+
+    ``description`` must be JSON-able and identify the edit (mode, value, a hash of the
+    edited units).
+    """
+    entry = dict(description)
+    edits = _ACTIVE_EDITS.setdefault(model, [])
+    edits.append(entry)
+    try:
+        yield
+    finally:
+        edits.remove(entry)
+
+
+def active_edits(model: torch.nn.Module) -> list[dict]:
+    """Descriptions of the edits in force on ``model``, in the order they were entered."""
+    return [dict(e) for e in _ACTIVE_EDITS.get(model, [])]
+
+
 # --- sites -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -594,8 +648,8 @@ def resolve_sites(
     ----------
     layout : dict, SiteLayout or path, optional
         A declared layout (see :func:`load_layout`); checked once per model with
-        :func:`check_layout`, which also measures the widths. Default: found from the
-        block's sub-modules.
+        :func:`check_layout`, which also measures the widths. Default: the layout
+        :func:`declare_layout` gave this model, else found from the block's sub-modules.
 
     Notes
     -----
@@ -611,7 +665,7 @@ def resolve_sites(
         When the sites cannot be found automatically (the message says how to declare a
         layout); also a ValueError.
     """
-    declared = load_layout(layout) if layout is not None else None
+    declared = load_layout(layout) if layout is not None else _DECLARED.get(model)
     prefix, blocks = block_list(model, declared.blocks or None if declared else None)
     n_layers = len(blocks)
     site_names = list(dict.fromkeys(site_names))  # a repeated name is recorded once

@@ -19,8 +19,9 @@
    story's token ids and word indices, a few bytes per token).
 
 The recording is written to a private folder and renamed into place when complete; a
-re-run skips a story whose manifest is complete, matches the settings and whose
-checksums verify. :func:`record_timecourses` runs the same loop straight to the TR grid
+re-run skips a story whose manifest is complete, matches the settings (the interventions
+in force included: a lesioned model's recording is never taken for the intact model's, or
+another lesion's) and whose checksums verify. :func:`record_timecourses` runs the same loop straight to the TR grid
 and keeps the TR rows in one host array instead of writing them (no disk in the way).
 Leans on torch hooks, transformers and numpy.
 """
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 
 from brainalign.models.registry import LoadedModel
-from brainalign.models.sites import Site, StopForward, resolve_sites, site_hooks
+from brainalign.models.sites import Site, StopForward, active_edits, resolve_sites, site_hooks
 from brainalign.provenance import config_hash, file_sha256, provenance_block
 from brainalign.record.alignment import WordAlignment, align_words
 from brainalign.record.neurons import NeuronTable
@@ -420,8 +421,8 @@ def _existing_recording(final: Path, settings_hash: str, overwrite: bool) -> boo
             return False
         raise FileExistsError(
             f"{final} holds a recording made with other settings (model, sites, layers, "
-            "context, pooling or story differ); pass overwrite=True (--overwrite) or choose "
-            "another output directory")
+            "context, pooling, story or the interventions in force differ); pass "
+            "overwrite=True (--overwrite) or choose another output directory")
     bad = verify_checksums(final, manifest)
     if bad:
         logger.warning("%s: checksum mismatch for %s; recording it again", final, bad)
@@ -681,6 +682,9 @@ def _plan_recording(loaded, story, sites, layers, context_tokens, stride_tokens,
         "compute_dtype": compute_dtype, "story_words": story.words_hash(),
         "dtype": stored,
     }
+    edits = active_edits(model)
+    if edits:  # a lesion or an edited region in force: not the intact model's values
+        settings["interventions"] = edits
     if resampling is not None:
         settings["to_tr"] = {**resampling.provenance(), "tr_s": story.tr_s,
                              "n_volumes": list(story.n_volumes),
