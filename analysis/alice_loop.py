@@ -4,33 +4,34 @@ Usage::
 
     python analysis/alice_loop.py [--data PATH] [--out PATH] [--n-atoms K] [--no-control]
 
-Steps (brainalign's public API; the filtering and CV of ``analysis/alice_encoding.py``,
-whose functions are imported rather than repeated):
+Steps (brainalign's public API; the protocol of ``analysis/alice_encoding.py``, whose
+settings and fit are imported rather than repeated):
 
-1. Targets: the group average of the 27 subjects' 6 ROI time courses (LATL RATL LPTL LIPL
-   LPreM LIFG), each subject detrended, high-pass filtered at 1/128 Hz and z-scored
-   (``alice_encoding.high_pass``). The story carries the data's scan from the loader
-   (``load_alice``: first kept volume at 20 s of the TextGrid clock, checked against the
-   study's word-rate regressor in tests/test_alice.py).
+1. Targets: the group mean of the subjects' raw 6 mm ROI time courses (LATL RATL LPTL LIPL
+   LPreM LIFG); nothing is cleaned beforehand. The story carries the data's scan from the
+   loader (``load_alice``: first kept volume at 20 s of the TextGrid clock).
 2. SmolLM2-135M ``mlp.out`` neurons of every 3rd layer (0, 3, ..., 27: 10 x 576 = 5,760
    neurons; restricted to keep the run short on a 2-core CPU) are recorded on the story,
-   put on the story's TR grid by HRF convolution (``recording_to_tr``), and
-   decomposed into K atoms by dictionary learning over all 362 TRs (``fit_atoms``; it sees
-   no brain data). Each neuron's subgroup is its atom with the largest absolute loading.
-3. Features = the mean time course of each subgroup (the loop's default features),
-   high-pass filtered like the targets. Encoding: ``fit_encoding`` with 5 contiguous outer
-   blocks, inner 5-fold alpha selection, no extra FIR delays (the features are already
-   HRF-convolved), as in alice_encoding.
+   put on the story's TR grid by HRF convolution (``recording_to_tr``), and decomposed into
+   K atoms by dictionary learning over all 362 TRs (``fit_atoms``). The atoms see no brain
+   data, but they do see the held-out blocks' neuron time courses: the subgroups must be
+   one fixed set for every lesion, so they cannot be refitted per fold. Each neuron's
+   subgroup is its atom with the largest absolute loading.
+3. Features = the mean time course of each subgroup (the loop's default features), already
+   HRF-convolved, so no FIR delays. Encoding: ``alice_encoding.fit`` (5 contiguous outer
+   blocks, inner alpha selection; the run mean, a linear trend, cosine drifts below
+   1/128 Hz and z-scoring fitted inside each outer fold, the same for targets and
+   features).
 4. Mapping rule (each ROI is treated as its own "network", labels 1..6): an ROI is eligible
    when its baseline held-out r > ``min_r`` (0.1) and its block-permutation FDR p < 0.05
    (1,000 permutations). Subgroup g is assigned to the eligible ROI with the largest ridge
-   coefficient of feature g (standardised features, model refitted on all TRs), if that
-   coefficient is positive; otherwise "none" (not lesioned).
+   coefficient of feature g (the final model, refitted on all TRs), if that coefficient is
+   positive; otherwise "none" (not lesioned).
 5. ``brain_loop``: every assigned subgroup is zeroed in the model, the story re-recorded,
    re-gridded, re-encoded with the same CV; per ROI held-out r before and after.
-6. Control: the same loop with count- and layer-matched random lesions (the subgroup labels
-   permuted within each layer, so every random set has the same number of neurons in each
-   layer as its real subgroup) while the features stay the real subgroups' means.
+6. Control: the same loop with a layer-matched random lesion per subgroup
+   (``layer_matched``: as many neurons in each layer as the subgroup has, drawn from the
+   neurons outside it) while the features stay the real subgroups' means.
 
 Caveat written into the output: six ROIs that all follow the word rate are not six
 networks; whichever ROI a subgroup is "assigned" to, the lesion removes one regressor that
@@ -52,9 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
-from alice_encoding import AliceConfig, high_pass
+from alice_encoding import AliceConfig, fit
 from brainalign.brain.alice import load_alice
-from brainalign.encoding import fit_encoding
+from brainalign.interventions import NeuronSet, layer_matched
 from brainalign.interventions.loop import brain_loop, subgroup_features
 from brainalign.patterns import fit_atoms
 from brainalign.provenance import config_hash, provenance_block
@@ -77,6 +78,7 @@ class LoopConfig:
     """Settings of one run (stored in the output's provenance)."""
 
     model_name: str = "smollm2-135m"
+    sphere_mm: int = 6
     site: str = "mlp.out"
     layers: tuple = tuple(range(0, 30, 3))
     n_atoms: int = 8
@@ -99,22 +101,14 @@ def assign_subgroups(coef: np.ndarray, r: np.ndarray, eligible: np.ndarray, roi_
     r : ndarray, shape (n_rois,)
     eligible : ndarray of bool, shape (n_rois,)
     """
+    if coef.shape[1] != len(roi_names):
+        raise ValueError(f"coef has {coef.shape[1]} columns for {len(roi_names)} ROIs")
     mapping = {}
     for g in range(coef.shape[0]):
         weights = np.where(eligible, coef[g], -np.inf)
         best = int(np.argmax(weights))
         mapping[g] = roi_names[best] if np.isfinite(weights[best]) and weights[best] > 0 else "none"
     return mapping
-
-
-def shuffled_within_layer(subgroup: np.ndarray, layer: np.ndarray, random_state: int) -> np.ndarray:
-    """Subgroup labels permuted among the neurons of each layer (count- and layer-matched)."""
-    rng = np.random.default_rng(random_state)
-    out = subgroup.copy()
-    for value in np.unique(layer):
-        idx = np.flatnonzero(layer == value)
-        out[idx] = subgroup[rng.permutation(idx)]
-    return out
 
 
 def run(data_path, config: LoopConfig, work_dir: Path) -> dict:
@@ -124,11 +118,11 @@ def run(data_path, config: LoopConfig, work_dir: Path) -> dict:
     from brainalign.timecourse import recording_to_tr
 
     started = time.perf_counter()
-    alice_config = AliceConfig()
-    data = load_alice(data_path, sphere_mm=alice_config.sphere_mm)
+    alice_config = AliceConfig(n_perm=config.n_perm, n_outer_blocks=config.n_outer_blocks,
+                               fdr_q=config.fdr_q, random_state=config.random_state)
+    data = load_alice(data_path, sphere_mm=config.sphere_mm)
     roi_names = list(data.roi_names)
-    group = np.stack([high_pass(data.timecourses[i], alice_config, data.tr_s)
-                      for i in range(len(data.subjects))]).mean(0)           # (n_tr, n_rois)
+    group = data.timecourses.mean(0)                                         # (n_tr, n_rois), raw
     logger.info("first volume at %.1f s; group targets %s", data.first_volume_s, group.shape)
 
     loaded = load_model(config.model_name)
@@ -142,34 +136,90 @@ def run(data_path, config: LoopConfig, work_dir: Path) -> dict:
     sizes = {int(g): int(np.sum(subgroup == g)) for g in range(config.n_atoms)}
     logger.info("atoms fitted; subgroup sizes %s", sizes)
 
-    def features(data_tr: np.ndarray, _lesion_labels: np.ndarray) -> np.ndarray:
-        # Always the real subgroups' means, so the control changes only what is lesioned.
-        return high_pass(subgroup_features(data_tr, subgroup), alice_config, data.tr_s)
+    def features(data_tr: np.ndarray, _subgroup: np.ndarray) -> np.ndarray:
+        return subgroup_features(data_tr, subgroup)
 
     X = features(np.asarray(timecourses.data), subgroup)
-    mapping_fit = fit_encoding(X, group, None, n_blocks=config.n_outer_blocks, n_perm=config.n_perm,
-                               fdr_alpha=config.fdr_q, random_state=config.random_state)
+    # HRF-convolved features: no FIR delays (one coefficient row per subgroup)
+    mapping_fit = fit(X, group, alice_config, delays=None, n_band_shifts=0)
     eligible = (mapping_fit.r > config.min_r) & mapping_fit.significant(config.fdr_q)
     coef = np.asarray(mapping_fit.coef)                                      # (n_subgroups, n_rois)
+    if coef.shape[0] != X.shape[1]:
+        raise ValueError(f"{coef.shape[0]} coefficient rows for {X.shape[1]} subgroup features")
     assignment = assign_subgroups(coef, mapping_fit.r, eligible, roi_names)
     logger.info("assignment %s", assignment)
 
     labels = np.arange(1, len(roi_names) + 1)
-    encoding_options = {"n_blocks": config.n_outer_blocks, "n_perm": 0, "random_state": config.random_state}
+    encoding_options = {"n_blocks": config.n_outer_blocks, "tr_s": alice_config.tr_s,
+                        "delays": None, "n_perm": 0, "random_state": config.random_state}
     loop_options = dict(layers=layers, sites=[config.site], tr_options=tr_options,
                         encoding_options=encoding_options, features=features)
-    loop_start = time.perf_counter()
-    result = brain_loop(loaded, data.story, group, labels, roi_names, subgroup, assignment,
-                        work_dir / "loop", **loop_options)
-    loop_s = time.perf_counter() - loop_start
 
-    control = None
-    if config.control:
-        layer_of_neuron = np.asarray(timecourses.neurons.layer)
-        random_labels = shuffled_within_layer(subgroup, layer_of_neuron, config.random_state + 1)
-        control = brain_loop(loaded, data.story, group, labels, roi_names, random_labels, assignment,
-                             work_dir / "control", **loop_options)
+    def lesions(assignment: dict[int, str], folder: str) -> dict:
+        """brain_loop over ``assignment`` and its layer-matched random control."""
+        loop_start = time.perf_counter()
+        result = brain_loop(loaded, data.story, group, labels, roi_names, subgroup, assignment,
+                            work_dir / folder / "loop", **loop_options)
+        control = None
+        if config.control:
+            neurons = timecourses.neurons
+            control_sets = {g: layer_matched(NeuronSet.from_table(neurons, subgroup == g),
+                                             neurons, seed=config.random_state + 1 + g)
+                            for g, roi in assignment.items() if roi != "none"}
+            control = brain_loop(loaded, data.story, group, labels, roi_names, subgroup,
+                                 assignment, work_dir / folder / "control",
+                                 lesion_sets=control_sets, **loop_options)
+        return loop_document(result, control, roi_names, assignment,
+                             round(time.perf_counter() - loop_start, 1))
 
+    protocol = lesions(assignment, "protocol")
+    # Exploratory (not the rule above): eligibility by held-out r alone, no significance
+    exploratory_eligible = mapping_fit.r > config.min_r
+    exploratory_assignment = assign_subgroups(coef, mapping_fit.r, exploratory_eligible, roi_names)
+    exploratory = lesions(exploratory_assignment, "exploratory") \
+        if exploratory_assignment != assignment else None
+
+    summary = {
+        "rois": roi_names, "sphere_mm": config.sphere_mm,
+        "first_volume_s": data.first_volume_s, "n_atoms": config.n_atoms,
+        "layers": layers,
+        "n_neurons": int(subgroup.size), "subgroup_sizes": sizes,
+        "mapping_r": dict(zip(roi_names, np.round(mapping_fit.r, 4).tolist())),
+        "mapping_p_fdr": dict(zip(roi_names, np.round(mapping_fit.p_fdr, 4).tolist())),
+        "eligible_rois": [n for n, e in zip(roi_names, eligible) if e],
+        "chance_hit_rate": round(1 / len(roi_names), 4),
+        "protocol": protocol["summary"],
+        "exploratory_r_only": None if exploratory is None else {
+            "eligible_rois": [n for n, e in zip(roi_names, exploratory_eligible) if e],
+            **exploratory["summary"],
+            "note": "exploratory: ROIs eligible by held-out r > min_r alone, without the "
+                    "significance the protocol requires"},
+        "caveat": CAVEAT,
+        "machine": "2-core CPU dev machine" if (os.cpu_count() or 0) <= 2 else f"{os.cpu_count()}-core CPU",
+    }
+    config_dict = asdict(config)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    return {
+        "summary": summary,
+        "mapping": {"rule": f"ROI eligible if held-out r > {config.min_r} and block-permutation FDR p < {config.fdr_q}; "
+                            "subgroup -> eligible ROI with the largest positive ridge coefficient, else none",
+                    "features": "subgroup means, HRF-convolved, no FIR delays; cleaned inside "
+                                "each outer fold like the targets",
+                    "control": "per lesioned subgroup, a layer-matched random set drawn outside it "
+                               "(layer_matched), features unchanged",
+                    "coef": coef.tolist(), "alphas": mapping_fit.alphas.tolist(), "cv": mapping_fit.cv},
+        "protocol": protocol,
+        "exploratory_r_only": exploratory,
+        "atoms_stability": patterns.stability,
+        "provenance": provenance_block(script="analysis/alice_loop.py", data=str(data.path), config=config_dict,
+                                       config_hash=config_hash(config_dict), model=loaded.provenance,
+                                       seconds=summary["seconds"]),
+    }
+
+
+def loop_document(result, control, roi_names: list[str], assignment: dict[int, str],
+                  seconds: float) -> dict:
+    """Per-lesion rows and a summary of one brain loop (and its control, if run)."""
     rows = []
     for i, g in enumerate(result.lesioned_subgroups):
         own = roi_names.index(result.lesioned_networks[i])
@@ -184,60 +234,49 @@ def run(data_path, config: LoopConfig, work_dir: Path) -> dict:
             row["control_delta_r"] = dict(zip(roi_names, np.round(control.delta_r[i], 4).tolist()))
             row["control_own_roi_delta"] = round(float(control.delta_r[i, own]), 4)
         rows.append(row)
-
     hits = result.own_network_hit()
-    summary = {
-        "rois": roi_names, "first_volume_s": data.first_volume_s, "n_atoms": config.n_atoms,
-        "layers": layers,
-        "n_neurons": int(subgroup.size), "subgroup_sizes": sizes,
-        "mapping_r": dict(zip(roi_names, np.round(mapping_fit.r, 4).tolist())),
-        "mapping_p_fdr": dict(zip(roi_names, np.round(mapping_fit.p_fdr, 4).tolist())),
-        "eligible_rois": [n for n, e in zip(roi_names, eligible) if e],
-        "assignment": {str(k): v for k, v in assignment.items()},
-        "baseline_r": dict(zip(roi_names, np.round(result.baseline_r, 4).tolist())),
-        "n_lesions": len(hits), "own_roi_hits": int(np.sum(hits)),
-        "chance_hit_rate": round(1 / len(roi_names), 4),
-        "mean_own_roi_delta": round(float(np.mean([r["own_roi_delta"] for r in rows])), 4) if rows else None,
-        "mean_other_rois_delta": round(float(np.mean([r["other_rois_mean_delta"] for r in rows])), 4) if rows else None,
-        "loop_s": round(loop_s, 1),
-        "caveat": CAVEAT,
-        "machine": "2-core CPU dev machine" if (os.cpu_count() or 0) <= 2 else f"{os.cpu_count()}-core CPU",
-    }
+
+    def mean_of(key):
+        return round(float(np.mean([r[key] for r in rows])), 4) if rows else None
+
+    summary = {"assignment": {str(k): v for k, v in assignment.items()},
+               "baseline_r": dict(zip(roi_names, np.round(result.baseline_r, 4).tolist())),
+               "n_lesions": len(hits), "own_roi_hits": int(np.sum(hits)),
+               "mean_own_roi_delta": mean_of("own_roi_delta"),
+               "mean_other_rois_delta": mean_of("other_rois_mean_delta"), "loop_s": seconds}
     if control is not None:
-        summary["control_own_roi_hits"] = int(np.sum(control.own_network_hit()))
-        summary["control_mean_own_roi_delta"] = round(float(np.mean([r["control_own_roi_delta"] for r in rows])), 4) if rows else None
-        summary["control_baseline_matches"] = bool(np.allclose(control.baseline_r, result.baseline_r, atol=1e-6))
-    config_dict = asdict(config)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    return {
-        "summary": summary,
-        "lesions": rows,
-        "mapping": {"rule": f"ROI eligible if held-out r > {config.min_r} and block-permutation FDR p < {config.fdr_q}; "
-                            "subgroup -> eligible ROI with the largest positive ridge coefficient, else none",
-                    "coef": coef.tolist(), "alphas": mapping_fit.alphas.tolist(), "cv": mapping_fit.cv},
-        "loop": result.to_dict(),
-        "control": control.to_dict() if control is not None else None,
-        "atoms_stability": patterns.stability,
-        "provenance": provenance_block(script="analysis/alice_loop.py", data=str(data.path), config=config_dict,
-                                       config_hash=config_hash(config_dict), model=loaded.provenance,
-                                       seconds=summary["seconds"]),
-    }
+        summary.update(control_own_roi_hits=int(np.sum(control.own_network_hit())),
+                       control_mean_own_roi_delta=mean_of("control_own_roi_delta"),
+                       control_baseline_matches=bool(np.allclose(control.baseline_r,
+                                                                 result.baseline_r, atol=1e-6)))
+    return {"summary": summary, "lesions": rows, "loop": result.to_dict(),
+            "control": control.to_dict() if control is not None else None}
 
 
 def print_table(document: dict) -> None:
-    """Per lesion: assigned ROI, neurons, delta r in every ROI (and the control's own-ROI delta)."""
+    """Per lesion: assigned ROI, neurons, delta r in every ROI (and the control's own-ROI
+    delta), for the protocol's assignment and the exploratory one."""
     s = document["summary"]
     rois = s["rois"]
-    print("baseline r  " + " ".join(f"{n:>7}" for n in rois))
-    print("            " + " ".join(f"{s['baseline_r'][n]:7.3f}" for n in rois))
-    print(f"{'atom':>4} {'-> ROI':>6} {'n':>5} | " + " ".join(f"{n:>7}" for n in rois) + " | hit  ctrl_own")
-    for row in document["lesions"]:
-        ctrl = row.get("control_own_roi_delta")
-        print(f"{row['subgroup']:>4} {row['assigned_roi']:>6} {row['n_neurons']:>5} | "
-              + " ".join(f"{row['delta_r'][n]:+7.3f}" for n in rois)
-              + f" | {'yes' if row['own_roi_hit'] else 'no ':>4} {'' if ctrl is None else f'{ctrl:+.3f}'}")
-    print(f"own-ROI hits {s['own_roi_hits']}/{s['n_lesions']} (chance {s['chance_hit_rate']}); "
-          f"control hits {s.get('control_own_roi_hits')}; total {s['seconds']} s")
+    print("mapping r   " + " ".join(f"{s['mapping_r'][n]:7.3f}" for n in rois))
+    print("p_FDR       " + " ".join(f"{s['mapping_p_fdr'][n]:7.3f}" for n in rois))
+    for name in ("protocol", "exploratory_r_only"):
+        block = document[name]
+        if block is None:
+            continue
+        print(f"{name}: " + ("no subgroup assigned, nothing lesioned" if not block["lesions"]
+                             else ""))
+        print(f"{'atom':>4} {'-> ROI':>6} {'n':>5} | " + " ".join(f"{n:>7}" for n in rois)
+              + " | hit  ctrl_own")
+        for row in block["lesions"]:
+            ctrl = row.get("control_own_roi_delta")
+            print(f"{row['subgroup']:>4} {row['assigned_roi']:>6} {row['n_neurons']:>5} | "
+                  + " ".join(f"{row['delta_r'][n]:+7.3f}" for n in rois)
+                  + f" | {'yes' if row['own_roi_hit'] else 'no ':>4} {'' if ctrl is None else f'{ctrl:+.3f}'}")
+        summary = block["summary"]
+        print(f"own-ROI hits {summary['own_roi_hits']}/{summary['n_lesions']} (chance "
+              f"{s['chance_hit_rate']}); control hits {summary.get('control_own_roi_hits')}")
+    print(f"total {s['seconds']} s")
 
 
 def main(argv: list[str] | None = None) -> int:
