@@ -256,3 +256,18 @@ def test_controls_match_count_layers_and_magnitude():
     assert {k: len(v) for k, v in controls.items()} == {"count": 2, "layer": 2, "magnitude": 2}
     with pytest.raises(ValueError, match="not in the universe"):
         count_matched(NeuronSet({"L00.mlp.inner": [1]}), universe)
+
+
+def test_scale_and_add_need_their_value():
+    """edit_neurons(..., "scale") without a value was a lesion (factor 0)."""
+    from brainalign.interventions.neurons import edit_neurons
+
+    model = tiny_model("llama")
+    neurons = NeuronSet({"L00.mlp.out": [0, 1]})
+    for mode in ("scale", "add"):
+        with pytest.raises(ValueError, match=f"mode '{mode}' takes a value"):
+            with edit_neurons(model, neurons, mode):
+                pass
+    with pytest.raises(ValueError, match="value=2.0 is for mode 'scale' or 'add', not 'zero'"):
+        with edit_neurons(model, neurons, "zero", value=2.0):
+            pass

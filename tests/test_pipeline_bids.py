@@ -334,3 +334,21 @@ def test_start_times_that_differ_between_subjects_or_exceed_the_tr(dataset, link
     _set_start_time(dataset, linked, dataset.tr_s, subjects=("02",))
     message = design_error(dataset, linked)
     assert "StartTime" in message and "sub-02_task-harbour_run-1" in message
+
+
+def test_bids_info_names_each_way_words_miss_the_scan():
+    """Words before the first volume were reported as "words end at ..." with an end that
+    was inside the scan."""
+    from brainalign.cli.bids import timing_check
+    from brainalign.stimuli import Word
+
+    words = [Word("a", 1.0, 1.5, 0), Word("b", 10.0, 10.5, 0)]
+    assert timing_check(words, 0.0, 10, 2.0) == "ok"
+    assert timing_check(words, -3.0, 10, 2.0) == (
+        "MISMATCH: words start at -2.0 s, before the first volume")
+    assert timing_check(words, 12.0, 10, 2.0) == (
+        "MISMATCH: words end at 22.5 s, 10 volumes end at 20.0 s")
+    assert timing_check(words, -3.0, 3, 2.0) == (
+        "MISMATCH: words start at -2.0 s, before the first volume; words end at 7.5 s, "
+        "3 volumes end at 6.0 s")
+    assert timing_check([], 0.0, 10, 2.0) == "MISMATCH: no words in this story run"

@@ -263,3 +263,11 @@ def test_encoding_section_states_r_over_scored_targets_only():
                            "roi: targets with an r": "3 of 4"}
     best = re.findall(r"<tr><td[^>]*>(\w+)</td><td[^>]*>(-?[\d.]+)</td></tr>", page)
     assert best == [("a", "-0.1"), ("b", "-0.2"), ("c", "-0.3")]
+
+
+def test_stability_curve_draws_every_series():
+    """Series beyond the eighth were dropped (zipped with eight markers)."""
+    series = {f"measure {i}": [0.1 * i, 0.05 * i] for i in range(10)}
+    fig = figures.stability_vs_k([4, 8], series)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert [label for label in labels if label.startswith("measure")] == list(series)

@@ -14,6 +14,20 @@ import click
 from brainalign.cli import main
 
 
+def timing_check(words, onset_s: float, n_volumes: int, tr_s: float) -> str:
+    """The check column of a run: ``ok``, or ``MISMATCH:`` and each way the run's words fall
+    outside its scan (``words``: the story run's, in story time; ``onset_s``: the scan
+    clock of story time 0)."""
+    problems = [] if words else ["no words in this story run"]
+    if words and onset_s + words[0].onset_s < 0:
+        problems.append(f"words start at {onset_s + words[0].onset_s:.1f} s, before the first "
+                        "volume")
+    if words and onset_s + words[-1].offset_s > n_volumes * tr_s:
+        problems.append(f"words end at {onset_s + words[-1].offset_s:.1f} s, {n_volumes} "
+                        f"volumes end at {n_volumes * tr_s:.1f} s")
+    return "MISMATCH: " + "; ".join(problems) if problems else "ok"
+
+
 @main.group("bids")
 def bids_group() -> None:
     """BIDS / fMRIPrep datasets: what a study would read from them."""
@@ -68,11 +82,7 @@ def bids_info(path, derivatives, space, res, tasks, subjects, entities, timing, 
             click.echo(f"{run.label:<34} NO STORY: no timing entry for this run")
             continue
         story = stimulus.stories[entry.story]
-        words = story.run_words(entry.story_run)
-        end_s = entry.onset_s + words[-1].offset_s if words else entry.onset_s
-        scan_s = run.n_volumes() * run.tr_s
-        check = ("ok" if words and entry.onset_s + words[0].onset_s >= 0 and end_s <= scan_s
-                 else f"MISMATCH: words end at {end_s:.1f} s, {run.n_volumes()} volumes "
-                      f"end at {scan_s:.1f} s")
+        check = timing_check(story.run_words(entry.story_run), entry.onset_s, run.n_volumes(),
+                             run.tr_s)
         click.echo(f"{run.label:<34} {entry.story:<16} {entry.story_run + 1:>9} "
                    f"{entry.onset_s:>9.2f}  {check}")

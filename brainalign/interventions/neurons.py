@@ -243,7 +243,7 @@ def edit_neurons(
     model: torch.nn.Module,
     neuron_set: NeuronSet,
     mode: EditMode,
-    value: float = 0.0,
+    value: float | None = None,
     universe: Iterable[str] | None = None,
 ) -> Iterator[NeuronSet]:
     """Edit the neurons of ``neuron_set`` at every token position while the context is open.
@@ -256,7 +256,8 @@ def edit_neurons(
         ``zero``: set them to 0 (lesion). ``keep_only``: set every *other* unit of the
         ``universe`` sites to 0. ``scale``: multiply by ``value``. ``add``: add ``value``.
     value : float
-        The factor (scale) or constant (add).
+        The factor (scale) or constant (add); required for those modes (a default factor of
+        0 would make a scale a lesion), refused for the others.
     universe : iterable of str, optional
         For ``keep_only``: the site names (``"mlp.out"``) or keys (``"L03.mlp.out"``) whose
         other units are zeroed. Default: every layer of each site name in the set.
@@ -268,6 +269,10 @@ def edit_neurons(
     """
     if mode not in ("zero", "keep_only", "scale", "add"):
         raise ValueError(f"mode must be 'zero', 'keep_only', 'scale' or 'add', got {mode!r}")
+    if (mode in ("scale", "add")) != (value is not None):
+        raise ValueError(f"mode {mode!r} takes a value (the factor of scale, the constant of "
+                         "add)" if value is None else
+                         f"value={value!r} is for mode 'scale' or 'add', not {mode!r}")
     if mode == "keep_only" and universe is None and neuron_set.size == 0:
         raise ValueError(f"keep_only of the empty neuron set {neuron_set.name!r} without a "
                          "universe: the sites to silence come from the set's own sites, so "

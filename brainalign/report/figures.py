@@ -124,7 +124,9 @@ def stability_vs_k(candidates: Sequence[int], series: dict[str, Sequence[float |
         The study's K, marked with a vertical line.
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for (label, values), marker in zip(series.items(), "os^Dv<>p"):
+    markers = "os^Dv<>p"
+    for index, (label, values) in enumerate(series.items()):
+        marker = markers[index % len(markers)]
         values = np.array([np.nan if v is None else v for v in values], dtype=float)
         ax.plot(candidates, values, marker=marker, ls="-", label=label)
     if chosen is not None:
