@@ -68,6 +68,11 @@ no language-model result on these data was seen before this protocol was fixed.
 Writes JSON with a "summary" (protocol, r_group, unique_r_llm_beyond_word_rate,
 unique_r_llm_beyond_published, n_sig_subjects, atoms_per_fold_over_full, noise ceilings,
 exploratory) and the details.
+
+Erratum (2026-11-27, after the run; the protocol above is kept as written): "SmolLM2-135M
+(registry name smollm2-135m)" is that registry name's checkpoint, SmolLM2-135M-Instruct
+as a GGUF Q4_1 file dequantised to float32 (``smollm2-135m-instruct-q4``), which is what
+the recording's provenance names.
 """
 
 from __future__ import annotations

@@ -147,10 +147,9 @@ def story_timecourses(args, config: dict):
     from brainalign.timecourse import recording_to_tr
 
     story = bundled_story()
+    # reused only when its settings match and its checksums verify (else recorded again)
     path = record_story(load_model(MODEL, device="cpu"), story, ["mlp.out"],
-                        Path(args.cache) / "story", progress=False) \
-        if not (Path(args.cache) / "story" / story.name).exists() else \
-        Path(args.cache) / "story" / story.name
+                        Path(args.cache) / "story", progress=False, overwrite=True)
     return cleaned_timecourses(recording_to_tr(Recording.open(path), story=story), config)
 
 

@@ -86,7 +86,7 @@ def rows_for(alice: dict, study: dict) -> list[dict]:
         unique = summary[f"unique_r_llm_beyond_{control}"][sphere]
         add(f"Alice: smallest unique r of SmolLM2 beyond {control.replace('_', ' ')}",
             min(roi["r"] for roi in unique.values()), "reported", True, "no target")
-        add(f"Alice: ROIs where that unique r has FDR p < .05",
+        add("Alice: ROIs where that unique r has FDR p < .05",
             sum(roi["p_fdr"] < 0.05 for roi in unique.values()), f"of {len(unique)}", True,
             "no target")
     recovery = study["recovery"]
