@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
+import torch
 from test_record import make_story, tiny_loaded
 
 from brainalign.interventions.loop import LoopResult, brain_loop, network_means, subgroup_features
@@ -178,3 +178,23 @@ def test_matched_random_lesions_leave_the_planted_network_alone(tmp_path):
                                                    for g in control.lesioned_subgroups]
     assert real.provenance["lesioned_sets"] == [f"{g}: subgroup{g}"
                                                 for g in real.lesioned_subgroups]
+
+
+def test_edits_in_force_follow_the_contexts_nesting():
+    """Each context removes its own entry: an equal edit nested inside another leaves the
+    outer one's entry in its place (removing the first equal entry reordered them)."""
+    from brainalign.interventions import NeuronSet, lesion, scale
+    from brainalign.models.sites import active_edits
+
+    loaded = tiny_loaded("llama", seed=1)
+    first = NeuronSet({"L00.mlp.out": [1, 2]}, name="a")
+    with lesion(loaded.model, first):
+        with scale(loaded.model, NeuronSet({"L01.mlp.out": [3]}, name="b"), 2.0):
+            with lesion(loaded.model, first):
+                assert [e["mode"] for e in active_edits(loaded.model)] == ["zero", "scale", "zero"]
+            assert [e["mode"] for e in active_edits(loaded.model)] == ["zero", "scale"]
+        with pytest.raises(RuntimeError):
+            with lesion(loaded.model, first):
+                raise RuntimeError("inside")
+        assert [e["set"] for e in active_edits(loaded.model)] == ["a"]
+    assert active_edits(loaded.model) == []

@@ -475,7 +475,9 @@ def test_unsupported_model_says_how_to_declare_a_layout():
 
 def test_recorder_uses_the_loaded_models_layout(tmp_path):
     """record_story reads LoadedModel.layout: a declared layout records what the automatic
-    one does, and a wrong one stops the recording with the layout's error."""
+    one does (its settings name the layout, so the two recordings are told apart), and a
+    wrong one is refused when it is declared. The layout belongs to the model object, so
+    every LoadedModel holding that model sees it."""
     import dataclasses
 
     import numpy as np
@@ -492,9 +494,15 @@ def test_recorder_uses_the_loaded_models_layout(tmp_path):
                                        tmp_path / "declared", layers=[1], progress=False))
     for site in ("mlp.inner", "attn.out"):
         assert np.array_equal(auto.matrix(site, 1), mine.matrix(site, 1)), site
-    wrong = dataclasses.replace(loaded, layout={**LLAMA_LAYOUT, "attn.out": ["self_attn.out", "output"]})
+    assert "layout" not in auto.manifest["settings"]
+    assert json.loads(mine.manifest["settings"]["layout"]) == declared.layout.to_dict()
+    assert loaded.layout is declared.layout  # one model object, one layout
+    assert dataclasses.replace(declared).layout is declared.layout  # kept when left out
     with pytest.raises(ValueError, match="no sub-module 'self_attn.out'"):
-        record_story(wrong, story, ["attn.out"], tmp_path / "wrong", layers=[1], progress=False)
+        dataclasses.replace(loaded, layout={**LLAMA_LAYOUT, "attn.out": ["self_attn.out", "output"]})
+    assert loaded.layout is declared.layout  # a refused layout changes nothing
+    loaded.layout = None
+    assert declared.layout is None
 
 
 def test_recording_a_mixture_of_experts_with_its_router(tmp_path):

@@ -660,25 +660,23 @@ def test_round_trips_through_every_writer(tmp_path_factory, story):
     assert load_story(grids).words == story.words
 
 
-def test_a_transcript_word_spelled_like_a_silence_label_survives_a_table(tmp_path):
-    """Gentle keeps a transcript word "#"; brainalign's own table must give it back, while
-    an aligner's table (no run_index column) still drops its "#" silence rows."""
+def test_a_word_spelled_like_a_silence_label_is_refused_by_the_writers(tmp_path):
+    """Gentle keeps a transcript word "#"; the table and TextGrid readers skip "#" rows as
+    silence, so writing it used to lose the word on the way back. The writers refuse it;
+    an aligner's table still has its "#" rows skipped."""
     document = gentle_document()
     document["words"][5] = {"word": "#", "case": "success", "alignedWord": "#",
                             "start": 2.4, "end": 2.5, "phones": []}
     story = load_story(write(tmp_path, "g.json", json.dumps(document)))
     assert "#" in story.texts
-    for name, delimiter in (("g.tsv", "\t"), ("g.csv", ",")):
-        back = read_table(write_table(story, tmp_path / name, delimiter=delimiter))
-        assert back.words == story.words
-        assert back.metadata["n_silences_skipped"] == 0
-    aligner = write(tmp_path, "mfa.tsv", "word\tonset\toffset\n#\t0.0\t0.5\nhi\t0.5\t0.9\n")
+    for writer, name in ((write_table, "g.tsv"), (write_textgrid, "g.TextGrid")):
+        with pytest.raises(ValueError, match=r"spelled like silence labels \(\['#'\]\)"):
+            writer(story, tmp_path / name)
+        assert not (tmp_path / name).exists()
+    aligner = write(tmp_path, "mfa.tsv", "word\tonset\toffset\trun_index\n#\t0.0\t0.5\t0\n"
+                                         "hi\t0.5\t0.9\t0\n")
     assert read_table(aligner).texts == ["hi"]
-    assert read_table(tmp_path / "g.tsv", silences=["#"]).texts == [
-        t for t in story.texts if t != "#"]
-    # a TextGrid cannot tell that word from a silence interval: refused, not dropped
-    with pytest.raises(ValueError, match=r"take for silence \(\['#'\]\).*write a table"):
-        write_textgrid(story, tmp_path / "g.TextGrid")
+    assert read_table(aligner, silences=[]).texts == ["#", "hi"]
 
 
 def test_csv_round_trip_keeps_a_newline_inside_a_quoted_word(tmp_path):

@@ -346,7 +346,7 @@ def edit_region(model: torch.nn.Module, region: Region,
         _write(model, region, edited)
         digest = hashlib.sha256()
         for name, values in edited.items():
-            digest.update(name.encode() + b"\0" + region.indices[name].numpy().astype("<i8").tobytes()
+            digest.update(name.encode() + b"\0" + region.indices[name].cpu().numpy().astype("<i8").tobytes()
                           + values.detach().float().cpu().numpy().astype("<f4").tobytes())
         with edit_in_force(model, {"kind": "parameters", "region": region.name,
                                    "n_parameters": region.size,

@@ -33,7 +33,7 @@ import re
 import shutil
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -419,9 +419,12 @@ class LoadedModel:
         ``alias_used``.
     layout : dict, SiteLayout or path, optional
         A declared site layout (:func:`brainalign.models.sites.load_layout`) for models
-        whose sites are not found automatically; None: found from the modules. Setting it
-        declares it for the model object (:func:`~brainalign.models.sites.declare_layout`),
-        so lesions and evaluations of ``model`` use the sites a recording uses.
+        whose sites are not found automatically. It belongs to the model object
+        (:func:`~brainalign.models.sites.declare_layout`): recordings, lesions and
+        evaluations of ``model`` all use it, whichever LoadedModel holds that model.
+        ``loaded.layout`` reads it back (None: sites found from the modules); setting it
+        declares another (None forgets it). Left out at construction, the model keeps
+        whatever layout it was given before.
     """
 
     model: torch.nn.Module
@@ -430,14 +433,11 @@ class LoadedModel:
     kind: ModelKind
     architecture: str
     provenance: dict
-    layout: object = None
+    layout: InitVar[object] = None
 
-    def __setattr__(self, name: str, value) -> None:
-        if name == "layout":  # the model object's sites, for recordings and edits alike
-            from brainalign.models.sites import declare_layout
-
-            declare_layout(self.model, value)
-        super().__setattr__(name, value)
+    def __post_init__(self, layout) -> None:
+        if layout is not None:
+            _set_layout(self, layout)
 
     @property
     def device(self) -> torch.device:
@@ -446,6 +446,24 @@ class LoadedModel:
     @property
     def n_layers(self) -> int:
         return int(self.model.config.num_hidden_layers)
+
+
+def _get_layout(loaded: LoadedModel):
+    from brainalign.models.sites import declared_layout
+
+    return declared_layout(loaded.model)
+
+
+def _set_layout(loaded: LoadedModel, layout) -> None:
+    from brainalign.models.sites import declare_layout
+
+    declare_layout(loaded.model, layout)
+
+
+# The layout is stored on the model object only (one place for every holder of it): after
+# the dataclass has taken ``layout`` as an init-only argument, it becomes this property.
+LoadedModel.layout = property(_get_layout, _set_layout, doc="The model object's declared "
+                              "site layout (a SiteLayout), or None.")
 
 
 def default_dtype(device: str | torch.device) -> torch.dtype:

@@ -586,8 +586,8 @@ def edit_in_force(model: torch.nn.Module, description: Mapping) -> Iterator[None
     edits.append(entry)
     try:
         yield
-    finally:
-        edits.remove(entry)
+    finally:  # this context's own entry, even when an equal edit is nested in it
+        del edits[next(i for i, e in enumerate(edits) if e is entry)]
 
 
 def active_edits(model: torch.nn.Module) -> list[dict]:

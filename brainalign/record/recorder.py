@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 from brainalign.models.registry import LoadedModel
-from brainalign.models.sites import Site, StopForward, active_edits, resolve_sites, site_hooks
+from brainalign.models.sites import (Site, StopForward, active_edits, declared_layout, load_layout,
+                                     resolve_sites, site_hooks)
 from brainalign.provenance import config_hash, file_sha256, provenance_block
 from brainalign.record.alignment import WordAlignment, align_words
 from brainalign.record.neurons import NeuronTable
@@ -668,7 +669,9 @@ def _plan_recording(loaded, story, sites, layers, context_tokens, stride_tokens,
                              "fit float16, which keeps 3 more bits than bfloat16); got "
                              "dtype='bfloat16'")
         story.check_scan(resampling.allow_words_outside_scan)
-    resolved = resolve_sites(model, list(sites), layers, layout=getattr(loaded, "layout", None))
+    layout = getattr(loaded, "layout", None)  # else the model's declared one, if any
+    resolved = resolve_sites(model, list(sites), layers, layout=layout)
+    layout = load_layout(layout) if layout is not None else declared_layout(model)
     if not resolved:
         raise ValueError("no sites to record: give at least one site name")
     alignment = align_words(loaded.tokenizer, story.texts)
@@ -682,6 +685,8 @@ def _plan_recording(loaded, story, sites, layers, context_tokens, stride_tokens,
         "compute_dtype": compute_dtype, "story_words": story.words_hash(),
         "dtype": stored,
     }
+    if layout is not None:  # site keys name other modules than the automatic ones
+        settings["layout"] = layout.key()
     edits = active_edits(model)
     if edits:  # a lesion or an edited region in force: not the intact model's values
         settings["interventions"] = edits

@@ -567,11 +567,8 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
     (tab, comma or semicolon) is sniffed from the header line. Tab-separated cells are
     taken verbatim (quotes are part of the word); comma- or semicolon-separated cells
     follow the CSV quoting rules. Rows whose word is a
-    silence label are skipped (counted in ``metadata["n_silences_skipped"]``), except in a
-    table with a ``run_index`` column: that is brainalign's own format, where every row is
-    a word (a transcript may hold a word such as ``#`` that an aligner's table would use
-    for silence), so there only an explicit ``silences`` list skips rows. Blank lines are
-    ignored.
+    silence label are skipped (counted in ``metadata["n_silences_skipped"]``); blank
+    lines are ignored.
 
     Parameters
     ----------
@@ -580,8 +577,7 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
     name : str, optional
         The story name; default the file stem.
     silences : iterable of str, optional
-        Word labels to skip (case-insensitive); default :data:`DEFAULT_SILENCES`, or none
-        in a table with a ``run_index`` column.
+        Word labels to skip (case-insensitive); default :data:`DEFAULT_SILENCES`.
     tolerance_s : float
         Overlap between consecutive words accepted as rounding error, in seconds.
 
@@ -596,6 +592,7 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
         impossible timing; the message gives the line number (the header is line 1).
     """
     path = Path(path)
+    silence_set = _silence_set(silences)
     text = _read_text_file(path)
     lines = [line.rstrip("\r") for line in text.split("\n")]
     header_index = next(i for i, line in enumerate(lines) if line.strip())
@@ -657,9 +654,6 @@ def read_table(path: str | os.PathLike, name: str | None = None, *,
                     "are taken in the order they appear); sort the rows by run, or give a "
                     "0-based run_index column")
     _check_timing(items, path, tolerance_s)
-    # write_table's rows (run_index) are all words; an aligner's table marks silences
-    silence_set = (frozenset() if silences is None and "run_index" in columns
-                   else _silence_set(silences))
     words = [item for item in items if not _is_silence(item.text, silence_set)]
     metadata: dict = {"format": "table", "n_silences_skipped": len(items) - len(words)}
     if run_labels:

@@ -19,6 +19,16 @@ def _seconds(value: float) -> str:
     return repr(float(value))
 
 
+def _refuse_silence_labels(words, what: str) -> None:
+    """A ValueError when a word is spelled like a silence label (:data:`DEFAULT_SILENCES`):
+    the readers would drop it when the file is read back."""
+    silent = sorted({w.text for w in words if w.text.strip().casefold() in DEFAULT_SILENCES})
+    if silent:
+        raise ValueError(f"the story has words spelled like silence labels ({silent}); a "
+                         f"{what} reader skips those, so they would be lost on reading it "
+                         "back; rename them before writing")
+
+
 def write_table(story: Story, path: str | os.PathLike, *, delimiter: str = "\t") -> Path:
     """Write the words as a table with columns word, onset, offset, run_index.
 
@@ -33,12 +43,19 @@ def write_table(story: Story, path: str | os.PathLike, *, delimiter: str = "\t")
         Column separator. With a tab, cells are written verbatim (a word must not hold a
         tab); otherwise CSV quoting applies.
 
+    Raises
+    ------
+    ValueError
+        A word spelled like a silence label (``#``, ``sp``...: :func:`read_table` would
+        skip it), or a tab or newline in a word of a tab-separated table.
+
     Returns
     -------
     Path
         The file written.
     """
     path = Path(path)
+    _refuse_silence_labels(story.words, "table")
     if delimiter == "\t" and any("\t" in w.text or "\n" in w.text for w in story.words):
         raise ValueError("a word holds a tab or newline; write a CSV (delimiter=',') instead")
     quoting = (dict(quoting=csv.QUOTE_NONE, quotechar=None) if delimiter == "\t"
@@ -89,11 +106,7 @@ def write_textgrid(story: Story, path: str | os.PathLike, *, run: int = 0,
     words = story.run_words(run)
     if not words:
         raise ValueError(f"story {story.name!r} has no words in run {run}")
-    silent = sorted({w.text for w in words if w.text.strip().casefold() in DEFAULT_SILENCES})
-    if silent:
-        raise ValueError(f"run {run} has words that TextGrid readers take for silence "
-                         f"({silent}); they would be lost: write a table (write_table) "
-                         "instead")
+    _refuse_silence_labels(words, "TextGrid")
     end = words[-1].offset_s
     if xmax_s is None:
         xmax_s = story.run_summary()[run]["scan_end_s"]
