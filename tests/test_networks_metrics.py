@@ -85,3 +85,30 @@ def test_organisation_metrics_gathers_everything():
     assert metrics.kappa == pytest.approx(0.5)
     assert metrics.spectral_diversity is None and metrics.n_atoms == 3
     assert set(metrics.to_dict()) >= {"diversity", "kappa", "atoms_per_network"}
+
+
+def test_significance_follows_the_mappings_own_rule():
+    """Compactness counts what the mapping passes: the temporal test when it was run (a
+    failed one was ignored: share_assigned 1.0 with nothing assigned), and |r| for a
+    two-sided mapping (networks passing with a negative r were dropped)."""
+    from brainalign.networks.atlases import Atlas
+    from brainalign.networks.mapping import map_patterns
+    from brainalign.networks.temporal import TemporalTest
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([1, 2, 3], 100)
+    atlas = Atlas("toy", "roi", ["A", "B", "C"], labels)
+    maps = np.stack([np.where(labels == 1, 3.0, 0.0), np.where(labels == 2, 3.0, 0.0)])
+    maps = maps + 0.3 * rng.standard_normal(maps.shape)
+    failed = TemporalTest(np.full((2, 3), 0.001), np.full((2, 3), 0.9), 100, 10, 1, [1],
+                          np.full((2, 3), "empirical"), {})
+    mapping = map_patterns(maps, atlas, null="permutation", n_perm=200, temporal=failed,
+                           tail="empirical")
+    assert mapping.assigned == ["none", "none"] and mapping.passes["spatial"].any()
+    assert not significance_matrix(mapping).any()
+    assert organisation_metrics(np.array([0, 1]), [mapping]).share_assigned == 0.0
+    flipped = map_patterns(-maps, atlas, null="permutation", n_perm=200,
+                           alternative="two-sided", tail="empirical")
+    assert flipped.assigned == ["A", "B"]
+    np.testing.assert_array_equal(significance_matrix(flipped), flipped.passes["spatial"])
+    assert significance_matrix(flipped)[[0, 1], [0, 1]].all()

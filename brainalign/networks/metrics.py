@@ -127,11 +127,19 @@ def assignment_consistency(assignments: Sequence[Sequence[str]]) -> dict[str, fl
 
 
 def significance_matrix(mapping: NetworkMapping, alpha: float | None = None) -> np.ndarray:
-    """Bool (n_patterns, n_networks): FDR p < alpha (one family per pattern, as in
-    ``mapping.p_fdr``) and positive assignment statistic."""
+    """Bool (n_patterns, n_networks): the networks each pattern passes, by the mapping's own
+    rule: FDR p < alpha (one family per pattern, as in ``mapping.p_fdr``) with a positive
+    assignment statistic (its absolute value for a two-sided mapping), and, when the
+    mapping ran the temporal test, the same for the pattern's unique r."""
     alpha = mapping.alpha if alpha is None else alpha
+    two_sided = (mapping.provenance or {}).get("alternative") == "two-sided"
     statistic = np.nan_to_num(mapping.statistics[mapping.statistic], nan=0.0)
-    return (mapping.p_fdr[mapping.statistic] < alpha) & (statistic > 0)
+    passing = (mapping.p_fdr[mapping.statistic] < alpha) & (
+        (np.abs(statistic) if two_sided else statistic) > 0)
+    if "unique_r" in mapping.p_fdr:
+        unique_r = np.nan_to_num(mapping.statistics["unique_r"], nan=0.0)
+        passing &= (mapping.p_fdr["unique_r"] < alpha) & (unique_r > 0)
+    return passing
 
 
 def compactness(significant: np.ndarray) -> dict[str, float]:
