@@ -271,3 +271,29 @@ def test_functional_networks_save_load(tmp_path):
     assert loaded.z_threshold == 1.96 and loaded.two_sided is False
     with pytest.raises(ValueError, match="n_neurons=600"):
         find_functional_networks(acts[:, :10], neurons, device="cpu")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_dictionary_atoms_have_the_sign_of_their_neurons(seed):
+    """Neurons follow their planted atom positively (mostly): every fitted dictionary atom
+    correlates positively with its planted atom, whatever the seed (the fit's sign was
+    arbitrary, and a flipped atom's encoding map is its network's mirror image); its own
+    subgroup's median loading is positive, and the reconstruction is the fit's."""
+    from brainalign.patterns.study_a import _oriented, _subgroups
+
+    data, runs, neurons, atoms, subgroup = planted_timecourses(seed, signed=False)
+    patterns = fit_atoms(data, N_ATOMS, train_runs="all", neurons=neurons, runs=runs,
+                         device="cpu", random_state=seed)
+    truth, fitted, _ = match_components(atoms.T, patterns.atoms.T)
+    r = [np.corrcoef(atoms[:, t], patterns.atoms[:, f])[0, 1] for t, f in zip(truth, fitted)]
+    assert min(r) > 0.95
+    own = _subgroups(patterns.loadings)
+    assert all(np.median(patterns.loadings[k, own == k]) > 0 for k in range(N_ATOMS))
+    # orienting flips atoms with their codes: the reconstruction is the fit's
+    rng = np.random.default_rng(seed)
+    atoms_in, codes_in = rng.standard_normal((30, 4)), rng.standard_normal((4, 50))
+    atoms_out, codes_out = _oriented(atoms_in, codes_in)
+    np.testing.assert_allclose(atoms_out @ codes_out, atoms_in @ codes_in)
+    np.testing.assert_array_equal(np.abs(atoms_out), np.abs(atoms_in))
+    groups = _subgroups(codes_out)
+    assert all(np.median(codes_out[k, groups == k]) > 0 for k in range(4) if (groups == k).any())

@@ -18,7 +18,10 @@ there; dictionary and ICA atoms come close). Inside cross-validation,
 default (:class:`~brainalign.patterns.dictionary.DictionaryLearning`: atoms over time,
 L1-sparse codes per neuron, codes by batched FISTA); k-means (atom = centroid time course,
 loading = cluster membership) and spatial ICA (atom = mixing time course, loading =
-unit-variance neuron map) are offered for comparison.
+unit-variance neuron map) are offered for comparison. Signs are fixed so that an atom is
+the time course its neurons share: a dictionary atom's own subgroup has a positive median
+loading, an ICA neuron map a positive skew (a mapping that tests for a positive relation
+to a network would otherwise meet mirror-image maps of arbitrary atoms).
 
 What this module adds around the estimators:
 
@@ -63,6 +66,11 @@ from brainalign.record.neurons import NeuronTable
 from brainalign.timecourse.delays import DEFAULT_DELAYS
 
 logger = logging.getLogger(__name__)
+
+#: What fitted atoms are, beyond the settings: 2 since dictionary atoms have a fixed sign
+#: (their subgroup's median loading > 0; before, the fit's arbitrary one). Part of the
+#: study stages' cache keys.
+PATTERNS_REVISION = 2
 
 Method = Literal["dictionary", "kmeans", "ica"]
 METHODS = ("dictionary", "kmeans", "ica")
@@ -331,7 +339,7 @@ def _decompose(X: torch.Tensor, n_atoms: int, method: str, random_state, device,
     if method == "dictionary":
         model = DictionaryLearning(n_atoms, **common, **estimator_params)
         codes = model.fit_transform(X)
-        return model.components_.T.copy(), codes.T.copy()
+        return _oriented(model.components_.T.copy(), codes.T.copy())
     if method == "kmeans":
         model = KMeans(n_atoms, **common, **estimator_params).fit(X)
         loadings = np.zeros((n_atoms, X.shape[0]), dtype=np.float32)
@@ -344,6 +352,21 @@ def _decompose(X: torch.Tensor, n_atoms: int, method: str, random_state, device,
         sign = np.where(skew < 0, -1.0, 1.0).astype(np.float32)
         return (model.mixing_ * sign).astype(np.float32), (sources * sign).T.copy()
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def _oriented(atoms: np.ndarray, loadings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dictionary atoms and codes with each atom's sign fixed (the fit leaves it arbitrary,
+    and a flipped atom's encoding map is its network's mirror image): the median loading
+    of the atom's own subgroup is positive, so the atom is the time course its neurons
+    share; an atom without a subgroup gets a positive sum of loadings. The product
+    ``atoms @ loadings`` is unchanged."""
+    subgroup = _subgroups(loadings)
+    sign = np.ones(loadings.shape[0], dtype=atoms.dtype)
+    for k in range(loadings.shape[0]):
+        own = loadings[k, subgroup == k]
+        value = np.median(own) if own.size else loadings[k].sum()
+        sign[k] = -1.0 if value < 0 else 1.0
+    return atoms * sign, loadings * sign[:, None]
 
 
 def _subgroups(loadings: np.ndarray) -> np.ndarray:

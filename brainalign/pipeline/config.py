@@ -795,6 +795,11 @@ def stage_config(config: dict[str, dict[str, Any]], stage: str) -> dict[str, Any
         from brainalign.timecourse.resample import KERNEL_REVISION
 
         part["timecourse"]["kernel_revision"] = KERNEL_REVISION
+    if "patterns" in STAGE_DEPENDENCIES[stage] and "patterns" in part:
+        # a stage cached with atoms of another sign convention is rebuilt
+        from brainalign.patterns.study_a import PATTERNS_REVISION
+
+        part["patterns"]["revision"] = PATTERNS_REVISION
     return part
 
 
