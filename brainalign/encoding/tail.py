@@ -22,6 +22,15 @@ maximum likelihood, and its fitted upper end point never lies below the largest 
 value (probability-weighted moments can put it there when the tail is bounded, as the
 tails of correlations are).
 
+Beyond the largest null draw the fit is an extrapolation, and one from a few hundred draws
+runs light: on nulls exchangeable with the observed value, a bounded fit gave p ~1e-17 to
+a tenth of the tests that beat every draw, and BH-FDR over 25,000 pure-noise tests rejected
+some in 4 of 4 repetitions. There the tail is taken no lighter than an exponential with the
+tail's mean excess (:func:`_tail_survival`); the same check then rejects nothing, while an
+observed value many mean excesses beyond the draws still gets p far below
+1 / (n_perm + 1). Heavy-tailed nulls (a fitted shape > 0) keep the GPD's extrapolation,
+which stays somewhat light there (Student t3 nulls: about 6x too many p < 5e-5).
+
 Written by hand because no maintained Python library offers it for many tests at once:
 ``scipy.stats.genpareto.fit`` optimises one sample at a time (seconds for the thousands of
 pattern x network or voxel tests of one study), and mne.stats has no tail approximation.
@@ -191,6 +200,27 @@ def _fit_tails(top: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, ...]:
     return tail_size, threshold, shape, scale
 
 
+def _tail_survival(excess: np.ndarray, largest: np.ndarray, mean_excess: np.ndarray,
+                   shape: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Survival of the fitted tail at ``excess`` over the threshold, never 0.
+
+    Up to the largest null draw (``largest`` over the threshold) it is the GPD's. Beyond
+    every draw the fit is an extrapolation, and a GPD fitted to a few hundred draws
+    extrapolates too light a tail (a bounded fit, shape < 0, even puts 0 there: p-values of
+    ~1e-17 for tests no null draw reached, which FDR then passes on pure noise). There the
+    survival is the larger of the GPD's and of an exponential tail with the tail's mean
+    excess (shape 0, the MLE of the exponential), the latter taken no higher than the
+    GPD's value at the largest draw: continuous, decreasing in ``excess``.
+    """
+    survival = np.exp(gpd_log_survival(excess, shape, scale))
+    beyond = excess > largest
+    if beyond.any():
+        at_largest = np.exp(gpd_log_survival(largest[beyond], shape[beyond], scale[beyond]))
+        exponential = np.minimum(np.exp(-excess[beyond] / mean_excess[beyond]), at_largest)
+        survival[beyond] = np.maximum(survival[beyond], exponential)
+    return np.maximum(survival, np.finfo(np.float64).eps)
+
+
 def permutation_p_values(observed, null, *, tail: str = "gpd", min_exceed: int = 10,
                          max_tail: int = 250, min_tail: int = 20, tail_step: int = 10
                          ) -> PermutationPValues:
@@ -221,8 +251,8 @@ def permutation_p_values(observed, null, *, tail: str = "gpd", min_exceed: int =
     PermutationPValues
         Where the GPD is used, ``p = (tail_size / n_perm) * (1 - F(observed - t))``, at
         most the empirical p-value at ``min_exceed`` exceedances (so that p never rises
-        as the observed value grows) and at least ``(tail_size / n_perm) * eps`` where
-        the observed value is beyond the end point of a bounded fitted tail (never 0).
+        as the observed value grows). Beyond every null draw ``F`` is not extrapolated
+        lighter than an exponential tail (see :func:`_tail_survival`), and p is never 0.
     """
     if tail not in TAILS:
         raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
@@ -264,9 +294,10 @@ def permutation_p_values(observed, null, *, tail: str = "gpd", min_exceed: int =
                 size, cut, fitted_shape, fitted_scale = _fit_tails(top, sizes)
                 ok = size > 0
                 fitted = tests[ok]
-                log_survival = gpd_log_survival(flat_observed[fitted] - cut[ok],
-                                                fitted_shape[ok], fitted_scale[ok])
-                survival = np.maximum(np.exp(log_survival), np.finfo(np.float64).eps)
+                sums = np.cumsum(top[:, ok], axis=0)          # mean excess of each tail
+                mean_excess = sums[size[ok] - 1, np.arange(ok.sum())] / size[ok] - cut[ok]
+                survival = _tail_survival(flat_observed[fitted] - cut[ok], top[0, ok] - cut[ok],
+                                          mean_excess, fitted_shape[ok], fitted_scale[ok])
                 p_values[fitted] = np.minimum(size[ok] / n_perm * survival, ceiling)
                 method[fitted] = "gpd"
                 method[tests[~ok]] = "empirical_no_fit"
