@@ -213,3 +213,15 @@ def test_save_load_round_trip(tmp_path):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
     assert loaded.cv == result.cv and loaded.provenance["model"] == "test"
     assert loaded.provenance["config_hash"] == result.provenance["config_hash"]
+
+
+def test_cleaning_without_a_repetition_time_says_it_skips_the_high_pass(caplog):
+    from brainalign.encoding.cleaning import Cleaning, resolve_cleaning
+
+    with caplog.at_level("WARNING", logger="brainalign.encoding.cleaning"):
+        assert resolve_cleaning(True, None) == Cleaning(high_pass_hz=None)
+    assert "no high-pass filter" in caplog.text and "pass tr_s" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="brainalign.encoding.cleaning"):
+        assert resolve_cleaning(True, 2.0) == Cleaning()
+    assert caplog.text == ""

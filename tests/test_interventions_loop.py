@@ -174,6 +174,7 @@ def test_matched_random_lesions_leave_the_planted_network_alone(tmp_path):
     rows = np.arange(len(own))
     assert np.all(real.delta_r[rows, own] < -0.1)
     assert np.all(control.delta_r[rows, own] > real.delta_r[rows, own] + 0.05)
+    assert real.provenance["encoding_options"]["tr_s"] == "2.0"  # the story's: high-pass on
     assert control.provenance["lesioned_sets"] == [f"{g}: layer-matched-seed{g}"
                                                    for g in control.lesioned_subgroups]
     assert real.provenance["lesioned_sets"] == [f"{g}: subgroup{g}"

@@ -34,11 +34,14 @@ and cannot be fitted on some rows and applied to others.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from brainalign.timecourse.runs import check_runs, run_slices
+
+logger = logging.getLogger(__name__)
 
 #: High-pass cut-off (Hz) of the default cleaning: 1/128 Hz, the SPM default.
 DEFAULT_HIGH_PASS_HZ = 1.0 / 128.0
@@ -77,7 +80,12 @@ def resolve_cleaning(clean, tr_s: float | None) -> Cleaning | None:
     if clean is None or clean is False:
         return None
     if clean is True:
-        return Cleaning() if tr_s is not None else Cleaning(high_pass_hz=None)
+        if tr_s is None:
+            logger.warning("cleaning without tr_s: run means and linear trends are removed, "
+                           "but no high-pass filter (slower drifts remain and can correlate "
+                           "features with targets); pass tr_s (seconds) to filter them")
+            return Cleaning(high_pass_hz=None)
+        return Cleaning()
     if not isinstance(clean, Cleaning):
         raise TypeError(f"clean must be True, False or a Cleaning, got {type(clean).__name__}")
     if clean.high_pass_hz is not None and tr_s is None:

@@ -39,6 +39,7 @@ from sklearn.preprocessing import StandardScaler
 from brainalign.timecourse.delays import DEFAULT_DELAYS
 from brainalign.timecourse.runs import check_runs
 
+from .cleaning import FoldCleaner, resolve_cleaning
 from .cv import outer_splits
 from .ridge import DEFAULT_ALPHAS, EncodingModel
 from .stats import null_indices, pearson_r
@@ -143,6 +144,7 @@ def _delayed(X: np.ndarray, runs: np.ndarray, delays) -> np.ndarray:
 
 def unique_r_shift_test(X, Y, runs=None, *, delays=DEFAULT_DELAYS, n_shifts: int = 1000,
                         min_shift_tr: int = 10, alphas=DEFAULT_ALPHAS, n_inner_splits: int = 5,
+                        clean=True, tr_s: float | None = None,
                         random_state: int | None = 0) -> UniqueR:
     """Unique held-out r of each feature on each target, and its circular-shift null.
 
@@ -165,6 +167,13 @@ def unique_r_shift_test(X, Y, runs=None, *, delays=DEFAULT_DELAYS, n_shifts: int
     alphas : sequence of float
         Ridge grid; one alpha per target and outer fold is chosen by inner CV.
     n_inner_splits : int
+    clean : bool or Cleaning
+        Nuisance removal of features and targets alike, fitted inside each outer fold on
+        its training rows, as :func:`~brainalign.encoding.fit_encoding` does (run means,
+        linear trends, and with ``tr_s`` the cosine drifts; False: none). Shifted copies
+        are made of the cleaned features.
+    tr_s : float, optional
+        Repetition time in seconds (for the high-pass part of the cleaning).
     random_state : int or None
         Seed of the shifts.
 
@@ -190,11 +199,16 @@ def unique_r_shift_test(X, Y, runs=None, *, delays=DEFAULT_DELAYS, n_shifts: int
     column_feature = np.tile(np.arange(n_features), len(np.atleast_1d(delays)))
     observed = np.zeros((n_features, Y.shape[1]))
     null = np.zeros((n_shifts, n_features, Y.shape[1]))
+    cleaning = resolve_cleaning(clean, tr_s)
     for split in splits:
-        Xz = StandardScaler().fit(X[split.train]).transform(X)
+        Xz, Yc = X, Y
+        if cleaning is not None:  # the same nuisance model for features and targets
+            cleaner = FoldCleaner(cleaning, runs, split.train, tr_s)
+            Xz, Yc = cleaner.apply(X), cleaner.apply(Y)
+        Xz = StandardScaler().fit(Xz[split.train]).transform(Xz)
         design = _delayed(Xz, runs, delays)
         alphas_fold = np.asarray(EncodingModel(alphas=alphas, n_inner_splits=n_inner_splits)
-                                 .fit(design[split.train], Y[split.train],
+                                 .fit(design[split.train], Yc[split.train],
                                       runs=runs[split.train]).alphas_, dtype=np.float64)
         identity = np.arange(n_tr)[None]
         for k in range(n_features):
@@ -204,7 +218,7 @@ def unique_r_shift_test(X, Y, runs=None, *, delays=DEFAULT_DELAYS, n_shifts: int
                 rows = np.vstack([identity, order])[start:start + SHIFT_BATCH]
                 # (n_tr, n_delays * n_rows) delay-major -> (n_rows, n_tr, n_delays)
                 added = _delayed(Xz[rows, k].T, runs, delays).reshape(n_tr, -1, len(rows))
-                r_without, r_with = _added_feature_r(others, added.transpose(2, 0, 1), Y,
+                r_without, r_with = _added_feature_r(others, added.transpose(2, 0, 1), Yc,
                                                      split.train, split.test, alphas_fold)
                 unique = (r_with - r_without) / len(splits)
                 if start == 0:

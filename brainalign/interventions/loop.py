@@ -153,7 +153,7 @@ def brain_loop(
         Recordings go to ``work_dir/baseline`` and ``work_dir/lesion-<subgroup>``.
     record_options, tr_options, encoding_options : mapping, optional
         Passed to ``record_story``, ``recording_to_tr`` and ``fit_encoding`` for every
-        condition (``n_perm`` defaults to 0: only r is needed).
+        condition (``n_perm`` defaults to 0: only r is needed; ``tr_s`` to the story's).
     features : callable
         ``features(data (n_tr, n_neurons), subgroup) -> X (n_tr, n_features)``.
     lesion_sets : mapping of int to NeuronSet, optional
@@ -173,7 +173,8 @@ def brain_loop(
     # each lesion folder holds the recording of one lesion: re-recorded when it changes
     record_options.setdefault("overwrite", True)
     tr_options = dict(tr_options or {})
-    encoding_options = {"n_perm": 0, **(encoding_options or {})}
+    # the story's TR: the encoding model's cleaning includes its high-pass filter
+    encoding_options = {"n_perm": 0, "tr_s": story.tr_s, **(encoding_options or {})}
     target_labels = np.asarray(target_labels)
     if brain.shape[1] != target_labels.size:
         raise ValueError(f"brain has {brain.shape[1]} targets but target_labels has {target_labels.size}")

@@ -100,6 +100,7 @@ def network_signals(bold: np.ndarray, atlas: Atlas) -> np.ndarray:
 def temporal_network_test(patterns: np.ndarray, bold: Sequence[np.ndarray], runs: np.ndarray,
                           atlas: Atlas, *, delays: Sequence[int] = DEFAULT_DELAYS,
                           n_shifts: int = 1000, min_shift_tr: int = 10, tail: str = "gpd",
+                          clean=True, tr_s: float | None = None,
                           random_state: int | None = 0) -> TemporalTest:
     """Unique held-out r of every pattern on every network's signal, with a shift null.
 
@@ -121,6 +122,11 @@ def temporal_network_test(patterns: np.ndarray, bold: Sequence[np.ndarray], runs
     min_shift_tr : int
     tail : {"gpd", "empirical"}
         p-value method (:func:`brainalign.encoding.tail.permutation_p_values`).
+    clean : bool or Cleaning
+        Nuisance removal of patterns and network signals alike, inside each outer fold, as
+        in the encoding model (:func:`brainalign.encoding.unique.unique_r_shift_test`).
+    tr_s : float, optional
+        Repetition time in seconds (the high-pass part of the cleaning needs it).
     random_state : int or None
 
     Returns
@@ -141,7 +147,7 @@ def temporal_network_test(patterns: np.ndarray, bold: Sequence[np.ndarray], runs
                              f"{len(subject)}")
         results.append(unique_r_shift_test(patterns, network_signals(subject, atlas), runs,
                                            delays=list(delays), n_shifts=n_shifts,
-                                           min_shift_tr=min_shift_tr,
+                                           min_shift_tr=min_shift_tr, clean=clean, tr_s=tr_s,
                                            random_state=random_state))
     statistic, tested = shift_test_p_values(results, tail=tail)
     return TemporalTest(statistic, tested.p_values, int(n_shifts), int(min_shift_tr), len(bold),

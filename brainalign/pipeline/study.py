@@ -1025,7 +1025,8 @@ class Study:
                 temporal = temporal_network_test(
                     regressors, data.bold, data.runs, mapping_atlas.atlas,
                     delays=list(self.config["encoding"]["delays"]),
-                    n_shifts=options["n_shifts"], random_state=seed)
+                    n_shifts=options["n_shifts"], clean=study_cleaning(self.config),
+                    tr_s=float(self.config["stories"]["tr_s"]), random_state=seed)
             spatial = None
             if options["null"] == "shift":
                 spatial = spatial_shift_test(

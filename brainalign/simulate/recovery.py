@@ -353,18 +353,19 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
         subject_r.append(result.r)
         subject_p.append(result.p_values if n_perm_encoding > 0 else None)
     atlas = atlas if atlas is not None else simulation_atlas(simulation)
+    encoding = encoding_kwargs or {}  # the tests clean as the encoding model does
     temporal = None
     if n_shifts > 0:
         from brainalign.networks.temporal import temporal_network_test
 
         temporal = temporal_network_test(atoms, simulation.bold, simulation.runs, atlas,
                                          delays=list(delays), n_shifts=n_shifts,
-                                         random_state=random_state)
+                                         clean=encoding.get("clean", True),
+                                         tr_s=encoding.get("tr_s"), random_state=random_state)
     spatial = None
     if spatial_null == "shift":
         from brainalign.networks.spatial import spatial_shift_test
 
-        encoding = encoding_kwargs or {}
         spatial = spatial_shift_test(atoms, simulation.bold, simulation.runs, atlas,
                                      delays=list(delays), n_shifts=n_perm_mapping,
                                      clean=encoding.get("clean", True), tr_s=encoding.get("tr_s"),
