@@ -305,3 +305,23 @@ def test_pass_masks_and_p_value_methods_round_trip(tmp_path):
     assert "each pattern" in sidecar["inference"]["correction"]
     table = mapping.table()
     assert {"p_method_correlation", "passes_spatial", "passes_assigned"} <= set(table)
+
+
+def test_volume_null_warns_when_the_mask_leaves_most_of_its_box_empty(caplog):
+    """Zeros outside a mask that does not fill its bounding box make the surrogates rougher
+    than the maps (anti-conservative); the null says so rather than staying silent."""
+    mask = _ellipsoid_grid()
+    maps = np.random.default_rng(0).standard_normal((1, int(mask.sum())))
+    with caplog.at_level("WARNING", logger="brainalign.networks.nulls"):
+        next(phase_randomized_surrogates(maps, mask, 1, 0))
+    corner = np.argwhere(mask)
+    box = mask[tuple(slice(lo, hi + 1) for lo, hi in zip(corner.min(0), corner.max(0)))]
+    assert box.mean() < 0.9
+    assert f"fills {100 * box.mean():.0f}% of its bounding box" in caplog.text
+    assert "null='shift'" in caplog.text
+    caplog.clear()
+    full = np.ones((6, 7, 5), dtype=bool)
+    with caplog.at_level("WARNING", logger="brainalign.networks.nulls"):
+        next(phase_randomized_surrogates(np.ones((1, full.sum())) * np.arange(full.sum()),
+                                         full, 1, 0))
+    assert caplog.text == ""
