@@ -265,7 +265,9 @@ def test_a_patterns_network_does_not_depend_on_the_other_patterns():
     crowd = map_patterns(maps, atlas, null="permutation", n_perm=300, random_state=1)
     assert sum(a != "none" for a in crowd.assigned) == 21
     assert alone.assigned == crowd.assigned[:1] == ["net02"]
-    np.testing.assert_array_equal(alone.p_fdr["correlation"][0], crowd.p_fdr["correlation"][0])
+    # equal up to the last bits that numpy's vectorised exp leaves to the array's length
+    np.testing.assert_allclose(alone.p_fdr["correlation"][0], crowd.p_fdr["correlation"][0],
+                               rtol=1e-12, atol=0)
 
 
 def test_encoding_coefficients_with_delays_are_refused():
