@@ -13,16 +13,23 @@ from brainalign.interventions import NeuronSet, scale
 from brainalign.interventions.evaluation import score_text
 
 
-def test_lesion_command_reports_the_python_api_ratio(tmp_path):
-    loaded = tiny_loaded("llama", seed=2)
+def saved_inputs(tmp_path, family: str, neuron_set: NeuronSet):
+    """A tiny model saved to disk, a text and the neuron set's JSON: the lesion command's
+    inputs. Returns the loaded model and the three paths."""
+    loaded = tiny_loaded(family, seed=2)
     model_dir = tmp_path / "model"
     loaded.model.save_pretrained(model_dir)
     loaded.tokenizer.save_pretrained(model_dir)
     text_path = tmp_path / "text.txt"
     text_path.write_text(" ".join(VOCABULARY[i % len(VOCABULARY)] for i in range(0, 300, 7)))
-    neuron_set = NeuronSet({"L01.mlp.out": list(range(32)), "L02.mlp.out": list(range(32))}, name="test")
     neurons_path = tmp_path / "neurons.json"
     neurons_path.write_text(json.dumps(neuron_set.to_dict()))
+    return loaded, model_dir, text_path, neurons_path
+
+
+def test_lesion_command_reports_the_python_api_ratio(tmp_path):
+    neuron_set = NeuronSet({"L01.mlp.out": list(range(32)), "L02.mlp.out": list(range(32))}, name="test")
+    loaded, model_dir, text_path, neurons_path = saved_inputs(tmp_path, "llama", neuron_set)
     out = tmp_path / "scores.json"
     result = CliRunner().invoke(main, ["lesion", "--model", str(model_dir), "--neurons", str(neurons_path),
                                        "--text", str(text_path), "--window", "16", "--mode", "scale", "--value", "50",
@@ -54,15 +61,8 @@ def test_lesion_command_edits_the_sites_of_a_declared_layout(tmp_path):
     from brainalign.interventions import lesion
     from brainalign.models.sites import load_layout
 
-    loaded = tiny_loaded("gemma3", seed=2)
-    model_dir = tmp_path / "model"
-    loaded.model.save_pretrained(model_dir)
-    loaded.tokenizer.save_pretrained(model_dir)
-    text_path = tmp_path / "text.txt"
-    text_path.write_text(" ".join(VOCABULARY[i % len(VOCABULARY)] for i in range(0, 300, 7)))
     neuron_set = NeuronSet({"L00.mlp.out": list(range(16))}, name="test")
-    neurons_path = tmp_path / "neurons.json"
-    neurons_path.write_text(json.dumps(neuron_set.to_dict()))
+    loaded, model_dir, text_path, neurons_path = saved_inputs(tmp_path, "gemma3", neuron_set)
     layout = {"mlp.out": ["mlp", "output"], "resid": ["", "output"]}
     layout_path = tmp_path / "layout.json"
     layout_path.write_text(json.dumps(layout))
