@@ -171,7 +171,7 @@ def unique_r_shift_test(X, Y, runs=None, *, delays=DEFAULT_DELAYS, n_shifts: int
         Nuisance removal of features and targets alike, fitted inside each outer fold on
         its training rows, as :func:`~brainalign.encoding.fit_encoding` does (run means,
         linear trends, and with ``tr_s`` the cosine drifts; False: none). Shifted copies
-        are made of the cleaned features.
+        are made of the raw features and cleaned the same way.
     tr_s : float, optional
         Repetition time in seconds (for the high-pass part of the cleaning).
     random_state : int or None
@@ -201,11 +201,17 @@ def unique_r_shift_test(X, Y, runs=None, *, delays=DEFAULT_DELAYS, n_shifts: int
     null = np.zeros((n_shifts, n_features, Y.shape[1]))
     cleaning = resolve_cleaning(clean, tr_s)
     for split in splits:
-        Xz, Yc = X, Y
-        if cleaning is not None:  # the same nuisance model for features and targets
-            cleaner = FoldCleaner(cleaning, runs, split.train, tr_s)
-            Xz, Yc = cleaner.apply(X), cleaner.apply(Y)
-        Xz = StandardScaler().fit(Xz[split.train]).transform(Xz)
+        cleaner = None if cleaning is None else FoldCleaner(cleaning, runs, split.train, tr_s)
+
+        def prepared(values: np.ndarray) -> np.ndarray:
+            """Features (or shifted copies) cleaned as the targets are, then z-scored on
+            the fold's training rows: a shifted copy goes through what the feature does."""
+            if cleaner is not None:
+                values = cleaner.apply(values)
+            return StandardScaler().fit(values[split.train]).transform(values)
+
+        Yc = Y if cleaner is None else cleaner.apply(Y)
+        Xz = prepared(X)
         design = _delayed(Xz, runs, delays)
         alphas_fold = np.asarray(EncodingModel(alphas=alphas, n_inner_splits=n_inner_splits)
                                  .fit(design[split.train], Yc[split.train],
@@ -217,7 +223,8 @@ def unique_r_shift_test(X, Y, runs=None, *, delays=DEFAULT_DELAYS, n_shifts: int
                 # row 0 of the orders is the feature itself, the others its shifted copies
                 rows = np.vstack([identity, order])[start:start + SHIFT_BATCH]
                 # (n_tr, n_delays * n_rows) delay-major -> (n_rows, n_tr, n_delays)
-                added = _delayed(Xz[rows, k].T, runs, delays).reshape(n_tr, -1, len(rows))
+                added = _delayed(prepared(X[rows, k].T), runs, delays).reshape(
+                    n_tr, -1, len(rows))
                 r_without, r_with = _added_feature_r(others, added.transpose(2, 0, 1), Yc,
                                                      split.train, split.test, alphas_fold)
                 unique = (r_with - r_without) / len(splits)
