@@ -23,8 +23,10 @@ settings and fit are imported rather than repeated):
    1/128 Hz and z-scoring fitted inside each outer fold, the same for targets and
    features).
 4. Mapping rule (each ROI is treated as its own "network", labels 1..6): an ROI is eligible
-   when its baseline held-out r > ``min_r`` (0.1) and its block-permutation FDR p < 0.05
-   (1,000 permutations). Subgroup g is assigned to the eligible ROI with the largest ridge
+   when its baseline held-out r > ``min_r`` (0.1) and its FDR p < 0.05 against 1,000
+   mirrored shifts of the data (reversed and circularly shifted; since 2026-11-28: the
+   Alice protocol's 10-TR block permutations are anti-conservative, see
+   ``alice_encoding.py``, Deviation). Subgroup g is assigned to the eligible ROI with the largest ridge
    coefficient of feature g (the final model, refitted on all TRs), if that coefficient is
    positive; otherwise "none" (not lesioned).
 5. ``brain_loop``: every assigned subgroup is zeroed in the model, the story re-recorded,
@@ -86,6 +88,7 @@ class LoopConfig:
     min_r: float = 0.1
     fdr_q: float = 0.05
     n_perm: int = 1000
+    null: str = "mirror"
     n_outer_blocks: int = 5
     control: bool = True
     random_state: int = 0
@@ -118,7 +121,8 @@ def run(data_path, config: LoopConfig, work_dir: Path) -> dict:
     from brainalign.timecourse import recording_to_tr
 
     started = time.perf_counter()
-    alice_config = AliceConfig(n_perm=config.n_perm, n_outer_blocks=config.n_outer_blocks,
+    alice_config = AliceConfig(n_perm=config.n_perm, null=config.null,
+                               n_outer_blocks=config.n_outer_blocks,
                                fdr_q=config.fdr_q, random_state=config.random_state)
     data = load_alice(data_path, sphere_mm=config.sphere_mm)
     roi_names = list(data.roi_names)
@@ -201,7 +205,8 @@ def run(data_path, config: LoopConfig, work_dir: Path) -> dict:
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return {
         "summary": summary,
-        "mapping": {"rule": f"ROI eligible if held-out r > {config.min_r} and block-permutation FDR p < {config.fdr_q}; "
+        "mapping": {"rule": f"ROI eligible if held-out r > {config.min_r} and FDR p < {config.fdr_q} "
+                            f"({config.null} null of r); "
                             "subgroup -> eligible ROI with the largest positive ridge coefficient, else none",
                     "features": "subgroup means, HRF-convolved, no FIR delays; cleaned inside "
                                 "each outer fold like the targets",

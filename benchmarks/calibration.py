@@ -1,8 +1,17 @@
 """Calibration of every p-value of the encoding -> network -> group path, on null data.
 
 A statistic is reported only once its false-positive rate on data without an effect is
-known. This script gathers three checks into ``benchmarks/results/calibration.json``:
+known. This script gathers four checks into ``benchmarks/results/calibration.json``:
 
+* ``encoding_fpr`` (here): the p-value of the held-out r of each target
+  (:func:`brainalign.encoding.fit_encoding` with its defaults: cleaning inside the folds,
+  the refitted null), for each way the null reorders the data (``mirror``, the default
+  since 2026-11-28; ``circular``; ``block``, the default before). Null simulations: 8
+  slowly varying features (AR(1), phi 0.9, FIR delays 1-4 TRs) that drive nothing,
+  against targets of white noise, AR(1) noise (phi 0.6 and 0.9) or real resting-state
+  BOLD (brainspace's fsaverage5 run: random vertices, one contiguous segment per run).
+  Two layouts: the bundled story's two runs (leave-one-run-out) and one run of the same
+  length (5 contiguous blocks).
 * ``unique_fpr`` (here): the p-value of a feature band's unique held-out r
   (:func:`brainalign.encoding.fit_encoding` with several bands, circular shifts of the
   band). Null simulations: targets driven by a word-rate band only (an HRF-convolved
@@ -18,9 +27,10 @@ known. This script gathers three checks into ``benchmarks/results/calibration.js
   ``benchmarks/calibration_group.py`` (``results/calibration_group.json``).
 
 The target for each: a false-positive rate at alpha .05 in [0.03, 0.07] over >= 500 tests
-(or >= 200 null group simulations). ``python benchmarks/calibration.py`` runs the unique-r
-part and gathers the other two from their scripts' JSON (run them first: they take about
-40 and 15 minutes here); ``--run mapping group`` runs those here too.
+(or >= 200 null group simulations); for the encoding r, in every noise and layout with the
+default null. ``python benchmarks/calibration.py`` runs the encoding and unique-r parts
+and gathers the other two from their scripts' JSON (run them first: they take about 40
+and 15 minutes here); ``--run mapping group`` runs those here too.
 """
 
 from __future__ import annotations
@@ -38,7 +48,10 @@ from brainalign.provenance import provenance_block
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = (0.03, 0.07)
-PARTS = ("unique", "mapping", "group")
+PARTS = ("encoding", "unique", "mapping", "group")
+#: The nulls of the encoding r that ``encoding_calibration`` compares, the default first.
+ENCODING_NULLS = ("mirror", "circular", "block")
+ENCODING_NOISES = ("white", "ar0.6", "ar0.9", "rest")
 
 
 def _ar1(rng: np.random.Generator, shape, phi: float) -> np.ndarray:
@@ -59,6 +72,73 @@ def word_rate_band():
     story = bundled_story()
     rate = words_to_tr(np.ones(len(story.words)), story, method="hrf")
     return rate[:, None], tr_grid(story)[1]
+
+
+def null_targets(noise: str, runs: np.ndarray, n_targets: int, rng: np.random.Generator) -> np.ndarray:
+    """Targets without any stimulus link, shape (n_tr, n_targets): see ``ENCODING_NOISES``."""
+    if noise == "white":
+        return rng.standard_normal((len(runs), n_targets))
+    if noise.startswith("ar"):
+        return _ar1(rng, (len(runs), n_targets), float(noise[2:]))
+    if noise != "rest":
+        raise ValueError(f"noise must be one of {ENCODING_NOISES}, got {noise!r}")
+    from brainalign.simulate.noise import load_brainspace_rest
+
+    rest = load_brainspace_rest()
+    columns = rng.choice(np.flatnonzero(rest.std(axis=0) > 0), n_targets, replace=False)
+    out = np.empty((len(runs), n_targets))
+    for run in np.unique(runs):
+        rows = np.flatnonzero(runs == run)
+        start = int(rng.integers(rest.shape[0] - len(rows) + 1))   # a segment, no wrap
+        out[rows] = rest[start:start + len(rows)][:, columns]
+    return out
+
+
+def encoding_calibration(n_sims: int = 20, n_targets: int = 100, n_perm: int = 1000,
+                         seed: int = 0) -> dict:
+    """False-positive rate of the held-out r's p-value on null data, per null, noise and layout."""
+    from brainalign.encoding import fit_encoding
+
+    _, runs = word_rate_band()
+    layouts = {"two_runs": runs, "one_run": np.zeros_like(runs)}
+    parts: dict = {}
+    for layout, layout_runs in layouts.items():
+        for noise in ENCODING_NOISES:
+            started = time.perf_counter()
+            p_values = {null: [] for null in ENCODING_NULLS}
+            for sim in range(n_sims):
+                rng = np.random.default_rng([seed, sim])
+                features = _ar1(rng, (len(runs), 8), 0.9)
+                targets = null_targets(noise, layout_runs, n_targets, rng)
+                for null in ENCODING_NULLS:   # the same data for every null
+                    result = fit_encoding(features, targets, layout_runs, tr_s=2.0, n_perm=n_perm,
+                                          null=null, random_state=sim)
+                    p_values[null].append(result.p_values)
+            for null, chunks in p_values.items():
+                p = np.concatenate(chunks)
+                parts.setdefault(null, {}).setdefault(layout, {})[noise] = {
+                    "fpr_05": float(np.mean(p < 0.05)), "fpr_01": float(np.mean(p < 0.01)),
+                    "n_tests": int(p.size)}
+            logging.getLogger(__name__).info(
+                "encoding %s %s: %s (%.0f s)", layout, noise,
+                {null: parts[null][layout][noise]["fpr_05"] for null in ENCODING_NULLS},
+                time.perf_counter() - started)
+    rates = {null: [cell["fpr_05"] for layout in by_layout.values() for cell in layout.values()]
+             for null, by_layout in parts.items()}
+    default = ENCODING_NULLS[0]
+    return {"encoding_fpr": float(np.mean(rates[default])),
+            "encoding_fpr_range": {null: [min(r), max(r)] for null, r in rates.items()},
+            "encoding_within_target": {null: bool(TARGET[0] <= min(r) and max(r) <= TARGET[1])
+                                       for null, r in rates.items()},
+            "encoding_parts": parts,
+            "encoding_setup": {"default_null": default, "n_perm": n_perm, "n_simulations": n_sims,
+                               "n_targets_per_simulation": n_targets,
+                               "features": "8 AR(1) phi 0.9 features, FIR delays 1-4 (default)",
+                               "noises": list(ENCODING_NOISES), "tr_s": 2.0,
+                               "fit": "fit_encoding defaults (cleaning inside the folds, "
+                                      "null_scope refit, GPD tail)",
+                               "rest": "brainspace fsaverage5 resting-state run, random "
+                                       "vertices, one contiguous segment per run"}}
 
 
 def unique_calibration(n_sims: int = 10, n_targets: int = 60, n_shifts: int = 1000,
@@ -107,7 +187,7 @@ def _read_part(path: Path) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", nargs="*", choices=PARTS, default=["unique"],
+    parser.add_argument("--run", nargs="*", choices=PARTS, default=["encoding", "unique"],
                         help="parts to compute now; the others are read from their JSON")
     parser.add_argument("--out", type=Path, default=RESULTS / "calibration.json")
     parser.add_argument("--quick", action="store_true", help="small runs (a smoke test)")
@@ -116,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     document = json.loads(args.out.read_text()) if args.out.exists() else {"summary": {}, "parts": {}}
     started = time.perf_counter()
+    if "encoding" in args.run:
+        part = encoding_calibration(n_sims=2 if args.quick else 20,
+                                    n_perm=200 if args.quick else 1000)
+        document["parts"]["encoding"] = part
+        document["summary"]["encoding_fpr"] = part["encoding_fpr"]
+        document["summary"]["encoding_fpr_range"] = part["encoding_fpr_range"]
     if "unique" in args.run:
         part = unique_calibration(n_sims=2 if args.quick else 10,
                                   n_shifts=200 if args.quick else 1000)

@@ -153,7 +153,7 @@ def test_refit_null_reorders_kept_rows_only_and_skips_unscored_folds():
     _, observed, null = refit_null_test(Y, operators, runs, n_perm=20, random_state=3,
                                         return_null=True, kept=kept)
     orders = np.vstack([np.arange(len(kept))[None],
-                        null_indices(runs[kept], 20, "block", 10, 3)])
+                        null_indices(runs[kept], 20, "mirror", 10, 3)])
     expected = _brute_refit_null(Y, X, kept, folds, alphas, scored, orders)
     np.testing.assert_allclose(observed, expected[0], atol=2e-5)
     np.testing.assert_allclose(null, expected[1:], atol=2e-5)

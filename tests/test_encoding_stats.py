@@ -88,6 +88,31 @@ def test_fit_encoding_null_is_calibrated_end_to_end(smooth):
     assert result.significant(0.05).sum() <= 3
 
 
+def test_default_null_is_calibrated_on_strongly_autocorrelated_noise():
+    """Smooth features and AR(1) 0.9 targets unrelated to them, cleaned inside the folds:
+    the default (mirrored) null keeps ~5 % of p < .05; 10-TR blocks, the former default,
+    lose the autocorrelation across their edges and gave about twice that."""
+    from brainalign.simulate.noise import ar1_filter
+
+    runs = np.repeat([0, 1], [130, 150])
+    p_values = {"mirror": [], "block": []}
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        X = ar1_filter(rng.standard_normal((280, 8)), runs, 0.9)
+        Y = ar1_filter(rng.standard_normal((280, 300)), runs, 0.9)
+        for null in p_values:
+            result = fit_encoding(X, Y, runs, tr_s=2.0, n_perm=200, random_state=seed,
+                                  **({} if null == "mirror" else {"null": null}))
+            p_values[null].append(result.p_values)
+            assert result.cv["null"] == null
+            assert result.cv["block_tr"] == (None if null == "mirror" else 10)
+    mirror, block = (np.mean(np.concatenate(p_values[null]) < 0.05) for null in ("mirror", "block"))
+    assert 0.025 <= mirror <= 0.075                  # 900 tests: binomial SE about 0.8 %
+    assert block >= 0.09
+    with pytest.raises(ValueError, match="null must be one of"):
+        fit_encoding(X, Y[:, :2], runs, null="blocks")
+
+
 def test_refit_null_reproduces_the_fitted_scores():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((200, 8))

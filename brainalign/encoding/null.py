@@ -141,7 +141,7 @@ class FoldOperator:
 
 
 def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, n_perm: int = 1000,
-                    method: str = "block", block_tr: int = 10, random_state=0,
+                    method: str = "mirror", block_tr: int = 10, random_state=0,
                     device: str = "auto", tail: str = "gpd", return_null: bool = False,
                     kept=None):
     """p-values of the fold-mean held-out r with the data shuffled and the folds refitted.
@@ -154,7 +154,7 @@ def refit_null_test(Y: np.ndarray, folds: list[FoldOperator], runs: np.ndarray, 
         them).
     folds : list of FoldOperator
     runs : array of int, shape (n_samples,)
-        Surrogate data move blocks only within runs (see
+        Surrogate data are reordered only within runs (see
         :func:`brainalign.encoding.stats.null_indices`).
     kept : array of int, optional
         Rows the surrogates reorder (e.g. the volumes a sample mask keeps); None: all.

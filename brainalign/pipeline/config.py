@@ -210,6 +210,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               "the atoms of all runs); the summary reports the held-out r with "
                               "atoms fitted on the whole story beside it."),
         "n_permutations": Key(_INT, 200, doc="Permutations of the significance null of r."),
+        "null": Key(_STR, "mirror", ("mirror", "circular", "block"),
+                    "How the null of r reorders the data inside each run: mirror = reversed "
+                    "and circularly shifted (calibrated on autocorrelated and resting-state "
+                    "noise); circular = shifted by at least 10 TRs; block = 10-TR blocks "
+                    "shuffled (up to 12 % of p < .05 on pure noise: benchmarks/calibration.py)."),
         "n_band_shifts": Key(_INT, 1000, doc="Circular shifts of a band in the null of its "
                              "unique r (several bands only; 0 skips the test)."),
         "fdr_q": Key(_FLOAT, 0.05, doc="Benjamini-Hochberg level."),

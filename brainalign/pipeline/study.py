@@ -972,7 +972,7 @@ class Study:
                                   "bands": list(bands)}
                     units.append(EncodingUnit(
                         f"{slug}/{space}/{label}", bands, bold, data.runs,
-                        dict(common, n_perm=options["n_permutations"],
+                        dict(common, n_perm=options["n_permutations"], null=options["null"],
                              n_band_shifts=options["n_band_shifts"], provenance=provenance),
                         out=str(folder / slug / space / label)))
                     if options["atoms_per_fold"] and self.corpus is None:

@@ -251,8 +251,9 @@ def _encoding_section(report: Report, study: Any, slug: str, interactive: bool) 
             share = np.mean([x.significant(q) for x in results], axis=0).astype(float)
             _brain_figure(section, masker, share, f"{slug} {space}: FDR-significant r",
                           "share of subjects", f"{space}: significance mask, the share of "
-                          f"subjects whose held-out r is significant (permutation null of r, "
-                          f"{encoding['n_permutations']} permutations, Benjamini-Hochberg FDR "
+                          f"subjects whose held-out r is significant ({encoding['null']} permutation "
+                          f"null of r, {encoding['n_permutations']} permutations, "
+                          f"Benjamini-Hochberg FDR "
                           f"q < {q} over the targets); uncoloured: significant in no subject",
                           positive=True)
 
