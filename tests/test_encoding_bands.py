@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from brainalign.encoding import (Band, BandedEncodingModel, EncodingModel, fit_encoding,
-                                 fold_features, load, outer_splits, pattern_maps, pearson_r)
+                                 fold_features, load, mean_over_subjects, outer_splits, pattern_maps,
+                                 pearson_r)
 from brainalign.encoding.bands import band_design, fold_band_values, resolve_bands
 from brainalign.encoding.cv import inner_splits
 from brainalign.encoding.partition import band_shift_null
@@ -280,3 +281,23 @@ def test_bad_bands_give_clear_errors():
         from sklearn.decomposition import PCA
 
         fit_encoding({"llm": llm}, Y, runs, preprocessing=PCA(2))
+
+
+def test_pattern_maps_are_nan_at_unfitted_targets_and_left_out_of_the_subject_mean():
+    """A subject's constant target has no coefficient: NaN, not 0, so that the mean over
+    subjects is the other subjects' value (a 0 would halve it)."""
+    rng = np.random.default_rng(4)
+    runs = np.repeat([0, 1, 2], 40)
+    X = rng.standard_normal((120, 3))
+    maps = []
+    for subject in range(2):
+        Y = X @ rng.standard_normal((3, 4)) + 0.5 * rng.standard_normal((120, 4))
+        if subject == 0:
+            Y[:, 2] = 1.0                                  # constant: not fitted
+        result = fit_encoding(X, Y, runs, delays=[1, 2], n_perm=0)
+        maps.append(pattern_maps(result))
+    assert np.isnan(maps[0][:, 2]).all() and np.isfinite(maps[1]).all()
+    mean = mean_over_subjects(maps)
+    np.testing.assert_allclose(mean[:, 2], maps[1][:, 2])
+    np.testing.assert_allclose(mean[:, [0, 1, 3]], (maps[0] + maps[1])[:, [0, 1, 3]] / 2)
+    assert np.isnan(mean_over_subjects([maps[0]])[:, 2]).all()

@@ -127,6 +127,30 @@ def test_roi_map_tsv_round_trip(tmp_path):
     assert json.loads(path.with_suffix(".json").read_text())["map"]["target_names"] == ["LATL", "RATL", "LIFG"]
 
 
+def test_nan_inside_the_mask_and_numeric_or_reordered_roi_names_read_back_as_written(tmp_path):
+    """An untested voxel's NaN p stays NaN (nilearn's default read gives 0, 'significant');
+    an ROI table's header is its names even when they look like numbers, and columns are
+    matched to the masker's ROIs by name."""
+    volume, _ = volume_masker()
+    p_values = np.linspace(0.01, 0.9, volume.n_targets_).astype(np.float32)
+    p_values[[0, 5]] = np.nan
+    path = save_map(p_values, volume, tmp_path, {"stat": "p", "desc": "nan"})
+    back = load_map(path, volume)
+    assert np.isnan(back[[0, 5]]).all()
+    np.testing.assert_allclose(np.delete(back, [0, 5]), np.delete(p_values, [0, 5]))
+
+    numeric = RoiTableMasker(names=["1", "2", "3"]).fit()
+    values = np.array([0.1, -0.2, np.nan], dtype=np.float32)
+    back = load_map(save_map(values, numeric, tmp_path, {"stat": "r", "desc": "numeric"}), numeric)
+    assert back.shape == (3,)
+    np.testing.assert_array_equal(back, values)
+    renamed = RoiTableMasker(names=["b", "a"]).fit(pd.DataFrame(np.ones((4, 2)), columns=["a", "b"]))
+    path = save_map(np.array([1.0, 2.0]), renamed, tmp_path, {"stat": "r", "desc": "renamed"})
+    np.testing.assert_array_equal(load_map(path, renamed), [1.0, 2.0])
+    with pytest.raises(ValueError, match="not among them"):
+        load_map(path, RoiTableMasker(names=["a", "c"]).fit())
+
+
 def test_save_map_checks_shapes_and_masker(tmp_path):
     masker, _ = volume_masker()
     with pytest.raises(ValueError, match=r"shape \(24,\) or \(n_maps, 24\)"):

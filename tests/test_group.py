@@ -137,6 +137,26 @@ def test_one_sided_surface_test_counts_every_flip_once(method):
     assert group.parameters["smallest_attainable_p"] == 1 / 128
 
 
+def test_an_adjacency_stored_in_one_triangle_gives_the_same_clusters(tmp_path):
+    """Each edge stored once (lower or upper triangle, the usual sparse conventions) is
+    the same graph as the symmetric matrix; the p_FWE sidecar names the flips used."""
+    rng = np.random.default_rng(4)
+    adjacency = mesh_adjacency("fsaverage3").tocsr()
+    maps = smooth(rng.normal(0, 1, (7, 2 * N3)), adjacency)
+    maps[:, left_patch(N3)] += 1.5
+    groups = {name: group_map(maps, "fsaverage3", method="cluster", n_perm=500, fisher_z=False,
+                              cluster_p=0.01, adjacency=graph, random_state=0)
+              for name, graph in (("full", adjacency), ("lower", sparse.tril(adjacency, k=-1)),
+                                  ("upper", sparse.triu(adjacency, k=1)))}
+    for name in ("lower", "upper"):
+        np.testing.assert_array_equal(groups[name].p_fwe, groups["full"].p_fwe)
+    assert (groups["lower"].p_fwe[left_patch(N3)] < 0.05).mean() > 0.8
+    paths = save_group_map(groups["full"], "fsaverage3", tmp_path)
+    sidecar = json.loads(paths["pfwe"].with_name(paths["pfwe"].name.split(".")[0] + ".json")
+                         .read_text())
+    assert "128 sign flips (every possible flip)" in sidecar["description"]
+
+
 def test_two_sided_surface_tests_equal_mne_when_every_flip_is_used():
     """Two-sided, MNE's exact test is right (a flip and its negation are one draw): the same
     p-values for clusters and TFCE, with 64 of 64 distinct flips for 7 subjects."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from brainalign.encoding.bands import resolve_bands
-from brainalign.pipeline.bands import atom_band, extra_band, word_rate
+from brainalign.pipeline.bands import atom_band, atom_delays, extra_band, word_rate
 from brainalign.pipeline.config import ConfigError, validate
 from brainalign.stimuli import bundled_story
 from brainalign.timecourse import words_to_tr
@@ -47,3 +47,35 @@ def test_atoms_resampled_with_the_hrf_get_no_fir_delays_on_top(method, delays):
     (band,) = resolve_bands({"atoms": atom_band(atoms, config)}, 50,
                             delays=config["encoding"]["delays"])
     assert band.delays == delays and band.hrf_convolved == (method == "hrf")
+
+
+@pytest.mark.parametrize("method, delays", [("hrf", [0]), ("lanczos", [1, 2, 3, 4])])
+def test_network_tests_delay_the_atoms_as_the_encoding_model_did(method, delays):
+    """The temporal and spatial network tests take the atoms band's delays from the fitted
+    model: HRF-convolved atoms undelayed (0), not encoding.delays on top of the HRF."""
+    from brainalign.encoding import fit_encoding
+
+    config = validate({"timecourse": {"method": method}, "encoding": {"delays": [1, 2, 3, 4]}})
+    rng = np.random.default_rng(1)
+    atoms = rng.standard_normal((60, 2))
+    result = fit_encoding({"atoms": atom_band(atoms, config), "word_rate": rng.standard_normal((60, 1))},
+                          rng.standard_normal((60, 3)), np.repeat([0, 1], 30),
+                          delays=config["encoding"]["delays"], n_perm=0, partition=False)
+    assert atom_delays(result) == delays
+
+
+def test_word_rate_accepts_words_outside_the_scan_only_when_allowed():
+    """As the time courses do (fmri.allow_words_outside_scan): the study would otherwise stop
+    at the encoding stage after accepting the story."""
+    from dataclasses import replace
+
+    from brainalign.stimuli import Word
+
+    story = bundled_story()
+    late = Word("late", story.words[-1].onset_s + 60.0, story.words[-1].onset_s + 60.5,
+                story.words[-1].run)
+    outside = replace(story, words=tuple(story.words) + (late,))
+    with pytest.raises(ValueError, match="outside the scan"):
+        word_rate([outside], trim=[0, 0])
+    rate = word_rate([outside], trim=[0, 0], allow_words_outside_scan=True)
+    np.testing.assert_allclose(rate, word_rate([story], trim=[0, 0]), atol=1e-9)

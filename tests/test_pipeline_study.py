@@ -260,14 +260,18 @@ def test_demo_command_writes_maps_report_and_summary(tmp_path):
 def test_real_roi_tables_run_through_the_same_study(first_run, tmp_path):
     """ROI tables on disk (here the simulated subjects' BOLD) replace the simulation: the
     encoding fits the same data, so its held-out r equals the simulated run's."""
-    from brainalign.encoding import load
+    from brainalign.encoding import load, pattern_maps
+    from brainalign.pipeline.study import Study
     from brainalign.simulate import Simulation
 
     config, first = first_run
     paths = {run.stage: Path(run.path) for run in first.stages}
     simulation = Simulation.load(paths["fmri"] / "tiny-llama" / "roi")
     tables = []
-    for subject, bold in enumerate(simulation.bold):
+    # a third subject: the first one's data without ROI 5 (a target that subject lacks)
+    third = simulation.bold[0].copy()
+    third[:, 5] = np.nan
+    for subject, bold in enumerate(list(simulation.bold) + [third]):
         table = tmp_path / f"sub-{subject + 1:02d}_rois.tsv"
         np.savetxt(table, bold, delimiter="\t", fmt="%.9g",
                    header="\t".join(f"roi{i:03d}" for i in range(bold.shape[1])), comments="")
@@ -286,6 +290,16 @@ def test_real_roi_tables_run_through_the_same_study(first_run, tmp_path):
         reference = load(paths["encoding"] / "tiny-llama" / "roi" / f"sub-{subject:02d}")
         np.testing.assert_allclose(ours.r, reference.r, atol=1e-4)
     assert summary.maps["tiny-llama/data"]["r"].endswith(".tsv")
+    # the subjects fitted, not the simulation's n_subjects; no simulation settings
+    assert summary.sizes["n_subjects"] == 3 != real["fmri"]["n_subjects"]
+    assert "n_planted" not in summary.sizes and "snr" not in summary.sizes
+    # atom maps: the mean over the subjects that have the target (a missing one is not a 0)
+    subjects = [pattern_maps(load(encoding_dir / "tiny-llama" / "data" / f"sub-{k:02d}"),
+                             band="atoms") for k in (1, 2, 3)]
+    assert np.isnan(subjects[2][:, 5]).all()
+    maps = Study(real, progress=False).pattern_maps("tiny-llama", "data")
+    np.testing.assert_allclose(maps[:, 5], (subjects[0][:, 5] + subjects[1][:, 5]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(maps[:, 4], sum(m[:, 4] for m in subjects) / 3, rtol=1e-6)
 
 
 def test_config_example_and_demo_files_validate(tmp_path):

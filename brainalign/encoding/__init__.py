@@ -16,7 +16,7 @@ from .ceiling import explainable_variance, intersubject_ceiling
 from .cleaning import DEFAULT_HIGH_PASS_HZ, Cleaning
 from .cv import contiguous_blocks, inner_splits, outer_splits
 from .fit import fit_encoding
-from .maps import DelayedCoefficients, pattern_maps
+from .maps import DelayedCoefficients, mean_over_subjects, pattern_maps
 from .null import FoldOperator, refit_null_test
 from .result import EncodingResult, load
 from .ridge import DEFAULT_ALPHAS, EncodingModel, choose_solver, valid_target_mask
@@ -27,6 +27,7 @@ __all__ = [
     "DelayedCoefficients", "EncodingModel", "EncodingResult", "FoldFeatures", "FoldOperator",
     "choose_backend", "choose_solver", "contiguous_blocks", "explainable_variance", "fdr",
     "fit_encoding", "fold_features", "fold_mean_r", "inner_splits", "intersubject_ceiling",
-    "load", "null_indices", "outer_splits", "pattern_maps", "pearson_r", "permutation_test",
+    "load", "mean_over_subjects", "null_indices", "outer_splits", "pattern_maps", "pearson_r",
+    "permutation_test",
     "r2_score", "refit_null_test", "target_batch_size", "valid_target_mask",
 ]

@@ -74,7 +74,9 @@ def pattern_maps(result, band: str | None = None) -> np.ndarray:
     Returns
     -------
     maps : ndarray, shape (n_features_in_band, n_targets), float64
-        Row ``f`` is ``sum over delays d of coef[d, f]``; zero for invalid targets.
+        Row ``f`` is ``sum over delays d of coef[d, f]``; NaN at targets that were not
+        fitted (``result.valid_targets`` False: constant or NaN data), so that a mean over
+        subjects (``np.nanmean``) never counts a missing target as a coefficient of 0.
     """
     coef = np.asarray(result.coef, dtype=np.float64)
     bands = band_layout(getattr(result, "bands", None), coef.shape[0], result.delays)
@@ -94,4 +96,27 @@ def pattern_maps(result, band: str | None = None) -> np.ndarray:
     if block.shape[0] % n_features:
         raise ValueError(f"band {chosen['name']!r} has {block.shape[0]} coefficient rows, not "
                          f"a multiple of its {n_features} features")
-    return block.reshape(-1, n_features, coef.shape[1]).sum(axis=0)
+    maps = block.reshape(-1, n_features, coef.shape[1]).sum(axis=0)
+    valid = getattr(result, "valid_targets", None)
+    if valid is not None:
+        maps[:, ~np.asarray(valid, dtype=bool)] = np.nan
+    return maps
+
+
+def mean_over_subjects(maps) -> np.ndarray:
+    """Mean of per-subject maps over the subjects that have a value at each target.
+
+    Parameters
+    ----------
+    maps : sequence of ndarray, each shape (n_maps, n_targets)
+        E.g. :func:`pattern_maps` of each subject (NaN at a subject's unfitted targets).
+
+    Returns
+    -------
+    ndarray, shape (n_maps, n_targets)
+        NaN where no subject has a value (never 0).
+    """
+    stack = np.asarray(maps, dtype=np.float64)
+    count = np.isfinite(stack).sum(axis=0)
+    total = np.where(np.isfinite(stack), stack, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)

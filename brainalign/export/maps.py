@@ -223,7 +223,7 @@ def load_map(path: str | Path, brain) -> np.ndarray:
                   for h in masker.hemispheres_}
         values = masker.extract_signals(source)[0]
     else:
-        values = masker.extract_signals(str(path))[0]
+        values = _read_roi_map(path, masker)
     values = np.asarray(values, dtype=np.float32)
     return values[0] if values.shape[0] == 1 else values
 
@@ -245,7 +245,25 @@ def _read_volume_map(path: Path, masker: VolumeMasker) -> np.ndarray:
                          f"shape {tuple(mask.shape[:3])}, affine "
                          f"{np.round(mask.affine[:3], 3).tolist()}: read it with the masker "
                          f"it was written with")
-    return np.atleast_2d(apply_mask(image, mask))
+    # NaN stays NaN (nilearn's default would read an untested voxel's NaN p-value as 0)
+    return np.atleast_2d(apply_mask(image, mask, ensure_finite=False))
+
+
+def _read_roi_map(path: Path, masker) -> np.ndarray:
+    """The ROI table :func:`save_map` wrote, (n_maps, n_rois): its header row is always the
+    ROI names (even when they look like numbers), matched to the masker's by name."""
+    import pandas as pd
+
+    if not path.name.endswith(".tsv"):
+        raise ValueError(f"an ROI table masker reads .tsv maps, got {path.name}")
+    table = pd.read_csv(path, sep="\t", header=0, dtype=str, keep_default_na=False)
+    names = list(masker.target_names_)
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+        raise ValueError(f"map {path.name} has columns {list(table.columns)}; the masker's "
+                         f"ROIs {missing} are not among them: read it with the masker it was "
+                         f"written with")
+    return table[names].replace("", "nan").to_numpy(dtype=np.float64)
 
 
 #: Statistics whose maps hold NaN outside the mask (no test there), not 0 (see :func:`save_map`).

@@ -40,7 +40,9 @@ def _describe(group: GroupMap, stat: str) -> str:
     if stat == "t":
         return f"one-sample t across {group.n_subjects} subjects of {of}"
     if stat == "pfwe":
-        return (f"family-wise error corrected p ({group.method}, {group.n_perm} sign flips, "
+        n_draws = group.parameters.get("n_draws", group.n_perm)
+        every = " (every possible flip)" if group.parameters.get("exact") else ""
+        return (f"family-wise error corrected p ({group.method}, {n_draws} sign flips{every}, "
                 f"tail {group.tail}) over {group.parameters.get('n_tested')} tested targets")
     back = " (tanh of the mean Fisher z)" if group.fisher_z else ""
     return f"group mean of {group.measure}{back}"

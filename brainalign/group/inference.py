@@ -217,4 +217,6 @@ def _check_adjacency(adjacency, n_targets: int):
         raise ValueError(f"adjacency must be a scipy sparse matrix of shape ({n_targets}, "
                          f"{n_targets}), got {type(adjacency).__name__} of shape "
                          f"{getattr(adjacency, 'shape', None)}")
-    return sparse.csr_matrix(adjacency)
+    # an edge is an edge whichever triangle stores it (and a stored 0 is none)
+    edges = sparse.csr_matrix(adjacency) != 0
+    return sparse.csr_matrix(edges + edges.T, dtype=np.int8)

@@ -118,14 +118,27 @@ def atom_band(atoms, config: dict):
     return Band(atoms, hrf_convolved=config["timecourse"]["method"] == "hrf")
 
 
-def word_rate(stories: list, trim) -> np.ndarray:
+def atom_delays(result) -> list[int]:
+    """The FIR delays (TRs) of the atoms band in a fitted encoding model, for the network
+    tests that must model the atoms as the encoding did: ``[0]`` (no delay) for
+    HRF-convolved atoms, which the encoding gives no FIR delays."""
+    for band in result.bands:
+        if band["name"] == "atoms":
+            return [int(d) for d in band["delays"]] or [0]
+    raise ValueError(f"the encoding model has no 'atoms' band; its bands are "
+                     f"{[band['name'] for band in result.bands]}")
+
+
+def word_rate(stories: list, trim, allow_words_outside_scan: bool = False) -> np.ndarray:
     """Word onsets convolved with the SPM HRF on every story's scan, trimmed like the time
-    courses: shape (n_tr_kept, 1)."""
+    courses: shape (n_tr_kept, 1). ``allow_words_outside_scan``: as the time courses
+    (``fmri.allow_words_outside_scan``)."""
     from brainalign.timecourse import trim_mask, tr_grid, words_to_tr
 
     parts = []
     for story in stories:
-        rate = words_to_tr(np.ones(len(story.words)), story, method="hrf")
+        rate = words_to_tr(np.ones(len(story.words)), story, method="hrf",
+                           allow_words_outside_scan=allow_words_outside_scan)
         parts.append(rate[trim_mask(tr_grid(story)[1], tuple(trim))])
     return np.concatenate(parts)[:, None]
 
@@ -174,7 +187,9 @@ def study_bands(study, slug: str) -> dict[str, Any]:
         if name == "atoms":
             bands[name] = atom_band(atoms, config)
         elif name == "word_rate":
-            bands[name] = Band(word_rate(study.stories, trim), hrf_convolved=True)
+            bands[name] = Band(word_rate(study.stories, trim,
+                                         study.config["fmri"]["allow_words_outside_scan"]),
+                               hrf_convolved=True)
         else:
             bands[name] = extra_band(extra[name], study.stories, trim)
     return bands

@@ -1007,7 +1007,7 @@ class Study:
                                                  subgroup_networks)
         from brainalign.networks.spatial import spatial_shift_test
         from brainalign.networks.temporal import temporal_network_test
-        from brainalign.pipeline.bands import study_cleaning
+        from brainalign.pipeline.bands import atom_delays, study_cleaning
         from brainalign.simulate.recovery import score_mapping
 
         options, seed = self.config["networks"], self.config["study"]["seed"]
@@ -1020,18 +1020,18 @@ class Study:
             maps = self.pattern_maps(slug, space)
             data = self.brain(slug, space)
             mapping_atlas = self.mapping_atlas(space, data)
+            delays = atom_delays(results[0])   # as the encoding model delayed the atoms
             temporal = None
             if options["n_shifts"] > 0:
                 temporal = temporal_network_test(
-                    regressors, data.bold, data.runs, mapping_atlas.atlas,
-                    delays=list(self.config["encoding"]["delays"]),
+                    regressors, data.bold, data.runs, mapping_atlas.atlas, delays=delays,
                     n_shifts=options["n_shifts"], clean=study_cleaning(self.config),
                     tr_s=float(self.config["stories"]["tr_s"]), random_state=seed)
             spatial = None
             if options["null"] == "shift":
                 spatial = spatial_shift_test(
                     regressors, data.bold, data.runs, mapping_atlas.atlas,
-                    delays=list(self.config["encoding"]["delays"]), n_shifts=options["n_null"],
+                    delays=delays, n_shifts=options["n_null"],
                     clean=study_cleaning(self.config),
                     tr_s=float(self.config["stories"]["tr_s"]), random_state=seed)
             mapping = map_patterns(maps, mapping_atlas.atlas, null=options["null"],
@@ -1061,12 +1061,12 @@ class Study:
             _write_json(target / "recovery.json", scores.to_dict())
 
     def pattern_maps(self, slug: str, space: str) -> np.ndarray:
-        """One map per atom: delay-summed encoding coefficients, mean over subjects,
-        shape (n_atoms, n_targets)."""
-        from brainalign.encoding import pattern_maps
+        """One map per atom: delay-summed encoding coefficients, mean over the subjects in
+        which a target was fitted (NaN where none), shape (n_atoms, n_targets)."""
+        from brainalign.encoding import mean_over_subjects, pattern_maps
 
-        return np.mean([pattern_maps(r, band="atoms") for r in self.encodings(slug, space)],
-                       axis=0)
+        return mean_over_subjects([pattern_maps(r, band="atoms")
+                                   for r in self.encodings(slug, space)])
 
     def mapping(self, slug: str, space: str) -> Any:
         from brainalign.networks.mapping import NetworkMapping
@@ -1142,7 +1142,8 @@ class Study:
                                              {**entities, "desc": "patterns", "stat": "coef"},
                                              {**sidecar, "description": "one map per atom: "
                                               "delay-summed encoding coefficients, mean over "
-                                              "subjects (rows follow atom order)"},
+                                              "the subjects in which the target was fitted "
+                                              "(NaN where none; rows follow atom order)"},
                                              names=[f"atom{k:02d}"
                                                     for k in range(len(pattern_maps))])),
                 }
@@ -1156,7 +1157,7 @@ class Study:
                                                "stat": "r"},
                             {**sidecar, "subject": subject, "n_subjects": 1,
                              "description": "held-out Pearson r of the encoding model (all "
-                             "bands), leave-one-story-out, this subject"}))
+                             f"bands), {sidecar['cv']}, this subject"}))
                 partitions = [r.partition for r in results if r.partition is not None]
                 for k, band in enumerate(partitions[0]["bands"] if partitions else []):
                     unique = np.nanmean([p["r_unique"][k] for p in partitions], axis=0)
@@ -1219,13 +1220,14 @@ class Study:
                  "n_words": int(sum(len(s.words) for s in self.stories)),
                  "n_tr": int(timecourses.n_tr), "n_neurons": int(timecourses.n_neurons),
                  "n_atoms": config["patterns"]["n_atoms"], "spaces": {},
-                 "n_subjects": (len(self.design.subjects) if self.design is not None
-                                else config["fmri"]["n_subjects"]),
-                 "n_planted": config["fmri"]["n_planted"], "snr": config["fmri"]["snr"],
+                 # the subjects fitted (a simulation's n_subjects, BIDS subjects, fmri.paths)
+                 "n_subjects": len(self.encodings(slug, self.spaces[0])),
                  "encoding_permutations": config["encoding"]["n_permutations"],
                  "null_maps": config["networks"]["n_null"],
                  "temporal_shifts": config["networks"]["n_shifts"],
                  "delays_tr": band_delays(self.encodings(slug, self.spaces[0])[0])}
+        if config["fmri"]["source"] == "simulated":
+            sizes.update(n_planted=config["fmri"]["n_planted"], snr=config["fmri"]["snr"])
         for space in self.spaces:
             sizes["spaces"][space] = int(self.brain(slug, space).masker.n_targets_)
         return sizes

@@ -28,6 +28,8 @@ def _stimulus_section(report: Report, study: Any, summary: Any) -> None:
     sizes = summary.sizes
     config = study.config
     section = report.section("Stimulus and model")
+    simulated = ({"planted patterns": sizes["n_planted"], "SNR": float(sizes["snr"])}
+                 if "n_planted" in sizes else {})        # simulated fMRI only
     section.key_values({
         "models": ", ".join(sizes["models"]), "sites": ", ".join(config["model"]["sites"]),
         "layers": str(config["model"]["layers"]), "neurons recorded": sizes["n_neurons"],
@@ -37,8 +39,7 @@ def _stimulus_section(report: Report, study: Any, summary: Any) -> None:
         "atoms (K)": sizes["n_atoms"], "pattern method": config["patterns"]["method"],
         "fMRI": config["fmri"]["source"],
         "spaces (targets)": ", ".join(f"{k} ({v:,})" for k, v in sizes["spaces"].items()),
-        "subjects": sizes["n_subjects"], "planted patterns": sizes["n_planted"],
-        "SNR": float(sizes["snr"]), "FIR delays (TR)": "; ".join(
+        "subjects": sizes["n_subjects"], **simulated, "FIR delays (TR)": "; ".join(
             f"{band} {delays if delays else 'none (HRF-convolved)'}"
             for band, delays in sizes["delays_tr"].items()),
         "encoding permutations": sizes["encoding_permutations"],
@@ -468,9 +469,11 @@ def _mapping_section(report: Report, study: Any, slug: str) -> None:
 
 def _recovery_section(report: Report, study: Any, summary: Any) -> None:
     section = report.section("Recovery of the planted truth")
-    section.text("The simulation planted neuron-subgroup patterns in Yeo networks; each planted "
-                 "pattern is paired with its best-correlated atom (Hungarian matching) and "
-                 "counted as recovered when that atom maps to the planted network.")
+    section.text(f"The simulation planted {study.config['fmri']['n_planted']} of the study's "
+                 "own atoms, each in one network of the space's planting atlas (the planted "
+                 "networks are listed in summary.json); each planted pattern is paired with "
+                 "its best-correlated atom (Hungarian matching) and counted as recovered when "
+                 "that atom maps to the planted network.")
     rows = []
     for key, value in summary.recovery.items():
         if isinstance(value, dict):

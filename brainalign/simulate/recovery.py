@@ -328,7 +328,7 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
         (coefficients summed over delays); the AUC is computed per subject on its own
         encoding p-values and planted targets.
     """
-    from brainalign.encoding import fit_encoding, pattern_maps
+    from brainalign.encoding import fit_encoding, mean_over_subjects, pattern_maps
     from brainalign.networks.mapping import map_patterns
 
     if patterns is None:
@@ -370,7 +370,7 @@ def score_recovery(simulation: Any, patterns: Any = None, *, timecourses: Any = 
                                      delays=list(delays), n_shifts=n_perm_mapping,
                                      clean=encoding.get("clean", True), tr_s=encoding.get("tr_s"),
                                      random_state=random_state)
-    mapping = map_patterns(np.mean(maps, axis=0), atlas, null=spatial_null, n_perm=n_perm_mapping,
+    mapping = map_patterns(mean_over_subjects(maps), atlas, null=spatial_null, n_perm=n_perm_mapping,
                            alpha=alpha, temporal=temporal, spatial=spatial,
                            random_state=random_state, **(mapping_kwargs or {}))
     scores = score_mapping(simulation, atoms, mapping.assigned, subject_r, subject_p)
