@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainalign.encoding import fit_encoding, pattern_maps
+from brainalign.encoding import fit_encoding, mean_over_subjects, pattern_maps
 from brainalign.models.registry import is_installed, load_model
 from brainalign.networks import load_atlas, map_patterns, organisation_metrics
 from brainalign.patterns import fit_atoms
@@ -123,7 +123,7 @@ def run(config: OrganisationConfig, cache: Path) -> dict:
         names = [f"atom{k:02d}" for k in range(config.n_atoms)]
         mapping_kwargs = dict(n_perm=config.n_perm_mapping, alpha=config.alpha,
                               pattern_names=names, random_state=config.random_state)
-        group = map_patterns(np.mean(maps, axis=0), atlas, **mapping_kwargs)
+        group = map_patterns(mean_over_subjects(maps), atlas, **mapping_kwargs)
         per_subject = [map_patterns(m, atlas, **mapping_kwargs) for m in maps]
         metrics = organisation_metrics(patterns.subgroup, [group], atoms=atoms)
         consistency = organisation_metrics(patterns.subgroup, per_subject)

@@ -94,7 +94,7 @@ def null_simulation(seed: int, noise: str, mesh: str, atlas_name: str, n_atoms: 
     """Map ``n_atoms`` random patterns on signal-free BOLD; p-values and assignments."""
     from threadpoolctl import threadpool_limits
 
-    from brainalign.encoding import fit_encoding, pattern_maps
+    from brainalign.encoding import fit_encoding, mean_over_subjects, pattern_maps
     from brainalign.networks import (load_atlas, map_patterns, spatial_shift_test,
                                      temporal_network_test)
     from brainalign.simulate import space_from_atlas
@@ -108,9 +108,9 @@ def null_simulation(seed: int, noise: str, mesh: str, atlas_name: str, n_atoms: 
         runs = np.repeat([0, 1], N_TR_PER_RUN)
         atoms = ar1_filter(rng.standard_normal((len(runs), n_atoms)), runs, 0.6)
         bold = [null_bold(noise, space, runs, rng) for _ in range(n_subjects)]
-        maps = np.mean([pattern_maps(fit_encoding(atoms, subject, runs, n_perm=0,
-                                                  random_state=seed))
-                        for subject in bold], axis=0)
+        maps = mean_over_subjects([pattern_maps(fit_encoding(atoms, subject, runs, n_perm=0,
+                                                             random_state=seed))
+                                   for subject in bold])
         temporal = temporal_network_test(atoms, bold, runs, atlas, n_shifts=n_shifts,
                                          random_state=seed)
         spatial = spatial_shift_test(atoms, bold, runs, atlas, n_shifts=n_perm,

@@ -149,6 +149,11 @@ def test_nan_inside_the_mask_and_numeric_or_reordered_roi_names_read_back_as_wri
     np.testing.assert_array_equal(load_map(path, renamed), [1.0, 2.0])
     with pytest.raises(ValueError, match="not among them"):
         load_map(path, RoiTableMasker(names=["a", "c"]).fit())
+    repeated = RoiTableMasker().fit(pd.DataFrame(np.ones((4, 3)), columns=["V1", "x", "x"]))
+    path = save_map(np.array([1.0, 2.0, 3.0]), repeated, tmp_path, {"stat": "r", "desc": "repeated"})
+    np.testing.assert_array_equal(load_map(path, repeated), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="repeated names"):
+        load_map(path, RoiTableMasker(names=["x", "V1", "x"]).fit())
 
 
 def test_save_map_checks_shapes_and_masker(tmp_path):

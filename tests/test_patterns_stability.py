@@ -424,3 +424,15 @@ def test_stability_refits_read_the_data_as_the_fit_does(monkeypatch):
               runs=np.repeat([0, 1], 20), device="cpu", in_memory=False, stability_seeds=[1],
               split_half=True, max_iter=3)
     assert len(read_in_memory) >= 4 and not any(read_in_memory)
+
+
+def test_correlation_of_identical_rows_is_exactly_one():
+    """Rounding can put r of a row with itself at 1 + 2e-16; stability means must stay in
+    [-1, 1] (a summary reading 1.0000000000000002 fails any range check downstream)."""
+    from brainalign.patterns.matching import abs_correlation, correlation
+
+    rows = np.random.default_rng(0).standard_normal((200, 57)) * 1e3 + 7.0
+    r = correlation(rows, rows)
+    assert r.max() <= 1.0 and r.min() >= -1.0
+    np.testing.assert_allclose(np.diag(r), 1.0, atol=1e-12)
+    assert abs_correlation(rows, -rows).max() <= 1.0

@@ -15,7 +15,11 @@ every autocorrelation across a block's edges and, in the refitted null of
 :mod:`brainalign.encoding.null`, the spectrum of the run-cleaned data: on pure-noise
 targets it gave 6.1 % (white noise) to 11.7 % (AR(1) 0.9) and 11.2 % (real resting-state
 BOLD) of p-values under .05 in two runs; the mirrored shift 4.5-5.9 % in every case
-(``benchmarks/calibration.py``, part ``encoding``). The permutations are applied
+(``benchmarks/calibration.py``, part ``encoding``: runs of 132-279 TRs). Short runs are
+harder for both: a review measured 7.1-7.8 % for the mirrored shift and 6.9-8.1 % for
+blocks with 6 runs of 25 TRs. A run of n TRs has n distinct mirrored surrogates, so with
+one run and more permutations than TRs the draws repeat, and p-values below 1 / n come
+from the tail fit (:mod:`brainalign.encoding.tail`). The permutations are applied
 in batches to all targets at once with torch (on the GPU when there is one).
 :func:`null_indices` (the surrogate orders) is shared with the cross-validation-aware
 null of :mod:`brainalign.encoding.null`. This null is written here by hand because no

@@ -251,19 +251,26 @@ def _read_volume_map(path: Path, masker: VolumeMasker) -> np.ndarray:
 
 def _read_roi_map(path: Path, masker) -> np.ndarray:
     """The ROI table :func:`save_map` wrote, (n_maps, n_rois): its header row is always the
-    ROI names (even when they look like numbers), matched to the masker's by name."""
+    ROI names (even when they look like numbers). Columns are taken in order when the header
+    is the masker's names, else matched by name (which needs unique names)."""
     import pandas as pd
 
     if not path.name.endswith(".tsv"):
         raise ValueError(f"an ROI table masker reads .tsv maps, got {path.name}")
-    table = pd.read_csv(path, sep="\t", header=0, dtype=str, keep_default_na=False)
+    rows = pd.read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
+    header, values = list(rows.iloc[0]), rows.iloc[1:].replace("", "nan")
     names = list(masker.target_names_)
-    missing = [name for name in names if name not in table.columns]
+    if header == names:
+        return values.to_numpy(dtype=np.float64)
+    if len(set(names)) != len(names) or len(set(header)) != len(header):
+        raise ValueError(f"map {path.name} has columns {header}, the masker's ROIs are "
+                         f"{names}: with repeated names they cannot be matched by name")
+    missing = [name for name in names if name not in header]
     if missing:
-        raise ValueError(f"map {path.name} has columns {list(table.columns)}; the masker's "
-                         f"ROIs {missing} are not among them: read it with the masker it was "
+        raise ValueError(f"map {path.name} has columns {header}; the masker's ROIs "
+                         f"{missing} are not among them: read it with the masker it was "
                          f"written with")
-    return table[names].replace("", "nan").to_numpy(dtype=np.float64)
+    return values.iloc[:, [header.index(name) for name in names]].to_numpy(dtype=np.float64)
 
 
 #: Statistics whose maps hold NaN outside the mask (no test there), not 0 (see :func:`save_map`).

@@ -19,7 +19,7 @@ from scipy.optimize import linear_sum_assignment
 def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson r between every row of ``a`` (m, n) and every row of ``b`` (k, n), shape (m, k).
 
-    Constant rows give 0.
+    Constant rows give 0; rounding beyond +-1 (identical rows: 1 + 2e-16) is clipped.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -31,7 +31,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b_norm = np.linalg.norm(b, axis=1, keepdims=True)
     a = np.divide(a, a_norm, out=np.zeros_like(a), where=a_norm > 0)
     b = np.divide(b, b_norm, out=np.zeros_like(b), where=b_norm > 0)
-    return a @ b.T
+    return np.clip(a @ b.T, -1.0, 1.0)
 
 
 def abs_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
