@@ -76,7 +76,7 @@ def pattern_maps(result, band: str | None = None) -> np.ndarray:
     maps : ndarray, shape (n_features_in_band, n_targets), float64
         Row ``f`` is ``sum over delays d of coef[d, f]``; NaN at targets that were not
         fitted (``result.valid_targets`` False: constant or NaN data), so that a mean over
-        subjects (``np.nanmean``) never counts a missing target as a coefficient of 0.
+        subjects (:func:`mean_over_subjects`) never counts a missing target as a 0.
     """
     coef = np.asarray(result.coef, dtype=np.float64)
     bands = band_layout(getattr(result, "bands", None), coef.shape[0], result.delays)

@@ -1097,6 +1097,7 @@ class Study:
         """NIfTI / GIfTI / TSV maps with sidecars into ``<out>/maps``, tables into ``<out>/tables``."""
         import shutil
 
+        from brainalign.encoding import mean_over_subjects
         from brainalign.export import save_map
         from brainalign.pipeline.group_stage import export_group_maps
 
@@ -1131,8 +1132,8 @@ class Study:
                                    else "leave-one-run-out")
                 key = f"{slug}/{space}"
                 entities = {"model": slug.replace("-", "").replace("_", "").replace(".", "")}
-                mean_r = np.nanmean([np.where(r.valid_targets, r.r, np.nan) for r in results],
-                                    axis=0)
+                mean_r = mean_over_subjects([np.where(r.valid_targets, r.r, np.nan)
+                                             for r in results])
                 maps[key] = {
                     "r": str(save_map(np.nan_to_num(mean_r), masker, maps_dir,
                                       {**entities, "desc": "encoding", "stat": "r"},
@@ -1160,7 +1161,7 @@ class Study:
                              f"bands), {sidecar['cv']}, this subject"}))
                 partitions = [r.partition for r in results if r.partition is not None]
                 for k, band in enumerate(partitions[0]["bands"] if partitions else []):
-                    unique = np.nanmean([p["r_unique"][k] for p in partitions], axis=0)
+                    unique = mean_over_subjects([p["r_unique"][k] for p in partitions])
                     maps[key][f"unique_r_{band}"] = str(save_map(
                         np.nan_to_num(unique).astype(np.float32), masker, maps_dir,
                         {**entities, "desc": f"unique{band.replace('_', '')}", "stat": "r"},
