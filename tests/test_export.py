@@ -197,17 +197,18 @@ def test_save_encoding_maps_writes_each_statistic_with_nan_for_invalid_targets(t
 class _Result:
     """The parts of an EncodingResult that Study.export reads."""
 
-    def __init__(self, rng, n_targets, subject):
-        self.r = rng.uniform(-0.1, 0.5, n_targets)
+    def __init__(self, rng, n_targets, subject, invalid=()):
         self.valid_targets = np.ones(n_targets, bool)
-        self.partition = {"bands": ["atoms", "wordrate"],
-                          "r_unique": rng.uniform(-0.05, 0.2, (2, n_targets))}
+        self.valid_targets[list(invalid)] = False  # not fitted (e.g. constant): r 0, no p
+        self.r = np.where(self.valid_targets, rng.uniform(-0.1, 0.5, n_targets), 0.0)
+        self.partition = {"bands": ["atoms", "wordrate"], "r_unique": np.where(
+            self.valid_targets, rng.uniform(-0.05, 0.2, (2, n_targets)), np.nan)}
         self.bands = [{"name": "atoms", "delays": [1, 2]}, {"name": "wordrate", "delays": []}]
-        self.p_fdr = rng.uniform(0, 0.2, n_targets)
+        self.p_fdr = np.where(self.valid_targets, rng.uniform(0, 0.2, n_targets), np.nan)
         self.provenance = {"subject": subject}
 
     def significant(self, q=0.05):
-        return self.p_fdr < q
+        return np.nan_to_num(self.p_fdr, nan=1.0) < q
 
 
 class _Cache:
@@ -243,8 +244,10 @@ def two_space_study(root):
                    small_mni_mask().dataobj).sum()), mask_img=small_mni_mask()),
                "roi": space_masker("roi", 12)}
     rng = np.random.default_rng(0)
-    results = {space: [_Result(rng, maskers[space].n_targets_, f"sub-{i:02d}") for i in (1, 2, 3)]
-               for space in spaces}
+    # ROI 0 fitted in no subject, ROI 1 in all but sub-01
+    results = {space: [_Result(rng, maskers[space].n_targets_, f"sub-{i:02d}",
+                               invalid=[0, 1][:2 if i == 1 else 1] if space == "roi" else ())
+                       for i in (1, 2, 3)] for space in spaces}
     patterns = {space: rng.standard_normal((3, maskers[space].n_targets_)) for space in spaces}
 
     class StandInStudy(Study):
@@ -322,6 +325,33 @@ def test_study_export_sidecars_name_the_model_space_stat_and_desc_of_every_space
     for space in labels:  # the summary's paths, both hemispheres included
         assert all(Path(p).exists() for p in maps[f"{slug}/{space}"].values())
     assert "r_right" in maps[f"{slug}/fsaverage5"]
+
+
+def test_subject_averaged_maps_are_nan_where_no_subject_was_fitted(exported_study):
+    """A target no subject was fitted at is NaN (not an r of 0), and a subject without the
+    target neither pulls the mean towards 0 nor counts as non-significant."""
+    from brainalign.export import load_map
+
+    study, maps = exported_study
+    (slug, _), = study.models
+    roi = maps[f"{slug}/roi"]
+    results = study.encodings(slug, "roi")
+    masker = study.brain(slug, "roi").masker
+    r = load_map(roi["r"], masker)
+    assert np.isnan(r[0])
+    np.testing.assert_allclose(r[1], np.mean([x.r[1] for x in results[1:]]), rtol=1e-6)
+    np.testing.assert_allclose(r[2:], np.mean([x.r[2:] for x in results], axis=0), rtol=1e-6)
+    unique = load_map(roi["unique_r_atoms"], masker)
+    assert np.isnan(unique[0])
+    np.testing.assert_allclose(unique[1], np.mean([x.partition["r_unique"][0, 1]
+                                                   for x in results[1:]]), rtol=1e-6)
+    fraction = load_map(roi["significant_fraction"], masker)
+    assert np.isnan(fraction[0])
+    assert fraction[1] == np.mean([x.p_fdr[1] < 0.05 for x in results[1:]])
+    np.testing.assert_allclose(fraction[2:], np.mean([x.p_fdr[2:] < 0.05 for x in results],
+                                                     axis=0), rtol=1e-6)
+    sidecar = json.loads(Path(roi["r"]).with_suffix(".json").read_text())
+    assert "NaN where no subject was fitted" in sidecar["description"]
 
 
 def test_exported_nifti_is_mni_coded_in_mm_and_gifti_arrays_are_named(exported_study):

@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 #: ``patterns.stability_k`` (:meth:`Study.stability_curve`).
 STABILITY_CURVE = "stability_curve.json"
 
+#: How exported maps of subject averages mark targets that no subject had data for
+#: (a viewer shows NaN as empty; 0 would read as a measured r of 0).
+NO_DATA = "NaN where no subject was fitted"
+
 #: Cached stages in the order they run.
 STAGES = ("record", "timecourse", "corpus", "patterns", "fmri", "encoding", "networks",
           "interventions")
@@ -1135,10 +1139,11 @@ class Study:
                 mean_r = mean_over_subjects([np.where(r.valid_targets, r.r, np.nan)
                                              for r in results])
                 maps[key] = {
-                    "r": str(save_map(np.nan_to_num(mean_r), masker, maps_dir,
+                    "r": str(save_map(mean_r, masker, maps_dir,
                                       {**entities, "desc": "encoding", "stat": "r"},
                                       {**sidecar, "description": "held-out Pearson r of the "
-                                       "encoding model (all bands), mean over subjects"})),
+                                       "encoding model (all bands), mean over the subjects in "
+                                       f"which the target was fitted ({NO_DATA})"})),
                     "patterns": str(save_map(pattern_maps, masker, maps_dir,
                                              {**entities, "desc": "patterns", "stat": "coef"},
                                              {**sidecar, "description": "one map per atom: "
@@ -1153,27 +1158,32 @@ class Study:
                         label = result.provenance.get("subject", "")
                         subject = label[4:] if label.startswith("sub-") else label
                         maps[key][f"r_sub-{subject}"] = str(save_map(
-                            np.nan_to_num(np.where(result.valid_targets, result.r, np.nan)),
+                            np.where(result.valid_targets, result.r, np.nan),
                             masker, maps_dir, {"sub": subject, **entities, "desc": "encoding",
                                                "stat": "r"},
                             {**sidecar, "subject": subject, "n_subjects": 1,
                              "description": "held-out Pearson r of the encoding model (all "
-                             f"bands), {sidecar['cv']}, this subject"}))
+                             f"bands), {sidecar['cv']}, this subject (NaN where the target "
+                             "was not fitted)"}))
                 partitions = [r.partition for r in results if r.partition is not None]
                 for k, band in enumerate(partitions[0]["bands"] if partitions else []):
                     unique = mean_over_subjects([p["r_unique"][k] for p in partitions])
                     maps[key][f"unique_r_{band}"] = str(save_map(
-                        np.nan_to_num(unique).astype(np.float32), masker, maps_dir,
+                        unique, masker, maps_dir,
                         {**entities, "desc": f"unique{band.replace('_', '')}", "stat": "r"},
                         {**sidecar, "band": band, "description": f"unique held-out r of band "
-                         f"{band!r}: r(all bands) - r(all but {band!r}), mean over subjects"}))
+                         f"{band!r}: r(all bands) - r(all but {band!r}), mean over the "
+                         f"subjects in which the target was fitted ({NO_DATA})"}))
                 if encoding["n_permutations"] > 0:
-                    fraction = np.mean([r.significant(encoding["fdr_q"]) for r in results], axis=0)
+                    fraction = mean_over_subjects(
+                        [np.where(r.valid_targets, r.significant(encoding["fdr_q"]), np.nan)
+                         for r in results])
                     maps[key]["significant_fraction"] = str(save_map(
-                        fraction.astype(np.float32), masker, maps_dir,
+                        fraction, masker, maps_dir,
                         {**entities, "desc": "encoding", "stat": "fracsig"},
-                        {**sidecar, "description": f"share of subjects whose target is FDR "
-                         f"significant at q={encoding['fdr_q']}"}))
+                        {**sidecar, "description": f"share of the subjects in which the target "
+                         f"was fitted whose target is FDR significant at "
+                         f"q={encoding['fdr_q']} ({NO_DATA})"}))
                 maps[key].update(export_group_maps(self, slug, space, masker, maps_dir,
                                                    entities, sidecar))
                 # surfaces: both hemispheres (a name of its own: ``name`` is the model's)
